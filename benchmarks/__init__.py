@@ -1,0 +1,1 @@
+"""xsam_edge.benchmarks (not built yet; see README)."""

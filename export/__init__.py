@@ -1,0 +1,1 @@
+"""xsam_edge.export (not built yet; see README)."""

@@ -1,0 +1,1 @@
+"""xsam_edge.quantization (not built yet; see README)."""

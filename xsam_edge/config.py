@@ -1,0 +1,316 @@
+"""The X-SAM config tree: every size of the model as a value.
+
+Derived sizes (projector widths, token counts, connector channels) are properties, never typed twice.
+This module imports no torch, so the runtime, the benchmarks and a bundle-only install can read configs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """A decoder-only causal LM built from a transformers config (no download).
+
+    Args:
+        family (str): transformers ``model_type`` of the LM: ``phi3``, ``qwen2``, ``qwen3`` or ``llama``.
+        vocab_size (int): embedding rows, including the three added tokens ``<SEG>``, ``<p>``, ``</p>``.
+        sliding_window (int | None): Phi-3's local-attention window; ``None`` means full attention.
+    """
+
+    family: str = "phi3"
+    vocab_size: int = 32014
+    hidden_size: int = 3072
+    intermediate_size: int = 8192
+    num_layers: int = 32
+    num_heads: int = 32
+    num_kv_heads: int = 32
+    max_position_embeddings: int = 4096
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-5
+    sliding_window: int | None = 2047
+    tie_word_embeddings: bool = False
+    bos_token_id: int = 1
+    eos_token_id: int = 32000
+    pad_token_id: int = 32000
+
+    def __post_init__(self) -> None:
+        if self.family not in LLM_FAMILIES:
+            raise ValueError(f"unknown LLM family {self.family!r}; known: {sorted(LLM_FAMILIES)}")
+        if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} must divide by num_heads {self.num_heads}, "
+                f"and num_heads by num_kv_heads {self.num_kv_heads}"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
+LLM_FAMILIES = ("phi3", "qwen2", "qwen3", "llama")
+
+
+@dataclass(frozen=True)
+class GlobalEncoderConfig:
+    """SigLIP vision tower; X-SAM reads ``hidden_states[select_layer]`` (before the post-LN)."""
+
+    image_size: int = 384
+    patch_size: int = 14
+    hidden_size: int = 1152
+    intermediate_size: int = 4304
+    num_layers: int = 27
+    num_heads: int = 16
+    select_layer: int = -2
+    layer_norm_eps: float = 1e-6
+    use_head: bool = True  # the MAP head is in the checkpoint but never run
+    pad_to_square: bool = True  # eval convention (XSAM.md §3): pad with the mean colour first
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid_size**2
+
+    @property
+    def layers_run(self) -> int:
+        """Blocks that must run to produce ``hidden_states[select_layer]``."""
+        return self.select_layer % (self.num_layers + 1)
+
+
+@dataclass(frozen=True)
+class SegEncoderConfig:
+    """SAM ViT image encoder (vision tower only; the neck is kept for the checkpoint but not run).
+
+    ``projector_layer`` and ``connector_layers`` index the ``hidden_states`` tuple of 1 + num_layers
+    entries ([0] is the patch embedding, [i] the output of block i-1).
+    """
+
+    image_size: int = 1024
+    patch_size: int = 16
+    hidden_size: int = 1024
+    intermediate_size: int = 4096
+    num_layers: int = 24
+    num_heads: int = 16
+    window_size: int = 14
+    global_attn_indexes: tuple[int, ...] = (5, 11, 17, 23)
+    output_channels: int = 256
+    projector_layer: int = 23
+    connector_layers: tuple[int, ...] = (12, 18, 24)
+    layer_norm_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        last = self.num_layers
+        for layer in (self.projector_layer, *self.connector_layers):
+            if not 0 < layer <= last:
+                raise ValueError(f"SAM tap {layer} outside hidden_states 1..{last}")
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def layers_run(self) -> int:
+        return max(self.projector_layer, *self.connector_layers)
+
+
+@dataclass(frozen=True)
+class ProjectorConfig:
+    """``DynamicProjectorModel``: optional pixel-unshuffle, then Linear → GELU → Linear.
+
+    ``pool`` > 1 average-pools the token grid first (a student lever: fewer image tokens).
+    """
+
+    in_features: int
+    out_features: int
+    downsample_ratio: float = 1.0
+    pool: int = 1
+
+    @property
+    def unshuffled_features(self) -> int:
+        factor = round(1 / self.downsample_ratio)
+        return self.in_features * factor * factor
+
+
+@dataclass(frozen=True)
+class ConnectorConfig:
+    """Conv connector: one branch per SAM tap, pixel-(un)shuffle by ``scale_factors`` to a pyramid."""
+
+    in_channels: int = 1024
+    hidden_size: int = 512
+    scale_factors: tuple[float, ...] = (2.0, 1.0, 0.5)
+
+    @property
+    def out_channels(self) -> tuple[int, ...]:
+        """Channels after the shuffle, finest level first: [512, 1024, 2048] for SAM-L."""
+        return tuple(round(self.in_channels / s) for s in self.scale_factors)
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Mask2Former-style pixel decoder + masked-attention transformer decoder."""
+
+    hidden_dim: int = 256
+    num_queries: int = 200
+    num_heads: int = 8
+    encoder_layers: int = 6
+    encoder_ffn_dim: int = 1024
+    decoder_layers: int = 10  # counted as upstream: 1 initial prediction + 9 masked-attention layers
+    decoder_ffn_dim: int = 2048
+    num_feature_levels: int = 3
+    num_points: int = 4
+    mask_feature_size: int = 256
+    logit_scale_init: float = 2.6592600345611572  # log(1 / 0.07)
+    logit_clamp: float = 500.0
+
+    @property
+    def num_masked_layers(self) -> int:
+        return self.decoder_layers - 1
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    """Special tokens and the chat template the LLM was trained with."""
+
+    seg: str = "<SEG>"
+    phrase_start: str = "<p>"
+    phrase_end: str = "</p>"
+    image: str = "<image>"
+    region: str = "<region>"
+    template: str = "phi3_chat"
+    add_bos: bool = True  # eval convention; the upstream demo omits BOS
+
+    @property
+    def added(self) -> tuple[str, str, str]:
+        return (self.seg, self.phrase_start, self.phrase_end)
+
+
+@dataclass(frozen=True)
+class XSamConfig:
+    """The whole model. ``name`` is the preset it came from (informational only)."""
+
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    global_encoder: GlobalEncoderConfig | None = field(default_factory=GlobalEncoderConfig)
+    seg_encoder: SegEncoderConfig = field(default_factory=SegEncoderConfig)
+    connector: ConnectorConfig = field(default_factory=ConnectorConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    tokens: TokenConfig = field(default_factory=TokenConfig)
+    seg_projector_downsample: float = 0.5
+    visual_pool: int = 1
+    seg_pool: int = 1
+    region_sampler: str = "random"  # "random": upstream 256-point max-pool; "grid": deterministic
+    region_points: int = 256
+    name: str = "custom"
+
+    def __post_init__(self) -> None:
+        if self.connector.in_channels != self.seg_encoder.hidden_size:
+            raise ValueError(
+                f"connector.in_channels {self.connector.in_channels} != seg_encoder.hidden_size "
+                f"{self.seg_encoder.hidden_size}"
+            )
+        if len(self.connector.scale_factors) != self.decoder.num_feature_levels:
+            raise ValueError("one connector branch per decoder feature level is required")
+        if len(self.seg_encoder.connector_layers) != len(self.connector.scale_factors):
+            raise ValueError("one SAM tap per connector branch is required")
+        if self.region_sampler not in ("random", "grid"):
+            raise ValueError(f"region_sampler must be 'random' or 'grid', got {self.region_sampler!r}")
+
+    # -- derived sizes -------------------------------------------------------------------------
+    @property
+    def visual_projector(self) -> ProjectorConfig | None:
+        if self.global_encoder is None:
+            return None
+        return ProjectorConfig(self.global_encoder.hidden_size, self.llm.hidden_size, pool=self.visual_pool)
+
+    @property
+    def seg_projector(self) -> ProjectorConfig:
+        return ProjectorConfig(
+            self.seg_encoder.hidden_size,
+            self.llm.hidden_size,
+            downsample_ratio=self.seg_projector_downsample,
+            pool=self.seg_pool,
+        )
+
+    @property
+    def llm_projector(self) -> ProjectorConfig:
+        return ProjectorConfig(self.llm.hidden_size, self.decoder.hidden_dim)
+
+    @property
+    def seg_token_grid(self) -> int:
+        """Side of the seg_projector's token grid (32 for SAM-L at 1024): also the region grid."""
+        return round(self.seg_encoder.grid_size * self.seg_projector_downsample)
+
+    @property
+    def num_global_tokens(self) -> int:
+        if self.global_encoder is None:
+            return 0
+        return (self.global_encoder.grid_size // self.visual_pool) ** 2
+
+    @property
+    def num_seg_tokens(self) -> int:
+        return (self.seg_token_grid // self.seg_pool) ** 2
+
+    @property
+    def num_image_tokens(self) -> int:
+        """LLM tokens that replace ``<image>``: 729 + 1024 = 1753 for the released model."""
+        return self.num_global_tokens + self.num_seg_tokens
+
+    @property
+    def mask_resolution(self) -> int:
+        """Side of the decoder's mask logits: the finest pyramid level (128 for 1024 input)."""
+        return round(self.seg_encoder.grid_size * self.connector.scale_factors[0])
+
+    @property
+    def max_text_tokens(self) -> int:
+        """Room left for text in the context after the image tokens."""
+        return self.llm.max_position_embeddings - self.num_image_tokens - 1
+
+    # -- serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> XSamConfig:
+        data = dict(data)
+        version = data.pop("schema_version", SCHEMA_VERSION)
+        if version > SCHEMA_VERSION:
+            raise ValueError(
+                f"config schema version {version} is newer than this xsam_edge understands "
+                f"({SCHEMA_VERSION}); upgrade xsam_edge"
+            )
+        return _build(cls, data)
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a (nested) frozen dataclass from ``asdict`` output, turning lists back into tuples."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; known: {sorted(known)}")
+    kwargs: dict[str, Any] = {}
+    nested = {
+        "llm": LLMConfig,
+        "global_encoder": GlobalEncoderConfig,
+        "seg_encoder": SegEncoderConfig,
+        "connector": ConnectorConfig,
+        "decoder": DecoderConfig,
+        "tokens": TokenConfig,
+    }
+    for name, value in data.items():
+        if cls is XSamConfig and name in nested and isinstance(value, dict):
+            value = _build(nested[name], value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
