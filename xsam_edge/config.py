@@ -147,6 +147,7 @@ class ConnectorConfig:
     in_channels: int = 1024
     hidden_size: int = 512
     scale_factors: tuple[float, ...] = (2.0, 1.0, 0.5)
+    bias: bool = False  # XSAM.md §1.4: the released connector convs have no bias
 
     @property
     def out_channels(self) -> tuple[int, ...]:
@@ -187,6 +188,7 @@ class TokenConfig:
     region: str = "<region>"
     template: str = "phi3_chat"
     add_bos: bool = True  # eval convention; the upstream demo omits BOS
+    builtin_tokenizer: str | None = None  # "tiny": the word-level tokenizer shipped in xsam_edge/assets
 
     @property
     def added(self) -> tuple[str, str, str]:

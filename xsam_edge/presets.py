@@ -8,6 +8,7 @@ from xsam_edge.config import (
     GlobalEncoderConfig,
     LLMConfig,
     SegEncoderConfig,
+    TokenConfig,
     XSamConfig,
 )
 
@@ -57,6 +58,7 @@ TINY = XSamConfig(
         decoder_ffn_dim=64,
         mask_feature_size=32,
     ),
+    tokens=TokenConfig(builtin_tokenizer="tiny"),
     region_points=64,
     name="tiny",
 )

@@ -1,0 +1,211 @@
+"""``xsam-edge``: one verb per stage, each a thin layer over one library function.
+
+Errors a user can cause (bad files, bad prompts, wrong checkpoints) print one line and exit with 2; no
+traceback. ``XSAM_EDGE_DEBUG=1`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+EXIT_USER_ERROR = 2
+
+
+# -- info --------------------------------------------------------------------------------------
+def _info_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="parameters and MACs per component of a preset")
+    p.add_argument("--preset", required=True, help="preset name (e.g. x-sam-phi3, tiny)")
+    p.add_argument("--text-tokens", type=int, default=48, help="text tokens of the referring query")
+    p.add_argument("--json", action="store_true", help="print JSON for machines")
+    p.set_defaults(run=_info)
+
+
+def _info(args: argparse.Namespace) -> None:
+    from xsam_edge.info import info_json, info_table
+    from xsam_edge.presets import get_preset
+
+    data = info_json(get_preset(args.preset), text_tokens=args.text_tokens)
+    print(json.dumps(data, indent=2) if args.json else info_table(data))
+
+
+# -- segment -----------------------------------------------------------------------------------
+def _segment_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("segment", help="segment one image with a text, category or visual-prompt query")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="model folder (save_pretrained / import-checkpoint output)")
+    src.add_argument("--preset", help="preset with RANDOM weights (smoke runs only)")
+    p.add_argument("--tokenizer", help="local HF tokenizer folder, for --preset other than tiny")
+    p.add_argument("--image", required=True, help="image file (PNG, JPEG, …)")
+    p.add_argument(
+        "--task",
+        help="task; inferred from the query when omitted (text→referring, "
+        "categories→panoptic, prompts→interactive)",
+    )
+    p.add_argument("--text", help="referring expression, reasoning question or chat message")
+    p.add_argument("--categories", help="comma-separated class names")
+    p.add_argument("--point", action="append", default=[], metavar="X,Y", help="point prompt (repeatable)")
+    p.add_argument(
+        "--box", action="append", default=[], metavar="X0,Y0,X1,Y1", help="box prompt (repeatable)"
+    )
+    p.add_argument("--scribble", action="append", default=[], metavar="X,Y;X,Y;…", help="scribble prompt")
+    p.add_argument(
+        "--mask", action="append", default=[], metavar="PNG", help="mask prompt image (repeatable)"
+    )
+    p.add_argument("--out", default="result.png", help="overlay PNG; the JSON goes beside it (.json)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_segment)
+
+
+def _numbers(text: str, count: int, what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != count:
+        raise ValueError(f"{what} needs {count} comma-separated numbers, got {text!r}")
+    return values
+
+
+def _build_request(args: argparse.Namespace, image) -> object:
+    import numpy as np
+
+    from xsam_edge.image_io import load_image
+    from xsam_edge.types import Box, MaskPrompt, Point, Scribble, SegmentationRequest, Task
+
+    prompts: list = [Point(*_numbers(v, 2, "--point")) for v in args.point]
+    prompts += [Box(*_numbers(v, 4, "--box")) for v in args.box]
+    for value in args.scribble:
+        points = tuple(tuple(_numbers(pt, 2, "--scribble point")) for pt in value.split(";") if pt.strip())
+        prompts.append(Scribble(points))
+    for path in args.mask:
+        prompts.append(MaskPrompt(load_image(path).max(axis=2) > 127))
+    categories = [c.strip() for c in args.categories.split(",")] if args.categories is not None else []
+    if args.task:
+        try:
+            task = Task(args.task)
+        except ValueError:
+            raise ValueError(
+                f"unknown task {args.task!r}; tasks: {', '.join(t.value for t in Task)}"
+            ) from None
+    elif prompts:
+        task = Task.INTERACTIVE
+    elif args.categories is not None:
+        task = Task.PANOPTIC
+    elif args.text is not None:
+        task = Task.REFERRING
+    else:
+        raise ValueError(
+            "give a query: --text, --categories, or a visual prompt (--point/--box/--scribble/--mask)"
+        )
+    return SegmentationRequest(
+        np.ascontiguousarray(image), task, text=args.text, categories=categories, prompts=prompts
+    )
+
+
+def _segment(args: argparse.Namespace) -> None:
+    from xsam_edge.image_io import load_image, save_overlay
+    from xsam_edge.inference import load_predictor
+    from xsam_edge.tokenizer import atomic_write_text
+
+    image = load_image(args.image)
+    request = _build_request(args, image)  # validate before loading any model
+    predictor = load_predictor(
+        model_dir=args.model, preset=args.preset, tokenizer_dir=args.tokenizer, seed=args.seed
+    )
+    if args.preset:
+        print(
+            f"note: preset {args.preset!r} has random, untrained weights: the masks show the pipeline "
+            "runs, not what a trained model sees",
+            file=sys.stderr,
+        )
+    result = predictor.segment(request)
+    out = Path(args.out)
+    save_overlay(out, image, result)
+    summary = {"image": str(args.image), "task": request.task.value, **result.to_json()}
+    atomic_write_text(out.with_suffix(".json"), json.dumps(summary, indent=2) + "\n")
+    for item in summary["masks"]:
+        print(
+            f"{item['label']:<32} score {item['score']:.3f}  area {item['area']:>8} px  "
+            f"box {item['box_xyxy']}"
+        )
+    if result.text:
+        print(f"text: {result.text}")
+    print(f"wrote {out} and {out.with_suffix('.json')}")
+
+
+# -- import-checkpoint ---------------------------------------------------------------------------
+def _import_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import-checkpoint", help="convert a released X-SAM checkpoint to a model folder")
+    p.add_argument("--checkpoint", required=True, help="pytorch_model.bin (archive or main-branch keys)")
+    p.add_argument("--preset", required=True, help="the preset the checkpoint was trained with")
+    p.add_argument("--tokenizer", required=True, help="local HF tokenizer folder (e.g. Phi-3-mini's)")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument(
+        "--allow-partial", action="store_true", help="accept a stage-1/2 checkpoint with missing parts"
+    )
+    p.set_defaults(run=_import)
+
+
+def _import(args: argparse.Namespace) -> None:
+    from xsam_edge.checkpoint import import_checkpoint
+
+    report = import_checkpoint(
+        checkpoint=args.checkpoint,
+        preset=args.preset,
+        tokenizer_dir=args.tokenizer,
+        out=args.out,
+        dtype=args.dtype,
+        allow_partial=args.allow_partial,
+    )
+    print(report.summary())
+    print(f"wrote {args.out}")
+
+
+# -- entry -------------------------------------------------------------------------------------
+VERBS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _info_parser,
+    _segment_parser,
+    _import_parser,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xsam-edge", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="verb", required=True)
+    for add in VERBS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one verb; user errors become one line on stderr and exit code 2."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        args.run(args)
+    except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError, RuntimeError) as err:
+        if os.environ.get("XSAM_EDGE_DEBUG"):
+            raise
+        print(f"xsam-edge {args.verb}: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # output piped into `head`
+        sys.stderr.close()
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
