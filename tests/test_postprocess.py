@@ -253,3 +253,38 @@ def test_host_modules_import_without_torch():
         "assert sys.modules['torch'] is None\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _upstream_interactive(cls: np.ndarray, masks: np.ndarray, geo: Geometry, box) -> tuple[np.ndarray, float]:
+    """Brute force, as upstream's intseg_process_fn: every query upsampled and scored."""
+    full = torch.from_numpy(_torch_chain(masks, geo))
+    probs = torch.from_numpy(cls).softmax(-1)[:, 0]
+    pos = (full > 0).float()
+    scores = probs * (full.sigmoid() * pos).sum((1, 2)) / (pos.sum((1, 2)) + 1e-6)
+    keep = (scores >= 0.5) | (scores == scores.max())
+    cand = torch.nonzero(keep).flatten()
+    cand = cand[torch.argsort(-scores[cand], stable=True)]
+    boxes = []
+    for q in cand:
+        ys, xs = torch.nonzero(pos[q], as_tuple=True)
+        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] if len(xs) else [0, 0, 0, 0])
+    best = cand[int(np.argmax(box_iou(box, np.array(boxes, np.float64))))]
+    return pos[best].bool().numpy(), float(scores[best])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_interactive_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:16, 0:16]
+    centers = rng.uniform(0, 16, (12, 3))
+    masks = np.stack([(2 + 4 * r / 16 - np.hypot(yy - cy, xx - cx)) for cy, cx, r in centers]).astype(
+        np.float32
+    )
+    cls = np.stack([rng.normal(0, 2, 12), np.zeros(12)], axis=1).astype(np.float32)
+    geo = Geometry.for_image((45, 60), 64)
+    (x0, x1), (y0, y1) = np.sort(rng.uniform(0, 60, 2)), np.sort(rng.uniform(0, 45, 2))
+    box = (float(x0), float(y0), float(x1), float(y1))
+    ref_mask, ref_score = _upstream_interactive(cls, masks, geo, box)
+    res = postprocess_interactive(cls, masks, geo, [box])
+    np.testing.assert_array_equal(res.masks[0], ref_mask)
+    np.testing.assert_allclose(res.scores[0], ref_score, rtol=1e-5)

@@ -98,6 +98,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise ValueError(
                 f"{path} is not a readable safetensors file (truncated or corrupt?): {err}"
             ) from err
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):
+        raise ValueError(
+            f"{path} is not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle); "
+            "give the released pytorch_model.bin or a .safetensors file"
+        )
     try:
         data = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     except pickle.UnpicklingError as err:
@@ -106,7 +113,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             "(torch.load weights_only=True blocked it). Re-save it as a plain state dict of tensors, or as "
             f"safetensors. Detail: {str(err).splitlines()[0]}"
         ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+    except (RuntimeError, EOFError, KeyError, zipfile.BadZipFile, OSError) as err:  # KeyError: text files
         raise ValueError(f"{path} is truncated or not a PyTorch checkpoint: {err}") from err
     for _ in range(2):  # unwrap {"state_dict": ...} / {"module": ...} once or twice
         if isinstance(data, dict) and len(data) == 1 and next(iter(data)) in _WRAPPER_KEYS:
@@ -257,11 +264,12 @@ def from_pretrained(directory: str | os.PathLike) -> XSam:
     weights = Path(directory) / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{directory} has no {WEIGHTS_FILE}")
-    model = build_model(config)
     try:
         state = load_file(weights)
     except (SafetensorError, OSError) as err:
         raise ValueError(f"{weights} is truncated or corrupt: {err}") from err
+    floating = [v.dtype for v in state.values() if v.is_floating_point()]
+    model = _build_in_dtype(config, floating[0] if floating else torch.float32)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -278,6 +286,16 @@ def from_pretrained(directory: str | os.PathLike) -> XSam:
         raise ValueError(f"{weights} does not match {directory}/{CONFIG_FILE}:\n{report.summary()}")
     model.load_state_dict(state, strict=False)
     return model.eval()
+
+
+def _build_in_dtype(config: XSamConfig, dtype: torch.dtype) -> XSam:
+    """Build directly in ``dtype``: a bf16 model never holds an fp32 copy of its weights."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        return build_model(config)
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def _is_tied(model: XSam, key: str) -> bool:
@@ -317,7 +335,10 @@ def import_checkpoint(
         raise ValueError(f"dtype {dtype!r} not supported; use one of {sorted(_DTYPES)}")
     config = get_preset(preset)
     tokenizer = XSamTokenizer.from_pretrained_dir(tokenizer_dir, config.tokens)
-    if len(tokenizer) != config.llm.vocab_size:
+    # upstream resizes the embeddings to len(tokenizer); the project's own presets keep a fixed, larger table
+    vocab = config.llm.vocab_size
+    fits = len(tokenizer) <= vocab if config.tokens.builtin_tokenizer else len(tokenizer) == vocab
+    if not fits:
         raise ValueError(
             f"tokenizer in {tokenizer_dir} has {len(tokenizer)} tokens with <SEG>, <p>, </p>, but preset "
             f"{preset!r} embeds {config.llm.vocab_size}; use the tokenizer the checkpoint was trained with"

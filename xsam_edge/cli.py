@@ -168,11 +168,108 @@ def _import(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
+# -- train / eval / cache -----------------------------------------------------------------------
+def _steps(text: str) -> tuple[int, int, int]:
+    parts = text.split(",")
+    if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(
+            "--steps needs three integers: segmentor,align,mixed (e.g. 600,300,1200)"
+        )
+    return tuple(int(p) for p in parts)  # type: ignore[return-value]
+
+
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    from xsam_edge.teacher import TeacherRecipe
+
+    default = TeacherRecipe()
+    p = sub.add_parser("train", help="train a preset with the three-stage recipe (resumes a killed run)")
+    p.add_argument("--preset", default=default.preset)
+    p.add_argument("--out", required=True, help="run folder: checkpoint, log.jsonl, model/")
+    p.add_argument("--data", default=default.data, help="training data (shapes:train)")
+    p.add_argument("--val-data", default="shapes:val-fast", help="evaluated at each stage end")
+    p.add_argument("--steps", type=_steps, default=default.steps, help="segmentor,align,mixed steps")
+    p.add_argument("--batch-size", type=int, default=default.batch_size)
+    p.add_argument("--lr", type=float, default=default.lr)
+    p.add_argument("--seed", type=int, default=default.seed)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.set_defaults(run=_train)
+
+
+def _train(args: argparse.Namespace) -> None:
+    from xsam_edge.teacher import train_model
+
+    model_dir = train_model(
+        args.out,
+        preset=args.preset,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        data=args.data,
+        val_data=args.val_data or None,
+    )
+    print(f"wrote {model_dir}")
+
+
+def _eval_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="every task's metric on a dataset, next to trivial baselines")
+    p.add_argument("--model", required=True, help="model folder")
+    p.add_argument("--data", default="shapes:val", help="shapes:<split> or a real dataset spec")
+    p.add_argument("--limit", type=int, help="at most this many images")
+    p.add_argument("--json", action="store_true", help="print JSON: {tasks, baselines}")
+    p.set_defaults(run=_eval)
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from xsam_edge.data.registry import load_dataset
+    from xsam_edge.evaluate import eval_table, evaluate_model
+    from xsam_edge.inference import XSamPredictor
+
+    predictor = XSamPredictor.from_pretrained(args.model)
+    report = evaluate_model(predictor, load_dataset(args.data, limit=args.limit))
+    print(json.dumps(report, indent=2) if args.json else eval_table(report))
+
+
+def _cache_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cache", help="locate or clear the cached embedded teacher")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--path", action="store_true", help="print the cache folder")
+    group.add_argument("--clear", action="store_true", help="delete the cache")
+    p.set_defaults(run=_cache)
+
+
+def _cache(args: argparse.Namespace) -> None:
+    from xsam_edge.teacher import cache_root, clear_cache
+
+    print(cache_root() if args.path else f"removed {clear_cache()}")
+
+
+def _pipeline_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pipeline", help="the main job on the embedded default (resumable)")
+    p.add_argument("--out", default="outputs/pipeline", help="results folder (report.md, report.json, PNGs)")
+    p.add_argument("--data", default="shapes:val", help="evaluation data")
+    p.add_argument("--limit", type=int, help="at most this many evaluation images")
+    p.set_defaults(run=_pipeline)
+
+
+def _pipeline(args: argparse.Namespace) -> None:
+    from xsam_edge.pipeline import run_pipeline
+
+    report = run_pipeline(args.out, data=args.data, limit=args.limit)
+    print(report.read_text())
+    print(f"wrote {report}")
+
+
 # -- entry -------------------------------------------------------------------------------------
 VERBS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _info_parser,
     _segment_parser,
     _import_parser,
+    _train_parser,
+    _eval_parser,
+    _cache_parser,
+    _pipeline_parser,
 )
 
 

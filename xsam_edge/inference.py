@@ -174,7 +174,7 @@ class XSamPredictor:
         hidden = self.model.llm_hidden(embeds[None])[0]  # (T, H_llm)
 
         search_from = prompt_len if request.task is Task.GCG else 0
-        spans = [(s, e) for s, e in self.tokenizer.phrase_spans(ids) if s >= search_from]
+        spans = [(s, e) for s, e in self._phrase_spans(ids, generated=generate) if s >= search_from]
         segs = [p for p in self.tokenizer.seg_positions(ids) if p >= search_from]
         labels = self._labels(request, ids, spans)
         if not spans or not segs:
@@ -238,6 +238,26 @@ class XSamPredictor:
         )
         new = out[0].tolist()
         return new[: new.index(eos)] if eos in new else new
+
+    def _phrase_spans(self, ids: list[int], generated: bool) -> list[tuple[int, int]]:
+        """``<p>…</p>`` spans of the sequence.
+
+        A generated caption may stop inside a phrase (cut by ``max_new_tokens``) or be malformed: its closed
+        phrases still count, and a malformed caption yields no spans rather than an error.
+        """
+        if not generated:
+            return self.tokenizer.phrase_spans(ids)
+        start, end = self.tokenizer.phrase_start_id, self.tokenizer.phrase_end_id
+        open_at = None
+        for i, token in enumerate(ids):
+            if token == start:
+                open_at = i
+            elif token == end:
+                open_at = None
+        try:
+            return self.tokenizer.phrase_spans(ids if open_at is None else ids[:open_at])
+        except ValueError:
+            return []
 
     def _labels(
         self, request: SegmentationRequest, ids: list[int], spans: list[tuple[int, int]]

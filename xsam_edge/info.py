@@ -123,12 +123,20 @@ def info_json(config: XSamConfig, text_tokens: int = DEFAULT_TEXT_TOKENS) -> dic
     }
 
 
+def _human(n: float, giga: str = "G") -> str:
+    """3 significant digits with a K/M/G/T suffix (``giga="B"`` for parameter counts)."""
+    for unit, scale in (("T", 1e12), (giga, 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.3g}"
+
+
 def info_table(data: dict) -> str:
     """The ``info_json`` output as a fixed-width table for people."""
-    rows = [f"{'component':<18}{'params':>14}{'GMACs':>12}"]
+    rows = [f"{'component':<18}{'params':>12}{'MACs':>12}"]
     for name, cost in data["components"].items():
-        rows.append(f"{name:<18}{cost['params'] / 1e6:>12.2f} M{cost['macs'] / 1e9:>12.2f}")
-    rows.append(f"{'total':<18}{data['total_params'] / 1e6:>12.2f} M{data['total_macs'] / 1e9:>12.2f}")
+        rows.append(f"{name:<18}{_human(cost['params'], 'B'):>12}{_human(cost['macs']):>12}")
+    rows.append(f"{'total':<18}{_human(data['total_params'], 'B'):>12}{_human(data['total_macs']):>12}")
     query = data["query"]
     rows.append(
         f"preset {data['preset']}; one referring query: {query['image_tokens']} image + "

@@ -14,168 +14,19 @@ is exact up to float rounding (< 1e-5 against the torch chain) and skips the inp
 
 The task rules follow upstream's ``*_process_fn.py`` files (HF Mask2Former conventions); the docstrings say
 where a choice was made.
+
+``Geometry``, ``resize_bilinear`` and ``masks_to_image`` live in ``xsam_edge.geometry`` (re-exported here).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from xsam_edge.preprocess import mask_box, scaled_size
+from xsam_edge.geometry import CHUNK_BYTES, Geometry, Upsampler, masks_to_image, resize_bilinear
+from xsam_edge.preprocess import mask_box
 from xsam_edge.types import SegmentationResult, Task
-
-_CHUNK_BYTES = 64 * 2**20  # float32 working set per full-size chunk
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Where the decoder's square input sits in the original image.
-
-    Args:
-        image_hw (tuple[int, int]): (H, W) of the original image.
-        scaled_hw (tuple[int, int]): (h', w') of the image inside the letterboxed input (the second return
-            value of ``letterbox``).
-        input_size (int): side of the square SAM input (1024 for the released model).
-    """
-
-    image_hw: tuple[int, int]
-    scaled_hw: tuple[int, int]
-    input_size: int
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "image_hw", (int(self.image_hw[0]), int(self.image_hw[1])))
-        object.__setattr__(self, "scaled_hw", (int(self.scaled_hw[0]), int(self.scaled_hw[1])))
-        object.__setattr__(self, "input_size", int(self.input_size))
-        if min(self.image_hw) < 1:
-            raise ValueError(f"image_hw must be positive, got {self.image_hw}")
-        if not (0 < self.scaled_hw[0] <= self.input_size and 0 < self.scaled_hw[1] <= self.input_size):
-            raise ValueError(f"scaled_hw {self.scaled_hw} must lie inside the {self.input_size}² input")
-
-    @classmethod
-    def for_image(cls, image_hw: tuple[int, int], input_size: int) -> Geometry:
-        """The geometry ``letterbox`` produces for an image of size ``image_hw``."""
-        return cls(tuple(image_hw), scaled_size(image_hw, input_size), input_size)
-
-
-# -- resizing ------------------------------------------------------------------------------------------------
-
-
-def _axis_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Source indices and float32 weights of torch's bilinear resize (align_corners=False) along one axis.
-
-    Computed in float32 as torch's CPU kernel does (scale = in / out rounded to float32, then one fused
-    multiply-add): float64 weights would differ from torch's by up to 1e-4 on large downscales.
-    """
-    scale = np.float32(in_size) / np.float32(out_size)
-    centers = np.arange(out_size, dtype=np.float32) + np.float32(0.5)
-    # float32 × float32 is exact in float64, so this rounds once, like an FMA
-    src = (np.float64(scale) * centers.astype(np.float64) - 0.5).astype(np.float32)
-    src = np.maximum(src, np.float32(0.0))
-    i0 = np.minimum(src.astype(np.int64), in_size - 1)  # src ≥ 0, so the cast floors
-    i1 = np.minimum(i0 + 1, in_size - 1)
-    l1 = np.clip(src - i0.astype(np.float32), np.float32(0.0), np.float32(1.0))
-    return i0, i1, np.float32(1.0) - l1, l1
-
-
-def interp_matrix(in_size: int, out_size: int) -> np.ndarray:
-    """The (out_size, in_size) float64 matrix of a 1-D bilinear resize (torch, align_corners=False).
-
-    Every row has non-negative weights summing to 1, so a resize never leaves the input's value range.
-    """
-    i0, i1, l0, l1 = _axis_taps(in_size, out_size)
-    mat = np.zeros((out_size, in_size), np.float64)
-    rows = np.arange(out_size)
-    np.add.at(mat, (rows, i0), l0)
-    np.add.at(mat, (rows, i1), l1)
-    return mat
-
-
-def resize_bilinear(x: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize matching ``F.interpolate(mode="bilinear", align_corners=False, antialias=False)``.
-
-    Two separable gathers with precomputed taps (width first, then height, as torch's CPU kernel nests them).
-
-    Args:
-        x (np.ndarray): (N, h, w) array (cast to float32).
-        out_hw (tuple[int, int]): (H, W).
-
-    Returns:
-        np.ndarray: (N, H, W) float32.
-    """
-    x = np.asarray(x, np.float32)
-    if x.ndim != 3:
-        raise ValueError(f"resize_bilinear expects (N, h, w), got {x.shape}")
-    n, h, w = x.shape
-    out_h, out_w = int(out_hw[0]), int(out_hw[1])
-    if n == 0 or min(h, w) == 0:
-        return np.zeros((n, out_h, out_w), np.float32)
-    j0, j1, m0, m1 = _axis_taps(w, out_w)
-    t = x[:, :, j0] * m0 + x[:, :, j1] * m1  # (N, h, W)
-    i0, i1, l0, l1 = _axis_taps(h, out_h)
-    return t[:, i0, :] * l0[:, None] + t[:, i1, :] * l1[:, None]  # (N, H, W)
-
-
-@lru_cache(maxsize=16)
-def _chain_matrix(m: int, scaled: int, out: int, input_size: int) -> np.ndarray:
-    """(out, m) float32: upsample m → input_size, keep the first ``scaled`` samples, resize to ``out``."""
-    up = interp_matrix(m, input_size)[:scaled]  # (scaled, m)
-    i0, i1, l0, l1 = _axis_taps(scaled, out)
-    l0, l1 = l0.astype(np.float64)[:, None], l1.astype(np.float64)[:, None]
-    mat = (l0 * up[i0] + l1 * up[i1]).astype(np.float32)  # (out, m)
-    mat.setflags(write=False)
-    return mat
-
-
-class _Upsampler:
-    """Low-res logits (n, mh, mw) → original-size logits (n, H, W) through upstream's chain, composed."""
-
-    def __init__(self, mask_hw: tuple[int, int], geometry: Geometry) -> None:
-        (h, w), (sh, sw), s = geometry.image_hw, geometry.scaled_hw, geometry.input_size
-        self.ry = _chain_matrix(int(mask_hw[0]), sh, h, s)  # (H, mh)
-        self.rx_t = np.ascontiguousarray(_chain_matrix(int(mask_hw[1]), sw, w, s).T)  # (mw, W)
-        self.image_hw = (h, w)
-
-    def __call__(self, x: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
-        ry = self.ry[rows]
-        n, out_h, (mw, out_w) = x.shape[0], ry.shape[0], self.rx_t.shape
-        t = ry @ x  # (n, H, mw): small batched products
-        # the expensive step (H·W·mw per map) as one large GEMM, about 2× faster than a batched matmul
-        return (t.reshape(n * out_h, mw) @ self.rx_t).reshape(n, out_h, out_w)
-
-    def chunk(self, n_maps: int = 1) -> int:
-        """How many full-size float32 maps of ``n_maps`` channels fit in the working-set budget."""
-        return max(1, _CHUNK_BYTES // (4 * n_maps * self.image_hw[0] * self.image_hw[1]))
-
-
-def masks_to_image(
-    mask_logits: np.ndarray, scaled_hw: tuple[int, int], image_hw: tuple[int, int], input_size: int
-) -> np.ndarray:
-    """Bring mask logits to the original image: upsample to input_size², crop to (h', w'), resize to (H, W).
-
-    The three steps are upstream's (``XSegmentor.postprocess_masks_preds`` + ``sem_seg_postprocess``); they
-    are applied as one composed linear map per axis, equal to the chain up to float rounding. This allocates
-    the whole (N, H, W) output: the task functions below call it on selected queries only.
-
-    Args:
-        mask_logits (np.ndarray): (N, m, m) logits (any float dtype).
-        scaled_hw (tuple[int, int]): (h', w') un-padded letterbox size.
-        image_hw (tuple[int, int]): (H, W) original size.
-        input_size (int): square input side.
-
-    Returns:
-        np.ndarray: (N, H, W) float32 logits.
-    """
-    x = np.asarray(mask_logits, np.float32)
-    if x.ndim != 3:
-        raise ValueError(f"mask_logits must be (N, m, m), got {x.shape}")
-    up = _Upsampler(x.shape[1:], Geometry(image_hw, scaled_hw, input_size))
-    if x.shape[0] == 0:
-        return np.zeros((0, *up.image_hw), np.float32)
-    return up(x)
-
 
 # -- shared helpers ------------------------------------------------------------------------------------------
 
@@ -186,8 +37,10 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # tanh form: no overflow warning for large negative logits, unlike 1 / (1 + exp(-x))
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
+    # exp of −|x| never overflows; keeping the tiny tail values (not 0.5·(1 + tanh), which rounds them to 0)
+    # matters: the panoptic argmax decides far-away pixels by them, as torch does
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0, e) / (1.0 + e)
 
 
 def _check_inputs(class_logits: np.ndarray, mask_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -234,11 +87,11 @@ def empty_result(geometry: Geometry, text: str | None = None) -> SegmentationRes
     return _result(geometry, [], [], [], [], text)
 
 
-def _binary_masks(up: _Upsampler, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _binary_masks(up: Upsampler, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Full-size ``logits > 0`` masks and their mask scores (mean sigmoid inside the mask, upstream's +1e-6).
 
     Args:
-        up (_Upsampler): the geometry's upsampler.
+        up (Upsampler): the geometry's upsampler.
         logits (np.ndarray): (n, mh, mw) low-res logits of the selected queries.
 
     Returns:
@@ -267,7 +120,7 @@ def _best_queries(
     """Per class column: the most probable query's mask (logits > 0) and its probability."""
     probs = _softmax(class_logits)[:, :-1]  # (Q, C)
     queries = probs[:, columns].argmax(axis=0)  # (K,)
-    up = _Upsampler(mask_logits.shape[1:], geometry)
+    up = Upsampler(mask_logits.shape[1:], geometry)
     masks = np.zeros((len(columns), *geometry.image_hw), bool)
     for start in range(0, len(columns), up.chunk()):
         sel = slice(start, start + up.chunk())
@@ -385,7 +238,7 @@ def postprocess_panoptic(
         return empty_result(geometry)
 
     # running per-pixel argmax over the kept queries' prob-masks, one chunk of full-size maps at a time
-    up = _Upsampler(masks.shape[1:], geometry)
+    up = Upsampler(masks.shape[1:], geometry)
     h, w = geometry.image_hw
     best_val = np.full((h, w), -np.inf, np.float32)
     best_idx = np.zeros((h, w), np.int64)
@@ -446,7 +299,7 @@ def _instance_core(
     top = top[probs[top] > threshold]
     queries, classes = top // num_classes, top % num_classes
     unique_q, inverse = np.unique(queries, return_inverse=True)
-    up = _Upsampler(masks.shape[1:], geometry)
+    up = Upsampler(masks.shape[1:], geometry)
     bin_masks, mask_scores = _binary_masks(up, masks[unique_q])
     final = probs[top] * mask_scores[inverse]
     # empty masks (score 0) are dropped even for a negative threshold: they carry no pixels to evaluate
@@ -575,7 +428,7 @@ def postprocess_interactive(
     if cls.shape[0] == 0 or num_prompts == 0:
         return empty_result(geometry)
     probs = _softmax(cls)[:, :-1]  # (Q, K)
-    up = _Upsampler(masks.shape[1:], geometry)
+    up = Upsampler(masks.shape[1:], geometry)
     cache: dict[int, tuple[np.ndarray, float, tuple[float, float, float, float]]] = {}
     step = min(8, up.chunk(2))
 
@@ -639,11 +492,11 @@ def postprocess_semantic(
     probs = _softmax(cls)[:, :-1]  # (Q, C)
     seg = (probs.T @ _sigmoid(masks).reshape(num_q, mh * mw)).reshape(num_classes, mh, mw)  # (C, mh, mw)
 
-    up = _Upsampler((mh, mw), geometry)
+    up = Upsampler((mh, mw), geometry)
     h, w = geometry.image_hw
     label_map = np.zeros((h, w), np.int64)
     sums = np.zeros(num_classes, np.float64)
-    band = max(1, _CHUNK_BYTES // (4 * num_classes * w))
+    band = max(1, CHUNK_BYTES // (4 * num_classes * w))
     for r0 in range(0, h, band):
         rows = slice(r0, min(h, r0 + band))
         maps = up(seg, rows)  # (C, band, W)
@@ -709,3 +562,20 @@ def postprocess(
     if task == Task.GCG:
         return postprocess_gcg(class_logits, mask_logits, geometry, labels, **kw)
     raise ValueError(f"no post-processing for task {task.value!r}")  # pragma: no cover
+
+
+__all__ = [
+    "Geometry",
+    "box_iou",
+    "empty_result",
+    "masks_to_image",
+    "postprocess",
+    "postprocess_gcg",
+    "postprocess_instance",
+    "postprocess_interactive",
+    "postprocess_panoptic",
+    "postprocess_referring",
+    "postprocess_semantic",
+    "postprocess_visual_grounded",
+    "resize_bilinear",
+]

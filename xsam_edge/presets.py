@@ -63,9 +63,59 @@ TINY = XSamConfig(
     name="tiny",
 )
 
+# The embedded default's teacher: X-SAM architecture small enough to train on 2 CPU cores in minutes on the
+# procedural "shapes" suite (xsam_edge.data.shapes), with the project's word-level tokenizer.
+SHAPES_TEACHER = XSamConfig(
+    llm=LLMConfig(
+        family="phi3",
+        vocab_size=512,
+        hidden_size=128,
+        intermediate_size=256,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=4,
+        max_position_embeddings=512,
+        sliding_window=None,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    ),
+    global_encoder=GlobalEncoderConfig(
+        image_size=64, patch_size=16, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2
+    ),
+    seg_encoder=SegEncoderConfig(
+        image_size=128,
+        patch_size=8,
+        hidden_size=96,
+        intermediate_size=192,
+        num_layers=4,
+        num_heads=4,
+        window_size=8,
+        global_attn_indexes=(1, 3),
+        output_channels=32,
+        projector_layer=3,
+        connector_layers=(2, 3, 4),
+    ),
+    connector=ConnectorConfig(in_channels=96, hidden_size=64),
+    decoder=DecoderConfig(
+        hidden_dim=64,
+        num_queries=16,
+        num_heads=4,
+        encoder_layers=2,
+        encoder_ffn_dim=128,
+        decoder_layers=4,
+        decoder_ffn_dim=128,
+        mask_feature_size=64,
+    ),
+    tokens=TokenConfig(builtin_tokenizer="tiny"),
+    region_points=64,
+    name="shapes-teacher",
+)
+
 PRESETS: dict[str, XSamConfig] = {
     "x-sam-phi3": X_SAM_PHI3,
     "tiny": TINY,
+    "shapes-teacher": SHAPES_TEACHER,
 }
 
 

@@ -393,6 +393,9 @@ _SIZE_WORDS = """
 small large tiny big medium huge little smallest largest biggest tiniest smaller larger bigger
 wide narrow tall short thin thick long size sized
 """
+# the shapes suite's "stuff" classes and reasoning words (appended last, so earlier ids never move)
+_SUITE_EXTRA_WORDS = "sky grass sand water wall hole fewest"
+
 _POSITION_WORDS = """
 left right above below top bottom middle center centre of the most least corner corners side sides
 edge edges upper lower near far next to beside between inside outside under over behind front
@@ -415,7 +418,16 @@ _PUNCTUATION = ". , ? ! : ; ' \" - ( ) / & +"
 TINY_WORDS: tuple[str, ...] = tuple(
     dict.fromkeys(
         " ".join(
-            (_TEMPLATE_WORDS, _SHAPE_WORDS, _COLOUR_WORDS, _SIZE_WORDS, _POSITION_WORDS, _CHAT_WORDS, _DIGITS)
+            (
+                _TEMPLATE_WORDS,
+                _SHAPE_WORDS,
+                _COLOUR_WORDS,
+                _SIZE_WORDS,
+                _POSITION_WORDS,
+                _CHAT_WORDS,
+                _DIGITS,
+                _SUITE_EXTRA_WORDS,
+            )
         ).split()
         + _PUNCTUATION.split()
     )

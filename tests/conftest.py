@@ -1,0 +1,81 @@
+"""Shared fixtures: the tiny model with non-trivial weights, its tokenizer, a small non-square test image.
+
+Nothing here touches the network: the tiny preset builds from configs and the tokenizer ships in the package.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from xsam_edge.model.build import build_model  # noqa: E402
+from xsam_edge.model.xsam import XSam  # noqa: E402
+from xsam_edge.presets import TINY  # noqa: E402
+from xsam_edge.tokenizer import XSamTokenizer, tiny_tokenizer  # noqa: E402
+
+# One intra-op thread: the tiny model's ops take microseconds, and with two threads on a 2-core machine that
+# is also running anything else, OpenMP hand-offs make every op wait on a busy core (measured: a tiny
+# referring request 14 ms with one thread, 1.9 s with two while another process held one core).
+torch.set_num_threads(int(os.environ.get("XSAM_EDGE_TEST_THREADS", "1")))
+
+# the test image: H x W, deliberately not square so the letterbox and the crop back are exercised
+IMAGE_HW = (48, 80)
+WEIGHT_STD = 0.05
+
+
+def rerandomize(model: torch.nn.Module, seed: int = 0, std: float = WEIGHT_STD) -> torch.nn.Module:
+    """Give every parameter a visible random value, in place.
+
+    SAM's config initialiser draws weights with std 1e-10 and zero position tables, and norms start at one:
+    with those values two different models can agree by accident. Norm scales (all ones) become
+    1 + N(0, std), everything else N(0, std); the scalar ``logit_scale`` keeps its value.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.ndim == 0:
+                continue
+            noise = torch.randn(param.shape, generator=gen, dtype=torch.float32).to(param.dtype) * std
+            if bool(torch.all(param == 1)):
+                param.copy_(1 + noise)
+            else:
+                param.copy_(noise)
+    return model
+
+
+def make_tiny_model(seed: int = 0) -> XSam:
+    """A fresh tiny model: built with ``torch.manual_seed(seed)``, then re-randomised with std 0.05."""
+    torch.manual_seed(seed)
+    return rerandomize(build_model(TINY), seed=seed).eval()
+
+
+def make_image(hw: tuple[int, int] = IMAGE_HW) -> np.ndarray:
+    """A gray (H, W, 3) uint8 image with a red disk on the left and a blue square on the right."""
+    h, w = hw
+    image = np.full((h, w, 3), 128, np.uint8)
+    ys, xs = np.mgrid[:h, :w]
+    disk = (xs - w * 0.3) ** 2 + (ys - h * 0.5) ** 2 <= (min(h, w) * 0.3) ** 2
+    image[disk] = (220, 30, 30)
+    image[h // 4 : 3 * h // 4, int(w * 0.6) : int(w * 0.9)] = (30, 40, 210)
+    return image
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> XSam:
+    """Shared, read-only: a test that changes weights or attributes must build its own (make_tiny_model)."""
+    return make_tiny_model(0)
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> XSamTokenizer:
+    return tiny_tokenizer(TINY.tokens)
+
+
+@pytest.fixture()
+def image() -> np.ndarray:
+    return make_image()

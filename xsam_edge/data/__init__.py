@@ -1,0 +1,1 @@
+"""Datasets: the procedural "shapes" suite and loaders for real formats, all yielding ``Example`` values."""
