@@ -1,1 +1,1 @@
-"""xsam_edge.export (not built yet; see README)."""
+"""xsam_edge.export: edge graphs with static shapes (``graphs``); backend converters are not built yet."""

@@ -218,6 +218,7 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default="shapes:val", help="shapes:<split> or a real dataset spec")
     p.add_argument("--limit", type=int, help="at most this many images")
     p.add_argument("--json", action="store_true", help="print JSON: {tasks, baselines}")
+    p.add_argument("--region-sampler", choices=["random", "grid"], help="override the model's region sampler")
     p.set_defaults(run=_eval)
 
 
@@ -226,7 +227,7 @@ def _eval(args: argparse.Namespace) -> None:
     from xsam_edge.evaluate import eval_table, evaluate_model
     from xsam_edge.inference import XSamPredictor
 
-    predictor = XSamPredictor.from_pretrained(args.model)
+    predictor = XSamPredictor.from_pretrained(args.model, region_sampler=args.region_sampler)
     report = evaluate_model(predictor, load_dataset(args.data, limit=args.limit))
     print(json.dumps(report, indent=2) if args.json else eval_table(report))
 

@@ -46,11 +46,14 @@ def evaluate_model(predictor: XSamPredictor, examples: Sequence[Example], progre
 def eval_table(report: dict) -> str:
     """One row per task and metric: the model, then each baseline."""
     kinds = list(report["baselines"])
-    header = f"{'task':<18}{'metric':<14}{'model':>9}" + "".join(f"{k:>14}" for k in kinds)
+    header = f"{'task':<18}{'n':>5}  {'metric':<14}{'model':>9}" + "".join(f"{k:>14}" for k in kinds)
     rows = [header]
     for task, metrics in report["tasks"].items():
+        count = int(metrics.get("n", 0))
         for metric, value in metrics.items():
+            if metric == "n":
+                continue
             base = [report["baselines"][k].get(task, {}).get(metric) for k in kinds]
             cells = "".join(f"{b:>14.2f}" if b is not None else f"{'-':>14}" for b in base)
-            rows.append(f"{task:<18}{metric:<14}{value:>9.2f}{cells}")
+            rows.append(f"{task:<18}{count:>5}  {metric:<14}{value:>9.2f}{cells}")
     return "\n".join(rows)

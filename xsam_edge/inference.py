@@ -65,11 +65,19 @@ class XSamPredictor:
         tokenizer (XSamTokenizer): must hold the model's ``<SEG>``, ``<p>``, ``</p>``.
         seed (int): seeds the upstream random region sampler, so results are reproducible.
         max_new_tokens (int): generation budget for GCG and chat.
+        region_sampler (str | None): ``random`` or ``grid``; ``None`` uses the model config's.
     """
 
     def __init__(
-        self, model: XSam, tokenizer: XSamTokenizer, seed: int = 0, max_new_tokens: int = 64
+        self,
+        model: XSam,
+        tokenizer: XSamTokenizer,
+        seed: int = 0,
+        max_new_tokens: int = 64,
+        region_sampler: str | None = None,
     ) -> None:
+        if region_sampler not in (None, "random", "grid"):
+            raise ValueError(f"region_sampler must be 'random' or 'grid', got {region_sampler!r}")
         if len(tokenizer) > model.config.llm.vocab_size:
             raise ValueError(
                 f"tokenizer has {len(tokenizer)} tokens but the LLM embeds only "
@@ -81,6 +89,7 @@ class XSamPredictor:
         self.spec = PreprocessSpec.from_config(model.config)
         self.seed = seed
         self.max_new_tokens = max_new_tokens
+        self.region_sampler = region_sampler
         self._image: _ImageState | None = None
 
     @classmethod
@@ -218,7 +227,10 @@ class XSamPredictor:
         boxes = [self.spec.prompt_box(p, hw) for p in request.prompts]
         generator = torch.Generator().manual_seed(self.seed)
         tokens = self.model.region_tokens(
-            state.features.region_grid, torch.from_numpy(masks).to(self._dtype), generator=generator
+            state.features.region_grid,
+            torch.from_numpy(masks).to(self._dtype),
+            sampler=self.region_sampler,
+            generator=generator,
         )
         return tokens, boxes
 

@@ -1,0 +1,76 @@
+import json
+import os
+
+import pytest
+
+from xsam_edge.cli import main
+from xsam_edge.pipeline import run_pipeline
+from xsam_edge.teacher import TeacherRecipe, cache_root, ensure_teacher
+from xsam_edge.types import Task
+
+TINY_RECIPE = TeacherRecipe(preset="tiny", steps=(2, 2, 3), batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One cache for the module, so the tiny teacher trains once."""
+    folder = tmp_path_factory.mktemp("xsam") / "cache"
+    previous = os.environ.get("XSAM_EDGE_CACHE")
+    os.environ["XSAM_EDGE_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        del os.environ["XSAM_EDGE_CACHE"]
+    else:
+        os.environ["XSAM_EDGE_CACHE"] = previous
+
+
+def test_teacher_is_trained_once_and_cached(cache):
+    first = ensure_teacher(TINY_RECIPE)
+    assert first.is_relative_to(cache_root()) and (first / "config.json").is_file()
+    stamp = (first / "model.safetensors").stat().st_mtime_ns
+    assert ensure_teacher(TINY_RECIPE) == first
+    assert (first / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not retrained
+    other = ensure_teacher(TeacherRecipe(preset="tiny", steps=(2, 2, 4), batch_size=2))
+    assert other != first  # another recipe never reuses stale weights
+
+
+def test_pipeline_writes_a_report_and_resumes(cache, tmp_path):
+    out = tmp_path / "run"
+    report = run_pipeline(out, data="shapes:val-fast", limit=1, teacher=TINY_RECIPE)
+    text = report.read_text()
+    assert "xsam_edge pipeline report" in text and "Not run (not built yet)" in text
+    summary = json.loads((out / "report.json").read_text())
+    assert set(summary["teacher_eval"]["tasks"]) == {t.value for t in Task}
+    assert set(summary["teacher_eval"]["baselines"]) == {"whole_image", "centre_box"}
+    assert summary["machine"]["cores"] >= 1
+    assert all((out / e["file"]).is_file() for e in summary["examples"].values())
+    before = (out / "teacher_eval.json").stat().st_mtime_ns
+    run_pipeline(out, data="shapes:val-fast", limit=1, teacher=TINY_RECIPE)
+    assert (out / "teacher_eval.json").stat().st_mtime_ns == before  # a finished step is not redone
+
+
+def test_eval_unknown_dataset_is_a_clear_error(cache, capsys):
+    model_dir = ensure_teacher(TINY_RECIPE)
+    capsys.readouterr()  # drop training progress bars
+    assert main(["eval", "--model", str(model_dir), "--data", "nope:val"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope" in err[0]
+
+
+def test_eval_and_cache_cli(cache, capsys):
+    model_dir = ensure_teacher(TINY_RECIPE)
+    capsys.readouterr()
+    assert (
+        main(["eval", "--model", str(model_dir), "--data", "shapes:val-fast", "--limit", "1", "--json"]) == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) >= {"tasks", "baselines"}
+    assert report["tasks"]["referring"].keys() >= {"ciou", "giou"}
+    assert report["tasks"]["panoptic"].keys() >= {"pq", "sq", "rq"}
+    assert main(["eval", "--model", str(model_dir), "--data", "shapes:val-fast", "--limit", "1"]) == 0
+    table = capsys.readouterr().out
+    assert "referring" in table and "whole_image" in table
+    assert main(["cache", "--path"]) == 0
+    assert capsys.readouterr().out.strip() == str(cache)
+    assert main(["cache", "--clear"]) == 0
+    assert not cache.exists()
