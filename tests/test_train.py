@@ -136,7 +136,7 @@ def test_set_loss_is_small_for_a_perfect_prediction_and_large_for_a_wrong_one():
     logits[1:, 2] = 10.0  # the others say no-object
     gen = torch.Generator().manual_seed(0)
     perfect = set_loss(logits, good, torch.tensor([1]), gt, 2, SetLossConfig(), gen)
-    wrong = set_loss(logits, -good, torch.tensor([1]), gt, 2, SetLossConfig(), gen)
+    wrong = set_loss(logits, torch.full_like(good, -20.0), torch.tensor([1]), gt, 2, SetLossConfig(), gen)
     assert (
         perfect["class"] < 1e-3 and perfect["dice"] < 0.05 and perfect["mask"] < 0.2
     )  # edge points are soft targets
