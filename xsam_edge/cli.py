@@ -41,6 +41,13 @@ def _segment_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--model", help="model folder (save_pretrained / import-checkpoint output)")
     src.add_argument("--preset", help="preset with RANDOM weights (smoke runs only)")
     p.add_argument("--tokenizer", help="local HF tokenizer folder, for --preset other than tiny")
+    _request_arguments(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_segment)
+
+
+def _request_arguments(p: argparse.ArgumentParser) -> None:
+    """The query arguments shared by ``segment`` and ``run``."""
     p.add_argument("--image", required=True, help="image file (PNG, JPEG, …)")
     p.add_argument(
         "--task",
@@ -58,8 +65,6 @@ def _segment_parser(sub: argparse._SubParsersAction) -> None:
         "--mask", action="append", default=[], metavar="PNG", help="mask prompt image (repeatable)"
     )
     p.add_argument("--out", default="result.png", help="overlay PNG; the JSON goes beside it (.json)")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(run=_segment)
 
 
 def _numbers(text: str, count: int, what: str) -> list[float]:
@@ -109,9 +114,8 @@ def _build_request(args: argparse.Namespace, image) -> object:
 
 
 def _segment(args: argparse.Namespace) -> None:
-    from xsam_edge.image_io import load_image, save_overlay
+    from xsam_edge.image_io import load_image
     from xsam_edge.inference import load_predictor
-    from xsam_edge.tokenizer import atomic_write_text
 
     image = load_image(args.image)
     request = _build_request(args, image)  # validate before loading any model
@@ -124,7 +128,13 @@ def _segment(args: argparse.Namespace) -> None:
             "runs, not what a trained model sees",
             file=sys.stderr,
         )
-    result = predictor.segment(request)
+    _write_result(args, image, request, predictor.segment(request))
+
+
+def _write_result(args: argparse.Namespace, image, request, result) -> None:
+    from xsam_edge.image_io import save_overlay
+    from xsam_edge.tokenizer import atomic_write_text
+
     out = Path(args.out)
     save_overlay(out, image, result)
     summary = {"image": str(args.image), "task": request.task.value, **result.to_json()}
@@ -179,7 +189,7 @@ def _steps(text: str) -> tuple[int, int, int]:
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
-    from xsam_edge.teacher import TeacherRecipe
+    from xsam_edge.teacher_recipe import TeacherRecipe
 
     default = TeacherRecipe()
     p = sub.add_parser("train", help="train a preset with the three-stage recipe (resumes a killed run)")
@@ -246,6 +256,67 @@ def _cache(args: argparse.Namespace) -> None:
     print(cache_root() if args.path else f"removed {clear_cache()}")
 
 
+def _export_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a model to edge backends as one checksummed bundle")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="model folder")
+    src.add_argument("--preset", help="preset with RANDOM weights (export smoke runs)")
+    p.add_argument("--backend", default="all", help="onnx, openvino, or all (comma-separated list allowed)")
+    p.add_argument("--out", required=True, help="bundle folder (replaced atomically)")
+    p.add_argument("--max-regions", type=int, default=8, help="visual-prompt slots of the region graph")
+    p.add_argument(
+        "--max-conditions", type=int, default=16, help="category/phrase slots of the segment graph"
+    )
+    p.add_argument("--prefill-len", type=int, default=64, help="tokens per LLM prefill call")
+    p.add_argument("--max-seq", type=int, help="KV-cache length (default: the LLM context)")
+    p.set_defaults(run=_export)
+
+
+def _export(args: argparse.Namespace) -> None:
+    from xsam_edge.export.graphs import SlotConfig
+    from xsam_edge.export.placement import format_placement, placement_report
+    from xsam_edge.export.to_bundle import BACKEND_NAMES, export_bundle
+    from xsam_edge.inference import load_predictor
+
+    backends = BACKEND_NAMES if args.backend == "all" else tuple(b.strip() for b in args.backend.split(","))
+    slots = SlotConfig(
+        max_regions=args.max_regions,
+        max_conditions=args.max_conditions,
+        prefill_len=args.prefill_len,
+        max_seq=args.max_seq,
+    )
+    predictor = load_predictor(model_dir=args.model, preset=args.preset)
+    bundle, graphs = export_bundle(
+        predictor.model, predictor.tokenizer, args.out, backends=backends, slots=slots
+    )
+    for g in graphs:
+        print(
+            f"{g.backend:<9} {g.name:<18} {g.export_seconds:6.1f} s  "
+            f"min PSNR {g.min_psnr_db:7.1f} dB  {g.route}"
+        )
+    files = {f"{g.backend}/{g.name}": g.files[0] for g in graphs}
+    print(format_placement(placement_report(files)))
+    print(f"wrote {bundle}")
+
+
+def _run_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="answer one request from a bundle on an edge runtime")
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--backend", required=True, help="onnx or openvino (the bundle's backends)")
+    _request_arguments(p)
+    p.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> None:
+    from xsam_edge.image_io import load_image
+    from xsam_edge.runtime.session import EdgeSession
+
+    image = load_image(args.image)
+    request = _build_request(args, image)
+    session = EdgeSession(args.bundle, args.backend)
+    _write_result(args, image, request, session.segment(request))
+
+
 def _pipeline_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pipeline", help="the main job on the embedded default (resumable)")
     p.add_argument("--out", default="outputs/pipeline", help="results folder (report.md, report.json, PNGs)")
@@ -271,6 +342,8 @@ VERBS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _eval_parser,
     _cache_parser,
     _pipeline_parser,
+    _export_parser,
+    _run_parser,
 )
 
 
@@ -287,10 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # read by transformers when (and only if) a verb imports it: `run` stays free of torch
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
-        import transformers
-
-        transformers.logging.set_verbosity_error()
         args.run(args)
     except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError, RuntimeError) as err:
         if os.environ.get("XSAM_EDGE_DEBUG"):

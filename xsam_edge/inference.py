@@ -17,12 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from xsam_edge.answers import condition_labels, phrase_spans
 from xsam_edge.checkpoint import TOKENIZER_FILE, from_pretrained
-from xsam_edge.model.xsam import IMAGE_TOKEN_ID, DecoderInputs, ImageFeatures, XSam
+from xsam_edge.model.xsam import DecoderInputs, ImageFeatures, XSam
 from xsam_edge.postprocess import Geometry, empty_result, postprocess
 from xsam_edge.preprocess import PreprocessSpec
 from xsam_edge.prompts import build_request_prompt, is_generate_task
-from xsam_edge.tokenizer import XSamTokenizer
+from xsam_edge.tokenizer import XSamTokenizer, expand_image_placeholder
 from xsam_edge.types import PROMPT_TASKS, SegmentationRequest, SegmentationResult, Task
 
 
@@ -183,9 +184,9 @@ class XSamPredictor:
         hidden = self.model.llm_hidden(embeds[None])[0]  # (T, H_llm)
 
         search_from = prompt_len if request.task is Task.GCG else 0
-        spans = [(s, e) for s, e in self._phrase_spans(ids, generated=generate) if s >= search_from]
+        spans = [(s, e) for s, e in phrase_spans(self.tokenizer, ids, generated=generate) if s >= search_from]
         segs = [p for p in self.tokenizer.seg_positions(ids) if p >= search_from]
-        labels = self._labels(request, ids, spans)
+        labels = condition_labels(self.tokenizer, request, ids, spans)
         if not spans or not segs:
             # GCG output without a phrase or <SEG>: text only, nothing to segment
             return RawOutput(None, None, state.geometry, [], prompt_boxes, text, len(ids))
@@ -250,51 +251,6 @@ class XSamPredictor:
         )
         new = out[0].tolist()
         return new[: new.index(eos)] if eos in new else new
-
-    def _phrase_spans(self, ids: list[int], generated: bool) -> list[tuple[int, int]]:
-        """``<p>…</p>`` spans of the sequence.
-
-        A generated caption may stop inside a phrase (cut by ``max_new_tokens``) or be malformed: its closed
-        phrases still count, and a malformed caption yields no spans rather than an error.
-        """
-        if not generated:
-            return self.tokenizer.phrase_spans(ids)
-        start, end = self.tokenizer.phrase_start_id, self.tokenizer.phrase_end_id
-        open_at = None
-        for i, token in enumerate(ids):
-            if token == start:
-                open_at = i
-            elif token == end:
-                open_at = None
-        try:
-            return self.tokenizer.phrase_spans(ids if open_at is None else ids[:open_at])
-        except ValueError:
-            return []
-
-    def _labels(
-        self, request: SegmentationRequest, ids: list[int], spans: list[tuple[int, int]]
-    ) -> list[str]:
-        task = request.task
-        if task in (Task.REFERRING, Task.REASONING):
-            return [request.text.strip()]
-        if task in PROMPT_TASKS:
-            return [f"prompt {k}" for k in range(len(request.prompts))]
-        if task is Task.GCG:
-            return [self.tokenizer.decode(ids[s + 1 : e], skip_special=True).strip() for s, e in spans]
-        return [c.strip() for c in request.categories]
-
-
-def expand_image_placeholder(ids: list[int], num_image_tokens: int) -> list[int]:
-    """Replace the single ``<image>`` id by ``num_image_tokens`` copies, so positions match the LLM input.
-
-    Raises:
-        ValueError: the prompt has no image marker, or more than one.
-    """
-    count = ids.count(IMAGE_TOKEN_ID)
-    if count != 1:
-        raise ValueError(f"a prompt needs exactly one <image> marker, found {count}")
-    at = ids.index(IMAGE_TOKEN_ID)
-    return ids[:at] + [IMAGE_TOKEN_ID] * num_image_tokens + ids[at + 1 :]
 
 
 def load_predictor(

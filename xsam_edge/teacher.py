@@ -7,14 +7,13 @@ matches the current one, so changing the recipe retrains instead of silently reu
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import logging
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -24,28 +23,13 @@ from xsam_edge.data.sample import Example
 from xsam_edge.model.build import build_model
 from xsam_edge.model.xsam import XSam
 from xsam_edge.presets import get_preset
+from xsam_edge.teacher_recipe import TEACHER_PRESET, TeacherRecipe
 from xsam_edge.tokenizer import XSamTokenizer, tiny_tokenizer
 from xsam_edge.train import MODEL_DIR, ExampleSource, TrainConfig, recipe, train
 
 log = logging.getLogger(__name__)
 
-TEACHER_PRESET = "shapes-teacher"
 FINGERPRINT_FILE = "fingerprint.json"
-
-
-@dataclass(frozen=True)
-class TeacherRecipe:
-    """How the cached teacher is made: steps per stage (segmentor, align, mixed), batch, lr, seed."""
-
-    preset: str = TEACHER_PRESET
-    steps: tuple[int, int, int] = (600, 300, 1200)
-    batch_size: int = 8
-    lr: float = 3e-4
-    seed: int = 0
-    data: str = "shapes:train"
-
-    def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def cache_root() -> Path:

@@ -488,3 +488,16 @@ def _model_unk_token(tokenizer: Tokenizer) -> str | None:
         return unk
     unk_id = getattr(model, "unk_id", None)
     return tokenizer.id_to_token(unk_id) if isinstance(unk_id, int) else None
+
+
+def expand_image_placeholder(ids: list[int], num_image_tokens: int) -> list[int]:
+    """Replace the single ``<image>`` id by ``num_image_tokens`` copies, so positions match the LLM input.
+
+    Raises:
+        ValueError: the prompt has no image marker, or more than one.
+    """
+    count = ids.count(IMAGE_TOKEN_ID)
+    if count != 1:
+        raise ValueError(f"a prompt needs exactly one <image> marker, found {count}")
+    at = ids.index(IMAGE_TOKEN_ID)
+    return ids[:at] + [IMAGE_TOKEN_ID] * num_image_tokens + ids[at + 1 :]

@@ -9,10 +9,9 @@ import torch
 
 from xsam_edge.config import XSamConfig
 from xsam_edge.data.sample import Example
-from xsam_edge.inference import expand_image_placeholder
 from xsam_edge.preprocess import PreprocessSpec
 from xsam_edge.prompts import answer_for, build_request_prompt, get_template
-from xsam_edge.tokenizer import XSamTokenizer
+from xsam_edge.tokenizer import XSamTokenizer, expand_image_placeholder
 from xsam_edge.types import PROMPT_TASKS, Task
 
 IGNORE_INDEX = -100

@@ -1,0 +1,182 @@
+"""Export a model to every requested backend and pack the graphs into one checksummed bundle.
+
+Per backend the bundle holds the graphs its runtime drives: ONNX carries the LLM as the past/present KV-I/O
+pair (ONNX has no program state), OpenVINO as one stateful IR made from that pair. Golden vectors (a few
+requests with the PyTorch model's outputs, grid region sampler) let a device check itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from xsam_edge.bundle import GOLDEN_DIR, SCHEMA_VERSION, GraphEntry, Manifest, finalize_bundle
+from xsam_edge.golden import save_golden
+from xsam_edge.inference import XSamPredictor
+from xsam_edge.model.xsam import XSam
+from xsam_edge.preprocess import PreprocessSpec
+from xsam_edge.tokenizer import XSamTokenizer
+from xsam_edge.types import Box, Point, SegmentationRequest, Task
+
+from .graphs import SlotConfig
+from .placement import ExportedGraph
+
+log = logging.getLogger(__name__)
+
+Exporter = Callable[[XSam, str, SlotConfig, Path], ExportedGraph]
+
+
+def _exporters() -> dict[str, tuple[Exporter, tuple[str, ...]]]:
+    """Backend → (exporter, graphs its runtime needs); imported lazily (each pulls its own converter)."""
+    from .onnx import export_onnx
+    from .openvino import export_openvino
+
+    common = ("encode_image", "embed", "region", "segment")
+    return {
+        "onnx": (export_onnx, (*common, "llm_kvio_prefill", "llm_kvio_decode")),
+        "openvino": (export_openvino, (*common, "llm_prefill")),  # one stateful IR for prefill and decode
+    }
+
+
+BACKEND_NAMES = ("onnx", "openvino")
+
+
+def default_golden_requests(image: np.ndarray, slots: SlotConfig) -> list[SegmentationRequest]:
+    """A referring, a panoptic and an interactive request on ``image`` (decode-free, within the slots)."""
+    h, w = image.shape[:2]
+    categories = ["circle", "square", "triangle", "sky", "grass"][: slots.max_conditions]
+    prompts = [Point(w / 2, h / 2), Box(w * 0.1, h * 0.1, w * 0.6, h * 0.5)]
+    return [
+        SegmentationRequest(image, Task.REFERRING, text="the red circle"),
+        SegmentationRequest(image, Task.PANOPTIC, categories=categories),
+        SegmentationRequest(image, Task.INTERACTIVE, prompts=prompts),
+    ]
+
+
+def export_bundle(
+    model: XSam,
+    tokenizer: XSamTokenizer,
+    out: str | Path,
+    backends: Sequence[str] = BACKEND_NAMES,
+    slots: SlotConfig | None = None,
+    golden_requests: list[SegmentationRequest] | None = None,
+    progress: bool = True,
+) -> tuple[Path, list[ExportedGraph]]:
+    """Export ``model`` to ``backends`` and write the bundle folder ``out`` (replaced atomically).
+
+    Args:
+        model (XSam): the model (FP32).
+        tokenizer (XSamTokenizer): stored as ``tokenizer.json``.
+        out (str | Path): bundle folder.
+        backends (Sequence[str]): any of ``onnx``, ``openvino``.
+        slots (SlotConfig | None): fixed slot sizes (default ``SlotConfig()``).
+        golden_requests (list[SegmentationRequest] | None): requests for the golden vectors (default: three
+            requests on a ``shapes:val`` image).
+        progress (bool): a progress bar per graph.
+
+    Returns:
+        tuple[Path, list[ExportedGraph]]: the bundle folder and every exported graph (parity, placement).
+
+    Raises:
+        ValueError: an unknown backend (nothing is written).
+    """
+    exporters = _exporters()
+    unknown = [b for b in backends if b not in exporters]
+    if unknown or not backends:
+        raise ValueError(f"unknown backend(s) {unknown}; exportable here: {', '.join(exporters)}")
+    slots = slots or SlotConfig()
+    model = model.eval()
+    target = Path(out).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    exported: list[ExportedGraph] = []
+    jobs = [(b, g) for b in backends for g in exporters[b][1]]
+    bar = tqdm(jobs, desc="export", disable=not progress)
+    for backend, graph in bar:
+        bar.set_postfix_str(f"{backend}/{graph}")
+        exporter = exporters[backend][0]
+        with torch.no_grad():
+            exported.append(exporter(model, graph, slots, staging / backend))
+    tokenizer.save(staging)
+    requests = golden_requests or default_golden_requests(_golden_image(), slots)
+    _write_golden(model, tokenizer, requests, staging / GOLDEN_DIR)
+    manifest = Manifest(
+        schema_version=SCHEMA_VERSION,
+        model=model.config.to_dict(),
+        preprocess=PreprocessSpec.from_config(model.config).to_dict(),
+        template=model.config.tokens.template,
+        tokens={
+            "seg": tokenizer.seg_id,
+            "phrase_start": tokenizer.phrase_start_id,
+            "phrase_end": tokenizer.phrase_end_id,
+            "bos": tokenizer.bos_id,
+            "eos": tokenizer.eos_id,
+            "pad": tokenizer.pad_id,
+        },
+        slots={**dataclasses.asdict(slots), "max_seq": slots.seq_len(model.config)},
+        graphs=[_entry(g, staging) for g in exported],
+        files={},
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        golden=[f"{GOLDEN_DIR}/requests.json", f"{GOLDEN_DIR}/outputs.npz"],
+    )
+    try:
+        return finalize_bundle(staging, target, manifest), exported
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _entry(graph: ExportedGraph, root: Path) -> GraphEntry:
+    def specs(names: list[str], shapes: list, dtypes: list[str]) -> list[dict]:
+        return [
+            {"name": n, "shape": list(s), "dtype": d} for n, s, d in zip(names, shapes, dtypes, strict=True)
+        ]
+
+    data = graph.to_dict()
+    return GraphEntry(
+        name=graph.name,
+        backend=graph.backend,
+        precision="fp32",
+        files=[str(Path(f).relative_to(root)) for f in graph.files],
+        inputs=specs(graph.inputs, graph.input_shapes, graph.input_dtypes),
+        outputs=specs(graph.outputs, graph.output_shapes, graph.output_dtypes),
+        states=[{"name": s} for s in graph.states],
+        route=graph.route,
+        # identical outputs give an infinite PSNR; JSON has no infinity, so it is stored as null
+        parity=[
+            {**p, "psnr_db": p["psnr_db"] if np.isfinite(p["psnr_db"]) else None}
+            for p in data.get("parity", [])
+        ],
+        placement=data.get("placement", {}),
+    )
+
+
+def _golden_image() -> np.ndarray:
+    from xsam_edge.data.shapes import load_shapes
+
+    return load_shapes("val", num_images=1)[0].request.image
+
+
+def _write_golden(
+    model: XSam, tokenizer: XSamTokenizer, requests: list[SegmentationRequest], folder: Path
+) -> None:
+    """The PyTorch model's outputs on ``requests`` with the grid sampler (the one the region graph uses)."""
+    predictor = XSamPredictor(model, tokenizer, region_sampler="grid")
+    outputs = []
+    for request in requests:
+        raw = predictor.run(request)
+        result = predictor.segment(request)
+        outputs.append(
+            {"class_logits": raw.class_logits, "mask_logits": raw.mask_logits, "masks": result.masks}
+        )
+    save_golden(folder, requests, outputs)

@@ -1,0 +1,204 @@
+"""Bundle export (ONNX + OpenVINO), bundle integrity, and EdgeSession parity with the PyTorch predictor."""
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("openvino")
+
+from conftest import make_image, make_tiny_model  # noqa: E402
+
+from xsam_edge.bundle import MANIFEST_FILE, BundleError, load_bundle  # noqa: E402
+from xsam_edge.export.graphs import SlotConfig  # noqa: E402
+from xsam_edge.export.to_bundle import export_bundle  # noqa: E402
+from xsam_edge.golden import load_golden  # noqa: E402
+from xsam_edge.inference import XSamPredictor  # noqa: E402
+from xsam_edge.runtime.backends import get_backend  # noqa: E402
+from xsam_edge.runtime.session import EdgeSession  # noqa: E402
+from xsam_edge.tokenizer import tiny_tokenizer  # noqa: E402
+from xsam_edge.types import Box, MaskPrompt, Point, Scribble, SegmentationRequest, Task  # noqa: E402
+
+SLOTS = SlotConfig(max_regions=2, max_conditions=4, prefill_len=16)
+BACKENDS = ("onnx", "openvino")
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = make_tiny_model(seed=3)
+    return m.__class__(
+        dataclasses.replace(m.config, region_sampler="grid"),
+        llm=m.llm,
+        visual_encoder=m.visual_encoder,
+        visual_projector=m.visual_projector,
+        seg_projector=m.seg_projector,
+        llm_projector=m.llm_projector,
+        seg_connector=m.seg_connector,
+        segmentor=m.segmentor,
+    ).eval()
+
+
+@pytest.fixture(scope="module")
+def bundle(model, tmp_path_factory):
+    path, graphs = export_bundle(
+        model, tiny_tokenizer(), tmp_path_factory.mktemp("b") / "bundle", BACKENDS, SLOTS, progress=False
+    )
+    assert all(g.min_psnr_db >= 40 for g in graphs), [(g.backend, g.name, g.min_psnr_db) for g in graphs]
+    return path
+
+
+@pytest.fixture(scope="module")
+def predictor(model):
+    return XSamPredictor(model, tiny_tokenizer(), max_new_tokens=12)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def session(request, bundle):
+    return EdgeSession(bundle, request.param, max_new_tokens=12)
+
+
+def _requests(image):
+    h, w = image.shape[:2]
+    mask = np.zeros((h, w), bool)
+    mask[5:20, 10:40] = True
+    return [
+        SegmentationRequest(image, Task.REFERRING, text="the red circle"),
+        SegmentationRequest(image, Task.REASONING, text="the shape with the most corners"),
+        SegmentationRequest(image, Task.PANOPTIC, categories=["circle", "square", "sky"]),
+        SegmentationRequest(image, Task.INSTANCE, categories=["circle", "square"]),
+        SegmentationRequest(image, Task.SEMANTIC, categories=["circle", "sky"]),
+        SegmentationRequest(image, Task.OPEN_VOCABULARY, categories=["ring", "hexagon"]),
+        SegmentationRequest(image, Task.INTERACTIVE, prompts=[Point(30, 20), Box(5, 5, 40, 30)]),
+        SegmentationRequest(
+            image, Task.INTERACTIVE, prompts=[Scribble(((2, 2), (30, 20))), MaskPrompt(mask), Point(60, 10)]
+        ),  # 3 prompts for 2 region slots: the session batches
+        SegmentationRequest(image, Task.VISUAL_GROUNDED, prompts=[Point(40, 24)]),
+        SegmentationRequest(image, Task.GCG),
+        SegmentationRequest(image, Task.CHAT, text="how many objects are there?"),
+    ]
+
+
+def test_every_task_matches_the_pytorch_predictor(session, predictor):
+    for request in _requests(make_image()):
+        want = predictor.run(request)
+        got = session.run(request)
+        assert got.text == want.text, request.task
+        if want.class_logits is None:
+            assert got.class_logits is None
+            continue
+        np.testing.assert_allclose(got.class_logits, want.class_logits, atol=1e-3, err_msg=request.task)
+        np.testing.assert_allclose(got.mask_logits, want.mask_logits, atol=1e-3, err_msg=request.task)
+        a, b = session.segment(request), predictor.segment(request)
+        assert a.labels == b.labels and a.masks.shape == b.masks.shape
+        union = (a.masks | b.masks).sum()
+        assert union == 0 or (a.masks & b.masks).sum() / union >= 0.99, request.task
+
+
+def test_second_query_reuses_the_image_prefix_and_equals_a_fresh_session(bundle, session):
+    image = make_image()
+    first = SegmentationRequest(image, Task.REFERRING, text="the red circle")
+    second = SegmentationRequest(image, Task.PANOPTIC, categories=["circle", "square"])
+    session.run(first)
+    warm = session.run(second)
+    fresh = EdgeSession(bundle, session.backend).run(second)
+    np.testing.assert_array_equal(warm.class_logits, fresh.class_logits)
+    np.testing.assert_array_equal(warm.mask_logits, fresh.mask_logits)
+    assert session._image.prefix_ids and warm.prefilled_tokens > len(session._image.prefix_ids)
+
+
+def test_more_conditions_than_slots_is_a_clear_error(session):
+    request = SegmentationRequest(make_image(), Task.PANOPTIC, categories=[f"c{i}" for i in range(5)])
+    with pytest.raises(ValueError, match="4 condition slots"):
+        session.run(request)
+
+
+def test_golden_vectors_are_reproduced(bundle, session):
+    requests, outputs = load_golden(bundle / "golden")
+    assert len(requests) == 3
+    for request, golden in zip(requests, outputs, strict=True):
+        got = session.run(request)
+        np.testing.assert_allclose(got.class_logits, golden["class_logits"], atol=1e-3)
+        np.testing.assert_array_equal(session.segment(request).masks, golden["masks"])
+
+
+def test_manifest_describes_every_graph(bundle):
+    manifest = load_bundle(bundle)
+    assert manifest.backends == ["onnx", "openvino"]
+    assert manifest.slots["max_regions"] == 2 and manifest.slots["max_seq"] == 512
+    names = {(g.backend, g.name) for g in manifest.graphs}
+    assert ("onnx", "llm_kvio_prefill") in names and ("openvino", "llm_prefill") in names
+    segment = manifest.graph("segment", "onnx")
+    assert [i["name"] for i in segment.inputs][-3:] == ["cond", "cond_valid", "seg_embed"]
+    assert all(p["psnr_db"] is None or p["psnr_db"] >= 40 for p in segment.parity)
+    assert manifest.config.name == "tiny" and manifest.tokens["seg"] == tiny_tokenizer().seg_id
+    json.loads((bundle / MANIFEST_FILE).read_text())  # strict JSON (no Infinity)
+
+
+def _copy(bundle, tmp_path):
+    target = tmp_path / "copy"
+    shutil.copytree(bundle, target)
+    return target
+
+
+def test_a_changed_byte_is_refused(bundle, tmp_path):
+    copy = _copy(bundle, tmp_path)
+    path = copy / "onnx" / "segment.onnx"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="onnx/segment.onnx does not match its checksum"):
+        load_bundle(copy)
+
+
+def test_a_missing_file_is_refused(bundle, tmp_path):
+    copy = _copy(bundle, tmp_path)
+    (copy / "tokenizer.json").unlink()
+    with pytest.raises(BundleError, match="tokenizer.json is missing"):
+        EdgeSession(copy, "onnx")
+
+
+def test_a_newer_schema_is_refused(bundle, tmp_path):
+    copy = _copy(bundle, tmp_path)
+    manifest = json.loads((copy / MANIFEST_FILE).read_text())
+    manifest["schema_version"] += 1
+    (copy / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="newer than this xsam_edge reads"):
+        load_bundle(copy)
+
+
+def test_not_a_bundle_and_unknown_backends(bundle, tmp_path):
+    with pytest.raises(BundleError, match="not an xsam_edge bundle"):
+        load_bundle(tmp_path)
+    with pytest.raises(ValueError, match="exported for: onnx, openvino"):
+        EdgeSession(bundle, "coreml")
+    with pytest.raises(ValueError, match="registered backends"):
+        get_backend("tensorrt")
+    with pytest.raises(RuntimeError, match="macOS|not built yet"):
+        get_backend("coreml")
+
+
+def test_export_refuses_an_unknown_backend_before_any_work(model, tmp_path):
+    with pytest.raises(ValueError, match="unknown backend"):
+        export_bundle(model, tiny_tokenizer(), tmp_path / "x", ("tflite",), SLOTS, progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_runtime_runs_without_torch(bundle, tmp_path):
+    """The edge runtime imports numpy, onnxruntime, the tokenizer and the spec: never torch."""
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from xsam_edge.cli import main\n"
+        f"sys.exit(main(['run', '--bundle', {str(bundle)!r}, '--backend', 'onnx', '--image', "
+        f"{str(tmp_path / 'img.png')!r}, '--text', 'the red circle', '--out', {str(tmp_path / 'r.png')!r}]))"
+    )
+    from PIL import Image
+
+    Image.fromarray(make_image()).save(tmp_path / "img.png")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "r.json").is_file()

@@ -1,0 +1,115 @@
+"""What the host does around the graphs, in numpy.
+
+Embedding in fixed chunks, splicing image and region tokens, chunked prefill, and span averaging into fixed
+condition slots.
+
+Mirrors the torch helpers at the end of ``xsam_edge.export.graphs`` (which the export tests use), so the
+runtime needs no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from xsam_edge.tokenizer import IMAGE_TOKEN_ID, REGION_TOKEN_ID
+
+PAD_POSITION = -1  # a padding row: writes no cache slot, attends to nothing real (export.graphs_llm)
+
+StepFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""(1, T, H) float32 embeds, (T,) int64 positions → projected (1, T, D), logits (1, V)."""
+
+
+def embed_in_chunks(embed: Callable[[np.ndarray], np.ndarray], ids: Sequence[int], chunk: int) -> np.ndarray:
+    """Embed ``ids`` with a fixed-length embed graph; placeholders (negative ids) embed as 0.
+
+    Returns:
+        np.ndarray: (len(ids), H) float32.
+    """
+    n = len(ids)
+    padded = np.zeros(-(-n // chunk) * chunk, dtype=np.int32)
+    padded[:n] = np.maximum(np.asarray(ids, dtype=np.int64), 0)
+    parts = [embed(padded[i : i + chunk][None])[0] for i in range(0, len(padded), chunk)]
+    return np.concatenate(parts)[:n].astype(np.float32)
+
+
+def splice(
+    embeds: np.ndarray, ids: Sequence[int], image_tokens: np.ndarray | None, region_tokens: np.ndarray | None
+) -> np.ndarray:
+    """Put image and region tokens in place of their placeholders.
+
+    Args:
+        embeds (np.ndarray): (T, H).
+        ids (Sequence[int]): (T,) with ``IMAGE_TOKEN_ID`` / ``REGION_TOKEN_ID`` placeholders.
+        image_tokens (np.ndarray | None): (N_img, H) when the ids hold the image span.
+        region_tokens (np.ndarray | None): (k, H) in order of appearance.
+
+    Returns:
+        np.ndarray: (T, H).
+
+    Raises:
+        ValueError: placeholder counts differ from the tokens given.
+    """
+    ids_arr = np.asarray(ids)
+    out = embeds.copy()
+    for slots, tokens, what in (
+        (ids_arr == IMAGE_TOKEN_ID, image_tokens, "image"),
+        (ids_arr == REGION_TOKEN_ID, region_tokens, "region"),
+    ):
+        n = int(slots.sum())
+        given = 0 if tokens is None else tokens.shape[0]
+        if n != given:
+            raise ValueError(f"{n} {what} placeholders but {given} {what} tokens")
+        if n:
+            out[slots] = tokens
+    return out
+
+
+def prefill(step: StepFn, embeds: np.ndarray, start: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """Run a stateful LLM over ``embeds`` at positions ``start ..`` in ``chunk``-sized calls.
+
+    A short last chunk is left-padded at ``PAD_POSITION``, so its last row is the last real token.
+
+    Returns:
+        tuple[np.ndarray, np.ndarray]: projected states (L, D) and the last row's logits (1, V).
+    """
+    n, h = embeds.shape
+    projected, logits = [], None
+    for i in range(0, n, chunk):
+        rows = embeds[i : i + chunk]
+        real = rows.shape[0]
+        pad = chunk - real
+        x = np.concatenate((np.zeros((pad, h), np.float32), rows))[None]  # (1, chunk, H)
+        positions = np.full(chunk, PAD_POSITION, dtype=np.int64)
+        positions[pad:] = np.arange(start + i, start + i + real)
+        out_projected, logits = step(x, positions)
+        projected.append(out_projected[0, pad:])
+    if logits is None:
+        raise ValueError("prefill needs at least one token")
+    return np.concatenate(projected), logits
+
+
+def condition_slots(
+    projected: np.ndarray, spans: Sequence[tuple[int, int]], seg_position: int, slots: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Span-average projected states into ``slots`` fixed condition slots (padded slots are zero, invalid).
+
+    Returns:
+        tuple: cond (1, C, D), cond_valid (1, C) float32 0/1, seg_embed (1, D).
+
+    Raises:
+        ValueError: more phrases than the bundle's segment graph has slots.
+    """
+    if len(spans) > slots:
+        raise ValueError(
+            f"the request has {len(spans)} categories / phrases but the bundle's segment graph has {slots} "
+            "condition slots; re-export with a larger --max-conditions"
+        )
+    d = projected.shape[1]
+    cond = np.zeros((1, slots, d), np.float32)
+    valid = np.zeros((1, slots), np.float32)
+    for i, (s, e) in enumerate(spans):
+        cond[0, i] = projected[s : e + 1].mean(axis=0)
+        valid[0, i] = 1
+    return cond, valid, projected[seg_position][None].astype(np.float32)
