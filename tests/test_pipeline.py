@@ -38,7 +38,9 @@ def test_pipeline_writes_a_report_and_resumes(cache, tmp_path):
     out = tmp_path / "run"
     report = run_pipeline(out, data="shapes:val-fast", limit=1, teacher=TINY_RECIPE)
     text = report.read_text()
-    assert "xsam_edge pipeline report" in text and "Not run (not built yet)" in text
+    assert (
+        "xsam_edge pipeline report" in text and "## Not run" in text and "not wired into the pipeline" in text
+    )
     summary = json.loads((out / "report.json").read_text())
     assert set(summary["teacher_eval"]["tasks"]) == {t.value for t in Task}
     assert set(summary["teacher_eval"]["baselines"]) == {"whole_image", "centre_box"}

@@ -137,5 +137,5 @@ def _markdown(summary: dict) -> str:
     for name, example in summary["examples"].items():
         masks = ", ".join(f"{m['label']} ({m['score']:.2f})" for m in example["masks"]) or "no mask"
         lines.append(f"- {name}: `{example['file']}`: {masks}")
-    lines += ["", "## Not run (not built yet)", ""] + [f"- {stage}" for stage in summary["not_run"]]
+    lines += ["", "## Not run", ""] + [f"- {stage}" for stage in summary["not_run"]]
     return "\n".join(lines) + "\n"
