@@ -28,10 +28,10 @@ from xsam_edge.types import Box, Point, SegmentationRequest, Task
 log = logging.getLogger(__name__)
 
 NOT_BUILT = (
-    "student distillation",
-    "quantization",
-    "export (ExecuTorch / Core ML / OpenVINO / ONNX)",
-    "benchmarks",
+    "student distillation (not built yet)",
+    "quantization (not built yet)",
+    "export to a bundle (built as `xsam-edge export`; not wired into the pipeline yet)",
+    "per-device benchmarks (not built yet)",
 )
 EXAMPLE_IMAGE = Path(__file__).parent / "assets" / "example.png"
 
