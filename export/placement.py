@@ -115,7 +115,7 @@ class ExportedGraph:
 
     Attributes:
         name (str): the graph name (``GRAPH_NAMES``).
-        backend (str): ``onnx`` or ``openvino``.
+        backend (str): ``onnx``, ``openvino``, ``executorch`` or ``coreml``.
         files (list[Path]): the files written (model first).
         inputs (list[str]): input names, in order.
         outputs (list[str]): output names, in order.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,6 +37,8 @@ Exporter = Callable[[XSam, str, SlotConfig, Path], ExportedGraph]
 
 def _exporters() -> dict[str, tuple[Exporter, tuple[str, ...]]]:
     """Backend → (exporter, graphs its runtime needs); imported lazily (each pulls its own converter)."""
+    from .coreml import export_coreml
+    from .executorch import export_executorch
     from .onnx import export_onnx
     from .openvino import export_openvino
 
@@ -43,10 +46,14 @@ def _exporters() -> dict[str, tuple[Exporter, tuple[str, ...]]]:
     return {
         "onnx": (export_onnx, (*common, "llm_kvio_prefill", "llm_kvio_decode")),
         "openvino": (export_openvino, (*common, "llm_prefill")),  # one stateful IR for prefill and decode
+        # one .pte with prefill and decode methods sharing the cache
+        "executorch": (export_executorch, (*common, "llm_prefill")),
+        "coreml": (export_coreml, (*common, "llm_prefill", "llm_decode")),  # stateful, iOS 18
     }
 
 
-BACKEND_NAMES = ("onnx", "openvino")
+BACKEND_NAMES = ("onnx", "openvino", "executorch", "coreml")
+RUNTIME_BACKENDS = ("onnx", "openvino")  # the ones EdgeSession runs today
 
 
 def default_golden_requests(image: np.ndarray, slots: SlotConfig) -> list[SegmentationRequest]:
@@ -76,7 +83,8 @@ def export_bundle(
         model (XSam): the model (FP32).
         tokenizer (XSamTokenizer): stored as ``tokenizer.json``.
         out (str | Path): bundle folder.
-        backends (Sequence[str]): any of ``onnx``, ``openvino``.
+        backends (Sequence[str]): any of ``onnx``, ``openvino``, ``executorch``, ``coreml`` (the last two are
+            packed with parity / spec checks, but ``EdgeSession`` does not run them yet).
         slots (SlotConfig | None): fixed slot sizes (default ``SlotConfig()``).
         golden_requests (list[SegmentationRequest] | None): requests for the golden vectors (default: three
             requests on a ``shapes:val`` image).
@@ -97,42 +105,43 @@ def export_bundle(
     target = Path(out).resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    exported: list[ExportedGraph] = []
-    jobs = [(b, g) for b in backends for g in exporters[b][1]]
-    bar = tqdm(jobs, desc="export", disable=not progress)
-    for backend, graph in bar:
-        bar.set_postfix_str(f"{backend}/{graph}")
-        exporter = exporters[backend][0]
-        with torch.no_grad():
-            exported.append(exporter(model, graph, slots, staging / backend))
-    tokenizer.save(staging)
-    requests = golden_requests or default_golden_requests(_golden_image(), slots)
-    _write_golden(model, tokenizer, requests, staging / GOLDEN_DIR)
-    manifest = Manifest(
-        schema_version=SCHEMA_VERSION,
-        model=model.config.to_dict(),
-        preprocess=PreprocessSpec.from_config(model.config).to_dict(),
-        template=model.config.tokens.template,
-        tokens={
-            "seg": tokenizer.seg_id,
-            "phrase_start": tokenizer.phrase_start_id,
-            "phrase_end": tokenizer.phrase_end_id,
-            "bos": tokenizer.bos_id,
-            "eos": tokenizer.eos_id,
-            "pad": tokenizer.pad_id,
-        },
-        slots={**dataclasses.asdict(slots), "max_seq": slots.seq_len(model.config)},
-        graphs=[_entry(g, staging) for g in exported],
-        files={},
-        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        golden=[f"{GOLDEN_DIR}/requests.json", f"{GOLDEN_DIR}/outputs.npz"],
-    )
     try:
-        return finalize_bundle(staging, target, manifest), exported
+        exported: list[ExportedGraph] = []
+        jobs = [(b, g) for b in backends for g in exporters[b][1]]
+        bar = tqdm(jobs, desc="export", disable=not progress)
+        for backend, graph in bar:
+            bar.set_postfix_str(f"{backend}/{graph}")
+            exporter = exporters[backend][0]
+            with torch.no_grad():
+                exported.append(exporter(model, graph, slots, staging / backend))
+        tokenizer.save(staging)
+        requests = golden_requests or default_golden_requests(_golden_image(), slots)
+        _write_golden(model, tokenizer, requests, staging / GOLDEN_DIR)
+        manifest = Manifest(
+            schema_version=SCHEMA_VERSION,
+            model=model.config.to_dict(),
+            preprocess=PreprocessSpec.from_config(model.config).to_dict(),
+            template=model.config.tokens.template,
+            tokens={
+                "seg": tokenizer.seg_id,
+                "phrase_start": tokenizer.phrase_start_id,
+                "phrase_end": tokenizer.phrase_end_id,
+                "bos": tokenizer.bos_id,
+                "eos": tokenizer.eos_id,
+                "pad": tokenizer.pad_id,
+            },
+            slots={**dataclasses.asdict(slots), "max_seq": slots.seq_len(model.config)},
+            graphs=[_entry(g, staging) for g in exported],
+            files={},
+            created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            golden=[f"{GOLDEN_DIR}/requests.json", f"{GOLDEN_DIR}/outputs.npz"],
+        )
+        bundle = finalize_bundle(staging, target, manifest)
+        for graph in exported:  # point the results at the files' final place
+            graph.files = [bundle / Path(f).relative_to(staging) for f in graph.files]
+        return bundle, exported
     except BaseException:
-        import shutil
-
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)  # a failed export leaves nothing behind
         raise
 
 

@@ -202,3 +202,22 @@ def test_the_runtime_runs_without_torch(bundle, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "r.json").is_file()
+
+
+def test_export_and_run_cli(tmp_path, capsys):
+    from PIL import Image
+
+    from xsam_edge.cli import main
+
+    out = tmp_path / "bundle"
+    args = ["export", "--preset", "tiny", "--backend", "onnx", "--out", str(out), "--max-regions", "2"]
+    assert main([*args, "--max-conditions", "4", "--prefill-len", "16"]) == 0
+    printed = capsys.readouterr().out
+    assert "GridSample" in printed and f"wrote {out}" in printed
+    assert load_bundle(out).backends == ["onnx"]
+    Image.fromarray(make_image()).save(tmp_path / "img.png")
+    run = ["run", "--bundle", str(out), "--backend", "onnx", "--image", str(tmp_path / "img.png")]
+    assert main([*run, "--point", "10,10", "--out", str(tmp_path / "r.png")]) == 0
+    assert (tmp_path / "r.json").is_file()
+    assert main([*run[:4], "openvino", *run[5:], "--text", "a"]) == 2
+    assert "exported for: onnx" in capsys.readouterr().err

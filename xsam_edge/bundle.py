@@ -138,7 +138,12 @@ def finalize_bundle(staging: Path, target: str | os.PathLike, manifest: Manifest
         if p.is_file() and p.name != MANIFEST_FILE
     }
     for entry in manifest.graphs:
-        missing = [f for f in entry.files if f not in manifest.files]
+        # a graph file may be a folder (Core ML's .mlpackage): then its contents are the checksummed files
+        missing = [
+            f
+            for f in entry.files
+            if f not in manifest.files and not any(k.startswith(f + "/") for k in manifest.files)
+        ]
         if missing:
             raise BundleError(f"graph {entry.backend}/{entry.name} names files not in the bundle: {missing}")
     (staging / MANIFEST_FILE).write_text(manifest.to_json())

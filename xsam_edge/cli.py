@@ -291,11 +291,23 @@ def _export(args: argparse.Namespace) -> None:
     )
     for g in graphs:
         print(
-            f"{g.backend:<9} {g.name:<18} {g.export_seconds:6.1f} s  "
-            f"min PSNR {g.min_psnr_db:7.1f} dB  {g.route}"
+            f"{g.backend:<10} {g.name:<18} {g.export_seconds:6.1f} s  "
+            + (f"min PSNR {g.min_psnr_db:7.1f} dB  " if g.parity else "parity n/a (needs macOS)  ")
+            + g.route
         )
-    files = {f"{g.backend}/{g.name}": g.files[0] for g in graphs}
-    print(format_placement(placement_report(files)))
+    files = {f"{g.backend}/{g.name}": g.files[0] for g in graphs if g.backend in ("onnx", "openvino")}
+    if files:
+        print(format_placement(placement_report(files)))
+    for g in graphs:  # ExecuTorch: delegated vs portable nodes per method; Core ML: the MIL op histogram
+        if g.backend == "executorch":
+            for method, info in g.placement.get("methods", {}).items():
+                print(
+                    f"executorch/{g.name}.{method}: {info['delegated_nodes']} nodes in XNNPACK, "
+                    f"{info['portable_nodes']} portable ({', '.join(list(info['portable_ops'])[:6])})"
+                )
+        elif g.backend == "coreml":
+            top = sorted(g.placement.get("histogram", {}).items(), key=lambda kv: -kv[1])[:6]
+            print(f"coreml/{g.name}: " + ", ".join(f"{op}×{n}" for op, n in top))
     print(f"wrote {bundle}")
 
 

@@ -1,0 +1,298 @@
+"""ExecuTorch backend: one edge graph → ``<name>.pte`` with the XNNPACK delegate, checked in the ET runtime.
+
+Route (TOOLCHAIN.md §6a): ``torch.export`` (``export_graph``) → ``to_edge_transform_and_lower(ep,
+partitioner=[XnnpackPartitioner()])`` → ``to_executorch()`` → ``.pte``, written atomically. Each program is
+then run once with ``executorch.runtime`` on the graph's example inputs and compared with the eager wrapper
+(max |Δ| and PSNR per output).
+
+The stateful LLM is ONE program, ``llm.pte``, with two methods ``prefill`` (T = ``prefill_len``) and
+``decode`` (T = 1), exported from the same ``LLMGraph`` instance. The K/V caches are mutable buffers; the
+memory planner is run with ``share_mutable_buffers=True`` so both methods read and write the same cache
+allocation (a prefill followed by decodes keeps its state inside the program). Asking for ``llm_prefill`` or
+``llm_decode`` exports that joint program; the KV-I/O graphs are not exported here (ExecuTorch keeps state).
+
+The placement report of each program comes from the lowered ``EdgeProgramManager`` (``get_delegation_info``):
+how many nodes went into XNNPACK delegates and which ops stayed on the portable CPU kernels
+(``grid_sampler_2d``, ``native_layer_norm`` … per EXPORT-RISKS).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from xsam_edge.model.xsam import XSam
+
+from .graphs import GRAPH_NAMES, SlotConfig, build_graph, example_inputs, export_graph, graph_specs
+from .placement import ExportedGraph, output_parity
+
+__all__ = [
+    "ET_GRAPHS",
+    "LLM_METHODS",
+    "LLM_PROGRAM",
+    "delegation_report",
+    "export_executorch",
+    "llm_steps",
+    "load_program",
+    "run_method",
+]
+
+KVIO_GRAPHS = ("llm_kvio_prefill", "llm_kvio_decode")
+STATEFUL_GRAPHS = ("llm_prefill", "llm_decode")
+ET_GRAPHS = tuple(name for name in GRAPH_NAMES if name not in KVIO_GRAPHS)
+LLM_PROGRAM = "llm"  # file stem of the joint prefill/decode program
+LLM_METHODS = {"prefill": "llm_prefill", "decode": "llm_decode"}  # method → graph name
+# ops that are bookkeeping, not compute, in an ExecuTorch edge graph (left out of the portable-op list)
+_BOOKKEEPING = ("getitem", "executorch_call_delegate", "alloc")
+
+
+def _adaptive_max_pool2d(x: torch.Tensor, output_size: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``adaptive_max_pool2d`` as ``max_pool2d_with_indices`` when the output size divides the input size.
+
+    ExecuTorch's portable library has no ``adaptive_max_pool2d`` kernel and the op is not core ATen (the
+    ``region`` graph's mask-to-grid step uses it); an evenly dividing adaptive pool is a plain max pool with
+    kernel = stride = input / output, with the same flat indices.
+    """
+    h, w = x.shape[-2:]
+    oh, ow = output_size
+    if h % oh or w % ow:
+        return NotImplemented
+    kernel = (h // oh, w // ow)
+    return torch.ops.aten.max_pool2d_with_indices.default(x, kernel, kernel)
+
+
+_DECOMPOSITIONS = {torch.ops.aten.adaptive_max_pool2d.default: _adaptive_max_pool2d}
+
+
+def _partitioners(partitioner: str) -> list[Any]:
+    if partitioner == "xnnpack":
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+        return [XnnpackPartitioner()]
+    if partitioner == "none":
+        return []
+    raise ValueError(f"unknown partitioner {partitioner!r}; use 'xnnpack' or 'none'")
+
+
+def delegation_report(edge_manager: Any, method: str = "forward") -> dict[str, Any]:
+    """The placement report of one method of a lowered ``EdgeProgramManager``.
+
+    Args:
+        edge_manager (Any): the result of ``to_edge_transform_and_lower``.
+        method (str): the method name.
+
+    Returns:
+        dict[str, Any]: ``delegated_nodes``, ``portable_nodes``, ``delegate_subgraphs``, ``portable_ops`` (op
+        name → count of nodes outside any delegate, most frequent first) and ``delegated_ops`` (op name →
+        count inside delegates).
+    """
+    from executorch.devtools.backend_debug import get_delegation_info
+
+    info = get_delegation_info(edge_manager.exported_program(method).graph_module)
+    portable = {
+        op: b.non_delegated
+        for op, b in info.delegation_by_operator.items()
+        if b.non_delegated and op not in _BOOKKEEPING
+    }
+    delegated = {op: b.delegated for op, b in info.delegation_by_operator.items() if b.delegated}
+    return {
+        "delegated_nodes": int(info.num_delegated_nodes),
+        "portable_nodes": int(sum(portable.values())),
+        "delegate_subgraphs": int(info.num_delegated_subgraphs),
+        "portable_ops": dict(sorted(portable.items(), key=lambda kv: -kv[1])),
+        "delegated_ops": dict(sorted(delegated.items(), key=lambda kv: -kv[1])),
+    }
+
+
+def load_program(path: str | Path) -> Any:
+    """Load a ``.pte`` with the ExecuTorch Python runtime (``executorch.runtime``).
+
+    Args:
+        path (str | Path): the program file.
+
+    Returns:
+        Any: the ``executorch.runtime.Program``; ``load_method(name)`` gives a method that keeps its mutable
+        buffers (the LLM caches) between ``execute`` calls.
+    """
+    from executorch.runtime import Runtime
+
+    return Runtime.get().load_program(str(path))
+
+
+def run_method(method: Any, inputs: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    """Execute a loaded ExecuTorch method once.
+
+    Args:
+        method (Any): from ``load_program(path).load_method(name)``.
+        inputs (Sequence[torch.Tensor]): positional inputs (contiguous tensors).
+
+    Returns:
+        list[np.ndarray]: the outputs, in order (copied out of the runtime's arenas).
+    """
+    outputs = method.execute([x.contiguous() for x in inputs])
+    return [np.array(o.detach().numpy() if isinstance(o, torch.Tensor) else o, copy=True) for o in outputs]
+
+
+def _write_atomic(data: bytes, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().float().cpu().numpy()
+
+
+def export_executorch(
+    model: XSam, name: str, slots: SlotConfig, out_dir: str | Path, partitioner: str = "xnnpack"
+) -> ExportedGraph:
+    """Export one edge graph to an ExecuTorch program and check it in the ExecuTorch runtime against eager.
+
+    ``llm_prefill`` and ``llm_decode`` both give the joint ``llm.pte`` (methods ``prefill`` and ``decode``,
+    shared cache buffers). Its parity check runs prefill on the example chunk, then two decodes at the next
+    positions, through one loaded program, against the eager ``LLMGraph`` doing the same; the outputs are
+    named ``<method><step>.<output>`` (``prefill.projected``, ``decode1.logits`` …).
+
+    Args:
+        model (XSam): the model (its dtype sets the example inputs' dtype).
+        name (str): a graph of ``ET_GRAPHS``.
+        slots (SlotConfig): the fixed slot sizes.
+        out_dir (str | Path): destination folder (created).
+        partitioner (str): ``"xnnpack"`` (default) or ``"none"`` (portable kernels only).
+
+    Returns:
+        ExportedGraph: backend ``executorch``; ``files`` = [the ``.pte``]; names, shapes and dtypes from the
+        GraphSpec (the prefill method's for the LLM); ``export_seconds`` covers export, lowering and write;
+        ``placement`` has one ``delegation_report`` per method under ``methods``, plus ``file_bytes`` and
+        ``lower_seconds``; ``states`` lists the cache buffers of the LLM.
+
+    Raises:
+        ValueError: ``name`` is a KV-I/O graph or unknown, or the partitioner is unknown.
+    """
+    from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
+    from executorch.exir.passes import MemoryPlanningPass
+
+    if name in KVIO_GRAPHS:
+        raise ValueError(f"ExecuTorch keeps the caches as program state: export {name.replace('_kvio', '')}")
+    if name not in ET_GRAPHS:
+        raise ValueError(f"unknown graph {name!r}; ExecuTorch graphs: {', '.join(ET_GRAPHS)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stateful = name in STATEFUL_GRAPHS
+    specs = graph_specs(model.config, slots)
+    spec = specs["llm_prefill"] if stateful else specs[name]
+    graph_names = LLM_METHODS if stateful else {"forward": name}
+    module = build_graph(model, spec.name, slots)  # one LLMGraph instance for both methods: shared buffers
+    dtype = next(p.dtype for p in module.parameters() if p.is_floating_point())
+
+    start = time.perf_counter()
+    programs = {
+        m: export_graph(module, g, model.config, slots, dtype=dtype).run_decompositions(_DECOMPOSITIONS)
+        for m, g in graph_names.items()
+    }
+    export_done = time.perf_counter()
+    edge = to_edge_transform_and_lower(
+        programs if stateful else programs["forward"], partitioner=_partitioners(partitioner)
+    )
+    config = ExecutorchBackendConfig(
+        memory_planning_pass=MemoryPlanningPass(share_mutable_buffers=stateful),
+        emit_mutable_buffer_names=stateful,
+    )
+    methods = {m: delegation_report(edge, m) for m in graph_names}  # before to_executorch adds out-vars
+    et_program = edge.to_executorch(config)
+    lower_seconds = time.perf_counter() - export_done
+    path = out_dir / f"{LLM_PROGRAM if stateful else name}.pte"
+    _write_atomic(et_program.buffer, path)
+    seconds = time.perf_counter() - start
+    placement: dict[str, Any] = {
+        "file": str(path),
+        "format": "executorch",
+        "partitioner": partitioner,
+        "file_bytes": path.stat().st_size,
+        "lower_seconds": lower_seconds,
+        "methods": methods,
+    }
+
+    program = load_program(path)
+    if stateful:
+        names, want, got = _llm_parity(model, slots, program, dtype)
+    else:
+        inputs = example_inputs(model.config, name, slots, dtype=dtype)
+        with torch.no_grad():
+            eager = module(*inputs)
+        eager = eager if isinstance(eager, tuple | list) else (eager,)
+        names = [s.name for s in spec.outputs]
+        want = [_numpy(w) for w in eager]
+        got = run_method(program.load_method("forward"), inputs)
+    return ExportedGraph(
+        name=LLM_PROGRAM if stateful else name,
+        backend="executorch",
+        files=[path],
+        inputs=[s.name for s in spec.inputs],
+        outputs=[s.name for s in spec.outputs],
+        input_shapes=[s.shape for s in spec.inputs],
+        output_shapes=[s.shape for s in spec.outputs],
+        input_dtypes=[s.dtype for s in spec.inputs],
+        output_dtypes=[s.dtype for s in spec.outputs],
+        export_seconds=seconds,
+        route="torch.export+to_edge_transform_and_lower"
+        + ("+multimethod_shared_buffers" if stateful else ""),
+        parity=output_parity(names, want, got),
+        placement=placement,
+        states=[s.name for s in spec.states],
+    )
+
+
+def llm_steps(
+    model: XSam, slots: SlotConfig, dtype: torch.dtype
+) -> list[tuple[str, tuple[torch.Tensor, ...]]]:
+    """The LLM check sequence: prefill on the example chunk, then two decodes at the next positions.
+
+    Args:
+        model (XSam): the model.
+        slots (SlotConfig): the fixed slot sizes.
+        dtype (torch.dtype): float input dtype.
+
+    Returns:
+        list[tuple[str, tuple[torch.Tensor, ...]]]: (method, inputs) per step.
+    """
+    steps = [("prefill", example_inputs(model.config, "llm_prefill", slots, dtype=dtype))]
+    gen = torch.Generator().manual_seed(1)
+    hidden = model.config.llm.hidden_size
+    for i in range(2):
+        embeds = torch.randn((1, 1, hidden), generator=gen).to(dtype)
+        steps.append(("decode", (embeds, torch.tensor([slots.prefill_len + i], dtype=torch.int64))))
+    return steps
+
+
+def _llm_parity(
+    model: XSam, slots: SlotConfig, program: Any, dtype: torch.dtype
+) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    """Prefill + two decodes in the runtime (one program, state kept) and in eager, outputs flattened."""
+    eager_graph = build_graph(model, "llm_prefill", slots)  # fresh, zero caches
+    methods = {m: program.load_method(m) for m in LLM_METHODS}
+    out_names = ("projected", "logits")
+    names, want, got = [], [], []
+    step_of = {"prefill": 0, "decode": 0}
+    for method, inputs in llm_steps(model, slots, dtype):
+        with torch.no_grad():
+            eager = eager_graph(*inputs)
+        runtime = run_method(methods[method], inputs)
+        label = "prefill" if method == "prefill" else f"decode{step_of[method] + 1}"
+        step_of[method] += 1
+        names += [f"{label}.{n}" for n in out_names]
+        want += [_numpy(e) for e in eager]
+        got += runtime
+    return names, want, got

@@ -1,0 +1,235 @@
+"""ExecuTorch (XNNPACK) and Core ML backends: every graph, the stateful LLM, placement reports, spec checks.
+
+ExecuTorch lowering takes seconds per graph, so each program is lowered once per module (lazily, on first
+use); the encode, segment and LLM programs together take ~100 s at one thread and are marked slow.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+
+from xsam_edge.export.graphs import GRAPH_NAMES, SlotConfig, build_graph, graph_specs
+from xsam_edge.export.placement import ExportedGraph, psnr
+
+SLOTS = SlotConfig(max_regions=4, max_conditions=4, max_seq=128, prefill_len=16)
+MIN_PSNR_DB = 40.0  # the issue's FP32 threshold, on every output
+
+
+def _report(graph: ExportedGraph) -> str:
+    numbers = ", ".join(f"{p.name} {p.psnr_db:.1f} dB / {p.max_abs_diff:.1e}" for p in graph.parity)
+    return f"{graph.backend:10s} {graph.name:17s} {graph.export_seconds:5.1f} s  {numbers}"
+
+
+# -- ExecuTorch --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def et_graph(tiny_model, tmp_path_factory) -> Callable[[str], ExportedGraph]:
+    """Lower a graph on first request and keep it for the module (``llm`` is the joint prefill/decode)."""
+    pytest.importorskip("executorch")
+    from xsam_edge.export.executorch import export_executorch
+
+    out = tmp_path_factory.mktemp("executorch")
+    cache: dict[str, ExportedGraph] = {}
+
+    def get(name: str) -> ExportedGraph:
+        if name not in cache:
+            cache[name] = export_executorch(tiny_model, "llm_prefill" if name == "llm" else name, SLOTS, out)
+        return cache[name]
+
+    return get
+
+
+def _check_et(graph: ExportedGraph, name: str) -> None:
+    print(_report(graph), graph.placement["methods"])
+    assert graph.file.name == f"{name}.pte" and graph.file.is_file()
+    assert graph.placement["file_bytes"] == graph.file.stat().st_size > 0
+    assert graph.min_psnr_db >= MIN_PSNR_DB, _report(graph)
+    assert not list(graph.file.parent.glob(".*")), "temporary files left behind"
+
+
+@pytest.mark.parametrize("name", ["embed", "region"])
+def test_et_small_graphs_match_eager(et_graph, name):
+    graph = et_graph(name)
+    _check_et(graph, name)
+    assert [p.name for p in graph.parity] == graph.outputs
+
+
+def test_et_region_is_delegated_and_embed_is_not(et_graph):
+    region = et_graph("region").placement["methods"]["forward"]
+    assert region["delegated_nodes"] > 0 and region["delegate_subgraphs"] > 0
+    # adaptive_max_pool2d has no ExecuTorch kernel; the export rewrites it to max_pool2d_with_indices
+    assert not any("adaptive_max_pool" in op for op in region["portable_ops"])
+    # XNNPACK has no embedding op: the embed graph is a portable gather (nothing to delegate)
+    embed = et_graph("embed").placement["methods"]["forward"]
+    assert embed["delegated_nodes"] == 0
+    assert any("embedding" in op for op in embed["portable_ops"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["encode_image", "segment"])
+def test_et_large_graphs_match_eager(et_graph, name):
+    graph = et_graph(name)
+    _check_et(graph, name)
+    assert [p.name for p in graph.parity] == graph.outputs
+    assert graph.placement["methods"]["forward"]["delegated_nodes"] > 0
+
+
+@pytest.mark.slow
+def test_et_encode_placement_lists_grid_sampler(et_graph):
+    placement = et_graph("encode_image").placement["methods"]["forward"]
+    portable = placement["portable_ops"]
+    assert any("grid_sampler_2d" in op for op in portable), portable
+    assert any("native_layer_norm" in op for op in portable), portable
+    assert placement["portable_nodes"] == sum(portable.values())
+
+
+@pytest.mark.slow
+def test_et_llm_one_program_two_methods_shared_cache(et_graph, tiny_model):
+    from xsam_edge.export.executorch import llm_steps, load_program, run_method
+
+    graph = et_graph("llm")
+    _check_et(graph, "llm")
+    # prefill then two decodes through one loaded program, against eager with its own caches
+    assert [p.name for p in graph.parity] == [
+        f"{step}.{out}" for step in ("prefill", "decode1", "decode2") for out in ("projected", "logits")
+    ]
+    assert graph.states == [
+        f"{k}_cache_{i}" for i in range(tiny_model.config.llm.num_layers) for k in ("k", "v")
+    ]
+    assert set(graph.placement["methods"]) == {"prefill", "decode"}
+    assert all(m["delegated_nodes"] > 0 for m in graph.placement["methods"].values())
+
+    # control: decode on a freshly loaded program (empty cache) matches eager decode on empty caches and is
+    # far from eager decode after the prefill, so the parity above needs the cache that prefill wrote
+    steps = llm_steps(tiny_model, SLOTS, torch.float32)
+    after_prefill = build_graph(tiny_model, "llm_prefill", SLOTS)
+    empty = build_graph(tiny_model, "llm_prefill", SLOTS)
+    with torch.no_grad():
+        after_prefill(*steps[0][1])
+        want = after_prefill(*steps[1][1])[0].numpy()
+        want_empty = empty(*steps[1][1])[0].numpy()
+    alone = run_method(load_program(graph.file).load_method("decode"), steps[1][1])[0]
+    matched = next(p.psnr_db for p in graph.parity if p.name == "decode1.projected")
+    assert psnr(want_empty, alone) >= MIN_PSNR_DB
+    assert psnr(want, alone) < matched - 40.0, "decode ignores the cache: the check proves nothing"
+
+
+def test_et_rejects_kvio_and_unknown(tiny_model, tmp_path):
+    pytest.importorskip("executorch")
+    from xsam_edge.export.executorch import export_executorch
+
+    with pytest.raises(ValueError, match="program state"):
+        export_executorch(tiny_model, "llm_kvio_decode", SLOTS, tmp_path)
+    with pytest.raises(ValueError, match="unknown graph"):
+        export_executorch(tiny_model, "nope", SLOTS, tmp_path)
+    with pytest.raises(ValueError, match="unknown partitioner"):
+        export_executorch(tiny_model, "embed", SLOTS, tmp_path, partitioner="qnn")
+
+
+# -- Core ML -----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def coreml_graphs(tiny_model, tmp_path_factory) -> dict[tuple[str, str], ExportedGraph]:
+    """Every graph in FP16; segment and the LLM also in FP32."""
+    pytest.importorskip("coremltools")
+    from xsam_edge.export.coreml import export_coreml
+
+    out = tmp_path_factory.mktemp("coreml")
+    graphs = {(name, "fp16"): export_coreml(tiny_model, name, SLOTS, out / "fp16") for name in GRAPH_NAMES}
+    for name in ("segment", "llm_prefill", "llm_decode"):
+        graphs[name, "fp32"] = export_coreml(tiny_model, name, SLOTS, out / "fp32", precision="fp32")
+    return graphs
+
+
+def test_coreml_every_graph_converts_with_declared_spec(coreml_graphs, tiny_model):
+    import coremltools as ct
+
+    from xsam_edge.export.coreml import PREDICT_SKIP_REASON, coreml_predict_available
+
+    specs = graph_specs(tiny_model.config, SLOTS)
+    for (name, precision), graph in coreml_graphs.items():
+        spec, placement = specs[name], graph.placement
+        print(graph.name, precision, placement["file_bytes"], placement["histogram"])
+        assert graph.file.name == f"{name}.mlpackage" and graph.file.is_dir()
+        assert graph.inputs == [s.name for s in spec.inputs]
+        assert graph.outputs == [s.name for s in spec.outputs]
+        assert graph.input_shapes == [s.shape for s in spec.inputs]
+        assert graph.output_shapes == [s.shape for s in spec.outputs]
+        assert sorted(graph.states) == sorted(s.name for s in spec.states)
+        assert placement["spec_matches"], name
+        assert placement["unknown_ops"] == [], (name, placement["unknown_ops"])
+        assert placement["precision"] == precision and placement["total_ops"] > 0
+        expected_target = "iOS17" if name.startswith("llm_kvio") else "iOS18"
+        assert placement["deployment_target"] == expected_target
+        assert not list(graph.file.parent.glob(".*")), "temporary folders left behind"
+        # integer inputs are int32 for Core ML
+        for s, dtype in zip(spec.inputs, graph.input_dtypes, strict=True):
+            assert dtype == ("int32" if s.dtype.startswith("int") else "float32"), (name, s.name, dtype)
+        if not coreml_predict_available():
+            assert placement["parity_skipped"] == PREDICT_SKIP_REASON
+        loaded = ct.models.MLModel(str(graph.file), skip_model_load=True)
+        assert loaded.get_spec().WhichOneof("Type") == "mlProgram"
+
+
+def test_coreml_llm_is_stateful_and_kvio_is_not(coreml_graphs):
+    for precision in ("fp16", "fp32"):
+        for phase in ("prefill", "decode"):
+            graph = coreml_graphs[f"llm_{phase}", precision]
+            assert len(graph.states) == 4 and graph.placement["histogram"].get("write_state", 0) > 0
+    kvio = coreml_graphs["llm_kvio_decode", "fp16"]
+    assert kvio.states == [] and "write_state" not in kvio.placement["histogram"]
+    assert kvio.inputs[-2:] == ["past_keys", "past_values"]
+
+
+def test_coreml_encode_uses_resample(coreml_graphs):
+    placement = coreml_graphs["encode_image", "fp16"].placement
+    assert "resample" in placement["risks"]  # grid_sample → MIL resample
+
+
+def test_coreml_unstateful_llm_means_kvio(tiny_model, tmp_path):
+    pytest.importorskip("coremltools")
+    from xsam_edge.export.coreml import export_coreml
+
+    graph = export_coreml(tiny_model, "llm_decode", SLOTS, tmp_path, stateful=False)
+    assert graph.name == "llm_kvio_decode" and graph.states == []
+    with pytest.raises(ValueError, match="precision"):
+        export_coreml(tiny_model, "embed", SLOTS, tmp_path, precision="int8")
+
+
+def test_coreml_predict_available_is_false_off_macos():
+    pytest.importorskip("coremltools")
+    import platform
+
+    from xsam_edge.export.coreml import coreml_predict_available
+
+    if platform.system() != "Darwin":
+        assert coreml_predict_available() is False
+
+
+def _skip_without_coreml_predict() -> None:
+    pytest.importorskip("coremltools")
+    from xsam_edge.export.coreml import PREDICT_SKIP_REASON, coreml_predict_available
+
+    if not coreml_predict_available():
+        pytest.skip(PREDICT_SKIP_REASON)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_coreml_predict_matches_eager(coreml_graphs, tiny_model, precision):
+    _skip_without_coreml_predict()
+    from xsam_edge.export.coreml import predict_parity
+    from xsam_edge.export.graphs import example_inputs
+
+    specs = graph_specs(tiny_model.config, SLOTS)
+    threshold = MIN_PSNR_DB if precision == "fp32" else 25.0
+    for (name, prec), graph in coreml_graphs.items():
+        if prec != precision:
+            continue
+        inputs = example_inputs(tiny_model.config, name, SLOTS)
+        parity = predict_parity(graph.file, build_graph(tiny_model, name, SLOTS), specs[name], inputs)
+        worst = min((p.psnr_db for p in parity), default=math.inf)
+        assert worst >= threshold, (name, parity)
+        assert all(np.isfinite(p.max_abs_diff) for p in parity)
