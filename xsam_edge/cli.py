@@ -115,10 +115,11 @@ def _build_request(args: argparse.Namespace, image) -> object:
 
 def _segment(args: argparse.Namespace) -> None:
     from xsam_edge.image_io import load_image
-    from xsam_edge.inference import load_predictor
 
     image = load_image(args.image)
-    request = _build_request(args, image)  # validate before loading any model
+    request = _build_request(args, image)  # validate before importing or loading any model
+    from xsam_edge.inference import load_predictor
+
     predictor = load_predictor(
         model_dir=args.model, preset=args.preset, tokenizer_dir=args.tokenizer, seed=args.seed
     )
@@ -371,6 +372,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one verb; user errors become one line on stderr and exit code 2."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # torchao (pulled in by executorch) warns that its CUDA-only kernels do not load on CPU: harmless noise
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's enum registration
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # read by transformers when (and only if) a verb imports it: `run` stays free of torch
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
