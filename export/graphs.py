@@ -33,7 +33,8 @@ import torch
 from torch import Tensor, nn
 
 from xsam_edge.config import XSamConfig
-from xsam_edge.model.xsam import IMAGE_TOKEN_ID, REGION_TOKEN_ID, DecoderInputs, XSam
+from xsam_edge.model.xsam import DecoderInputs, XSam
+from xsam_edge.tokenizer import IMAGE_TOKEN_ID, REGION_TOKEN_ID
 
 from .graphs_llm import PAD_POSITION, LLMGraph, LLMGraphKVIO
 

@@ -20,10 +20,10 @@ import torch
 from xsam_edge.answers import condition_labels, phrase_spans
 from xsam_edge.checkpoint import TOKENIZER_FILE, from_pretrained
 from xsam_edge.model.xsam import DecoderInputs, ImageFeatures, XSam
-from xsam_edge.postprocess import Geometry, empty_result, postprocess
+from xsam_edge.postprocess import Geometry, finish
 from xsam_edge.preprocess import PreprocessSpec
 from xsam_edge.prompts import build_request_prompt, is_generate_task
-from xsam_edge.tokenizer import XSamTokenizer, expand_image_placeholder
+from xsam_edge.tokenizer import XSamTokenizer, check_prompt_length, expand_image_placeholder
 from xsam_edge.types import PROMPT_TASKS, SegmentationRequest, SegmentationResult, Task
 
 
@@ -125,17 +125,14 @@ class XSamPredictor:
     def segment(self, request: SegmentationRequest) -> SegmentationResult:
         """Answer one request: masks at the original image size, labels, scores (and text for GCG/chat)."""
         raw = self.run(request)
-        if raw.class_logits is None:
-            # chat, or GCG whose answer named no phrase: text only
-            return empty_result(raw.geometry, raw.text)
-        return postprocess(
+        return finish(
             request.task,
             raw.class_logits,
             raw.mask_logits,
             raw.geometry,
-            labels=raw.labels,
-            prompt_boxes=raw.prompt_boxes,
-            **({"text": raw.text} if request.task is Task.GCG else {}),
+            raw.labels,
+            raw.prompt_boxes,
+            raw.text,
         )
 
     @torch.no_grad()
@@ -161,7 +158,8 @@ class XSamPredictor:
         ids = expand_image_placeholder(
             self.tokenizer.encode(prompt, add_bos=cfg.tokens.add_bos), cfg.num_image_tokens
         )
-        self._check_context(len(ids), request)
+        reserved = self.max_new_tokens if generate else 0
+        check_prompt_length(len(ids), cfg.llm.max_position_embeddings, cfg.num_image_tokens, reserved)
 
         region_tokens, prompt_boxes = None, None
         if request.task in PROMPT_TASKS:
@@ -205,26 +203,9 @@ class XSamPredictor:
         )
 
     # -- helpers -------------------------------------------------------------------------------
-    def _check_context(self, length: int, request: SegmentationRequest) -> None:
-        cfg = self.model.config
-        budget = cfg.llm.max_position_embeddings - (
-            self.max_new_tokens if is_generate_task(request.task) else 0
-        )
-        if length > budget:
-            raise ValueError(
-                f"the prompt needs {length} tokens ({cfg.num_image_tokens} of them image tokens) but the "
-                f"LLM context holds {budget}"
-                + (
-                    f" with {self.max_new_tokens} tokens kept for the answer"
-                    if is_generate_task(request.task)
-                    else ""
-                )
-                + "; shorten the text or pass fewer categories / prompts"
-            )
-
     def _region_tokens(self, request: SegmentationRequest, state: _ImageState) -> tuple[torch.Tensor, list]:
         hw = request.image_size
-        masks = np.stack([self.spec.letterbox_mask(self.spec.rasterize(p, hw)) for p in request.prompts])
+        masks = self.spec.prompt_masks(request.prompts, hw)
         boxes = [self.spec.prompt_box(p, hw) for p in request.prompts]
         generator = torch.Generator().manual_seed(self.seed)
         tokens = self.model.region_tokens(

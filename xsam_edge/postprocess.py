@@ -564,10 +564,38 @@ def postprocess(
     raise ValueError(f"no post-processing for task {task.value!r}")  # pragma: no cover
 
 
+def finish(
+    task: Task | str,
+    class_logits: np.ndarray | None,
+    mask_logits: np.ndarray | None,
+    geometry: Geometry,
+    labels: list[str],
+    prompt_boxes: list[tuple[float, float, float, float]] | None,
+    text: str | None,
+) -> SegmentationResult:
+    """The result of one request from its decoder outputs (shared by the PyTorch predictor and the runtime).
+
+    No logits (chat, or a GCG answer that named no phrase) gives a text-only result.
+    """
+    if class_logits is None or mask_logits is None:
+        return empty_result(geometry, text)
+    task = Task(task)
+    return postprocess(
+        task,
+        class_logits,
+        mask_logits,
+        geometry,
+        labels=labels,
+        prompt_boxes=prompt_boxes,
+        **({"text": text} if task is Task.GCG else {}),
+    )
+
+
 __all__ = [
     "Geometry",
     "box_iou",
     "empty_result",
+    "finish",
     "masks_to_image",
     "postprocess",
     "postprocess_gcg",

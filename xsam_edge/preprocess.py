@@ -16,6 +16,7 @@ Conventions:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -391,6 +392,10 @@ class PreprocessSpec:
     def prompt_box(self, prompt: Prompt, image_hw: tuple[int, int]) -> tuple[float, float, float, float]:
         """``prompt_box`` with this spec's radii: (x0, y0, x1, y1), x1/y1 exclusive."""
         return prompt_box(prompt, image_hw, self.point_radius, self.scribble_radius)
+
+    def prompt_masks(self, prompts: Sequence[Prompt], image_hw: tuple[int, int]) -> np.ndarray:
+        """Every visual prompt rasterised and letterboxed like the image: (K, seg_size, seg_size) float32."""
+        return np.stack([self.letterbox_mask(self.rasterize(p, image_hw)) for p in prompts])
 
     def letterbox_mask(self, mask: np.ndarray) -> np.ndarray:
         """``letterbox_mask`` to seg_size: (seg_size, seg_size) float32."""

@@ -501,3 +501,18 @@ def expand_image_placeholder(ids: list[int], num_image_tokens: int) -> list[int]
         raise ValueError(f"a prompt needs exactly one <image> marker, found {count}")
     at = ids.index(IMAGE_TOKEN_ID)
     return ids[:at] + [IMAGE_TOKEN_ID] * num_image_tokens + ids[at + 1 :]
+
+
+def check_prompt_length(length: int, capacity: int, image_tokens: int, reserved: int = 0) -> None:
+    """Refuse a prompt that does not fit the LLM context (or KV cache) with ``reserved`` tokens kept free.
+
+    Raises:
+        ValueError: what the prompt needs, what the context holds, and what to do.
+    """
+    budget = capacity - reserved
+    if length > budget:
+        kept = f" with {reserved} tokens kept for the answer" if reserved else ""
+        raise ValueError(
+            f"the prompt needs {length} tokens ({image_tokens} of them image tokens) but the LLM context "
+            f"holds {budget}{kept}; shorten the text or pass fewer categories / prompts"
+        )

@@ -43,7 +43,6 @@ STATE_FILE = "train_state.pt"
 LOG_FILE = "log.jsonl"
 MODEL_DIR = "model"
 ENCODERS = ("segmentor.encoder.", "visual_encoder.")
-SEG_TASKS = tuple(t for t in Task if t is not Task.CHAT)
 
 
 @dataclass(frozen=True)

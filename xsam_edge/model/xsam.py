@@ -23,9 +23,7 @@ from xsam_edge.model.pixel_decoder import PixelDecoder
 from xsam_edge.model.projector import Projector
 from xsam_edge.model.region_sampler import sample_regions_grid, sample_regions_random
 from xsam_edge.model.seg_encoder import SegEncoder
-
-IMAGE_TOKEN_ID = -200
-REGION_TOKEN_ID = -300
+from xsam_edge.tokenizer import IMAGE_TOKEN_ID, REGION_TOKEN_ID
 
 
 @dataclass

@@ -17,12 +17,12 @@ import numpy as np
 
 from xsam_edge.answers import condition_labels, phrase_spans
 from xsam_edge.bundle import TOKENIZER_FILE, Manifest, load_bundle
-from xsam_edge.postprocess import Geometry, empty_result, postprocess
+from xsam_edge.postprocess import Geometry, finish
 from xsam_edge.preprocess import PreprocessSpec
 from xsam_edge.prompts import build_request_prompt, image_prefix, is_generate_task
 from xsam_edge.runtime.backends import get_backend
 from xsam_edge.runtime.host import condition_slots, embed_in_chunks, prefill, splice
-from xsam_edge.tokenizer import XSamTokenizer, expand_image_placeholder
+from xsam_edge.tokenizer import XSamTokenizer, check_prompt_length, expand_image_placeholder
 from xsam_edge.types import PROMPT_TASKS, SegmentationRequest, SegmentationResult, Task
 
 
@@ -118,16 +118,14 @@ class EdgeSession:
     def segment(self, request: SegmentationRequest) -> SegmentationResult:
         """Answer one request, exactly as ``XSamPredictor.segment`` does (with the grid region sampler)."""
         out = self.run(request)
-        if out.class_logits is None:
-            return empty_result(out.geometry, out.text)
-        return postprocess(
+        return finish(
             request.task,
             out.class_logits,
             out.mask_logits,
             out.geometry,
-            labels=out.labels,
-            prompt_boxes=out.prompt_boxes,
-            **({"text": out.text} if request.task is Task.GCG else {}),
+            out.labels,
+            out.prompt_boxes,
+            out.text,
         )
 
     def run(self, request: SegmentationRequest) -> SessionOutput:
@@ -147,13 +145,8 @@ class EdgeSession:
         ids = expand_image_placeholder(
             self.tokenizer.encode(prompt, add_bos=cfg.tokens.add_bos), cfg.num_image_tokens
         )
-        budget = int(self.slots["max_seq"]) - (self.max_new_tokens if generate else 0)
-        if len(ids) > budget:
-            raise ValueError(
-                f"the prompt needs {len(ids)} tokens but the bundle's LLM cache holds {budget}"
-                + (f" with {self.max_new_tokens} kept for the answer" if generate else "")
-                + "; shorten the text or pass fewer categories / prompts"
-            )
+        reserved = self.max_new_tokens if generate else 0
+        check_prompt_length(len(ids), int(self.slots["max_seq"]), cfg.num_image_tokens, reserved)
         start = len(image.prefix_ids)
         if ids[:start] != image.prefix_ids:
             raise RuntimeError("the prompt does not start with the cached image prefix (tokenizer mismatch)")
@@ -201,7 +194,7 @@ class EdgeSession:
     def _region_tokens(self, request: SegmentationRequest, image: _Image) -> tuple[np.ndarray, list]:
         """Region graph over the prompts, K slots per call: more prompts than slots run in batches."""
         hw = request.image_size
-        masks = np.stack([self.spec.letterbox_mask(self.spec.rasterize(p, hw)) for p in request.prompts])
+        masks = self.spec.prompt_masks(request.prompts, hw)
         boxes = [self.spec.prompt_box(p, hw) for p in request.prompts]
         k = int(self.slots["max_regions"])
         tokens = []

@@ -135,6 +135,4 @@ class Collator:
         request = example.request
         if request.task not in PROMPT_TASKS:
             return None
-        hw = request.image_size
-        masks = [self.spec.letterbox_mask(self.spec.rasterize(p, hw)) for p in request.prompts]
-        return torch.from_numpy(np.stack(masks))
+        return torch.from_numpy(self.spec.prompt_masks(request.prompts, request.image_size))
