@@ -48,6 +48,9 @@ class GraphEntry:
         inputs (list[dict]): ``{"name", "shape", "dtype"}`` in call order.
         outputs (list[dict]): same, in return order.
         states (list[dict]): state tensors kept by the program between calls (stateful LLMs).
+        methods (list[dict]): ``{"name", "inputs", "outputs"}`` per method of a multi-method program (the
+            ExecuTorch ``llm``: ``prefill``, ``decode``, ``read_cache``, ``write_cache``); empty otherwise, and
+            ``inputs`` / ``outputs`` are then the only method's.
         route (str): how it was produced (e.g. ``torch.onnx dynamo``).
         parity (list[dict]): per output ``{"name", "max_abs_diff", "psnr_db"}`` against eager PyTorch.
         placement (dict): op histogram / delegated vs fallback ops.
@@ -60,6 +63,7 @@ class GraphEntry:
     inputs: list[dict]
     outputs: list[dict]
     states: list[dict] = field(default_factory=list)
+    methods: list[dict] = field(default_factory=list)
     route: str = ""
     parity: list[dict] = field(default_factory=list)
     placement: dict = field(default_factory=dict)
@@ -80,6 +84,8 @@ class Manifest:
     created: str = ""
     producer: str = "xsam_edge"
     golden: list[str] = field(default_factory=list)
+    # the recipe and per-graph reports of a quantized bundle (empty for a float export)
+    quantization: dict = field(default_factory=dict)
     root: Path | None = None
 
     @property

@@ -315,7 +315,7 @@ def _export(args: argparse.Namespace) -> None:
 def _run_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="answer one request from a bundle on an edge runtime")
     p.add_argument("--bundle", required=True)
-    p.add_argument("--backend", required=True, help="onnx or openvino (the bundle's backends)")
+    p.add_argument("--backend", required=True, help="onnx, openvino or executorch (the bundle's backends)")
     _request_arguments(p)
     p.set_defaults(run=_run)
 
@@ -328,6 +328,83 @@ def _run(args: argparse.Namespace) -> None:
     request = _build_request(args, image)
     session = EdgeSession(args.bundle, args.backend)
     _write_result(args, image, request, session.segment(request))
+
+
+def _quantize_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("quantize", help="quantize a model by a recipe into a bundle (optionally to a budget)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", help="model folder (default: the embedded teacher, trained on first use)")
+    src.add_argument("--preset", help="preset with RANDOM weights (size and smoke runs only)")
+    p.add_argument("--recipe", help="a named recipe or a recipe .toml file (see --list-recipes)")
+    p.add_argument("--list-recipes", action="store_true", help="print the named recipes and exit")
+    p.add_argument("--out", help="bundle folder (replaced atomically)")
+    p.add_argument("--work", help="intermediates (default: .<out>.work beside the bundle; reused on resume)")
+    p.add_argument(
+        "--max-drop",
+        type=float,
+        help="accuracy budget in points of every task's metric: keep the most sensitive graphs float "
+        "until it holds (evaluated on --eval-data)",
+    )
+    p.add_argument("--eval-data", default="shapes:val-fast", help="evaluation data for --max-drop")
+    p.add_argument("--eval-limit", type=int, help="at most this many evaluation images")
+    p.add_argument("--prefill-len", type=int, default=64, help="tokens per LLM prefill call")
+    p.add_argument("--max-seq", type=int, help="KV-cache length (default: the LLM context)")
+    p.set_defaults(run=_quantize)
+
+
+def _quantize(args: argparse.Namespace) -> None:
+    from xsam_edge.quantization.recipes import RECIPES, load_recipe
+
+    if args.list_recipes:
+        for name, recipe in RECIPES.items():
+            print(f"{name:<17}{recipe.backend:<11}{recipe.description}")
+        return
+    if not args.recipe or not args.out:
+        raise ValueError("give --recipe NAME|FILE.toml and --out BUNDLE (or --list-recipes)")
+    recipe = load_recipe(args.recipe)  # a bad recipe fails here, before the model loads
+    if args.max_drop is not None:
+        from xsam_edge.data.registry import parse_spec
+
+        parse_spec(args.eval_data)
+    from xsam_edge.export.graphs import SlotConfig
+    from xsam_edge.inference import load_predictor
+    from xsam_edge.quantization.report import format_reports
+
+    if args.model is None and args.preset is None:
+        from xsam_edge.teacher import ensure_teacher
+
+        args.model = str(ensure_teacher())
+    predictor = load_predictor(model_dir=args.model, preset=args.preset)
+    slots = SlotConfig(prefill_len=args.prefill_len, max_seq=args.max_seq)
+    if args.max_drop is None:
+        from xsam_edge.quantization.quantize import quantize_bundle
+
+        result = quantize_bundle(
+            predictor.model, predictor.tokenizer, recipe, args.out, work_dir=args.work, slots=slots
+        )
+        print(format_reports(result.reports))
+        print(f"wrote {result.bundle}")
+        return
+    from xsam_edge.data.registry import load_dataset
+    from xsam_edge.quantization.accuracy import fit_max_drop
+
+    fit = fit_max_drop(
+        predictor.model,
+        predictor.tokenizer,
+        recipe,
+        load_dataset(args.eval_data, limit=args.eval_limit),
+        max_drop=args.max_drop,
+        out=args.out,
+        work_dir=args.work,
+        slots=slots,
+    )
+    print(format_reports(fit.result.reports))
+    for step in fit.history:
+        kept = ", ".join(step["kept_float"]) or "none"
+        print(f"kept float: {kept:<36} worst task drop {step['worst']:6.2f} points")
+    worst = max((v for v in fit.drops.values() if v == v), default=0.0)
+    verdict = "holds" if worst <= args.max_drop else "does NOT hold even with every quantized graph float"
+    print(f"budget {args.max_drop:.2f} points {verdict} (worst drop {worst:.2f}); wrote {fit.result.bundle}")
 
 
 def _pipeline_parser(sub: argparse._SubParsersAction) -> None:
@@ -356,6 +433,7 @@ VERBS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _cache_parser,
     _pipeline_parser,
     _export_parser,
+    _quantize_parser,
     _run_parser,
 )
 

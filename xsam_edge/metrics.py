@@ -53,12 +53,14 @@ from xsam_edge.types import CATEGORY_TASKS, PROMPT_TASKS, SegmentationResult, Ta
 __all__ = [
     "BASELINE_KINDS",
     "NO_LABEL",
+    "PRIMARY_METRIC",
     "IouStat",
     "PanopticStat",
     "SemanticStat",
     "baseline_mask",
     "baseline_results",
     "evaluate",
+    "primary_metrics",
     "evaluate_baselines",
     "instance_ap",
     "intersection_union",
@@ -279,6 +281,26 @@ _TASK_METRICS: dict[Task, Callable[[list[Pair]], dict[str, float]]] = {
     Task.GCG: _gcg,
     Task.CHAT: _chat,
 }
+
+
+# the one number per task that tables and accuracy budgets compare (X-SAM's paper reports these)
+PRIMARY_METRIC: dict[str, str] = {
+    Task.REFERRING.value: "giou",
+    Task.REASONING.value: "giou",
+    Task.INTERACTIVE.value: "miou",
+    Task.PANOPTIC.value: "pq",
+    Task.OPEN_VOCABULARY.value: "pq",
+    Task.INSTANCE.value: "ap",
+    Task.VISUAL_GROUNDED.value: "ap",
+    Task.SEMANTIC.value: "miou",
+    Task.GCG.value: "miou",
+    Task.CHAT.value: "exact_match",
+}
+
+
+def primary_metrics(tasks: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Task → its primary metric, from ``evaluate``'s output."""
+    return {task: metrics[PRIMARY_METRIC[task]] for task, metrics in tasks.items() if task in PRIMARY_METRIC}
 
 
 def evaluate(pairs: Iterable[Pair]) -> dict[str, dict[str, float]]:

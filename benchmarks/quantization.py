@@ -1,0 +1,138 @@
+"""Every named recipe on the trained embedded teacher: size, task metrics, drop vs float, latency on this CPU.
+
+Run: ``python -m xsam_edge.benchmarks.quantization [--recipes android-xnnpack,intel-openvino,jetson-trt]
+[--data shapes:val] [--limit N] [--work DIR]``.
+
+Per recipe it quantizes the teacher (calibrated on ``shapes:train``, never on the evaluation split), evaluates
+the float export and the quantized bundle on the same backend through ``EdgeSession``, and writes
+``benchmarks/results/quantization-<date>.json`` and ``.md``. Recipes whose runtime cannot run here (Core ML on
+Linux) get their bundle, sizes and handler reports, with the metrics marked as not measured. No thresholds:
+the README quotes the numbers and the stated goals (INT8 ≤ 1 point, INT4 LLM ≤ 2 points) next to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+from pathlib import Path
+
+from xsam_edge.bundle import load_bundle
+from xsam_edge.data.registry import load_dataset
+from xsam_edge.inference import XSamPredictor
+from xsam_edge.metrics import PRIMARY_METRIC
+from xsam_edge.quantization.accuracy import RUNNABLE, evaluate_bundle, task_drops
+from xsam_edge.quantization.quantize import quantize_bundle
+from xsam_edge.quantization.recipes import RECIPES, get_recipe
+from xsam_edge.quantization.report import files_bytes
+from xsam_edge.teacher import ensure_teacher
+from xsam_edge.tokenizer import atomic_write_text
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _graph_bytes(bundle: Path, backend: str) -> int:
+    manifest = load_bundle(bundle, verify=False)
+    return files_bytes([bundle / f for g in manifest.graphs if g.backend == backend for f in g.files])
+
+
+def measure(recipe_name: str, data: str, limit: int | None, work: Path, progress: bool = True) -> dict:
+    """One recipe: quantize the cached teacher, then score float and quantized bundles on ``data``."""
+    recipe = get_recipe(recipe_name)
+    predictor = XSamPredictor.from_pretrained(ensure_teacher())
+    result = quantize_bundle(
+        predictor.model,
+        predictor.tokenizer,
+        recipe,
+        work / recipe.name,
+        work_dir=work / "work",
+        progress=progress,
+    )
+    row: dict = {
+        "recipe": recipe.name,
+        "backend": recipe.backend,
+        "schemes": {r.graph: r.scheme for r in result.reports},
+        "bytes_fp32": _graph_bytes(result.fp32_bundle, recipe.backend),
+        "bytes_quant": _graph_bytes(result.bundle, recipe.backend),
+        "graphs": [r.to_dict() for r in result.reports],
+    }
+    row["size_ratio"] = row["bytes_fp32"] / row["bytes_quant"]
+    if recipe.backend not in RUNNABLE:
+        row["not_measured"] = f"{recipe.backend} prediction needs macOS"
+        return row
+    examples = load_dataset(data, limit=limit)
+    reference = evaluate_bundle(result.fp32_bundle, recipe.backend, examples, progress)
+    quantized = evaluate_bundle(result.bundle, recipe.backend, examples, progress)
+    row |= {
+        "float": reference.primary,
+        "quantized": quantized.primary,
+        "drops": task_drops(reference, quantized),
+        "ms_per_request_float": reference.seconds_per_request * 1e3,
+        "ms_per_request_quant": quantized.seconds_per_request * 1e3,
+    }
+    return row
+
+
+def markdown(report: dict) -> str:
+    """The README table: per recipe, size and per-task metric (float → quantized, drop)."""
+    lines = [
+        f"Quantization on the trained embedded teacher · {report['date']} · {report['machine']} · "
+        f"evaluated on {report['data']}, calibrated on shapes:train",
+        "",
+        "| recipe | backend | size float → quant | ms/request float → quant | "
+        + " | ".join(f"{t} {m}" for t, m in PRIMARY_METRIC.items())
+        + " |",
+        "|---|---|---|---|" + "---|" * len(PRIMARY_METRIC),
+    ]
+    for row in report["rows"]:
+        size = f"{row['bytes_fp32'] / 1e6:.2f} → {row['bytes_quant'] / 1e6:.2f} MB ({row['size_ratio']:.2f}×)"
+        if "not_measured" in row:
+            cells = ["–"] * len(PRIMARY_METRIC)
+            latency = row["not_measured"]
+        else:
+            latency = f"{row['ms_per_request_float']:.1f} → {row['ms_per_request_quant']:.1f}"
+            cells = [
+                f"{row['float'][t]:.1f} → {row['quantized'][t]:.1f} ({-row['drops'][t]:+.1f})"
+                if t in row["float"]
+                else "–"
+                for t in PRIMARY_METRIC
+            ]
+        lines.append(
+            f"| {row['recipe']} | {row['backend']} | {size} | {latency} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipes", default=",".join(RECIPES), help="comma list of named recipes")
+    parser.add_argument("--data", default="shapes:val", help="evaluation data")
+    parser.add_argument("--limit", type=int, help="at most this many evaluation images")
+    parser.add_argument("--work", default="outputs/bench-quantization", help="bundles and intermediates")
+    parser.add_argument("--out", help="results JSON (default benchmarks/results/quantization-<date>.json)")
+    args = parser.parse_args()
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+    out = Path(args.out or RESULTS / f"quantization-{date}.json")
+    rows = []
+    for name in args.recipes.split(","):
+        rows.append(measure(name.strip(), args.data, args.limit, Path(args.work)))
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "graphs"}, default=str))
+    report = {
+        "date": date,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{platform.system()}",
+        "threads": os.environ.get("XSAM_EDGE_THREADS", "all cores"),
+        "data": args.data + (f" (first {args.limit} images)" if args.limit else ""),
+        "rows": rows,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(report, indent=2, default=str) + "\n")
+    atomic_write_text(out.with_suffix(".md"), markdown(report))
+    print(markdown(report))
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()

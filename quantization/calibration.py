@@ -1,0 +1,166 @@
+"""Calibration data from the real pipeline: every graph's inputs while a float session answers requests.
+
+Activation ranges set on random tensors are wrong in the ways that matter (outliers, padding slots, the text
+part of a prefill chunk); so the calibration requests run through an ``EdgeSession`` on the float ONNX bundle,
+and each graph runner is wrapped to keep a copy of the inputs it was given. The LLM's KV-I/O pair is recorded
+with its past caches, and the stateful LLM (OpenVINO, ExecuTorch) gets the same chunks without them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xsam_edge.data.sample import Example
+
+__all__ = ["CalibrationSet", "record_calibration"]
+
+log = logging.getLogger(__name__)
+
+KVIO_PREFILL, KVIO_DECODE, STATEFUL_LLM = "llm_kvio_prefill", "llm_kvio_decode", "llm_prefill"
+
+
+@dataclass
+class CalibrationSet:
+    """Per bundle graph name, a list of samples (positional inputs in the graph's manifest order).
+
+    Args:
+        samples (dict[str, list[list[np.ndarray]]]): the recorded inputs.
+        requests (int): how many requests produced them.
+    """
+
+    samples: dict[str, list[list[np.ndarray]]] = field(default_factory=dict)
+    requests: int = 0
+
+    def split(self, holdout: int = 2) -> tuple[dict[str, list[list[np.ndarray]]], dict[str, list]]:
+        """(calibration, holdout): the last ``holdout`` samples of each graph are kept for PSNR checks.
+
+        A graph with too few samples to spare any gives all of them to calibration and reuses its last one
+        as holdout (said in the PSNR being an in-sample number, which the caller notes).
+        """
+        calib, held = {}, {}
+        for name, items in self.samples.items():
+            spare = min(holdout, max(len(items) - 1, 0))
+            calib[name] = items[: len(items) - spare] if spare else list(items)
+            held[name] = items[len(items) - spare :] if spare else items[-1:]
+        return calib, held
+
+    def counts(self) -> dict[str, int]:
+        return {name: len(items) for name, items in self.samples.items()}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """One ``.npz`` (written to a temp file, then renamed)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {"__requests__": np.array(self.requests)}
+        for name, items in self.samples.items():
+            for i, sample in enumerate(items):
+                for j, x in enumerate(sample):
+                    arrays[f"{name}/{i}/{j}"] = x
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".npz", dir=path.parent)
+        os.close(fd)
+        try:
+            np.savez(tmp, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> CalibrationSet:
+        """Read a set written by ``save``."""
+        with np.load(path, allow_pickle=False) as data:
+            samples: dict[str, dict[int, dict[int, np.ndarray]]] = {}
+            for key in data.files:
+                if key == "__requests__":
+                    continue
+                name, i, j = key.rsplit("/", 2)
+                samples.setdefault(name, {}).setdefault(int(i), {})[int(j)] = data[key]
+            requests = int(data["__requests__"])
+        return cls(
+            {
+                name: [[items[i][j] for j in sorted(items[i])] for i in sorted(items)]
+                for name, items in samples.items()
+            },
+            requests,
+        )
+
+
+class _Recorder:
+    """A graph runner that keeps copies of its inputs: a uniform, seeded reservoir of ``limit`` calls."""
+
+    def __init__(self, runner: Any, sink: list[list[np.ndarray]], limit: int) -> None:
+        self.runner, self.sink, self.limit = runner, sink, limit
+        self.seen = 0
+        self.rng = np.random.default_rng(0)
+
+    def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        self.seen += 1
+        if len(self.sink) < self.limit:
+            self.sink.append([np.array(x, copy=True) for x in inputs])
+        else:  # reservoir sampling: late requests are as likely to be kept as early ones
+            slot = int(self.rng.integers(0, self.seen))
+            if slot < self.limit:
+                self.sink[slot] = [np.array(x, copy=True) for x in inputs]
+        return self.runner.run(*inputs)
+
+
+def record_calibration(
+    fp32_bundle: str | os.PathLike,
+    examples: Sequence[Example],
+    max_samples: int = 32,
+    progress: bool = True,
+) -> CalibrationSet:
+    """Run ``examples`` through the float ONNX bundle and record every graph's inputs.
+
+    Args:
+        fp32_bundle (str | os.PathLike): a bundle with float ``onnx`` graphs.
+        examples (Sequence[Example]): calibration requests (all tasks; images are encoded once each).
+        max_samples (int): at most this many samples per graph.
+        progress (bool): a progress bar.
+
+    Returns:
+        CalibrationSet: samples for ``encode_image``, ``embed``, ``region``, ``segment``, the KV-I/O LLM pair
+        and ``llm_prefill`` (the same prefill chunks without the caches, for stateful LLM graphs).
+
+    Raises:
+        ValueError: no examples (an empty calibration set cannot set activation ranges).
+    """
+    from tqdm import tqdm
+
+    from xsam_edge.runtime.session import EdgeSession
+
+    if not examples:
+        raise ValueError("empty calibration set: the calibration data gave no requests; give more images")
+    session = EdgeSession(fp32_bundle, "onnx")
+    samples: dict[str, list[list[np.ndarray]]] = {
+        n: [] for n in ("encode_image", "embed", "region", "segment", KVIO_PREFILL, KVIO_DECODE)
+    }
+    session.encode = _Recorder(session.encode, samples["encode_image"], max_samples)
+    session.embed = _Recorder(session.embed, samples["embed"], max_samples)
+    session.region = _Recorder(session.region, samples["region"], max_samples)
+    session.segment_graph = _Recorder(session.segment_graph, samples["segment"], max_samples)
+    llm = session.llm  # the ONNX runner keeps the caches on the host: its graphs see them as inputs
+    llm.prefill = _Recorder(llm.prefill, samples[KVIO_PREFILL], max_samples)
+    llm.decode = _Recorder(llm.decode, samples[KVIO_DECODE], max_samples)
+    order = sorted(range(len(examples)), key=lambda i: examples[i].image_id)
+    refused: list[str] = []
+    for i in tqdm(order, desc="calibrate", disable=not progress, leave=False):
+        try:
+            session.segment(examples[i].request)
+        except ValueError as err:  # beyond the bundle's slots or context: the device would refuse it too
+            refused.append(str(err))
+    if len(refused) == len(examples):
+        raise ValueError(f"empty calibration set: the float session refused every request ({refused[0]})")
+    if refused:
+        log.warning("calibration: %d of %d requests refused: %s", len(refused), len(examples), refused[0])
+    samples[STATEFUL_LLM] = [s[:2] for s in samples[KVIO_PREFILL]]
+    return CalibrationSet({k: v for k, v in samples.items() if v}, len(examples) - len(refused))

@@ -1,0 +1,298 @@
+"""Quantize a model into a bundle by a recipe: float export → calibration → one handler per graph → bundle.
+
+The stage sits on top of export: it exports the float graphs (``export_bundle``), records calibration inputs
+by running requests through a float session, hands each graph to its backend's handler, and packs the result
+as a bundle with the recipe and every handler report in the manifest. Every intermediate lives in a work
+folder keyed by the model's weight fingerprint, so a killed run resumes and the sensitivity pass can mix
+float and quantized graphs without quantizing anything twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from xsam_edge.bundle import GOLDEN_DIR, TOKENIZER_FILE, GraphEntry, Manifest, finalize_bundle, load_bundle
+from xsam_edge.model.xsam import XSam
+from xsam_edge.tokenizer import XSamTokenizer, atomic_write_text
+
+from .calibration import CalibrationSet, record_calibration
+from .recipes import QUANT_GRAPHS, Recipe
+from .report import GraphQuantReport, files_bytes
+from .schemes import Scheme
+
+__all__ = ["GraphPart", "QuantizeResult", "assemble_bundle", "model_fingerprint", "quantize_bundle"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GraphPart:
+    """One recipe graph, quantized: its manifest entries (files relative to ``root``) and the report."""
+
+    root: Path
+    entries: list[GraphEntry]
+    report: GraphQuantReport
+
+
+@dataclass
+class QuantizeResult:
+    """What ``quantize_bundle`` made."""
+
+    bundle: Path
+    recipe: Recipe
+    reports: list[GraphQuantReport]
+    fp32_bundle: Path
+    work_dir: Path
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 of every parameter and buffer (names, dtypes, bytes): two models share work only if equal."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _handler(backend: str) -> Any:
+    if backend == "onnx":
+        from . import onnx as handler
+    elif backend == "openvino":
+        from . import openvino as handler
+    elif backend == "coreml":
+        from . import coreml as handler
+    elif backend == "executorch":
+        from . import executorch as handler
+    else:  # Recipe validation makes this unreachable from user input
+        raise ValueError(f"no quantizer for backend {backend!r}")
+    return handler
+
+
+def _graph_entries(manifest: Manifest, backend: str, graph: str) -> list[GraphEntry]:
+    """The float bundle's entries a recipe graph covers (``llm`` covers every LLM file of the backend)."""
+    entries = [
+        e
+        for e in manifest.graphs
+        if e.backend == backend and (e.name == graph or (graph == "llm" and e.name.startswith("llm")))
+    ]
+    if not entries:
+        raise RuntimeError(f"the float bundle has no {backend} graph for {graph!r}")
+    return entries
+
+
+# -- float export and calibration (cached in the work folder) ---------------------------------------------
+def _float_bundle(
+    model: XSam, tokenizer: XSamTokenizer, backends: list[str], work: Path, slots: Any, progress: bool
+) -> Manifest:
+    from xsam_edge.export.to_bundle import export_bundle
+
+    path = work / "fp32"
+    if (path / "manifest.json").is_file():
+        manifest = load_bundle(path)
+        if set(backends) <= set(manifest.backends):
+            return manifest
+    export_bundle(model, tokenizer, path, backends=backends, slots=slots, progress=progress)
+    return load_bundle(path)
+
+
+def _calibration(recipe: Recipe, fp32: Path, work: Path, progress: bool) -> CalibrationSet:
+    from xsam_edge.data.registry import load_dataset
+
+    spec = recipe.calibration
+    path = work / f"calibration-{_key(spec.data, spec.images)}.npz"
+    if path.is_file():
+        return CalibrationSet.load(path)
+    examples = load_dataset(spec.data, limit=spec.images)
+    if not examples:
+        raise ValueError(f"empty calibration set: {spec.data!r} gave no requests; give more images or data")
+    calibration = record_calibration(fp32, examples, progress=progress)
+    calibration.save(path)
+    return calibration
+
+
+# -- one graph --------------------------------------------------------------------------------------------
+def _quantize_graph(
+    model: XSam,
+    fp32: Manifest,
+    recipe: Recipe,
+    graph: str,
+    scheme: Scheme,
+    calibration: CalibrationSet | None,
+    slots: Any,
+    work: Path,
+) -> GraphPart:
+    """Quantize (or copy, for fp32) one recipe graph into ``work/graphs/…``; reuse a finished one."""
+    backend = recipe.backend
+    key = _key(scheme.to_dict(), recipe.keep_float)
+    folder = work / "graphs" / backend / f"{graph}-{scheme.label()}-{key}"
+    done = folder / "part.json"
+    if done.is_file():
+        data = json.loads(done.read_text())
+        return GraphPart(
+            folder,
+            [GraphEntry(**e) for e in data["entries"]],
+            GraphQuantReport.from_dict(data["report"]),
+        )
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    float_entries = _graph_entries(fp32, backend, graph)
+    fp32_files = {e.name: [fp32.path(f) for f in e.files] for e in float_entries}
+    calib, holdout = calibration.split() if calibration is not None else ({}, {})
+    start = time.perf_counter()
+
+    if scheme.name == "fp32":  # nothing to quantize: the float files, as they are
+        entries = []
+        for e in float_entries:
+            files = [_copy(fp32.path(f), folder) for f in e.files]
+            entries.append(dataclasses.replace(e, files=[f.name for f in files]))
+        report = GraphQuantReport(graph, backend, "fp32", [f for e in entries for f in e.files])
+        report.bytes_fp32 = report.bytes_quant = files_bytes([folder / f for f in report.files])
+    elif backend == "executorch":
+        from xsam_edge.export.to_bundle import graph_entry
+
+        exported, report = _handler(backend).quantize_graph(
+            model, graph, slots, scheme, recipe.keep_float, calib, holdout, folder
+        )
+        entries = [graph_entry(exported, folder, precision=scheme.label())]
+    else:
+        new_files, report = _handler(backend).quantize_graph(
+            graph, fp32_files, scheme, recipe.keep_float, calib, holdout, folder
+        )
+        entries = [
+            dataclasses.replace(
+                e,
+                files=[str(Path(f).resolve().relative_to(folder.resolve())) for f in new_files[e.name]],
+                precision=scheme.label(),
+                parity=[],
+            )
+            for e in float_entries
+        ]
+    report.seconds = report.seconds or time.perf_counter() - start
+    report.bytes_fp32 = report.bytes_fp32 or files_bytes([f for fs in fp32_files.values() for f in fs])
+    report.files = [f for e in entries for f in e.files]
+    atomic_write_text(
+        done,
+        json.dumps({"entries": [dataclasses.asdict(e) for e in entries], "report": report.to_dict()}),
+    )
+    return GraphPart(folder, entries, report)
+
+
+def _copy(src: Path, folder: Path) -> Path:
+    target = folder / src.name
+    if src.is_dir():
+        shutil.copytree(src, target)
+    else:
+        shutil.copy2(src, target)
+    return target
+
+
+# -- the bundle -------------------------------------------------------------------------------------------
+def assemble_bundle(fp32: Manifest, recipe: Recipe, parts: Mapping[str, GraphPart], out: str | Path) -> Path:
+    """Write the bundle ``out``: the quantized graph parts, the float bundle's tokenizer and golden vectors.
+
+    The golden vectors stay those of the float PyTorch model, so a device run of this bundle measures what
+    quantization lost.
+    """
+    target = Path(out).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        backend_dir = staging / recipe.backend
+        backend_dir.mkdir()
+        entries = []
+        for graph in QUANT_GRAPHS:
+            part = parts[graph]
+            for entry in part.entries:
+                files = []
+                for f in entry.files:
+                    _copy(part.root / f, backend_dir)
+                    files.append(f"{recipe.backend}/{Path(f).name}")
+                entries.append(dataclasses.replace(entry, files=files))
+        shutil.copy2(fp32.path(TOKENIZER_FILE), staging / TOKENIZER_FILE)
+        if fp32.golden:
+            shutil.copytree(fp32.path(GOLDEN_DIR), staging / GOLDEN_DIR)
+        manifest = dataclasses.replace(
+            fp32,
+            graphs=entries,
+            files={},
+            quantization={
+                "recipe": recipe.to_dict(),
+                "reports": [parts[g].report.to_dict() for g in QUANT_GRAPHS],
+            },
+            root=None,
+        )
+        return finalize_bundle(staging, target, manifest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def quantize_bundle(
+    model: XSam,
+    tokenizer: XSamTokenizer,
+    recipe: Recipe,
+    out: str | os.PathLike,
+    work_dir: str | os.PathLike | None = None,
+    slots: Any = None,
+    progress: bool = True,
+) -> QuantizeResult:
+    """Export ``model`` with ``recipe`` into the bundle ``out`` (resumable through ``work_dir``).
+
+    Args:
+        model (XSam): the float model.
+        tokenizer (XSamTokenizer): its tokenizer.
+        recipe (Recipe): the recipe (validated when built).
+        out (str | os.PathLike): the bundle folder (replaced atomically).
+        work_dir (str | os.PathLike | None): intermediates (default: ``.<out>.work`` beside ``out``); a
+            folder per model fingerprint, reused by later runs.
+        slots (SlotConfig | None): fixed slot sizes (default ``SlotConfig()``).
+        progress (bool): progress bars.
+
+    Returns:
+        QuantizeResult: the bundle, the recipe and one report per graph.
+
+    Raises:
+        ValueError: the calibration data spec is wrong or gives no requests (checked before any export).
+        FileNotFoundError: a calibration data path does not exist.
+    """
+    from xsam_edge.data.registry import parse_spec
+    from xsam_edge.export.graphs import SlotConfig
+
+    if recipe.calibrated:
+        parse_spec(recipe.calibration.data)  # a bad spec fails here, before any export
+    slots = slots or SlotConfig()
+    out = Path(out)
+    work = Path(work_dir) if work_dir else out.parent / f".{out.name}.work"
+    work = work / f"{model.config.name}-{model_fingerprint(model)}-{_key(dataclasses.asdict(slots))}"
+    work.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    backends = sorted({recipe.backend} | ({"onnx"} if recipe.calibrated else set()))
+    with torch.no_grad():
+        fp32 = _float_bundle(model, tokenizer, backends, work, slots, progress)
+        calibration = _calibration(recipe, fp32.root, work, progress) if recipe.calibrated else None
+        parts: dict[str, GraphPart] = {}
+        bar = tqdm(QUANT_GRAPHS, desc=f"quantize {recipe.name}", disable=not progress)
+        for graph in bar:
+            scheme = recipe.scheme_for(graph)
+            bar.set_postfix_str(f"{graph}: {scheme.label()}")
+            parts[graph] = _quantize_graph(model, fp32, recipe, graph, scheme, calibration, slots, work)
+    bundle = assemble_bundle(fp32, recipe, parts, out)
+    return QuantizeResult(bundle, recipe, [parts[g].report for g in QUANT_GRAPHS], fp32.root, work)

@@ -1,0 +1,303 @@
+"""Recipes as values: per edge graph a scheme, for one backend, with its calibration set.
+
+A ``Recipe`` maps graph names (``encode_image``, ``embed``, ``region``, ``llm``, ``segment``) to schemes,
+with a default for graphs it does not name (torchao's ``ModuleFqnToConfig`` idea at graph granularity), plus
+the name patterns kept in float everywhere (X-SAM's known-fragile parts). Named recipes cover the targets
+users have; ``load_recipe`` also reads a user's TOML file:
+
+.. code-block:: toml
+
+    name = "my-phone"
+    backend = "executorch"
+    default = "fp32"
+    keep_float = ["sampling_offsets", "attention_weights"]
+
+    [calibration]
+    data = "shapes:train"
+    images = 8
+
+    [graphs]
+    encode_image = "w8a8"
+    llm = { scheme = "8da4w", group_size = 64 }
+
+Everything is checked when the recipe is built (``validate`` for the backend's support matrix), so a bad
+recipe fails before any export or calibration starts.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .schemes import (
+    Float16,
+    Float32,
+    Int4WeightOnly,
+    Int8DynActInt4Weight,
+    Int8Static,
+    Int8WeightOnly,
+    Palettize,
+    Scheme,
+    scheme_from_dict,
+)
+
+__all__ = [
+    "FRAGILE",
+    "QUANT_GRAPHS",
+    "RECIPES",
+    "SUPPORTED",
+    "Calibration",
+    "Recipe",
+    "get_recipe",
+    "load_recipe",
+]
+
+# the edge graphs a recipe can name ("llm" covers the backend's LLM files: KV-I/O pair, stateful IR, program)
+QUANT_GRAPHS = ("encode_image", "embed", "region", "llm", "segment")
+
+# module-name patterns kept in float by default (each with why): they decide *where* or *how sharply* the
+# model looks, and a few LSBs there move masks, not just values
+FRAGILE: tuple[str, ...] = (
+    "sampling_offsets",  # deformable attention: offsets are sub-pixel sampling positions
+    "attention_weights",  # deformable attention: softmax logits over sampling points
+    "bg_embeds",  # the background class embedding of the cosine class head
+)
+
+# schemes each backend's handler implements (the handler registry must agree; a test checks it)
+SUPPORTED: dict[str, tuple[str, ...]] = {
+    "executorch": ("fp32", "w8a8", "w8a8-dyn", "w8", "8da4w"),
+    "openvino": ("fp32", "fp16", "w8a8", "w8", "w4"),
+    "onnx": ("fp32", "fp16", "w8a8", "w8a8-dyn", "w8", "w4"),
+    "coreml": ("fp32", "fp16", "w8", "w4", "palettize"),
+}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Where calibration requests come from.
+
+    Args:
+        data (str): a dataset spec (``shapes:train``, ``coco_panoptic:…``); its requests run through the real
+            FP32 session, and every graph records the inputs it sees.
+        images (int): images to read; each brings all its task requests.
+    """
+
+    data: str = "shapes:train"
+    images: int = 8
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.images, int) or isinstance(self.images, bool) or self.images < 1:
+            raise ValueError(
+                f"calibration.images must be a positive int, got {self.images!r}: an empty calibration set "
+                "cannot set activation ranges"
+            )
+        if not isinstance(self.data, str) or not self.data.strip():
+            raise ValueError("calibration.data must name a dataset, e.g. 'shapes:train'")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One quantization recipe for one backend.
+
+    Args:
+        name (str): the recipe's name (stored in the bundle manifest).
+        backend (str): ``executorch``, ``openvino``, ``onnx`` or ``coreml``.
+        graphs (Mapping[str, Scheme]): graph name → scheme; graphs not named take ``default``.
+        default (Scheme): the scheme of every graph not in ``graphs``.
+        calibration (Calibration): the calibration set (used only when some scheme needs data).
+        keep_float (tuple[str, ...]): module-name patterns left in float in every graph.
+        description (str): one line for tables and ``--help``.
+    """
+
+    name: str
+    backend: str
+    graphs: Mapping[str, Scheme] = field(default_factory=dict)
+    default: Scheme = field(default_factory=Float32)
+    calibration: Calibration = field(default_factory=Calibration)
+    keep_float: tuple[str, ...] = FRAGILE
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.backend not in SUPPORTED:
+            raise ValueError(
+                f"recipe {self.name!r}: unknown backend {self.backend!r}; backends: {', '.join(SUPPORTED)}"
+            )
+        unknown = sorted(set(self.graphs) - set(QUANT_GRAPHS))
+        if unknown:
+            raise ValueError(
+                f"recipe {self.name!r}: no graph named {', '.join(map(repr, unknown))}; "
+                f"graphs: {', '.join(QUANT_GRAPHS)}"
+            )
+        for graph in QUANT_GRAPHS:
+            scheme = self.scheme_for(graph)
+            if not isinstance(scheme, Scheme):
+                raise TypeError(f"recipe {self.name!r}: graphs.{graph} must be a Scheme, got {scheme!r}")
+            if scheme.name not in SUPPORTED[self.backend]:
+                raise ValueError(
+                    f"recipe {self.name!r}: scheme {scheme.name!r} for {graph} is not supported by "
+                    f"{self.backend!r}; supported: {', '.join(SUPPORTED[self.backend])}"
+                )
+        object.__setattr__(self, "keep_float", tuple(self.keep_float))
+        object.__setattr__(self, "graphs", dict(self.graphs))
+
+    def scheme_for(self, graph: str) -> Scheme:
+        """The scheme of ``graph`` (the default when the recipe does not name it)."""
+        return self.graphs.get(graph, self.default)
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether any graph's scheme needs calibration data."""
+        return any(self.scheme_for(g).calibrated for g in QUANT_GRAPHS)
+
+    def with_schemes(self, overrides: Mapping[str, Scheme], suffix: str = "") -> Recipe:
+        """A copy with some graphs' schemes replaced (the sensitivity pass and ``--max-drop`` use it)."""
+        graphs = {g: self.scheme_for(g) for g in QUANT_GRAPHS} | dict(overrides)
+        return Recipe(
+            self.name + suffix,
+            self.backend,
+            graphs,
+            self.default,
+            self.calibration,
+            self.keep_float,
+            self.description,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe as plain data (manifest, TOML round trip)."""
+        return {
+            "name": self.name,
+            "backend": self.backend,
+            "description": self.description,
+            "default": self.default.to_dict(),
+            "graphs": {g: s.to_dict() for g, s in self.graphs.items()},
+            "keep_float": list(self.keep_float),
+            "calibration": {"data": self.calibration.data, "images": self.calibration.images},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "recipe") -> Recipe:
+        """Build and validate a recipe from plain data (a parsed TOML file or a manifest).
+
+        Raises:
+            ValueError: a missing or unknown key, an unknown scheme, graph or backend, or a bad value.
+        """
+        data = dict(data)
+        allowed = {"name", "backend", "description", "default", "graphs", "keep_float", "calibration"}
+        extra = sorted(set(data) - allowed)
+        if extra:
+            known = ", ".join(sorted(allowed))
+            raise ValueError(f"{where}: unknown key(s) {', '.join(extra)}; keys: {known}")
+        for key in ("name", "backend"):
+            if key not in data:
+                raise ValueError(f"{where}: missing {key!r}")
+        graphs = data.get("graphs", {})
+        if not isinstance(graphs, Mapping):
+            raise ValueError(f"{where}: 'graphs' must be a table of graph = scheme")
+        calibration = data.get("calibration", {})
+        if not isinstance(calibration, Mapping):
+            raise ValueError(f"{where}: 'calibration' must be a table with data and images")
+        extra = sorted(set(calibration) - {"data", "images"})
+        if extra:
+            raise ValueError(f"{where}: calibration has no key(s) {', '.join(extra)}; keys: data, images")
+        return cls(
+            name=str(data["name"]),
+            backend=str(data["backend"]),
+            graphs={g: scheme_from_dict(s, f"{where}: graphs.{g}") for g, s in graphs.items()},
+            default=scheme_from_dict(data.get("default", "fp32"), f"{where}: default"),
+            calibration=Calibration(**calibration),
+            keep_float=tuple(data.get("keep_float", FRAGILE)),
+            description=str(data.get("description", "")),
+        )
+
+
+def _named() -> dict[str, Recipe]:
+    w8a8 = Int8Static()
+    return {
+        r.name: r
+        for r in (
+            Recipe(
+                "android-xnnpack",
+                "executorch",
+                {
+                    "encode_image": w8a8,
+                    "segment": w8a8,
+                    "embed": Int8WeightOnly(),
+                    "llm": Int8DynActInt4Weight(),
+                },
+                description="ExecuTorch XNNPACK: W8A8 encoders and decoder, 8da4w LLM, INT8 embeddings",
+            ),
+            Recipe(
+                "apple-ane",
+                "coreml",
+                {"encode_image": Int8WeightOnly(), "segment": Int8WeightOnly(), "llm": Palettize(4, 16)},
+                default=Float16(),
+                description="Core ML for the Neural Engine: per-channel INT8 encoders and decoder, "
+                "4-bit palettized LLM, fp16 compute",
+            ),
+            Recipe(
+                "apple-gpu",
+                "coreml",
+                {"llm": Int4WeightOnly(group_size=32)},
+                default=Float16(),
+                description="Core ML for the Apple GPU: INT4 per-block LLM, fp16 elsewhere",
+            ),
+            Recipe(
+                "intel-openvino",
+                "openvino",
+                {
+                    "encode_image": w8a8,
+                    "segment": w8a8,
+                    "embed": Int8WeightOnly(),
+                    "llm": Int4WeightOnly(group_size=32, symmetric=False, data_aware=True),
+                },
+                description="OpenVINO: NNCF INT8 PTQ encoders and decoder, data-aware INT4 LLM",
+            ),
+            Recipe(
+                "jetson-trt",
+                "onnx",
+                {"encode_image": w8a8},
+                default=Float16(),
+                description="ONNX for TensorRT on Jetson: QDQ INT8 image encoder, FP16 elsewhere",
+            ),
+        )
+    }
+
+
+RECIPES: dict[str, Recipe] = _named()
+
+
+def get_recipe(name: str) -> Recipe:
+    """The named recipe ``name``.
+
+    Raises:
+        ValueError: unknown name (lists the named recipes and says a TOML path also works).
+    """
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown recipe {name!r}; named recipes: {', '.join(RECIPES)} (or give a path to a .toml recipe)"
+        ) from None
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """A named recipe, or the recipe in a TOML file (anything ending in ``.toml``).
+
+    Raises:
+        ValueError: unknown name, malformed TOML, or an invalid recipe.
+        FileNotFoundError: the TOML file does not exist.
+    """
+    text = str(name_or_path)
+    if not text.endswith(".toml"):
+        return get_recipe(text)
+    path = Path(text)
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe file {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"recipe file {path} is not valid TOML: {err}") from None
+    return Recipe.from_dict(data, where=f"recipe file {path}")

@@ -1,0 +1,104 @@
+"""The quantization stage around the handlers: calibration from a real session, bundles, resume, budgets."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from conftest import make_tiny_model  # noqa: E402
+
+from xsam_edge.bundle import load_bundle  # noqa: E402
+from xsam_edge.data.shapes import load_shapes  # noqa: E402
+from xsam_edge.export.graphs import SlotConfig  # noqa: E402
+from xsam_edge.export.to_bundle import export_bundle  # noqa: E402
+from xsam_edge.quantization.calibration import CalibrationSet, record_calibration  # noqa: E402
+from xsam_edge.quantization.quantize import model_fingerprint, quantize_bundle  # noqa: E402
+from xsam_edge.quantization.recipes import Calibration, Recipe  # noqa: E402
+from xsam_edge.quantization.schemes import Float32, Int8Static  # noqa: E402
+from xsam_edge.runtime.session import EdgeSession  # noqa: E402
+from xsam_edge.tokenizer import tiny_tokenizer  # noqa: E402
+
+SLOTS = SlotConfig(max_regions=2, max_conditions=16, prefill_len=16)  # shapes lists up to 16 categories
+
+
+@pytest.fixture(scope="module")
+def model():
+    return make_tiny_model(seed=5)
+
+
+@pytest.fixture(scope="module")
+def examples():
+    # tiny preset images are 128 px; the shapes suite's requests work at any model size
+    return load_shapes("val-fast", num_images=2)
+
+
+@pytest.fixture(scope="module")
+def fp32_bundle(model, tmp_path_factory):
+    path, _ = export_bundle(
+        model, tiny_tokenizer(), tmp_path_factory.mktemp("q") / "fp32", ["onnx"], SLOTS, progress=False
+    )
+    return path
+
+
+def test_calibration_records_every_graph_from_a_real_session(fp32_bundle, examples, tmp_path):
+    calib = record_calibration(fp32_bundle, examples, max_samples=6, progress=False)
+    counts = calib.counts()
+    for name in ("encode_image", "embed", "segment", "llm_kvio_prefill", "llm_prefill"):
+        assert 1 <= counts[name] <= 6, counts
+    assert counts["encode_image"] == 2  # one per image: encode once, query many
+    manifest = load_bundle(fp32_bundle)
+    for name in ("encode_image", "segment", "llm_kvio_prefill"):
+        spec = manifest.graph(name, "onnx").inputs
+        sample = calib.samples[name][0]
+        assert [list(x.shape) for x in sample] == [s["shape"] for s in spec], name
+    # the stateful LLM sees the same prefill chunks, without the caches
+    assert all(len(s) == 2 for s in calib.samples["llm_prefill"])
+    # padded condition slots are real: cond_valid is a 0/1 mask with at least one slot used
+    valid = calib.samples["segment"][0][-2]
+    assert set(np.unique(valid)) <= {0.0, 1.0} and valid.sum() >= 1
+
+    saved = CalibrationSet.load(calib.save(tmp_path / "c.npz"))
+    assert saved.counts() == counts and saved.requests == calib.requests
+    np.testing.assert_array_equal(saved.samples["segment"][1][0], calib.samples["segment"][1][0])
+    calibration, holdout = calib.split(holdout=1)
+    assert len(calibration["encode_image"]) == 1 and len(holdout["encode_image"]) == 1
+
+    with pytest.raises(ValueError, match="empty calibration set"):
+        record_calibration(fp32_bundle, [], progress=False)
+
+
+def test_float_recipe_bundle_runs_like_the_export_and_resumes(model, examples, tmp_path):
+    recipe = Recipe("float", "onnx", default=Float32())
+    first = quantize_bundle(model, tiny_tokenizer(), recipe, tmp_path / "b", slots=SLOTS, progress=False)
+    manifest = load_bundle(first.bundle)
+    assert manifest.backends == ["onnx"]
+    assert manifest.quantization["recipe"]["name"] == "float"
+    assert [r["graph"] for r in manifest.quantization["reports"]] == list(
+        ("encode_image", "embed", "region", "llm", "segment")
+    )
+    assert all(r.ratio == 1.0 for r in first.reports)
+    reference = EdgeSession(first.fp32_bundle, "onnx")
+    session = EdgeSession(first.bundle, "onnx")
+    for example in examples[:4]:
+        a, b = reference.run(example.request), session.run(example.request)
+        if a.class_logits is not None:
+            np.testing.assert_array_equal(a.class_logits, b.class_logits)
+
+    # a second run reuses the float export and every finished graph (no file is rewritten)
+    part = next((first.work_dir / "graphs" / "onnx").glob("segment-*")) / "part.json"
+    stamp = part.stat().st_mtime_ns
+    again = quantize_bundle(model, tiny_tokenizer(), recipe, tmp_path / "b", slots=SLOTS, progress=False)
+    assert again.work_dir == first.work_dir and part.stat().st_mtime_ns == stamp
+
+
+def test_calibrated_recipe_checks_its_data_before_exporting(model, tmp_path):
+    recipe = Recipe("x", "onnx", {"segment": Int8Static()}, calibration=Calibration("nowhere:val", 2))
+    with pytest.raises(ValueError, match="unknown dataset 'nowhere:val'"):
+        quantize_bundle(model, tiny_tokenizer(), recipe, tmp_path / "b", slots=SLOTS, progress=False)
+    assert not (tmp_path / "b").exists() and not (tmp_path / ".b.work").exists()
+
+
+def test_fingerprint_tells_weights_apart(model):
+    other = make_tiny_model(seed=6)
+    assert model_fingerprint(model) == model_fingerprint(model)
+    assert model_fingerprint(model) != model_fingerprint(other)

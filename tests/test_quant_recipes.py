@@ -1,0 +1,103 @@
+"""Recipes and schemes as values: validation before any work, TOML files, and the named targets."""
+
+import pytest
+
+from xsam_edge.quantization.recipes import (
+    QUANT_GRAPHS,
+    RECIPES,
+    SUPPORTED,
+    Calibration,
+    Recipe,
+    get_recipe,
+    load_recipe,
+)
+from xsam_edge.quantization.schemes import (
+    SCHEMES,
+    Float32,
+    Int4WeightOnly,
+    Int8DynActInt4Weight,
+    Int8Static,
+    Palettize,
+    scheme_from_dict,
+)
+
+
+def test_named_recipes_cover_the_targets_and_round_trip():
+    assert set(RECIPES) == {"android-xnnpack", "apple-ane", "apple-gpu", "intel-openvino", "jetson-trt"}
+    for name, recipe in RECIPES.items():
+        assert Recipe.from_dict(recipe.to_dict()) == recipe, name
+        for graph in QUANT_GRAPHS:
+            assert recipe.scheme_for(graph).name in SUPPORTED[recipe.backend]
+    android = get_recipe("android-xnnpack")
+    assert android.scheme_for("llm") == Int8DynActInt4Weight(32)
+    assert android.scheme_for("encode_image") == Int8Static()
+    assert android.scheme_for("region") == Float32()
+    assert android.calibrated
+    assert not get_recipe("apple-gpu").calibrated  # weight-only: no data needed
+
+
+def test_scheme_fields_are_validated():
+    assert scheme_from_dict({"scheme": "w4", "group_size": 64}) == Int4WeightOnly(group_size=64)
+    assert Int4WeightOnly(group_size=128, data_aware=True).label() == "w4-g128-awq"
+    assert Palettize(nbits=6).bits == 6
+    with pytest.raises(ValueError, match="power of two"):
+        Int4WeightOnly(group_size=48)
+    with pytest.raises(ValueError, match="nbits"):
+        Palettize(nbits=5)
+    with pytest.raises(ValueError, match="unknown scheme 'int3'.*known schemes: fp32"):
+        scheme_from_dict("int3", "graphs.llm")
+    with pytest.raises(ValueError, match="no field.*block"):
+        scheme_from_dict({"scheme": "w8", "block": 3})
+    assert set(SCHEMES) == {"fp32", "fp16", "w8a8", "w8a8-dyn", "w8", "w4", "8da4w", "palettize"}
+
+
+def test_bad_recipes_fail_before_any_work():
+    with pytest.raises(ValueError, match="no graph named 'vision_tower'.*graphs: encode_image"):
+        Recipe("x", "onnx", {"vision_tower": Int8Static()})
+    with pytest.raises(ValueError, match="'palettize' for llm is not supported by 'onnx'; supported: fp32"):
+        Recipe("x", "onnx", {"llm": Palettize()})
+    with pytest.raises(ValueError, match="unknown backend 'tflite'"):
+        Recipe("x", "tflite")
+    with pytest.raises(ValueError, match="empty calibration set"):
+        Calibration(images=0)
+    with pytest.raises(ValueError, match="unknown recipe 'android'.*android-xnnpack"):
+        get_recipe("android")
+
+
+def test_toml_recipe(tmp_path):
+    path = tmp_path / "phone.toml"
+    path.write_text(
+        'name = "phone"\nbackend = "executorch"\nkeep_float = ["sampling_offsets"]\n'
+        '[calibration]\ndata = "shapes:val-fast"\nimages = 2\n'
+        '[graphs]\nencode_image = "w8a8"\nllm = { scheme = "8da4w", group_size = 64 }\n'
+    )
+    recipe = load_recipe(path)
+    assert recipe.scheme_for("llm") == Int8DynActInt4Weight(64)
+    assert recipe.keep_float == ("sampling_offsets",)
+    assert recipe.calibration == Calibration("shapes:val-fast", 2)
+
+    path.write_text('name = "bad"\nbackend = "coreml"\n[graphs]\nsegment = "w8a8"\n')
+    with pytest.raises(
+        ValueError, match=r"recipe file .*bad.*'w8a8' for segment is not supported by 'coreml'"
+    ):
+        load_recipe(path)
+    path.write_text('name = "bad"\nbackend = "onnx"\n[calibration]\nimages = 0\n')
+    with pytest.raises(ValueError, match="empty calibration set"):
+        load_recipe(path)
+    path.write_text('name = "bad"\nbackend = "onnx"\nlayers = 3\n')
+    with pytest.raises(ValueError, match="unknown key.*layers"):
+        load_recipe(path)
+    path.write_text("name = [\n")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        load_recipe(path)
+    with pytest.raises(FileNotFoundError):
+        load_recipe(tmp_path / "missing.toml")
+
+
+def test_handler_registry_matches_the_support_matrix():
+    """Every backend module implements quantize_graph and quantize_module, and refuses what it lacks."""
+    import importlib
+
+    for backend in SUPPORTED:
+        module = importlib.import_module(f"xsam_edge.quantization.{backend}")
+        assert callable(module.quantize_graph) and callable(module.quantize_module), backend
