@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import logging
 import os
 import platform
 from pathlib import Path
@@ -38,10 +39,17 @@ def _graph_bytes(bundle: Path, backend: str) -> int:
     return files_bytes([bundle / f for g in manifest.graphs if g.backend == backend for f in g.files])
 
 
-def measure(recipe_name: str, data: str, limit: int | None, work: Path, progress: bool = True) -> dict:
-    """One recipe: quantize the cached teacher, then score float and quantized bundles on ``data``."""
+def measure(
+    recipe_name: str,
+    data: str,
+    limit: int | None,
+    work: Path,
+    model_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict:
+    """One recipe: quantize the model (default: the cached teacher); score the float and quantized bundles."""
     recipe = get_recipe(recipe_name)
-    predictor = XSamPredictor.from_pretrained(ensure_teacher())
+    predictor = XSamPredictor.from_pretrained(model_dir or ensure_teacher())
     result = quantize_bundle(
         predictor.model,
         predictor.tokenizer,
@@ -113,6 +121,8 @@ def main() -> None:
     parser.add_argument("--work", default="outputs/bench-quantization", help="bundles and intermediates")
     parser.add_argument("--out", help="results JSON (default benchmarks/results/quantization-<date>.json)")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("nncf").setLevel(logging.WARNING)
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     out = Path(args.out or RESULTS / f"quantization-{date}.json")
     rows = []

@@ -26,7 +26,7 @@ from xsam_edge.model.xsam import XSam
 from .graphs import GRAPH_NAMES, SlotConfig, build_graph, example_inputs, graph_specs
 from .placement import ExportedGraph, output_parity, placement_report
 
-__all__ = ["ONNX_GRAPHS", "OPSET", "export_onnx", "run_onnx"]
+__all__ = ["EXTERNAL_DATA_BYTES", "ONNX_GRAPHS", "OPSET", "export_file", "export_onnx", "run_onnx"]
 
 OPSET = 20
 LEGACY_OPSET = 17
@@ -65,7 +65,7 @@ def run_onnx(
     return session.run(None, dict(zip(names, arrays, strict=True)))
 
 
-def _export_file(
+def export_file(
     module: torch.nn.Module,
     inputs: tuple[torch.Tensor, ...],
     input_names: list[str],
@@ -73,7 +73,10 @@ def _export_file(
     path: Path,
     external_data: bool,
 ) -> str:
-    """Write ``path`` with the dynamo exporter, or the legacy one when dynamo fails; returns the route."""
+    """Write ``path`` with the dynamo exporter, or the legacy one when dynamo fails; returns the route.
+
+    Also the float32 route of ``quantization.onnx.quantize_module`` for any user module.
+    """
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -151,7 +154,7 @@ def export_onnx(model: XSam, name: str, slots: SlotConfig, out_dir: str | Path) 
     start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out_dir))
     try:
-        route = _export_file(module, inputs, input_names, output_names, tmp / f"{name}.onnx", external)
+        route = export_file(module, inputs, input_names, output_names, tmp / f"{name}.onnx", external)
         files = []
         for produced in sorted(tmp.iterdir(), key=lambda p: p.suffix != ".onnx"):
             target = out_dir / produced.name

@@ -31,7 +31,14 @@ from xsam_edge.model.xsam import XSam
 from .graphs import GRAPH_NAMES, SlotConfig, build_graph, example_inputs, export_graph, graph_specs
 from .placement import ExportedGraph, output_parity, placement_report
 
-__all__ = ["F32_CONFIG", "STATEFUL_LLM_FILE", "compile_model", "export_openvino", "run_stateful_llm"]
+__all__ = [
+    "F32_CONFIG",
+    "STATEFUL_LLM_FILE",
+    "compile_model",
+    "export_openvino",
+    "name_ports",
+    "run_stateful_llm",
+]
 
 F32_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
 STATEFUL_GRAPHS = ("llm_prefill", "llm_decode")
@@ -64,7 +71,7 @@ def _to_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def _name_ports(model: Any, input_names: Sequence[str], output_names: Sequence[str]) -> None:
+def name_ports(model: Any, input_names: Sequence[str], output_names: Sequence[str]) -> None:
     """Give the converted model's inputs and outputs the spec's names (by position)."""
     if len(model.inputs) != len(input_names) or len(model.outputs) != len(output_names):
         raise RuntimeError(
@@ -114,7 +121,7 @@ def _stateful_llm(model: XSam, slots: SlotConfig) -> Any:
     with torch.no_grad():
         program = torch.export.export(module, inputs, dynamic_shapes=dynamic, strict=False)
     ov_model = ov.convert_model(program)
-    _name_ports(ov_model, [s.name for s in spec.inputs], [s.name for s in spec.outputs])
+    name_ports(ov_model, [s.name for s in spec.inputs], [s.name for s in spec.outputs])
     # the converted program leaves every axis dynamic; pin all but T, so the state variables get static
     # shapes (a dynamic-shape ReadValue would start as an empty tensor)
     t = ov.Dimension(1, slots.prefill_len)
@@ -210,7 +217,7 @@ def export_openvino(model: XSam, name: str, slots: SlotConfig, out_dir: str | Pa
     else:
         module = build_graph(model, name, slots)
         ov_model = ov.convert_model(export_graph(module, name, model.config, slots))
-        _name_ports(ov_model, [s.name for s in spec.inputs], [s.name for s in spec.outputs])
+        name_ports(ov_model, [s.name for s in spec.inputs], [s.name for s in spec.outputs])
         ov_model.reshape({s.name: ov.PartialShape(list(s.shape)) for s in spec.inputs})  # the static contract
         stem, route = name, "exported_program"
     files = _save_atomically(ov_model, out_dir, stem)

@@ -36,19 +36,27 @@ def test_teacher_is_trained_once_and_cached(cache):
 
 def test_pipeline_writes_a_report_and_resumes(cache, tmp_path):
     out = tmp_path / "run"
-    report = run_pipeline(out, data="shapes:val-fast", limit=1, teacher=TINY_RECIPE)
+    report = run_pipeline(
+        out, data="shapes:val-fast", limit=1, teacher=TINY_RECIPE, recipes=("jetson-trt",), quant_limit=1
+    )
     text = report.read_text()
     assert (
         "xsam_edge pipeline report" in text and "## Not run" in text and "not wired into the pipeline" in text
     )
+    assert "## Quantization recipes" in text and "| jetson-trt | onnx |" in text
     summary = json.loads((out / "report.json").read_text())
     assert set(summary["teacher_eval"]["tasks"]) == {t.value for t in Task}
     assert set(summary["teacher_eval"]["baselines"]) == {"whole_image", "centre_box"}
     assert summary["machine"]["cores"] >= 1
     assert all((out / e["file"]).is_file() for e in summary["examples"].values())
     before = (out / "teacher_eval.json").stat().st_mtime_ns
-    run_pipeline(out, data="shapes:val-fast", limit=1, teacher=TINY_RECIPE)
+    recipe_row = out / "quantization" / "jetson-trt.json"
+    row_stamp = recipe_row.stat().st_mtime_ns
+    run_pipeline(
+        out, data="shapes:val-fast", limit=1, teacher=TINY_RECIPE, recipes=("jetson-trt",), quant_limit=1
+    )
     assert (out / "teacher_eval.json").stat().st_mtime_ns == before  # a finished step is not redone
+    assert recipe_row.stat().st_mtime_ns == row_stamp
 
 
 def test_eval_unknown_dataset_is_a_clear_error(cache, capsys):

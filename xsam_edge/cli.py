@@ -423,6 +423,124 @@ def _pipeline(args: argparse.Namespace) -> None:
     print(f"wrote {report}")
 
 
+# -- distill / prune ----------------------------------------------------------------------------
+def _teacher_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--teacher", help="teacher model folder")
+    src.add_argument(
+        "--teacher-preset", help="teacher preset: shapes-teacher is the cached trained one; others are random"
+    )
+
+
+def _distill_parser(sub: argparse._SubParsersAction) -> None:
+    from xsam_edge.distill.config import LOSS_NAMES, DistillConfig
+
+    default = DistillConfig()
+    p = sub.add_parser(
+        "distill", help="distil a teacher into a student preset (resumable; run under torchrun for DDP)"
+    )
+    _teacher_arguments(p)
+    p.add_argument("--student-preset", required=True, help="student preset (e.g. shapes-student)")
+    p.add_argument("--student-init", help="start from this model folder (must be of the student preset)")
+    p.add_argument("--student-tokenizer", help="local HF tokenizer folder when the student's differs")
+    p.add_argument("--data", default="shapes:train", help="training data spec (see xsam-edge eval --data)")
+    p.add_argument("--out", required=True, help="run folder: checkpoint/, log.jsonl, model/")
+    p.add_argument("--steps", type=int, default=default.steps)
+    p.add_argument("--batch-size", type=int, default=default.batch_size, help="global batch over all ranks")
+    p.add_argument("--lr", type=float, default=default.lr)
+    p.add_argument("--losses", default="all", help=f"comma-separated, from {','.join(LOSS_NAMES)} (or all)")
+    p.add_argument("--weights", default="", help="loss weights, e.g. feature=2,output=0.5,gt_mask=1")
+    p.add_argument("--temperature", type=float, default=default.temperature)
+    p.add_argument(
+        "--hard-prompt-gamma",
+        type=float,
+        default=default.hard_prompt_gamma,
+        help="0: no hard-prompt upweighting",
+    )
+    p.add_argument("--decoder-adapter", action="store_true", help="allow another decoder width via adapters")
+    p.add_argument(
+        "--no-init-from-teacher", action="store_true", help="do not copy the pruned teacher decoder"
+    )
+    p.add_argument("--checkpoint-every", type=int, default=default.checkpoint_every)
+    p.add_argument("--log-every", type=int, default=default.log_every, help="steps between log.jsonl lines")
+    p.add_argument("--val-data", help="evaluate the final student on this data (logged)")
+    p.add_argument("--seed", type=int, default=default.seed)
+    p.add_argument("--device", default=default.device, choices=["auto", "cpu", "cuda"])
+    p.add_argument("--stop-after", type=int, help="stop after this many steps (resume later)")
+    p.set_defaults(run=_distill)
+
+
+def _distill(args: argparse.Namespace) -> None:
+    from xsam_edge.distill.config import DistillConfig, LossWeights
+    from xsam_edge.distill.run import distill_run
+
+    config = DistillConfig(
+        losses=DistillConfig.parse_losses(args.losses),
+        weights=LossWeights.parse(args.weights),
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        temperature=args.temperature,
+        hard_prompt_gamma=args.hard_prompt_gamma,
+        decoder_adapter=args.decoder_adapter,
+        init_from_teacher=not args.no_init_from_teacher,
+        checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every,
+        seed=args.seed,
+        device=args.device,
+    )
+    model_dir = distill_run(
+        out=args.out,
+        student_preset=args.student_preset,
+        config=config,
+        data=args.data,
+        teacher_dir=args.teacher,
+        teacher_preset=args.teacher_preset,
+        student_init=args.student_init,
+        student_tokenizer_dir=args.student_tokenizer,
+        val_data=args.val_data,
+        stop_after=args.stop_after,
+    )
+    if int(os.environ.get("RANK", "0")) == 0:
+        done = (model_dir / "config.json").is_file()
+        print(f"wrote {model_dir}" if done else f"stopped; resume with the same command ({args.out})")
+
+
+def _prune_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prune", help="prune a teacher's decoder (queries, layers, FFN) into a model folder")
+    _teacher_arguments(p)
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--like", help="take the decoder sizes of this preset (e.g. shapes-student)")
+    p.add_argument("--queries", type=int, help="decoder queries to keep (most matched by the teacher)")
+    p.add_argument("--decoder-layers", type=int, help="prediction levels (1 + masked-attention layers)")
+    p.add_argument("--decoder-ffn", type=int, help="FFN channels per masked-attention layer")
+    p.add_argument("--encoder-layers", type=int, help="pixel-decoder deformable encoder layers")
+    p.add_argument("--encoder-ffn", type=int, help="FFN channels per pixel-decoder encoder layer")
+    p.add_argument("--data", default="shapes:train", help="labelled data that ranks the queries")
+    p.add_argument("--rank-examples", type=int, default=64, help="examples used to rank the queries")
+    p.set_defaults(run=_prune)
+
+
+def _prune(args: argparse.Namespace) -> None:
+    from xsam_edge.distill.run import prune_run
+
+    folder, usage = prune_run(
+        out=args.out,
+        teacher_dir=args.teacher,
+        teacher_preset=args.teacher_preset,
+        like=args.like,
+        num_queries=args.queries,
+        decoder_layers=args.decoder_layers,
+        decoder_ffn_dim=args.decoder_ffn,
+        encoder_layers=args.encoder_layers,
+        encoder_ffn_dim=args.encoder_ffn,
+        data=args.data,
+        rank_examples=args.rank_examples,
+    )
+    print(f"query usage (Hungarian matches per query): {usage.tolist()}")
+    print(f"wrote {folder}")
+
+
 # -- entry -------------------------------------------------------------------------------------
 VERBS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _info_parser,
@@ -435,6 +553,8 @@ VERBS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _export_parser,
     _quantize_parser,
     _run_parser,
+    _distill_parser,
+    _prune_parser,
 )
 
 
@@ -453,6 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # torchao (pulled in by executorch) warns that its CUDA-only kernels do not load on CPU: harmless noise
     logging.getLogger("torchao").setLevel(logging.ERROR)
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's enum registration
+    logging.getLogger("nncf").setLevel(logging.WARNING)  # NNCF prints a bit-width table per graph at INFO
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # read by transformers when (and only if) a verb imports it: `run` stays free of torch
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

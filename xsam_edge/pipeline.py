@@ -1,9 +1,9 @@
-"""The main job on the embedded default: teacher → evaluation → examples → report, resumable.
+"""The main job on the embedded default: teacher → evaluation → examples → quantization recipes → report.
 
 Each step writes its output atomically and is skipped when that output exists, so a killed run continues
-where it stopped (the teacher's training resumes from its last checkpoint). The stages the project has not
-built yet (student distillation, quantization, export, on-device benchmarks) are listed in the report as
-not run, never faked.
+where it stopped (the teacher's training resumes from its last checkpoint; a finished quantization recipe is
+not redone). The stages not wired in yet (student distillation, device benchmarks against golden references)
+are listed in the report as not run, never faked.
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ from xsam_edge.types import Box, Point, SegmentationRequest, Task
 log = logging.getLogger(__name__)
 
 NOT_BUILT = (
-    "student distillation (not built yet)",
-    "quantization (not built yet)",
-    "export to a bundle (built as `xsam-edge export`; not wired into the pipeline yet)",
-    "per-device benchmarks (not built yet)",
+    "student distillation (built as `xsam-edge distill`; not wired into the pipeline yet)",
+    "per-device benchmarks against golden references (not built yet)",
 )
+# the named recipes the main job runs: every one whose runtime runs here, then the Core ML ones (bundle,
+# sizes and handler reports; their metrics need macOS)
+PIPELINE_RECIPES = ("intel-openvino", "jetson-trt", "android-xnnpack", "apple-gpu", "apple-ane")
 EXAMPLE_IMAGE = Path(__file__).parent / "assets" / "example.png"
 
 
@@ -55,6 +56,8 @@ def run_pipeline(
     data: str = "shapes:val",
     limit: int | None = None,
     teacher: TeacherRecipe | None = None,
+    recipes: tuple[str, ...] = PIPELINE_RECIPES,
+    quant_limit: int | None = 16,
 ) -> Path:
     """Run every built stage and write ``report.md`` + ``report.json`` into ``out_dir``.
 
@@ -63,6 +66,9 @@ def run_pipeline(
         data (str): evaluation data.
         limit (int | None): at most this many images of ``data``.
         teacher (TeacherRecipe | None): how the cached teacher is trained (default recipe if ``None``).
+        recipes (tuple[str, ...]): named quantization recipes to run (each: quantize, export, evaluate
+            float and quantized bundles on ``data``).
+        quant_limit (int | None): at most this many images of ``data`` for each recipe's evaluation.
 
     Returns:
         Path: the report (Markdown).
@@ -89,18 +95,41 @@ def run_pipeline(
         save_overlay(path, image, result)
         examples[name] = {"file": path.name, **result.to_json()}
 
+    quantization = _quantize_stage(model_dir, out, recipes, data, quant_limit)
+
     summary = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": _machine(),
         "teacher": {"model": str(model_dir), "recipe": teacher.__dict__},
         "teacher_eval": report,
         "examples": examples,
+        "quantization": {"data": data, "limit": quant_limit, "rows": quantization},
         "not_run": list(NOT_BUILT),
     }
     atomic_write_text(out / "report.json", json.dumps(summary, indent=2, default=str) + "\n")
     markdown = _markdown(summary)
     atomic_write_text(out / "report.md", markdown)
     return out / "report.md"
+
+
+def _quantize_stage(
+    model_dir: Path, out: Path, recipes: tuple[str, ...], data: str, limit: int | None
+) -> list[dict]:
+    """Each recipe once: its result row is written when done, so a rerun skips finished recipes."""
+    from xsam_edge.benchmarks.quantization import measure
+
+    rows = []
+    for name in recipes:
+        path = out / "quantization" / f"{name}.json"
+        if path.is_file():
+            rows.append(json.loads(path.read_text()))
+            continue
+        log.info("quantizing with %s", name)
+        row = measure(name, data, limit, out / "quantization", model_dir=model_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(row, indent=2, default=str) + "\n")
+        rows.append(row)
+    return rows
 
 
 def _machine() -> dict:
@@ -137,5 +166,27 @@ def _markdown(summary: dict) -> str:
     for name, example in summary["examples"].items():
         masks = ", ".join(f"{m['label']} ({m['score']:.2f})" for m in example["masks"]) or "no mask"
         lines.append(f"- {name}: `{example['file']}`: {masks}")
+    quant = summary["quantization"]
+    if quant["rows"]:
+        from xsam_edge.benchmarks.quantization import markdown as quant_table
+
+        limit = f" (first {quant['limit']} images)" if quant["limit"] else ""
+        lines += [
+            "",
+            "## Quantization recipes",
+            "",
+            "Per recipe: graph bytes of the float and the quantized bundle, milliseconds per request on this "
+            "CPU, and each task's primary metric, float → quantized (change), both through `EdgeSession` on "
+            "the recipe's backend.",
+            "",
+            quant_table(
+                {
+                    "date": summary["date"],
+                    "machine": f"{machine['cpu']}, {machine['cores']} cores",
+                    "data": quant["data"] + limit,
+                    "rows": quant["rows"],
+                }
+            ),
+        ]
     lines += ["", "## Not run", ""] + [f"- {stage}" for stage in summary["not_run"]]
     return "\n".join(lines) + "\n"

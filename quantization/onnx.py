@@ -1,0 +1,544 @@
+"""ONNX Runtime handler: quantize a graph's float32 ``.onnx`` file(s) with ``onnxruntime.quantization``.
+
+=============  ==========================================================================================
+scheme         what the file becomes (TOOLCHAIN.md §6c, §8 #15)
+=============  ==========================================================================================
+``fp32``       the float files, copied
+``fp16``       ``onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True)``; ORT's CPU
+               provider runs it (its InsertCastTransformer computes any op that lacks an fp16 kernel in fp32)
+``w8a8``       ``quantize_static``: QDQ, per-channel symmetric INT8 weights, symmetric INT8 activations from
+               a ``CalibrationDataReader``, MinMax or Percentile; only compute ops (MatMul, Gemm, Conv,
+               ConvTranspose) are quantized, so LayerNorm, Softmax and GELU inputs stay float
+``w8a8-dyn``   ``quantize_dynamic``: INT8 per-channel weights, activations quantized at run time
+``w8``         ``MatMulNBitsQuantizer(bits=8)`` on the raw export: INT8 MatMul weights in blocks of
+               ``W8_BLOCK`` along K (MatMulNBits has no per-channel mode; a scale per 128 adds 3 %)
+``w4``         ``MatMulNBitsQuantizer(bits=4, block_size=group_size, is_symmetric)`` on the raw export
+               (pre-processing fuses MatMul+Add into Gemm, which it skips); embedding tables become
+               ``GatherBlockQuantized``
+=============  ==========================================================================================
+
+Weight-only schemes first rewrite ``Gemm`` nodes with a constant weight as ``MatMul`` (+ ``Add``): the dynamo
+exporter emits Gemm for a Linear on 2-D input (the LLM head on the last token), and MatMulNBits takes only
+MatMul. ``data_aware`` w4 is data-free here: ORT's GPTQ path ignores ``nodes_to_exclude`` (keep-float).
+
+Keep-float: the dynamo exporter stores each node's torch module path in its ``pkg.torch.onnx.name_scopes``
+metadata (the legacy exporter puts it in the node name); a node whose module path, name or constant input
+names match a pattern is excluded. ``quant_pre_process`` runs only for files without intermediate shapes
+(the legacy export; the dynamo one writes them all), and then as shape inference alone: ORT's graph
+optimiser would drop that metadata. A file with external data (``<name>.onnx.data``, weights over 2 GB) gives
+a result in the same layout.
+
+Importing ``matmul_nbits_quantizer`` (w8, w4) calls ``logging.basicConfig(level=INFO)`` inside ORT, so later
+ORT quantization calls log at INFO when the application configured no logging of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from xsam_edge.export.onnx import EXTERNAL_DATA_BYTES, export_file
+
+from .common import (
+    add_note,
+    check_request,
+    io_names,
+    keep_float_pattern,
+    output_psnr,
+    threads,
+    write_atomically,
+)
+from .report import GraphQuantReport, files_bytes
+from .schemes import Int4WeightOnly, Int8Static, Scheme
+
+__all__ = ["GRAPHS", "quantize_graph", "quantize_module"]
+
+BACKEND = "onnx"
+# recipe graph → its bundle graphs (ONNX has no state: the LLM is the KV-I/O pair)
+GRAPHS: dict[str, tuple[str, ...]] = {
+    "encode_image": ("encode_image",),
+    "embed": ("embed",),
+    "region": ("region",),
+    "llm": ("llm_kvio_prefill", "llm_kvio_decode"),
+    "segment": ("segment",),
+}
+COMPUTE_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")
+W8_BLOCK = 128
+# op types that prove integer storage or compute in a result file
+EVIDENCE_OPS = (
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "MatMulInteger",
+    "ConvInteger",
+    "DynamicQuantizeMatMul",
+    "QLinearMatMul",
+    "QLinearConv",
+    "MatMulNBits",
+    "GatherBlockQuantized",
+)
+_NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+# w8 / w4: weights that MatMulNBits / GatherBlockQuantized do not take, and why
+_WEIGHT_ONLY_GAPS = {
+    "Conv": "Conv weights stay float: ORT's weight-only quantizer packs MatMul and Gather only",
+    "ConvTranspose": "ConvTranspose weights stay float: ORT's weight-only quantizer packs MatMul only",
+    "Gather": "embedding table stays float: ORT packs Gather tables only to 4 bits",
+    "MatMul": "weights stay float (not a 2-D constant)",
+    "Gemm": "weights stay float (Gemm with transA or alpha ≠ 1)",
+}
+
+
+def quantize_graph(
+    graph: str,
+    fp32_files: dict[str, list[Path]],
+    scheme: Scheme,
+    keep_float: tuple[str, ...],
+    calibration: dict[str, list[list[np.ndarray]]],
+    holdout: dict[str, list[list[np.ndarray]]],
+    out_dir: Path,
+) -> tuple[dict[str, list[Path]], GraphQuantReport]:
+    """Quantize one recipe graph's ONNX files by ``scheme``.
+
+    Args:
+        graph (str): ``encode_image``, ``embed``, ``region``, ``llm`` or ``segment``.
+        fp32_files (dict[str, list[Path]]): bundle graph name → its float32 files (``.onnx`` [+ ``.data``]).
+        scheme (Scheme): one of ``SUPPORTED["onnx"]``.
+        keep_float (tuple[str, ...]): module-name patterns left in float.
+        calibration (dict[str, list[list[np.ndarray]]]): bundle graph name → positional input samples.
+        holdout (dict[str, list[list[np.ndarray]]]): samples for the PSNR check (none: no PSNR).
+        out_dir (Path): where the quantized files go (the same file names as the float ones).
+
+    Returns:
+        tuple[dict[str, list[Path]], GraphQuantReport]: bundle graph name → new files, and the report (PSNR
+        keys are ``<bundle graph>.<output>`` for the two-file LLM, the output name otherwise).
+
+    Raises:
+        ValueError: unknown graph or scheme, missing files, or no calibration data for ``w8a8``.
+    """
+    if graph not in GRAPHS:
+        raise ValueError(f"unknown graph {graph!r}; ONNX quantizes: {', '.join(GRAPHS)}")
+    return _quantize(
+        graph, GRAPHS[graph], fp32_files, scheme, keep_float, calibration, holdout, Path(out_dir)
+    )
+
+
+def quantize_module(
+    module: torch.nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    calibration: list[tuple[np.ndarray, ...]],
+    scheme: Scheme,
+    out_dir: Path,
+    name: str,
+    keep_float: tuple[str, ...] = (),
+) -> GraphQuantReport:
+    """Export any module to ONNX in float32 (the ``export/onnx.py`` route), then quantize it like a graph.
+
+    Args:
+        module (torch.nn.Module): the module (eval mode is set).
+        example_inputs (tuple[torch.Tensor, ...]): export inputs; also the held-out PSNR sample.
+        calibration (list[tuple[np.ndarray, ...]]): positional input samples (needed by ``w8a8``).
+        scheme (Scheme): one of ``SUPPORTED["onnx"]``.
+        out_dir (Path): receives ``<name>.onnx`` (the float export is temporary).
+        name (str): file stem and report name.
+        keep_float (tuple[str, ...]): module-name patterns left in float.
+
+    Returns:
+        GraphQuantReport: the report; ``files`` holds the quantized file(s).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    module = module.eval()
+    inputs, outputs = io_names(module, example_inputs)
+    n_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    with tempfile.TemporaryDirectory(prefix=".fp32-", dir=out_dir) as tmp:
+        # a folder of its own: the exporter clears the file's folder when it falls back to the legacy route
+        fp32 = Path(tmp) / "export" / f"{name}.onnx"
+        fp32.parent.mkdir()
+        export_file(module, tuple(example_inputs), inputs, outputs, fp32, n_bytes > EXTERNAL_DATA_BYTES)
+        holdout = [[x.detach().cpu().numpy() for x in example_inputs]]
+        _, report = _quantize(
+            name,
+            (name,),
+            {name: sorted(fp32.parent.iterdir())},
+            scheme,
+            keep_float,
+            {name: [list(s) for s in calibration]},
+            {name: holdout},
+            out_dir,
+        )
+    return report
+
+
+def _quantize(
+    graph: str,
+    names: Sequence[str],
+    fp32_files: dict[str, list[Path]],
+    scheme: Scheme,
+    keep_float: tuple[str, ...],
+    calibration: dict[str, list[list[np.ndarray]]],
+    holdout: dict[str, list[list[np.ndarray]]],
+    out_dir: Path,
+) -> tuple[dict[str, list[Path]], GraphQuantReport]:
+    """Quantize each bundle graph of ``names`` into ``out_dir`` and merge what happened into one report."""
+    check_request(BACKEND, graph, names, scheme, fp32_files, calibration, isinstance(scheme, Int8Static))
+    start = time.perf_counter()
+    report = GraphQuantReport(graph, BACKEND, scheme.label())
+    if isinstance(scheme, Int4WeightOnly) and scheme.data_aware:
+        add_note(report, "data_aware ignored: ORT's GPTQ skips nodes_to_exclude (keep_float); RTN used")
+    new_files: dict[str, list[Path]] = {}
+    for name in names:
+        src = next(Path(f) for f in fp32_files[name] if str(f).endswith(".onnx"))
+        if out_dir.resolve() == src.parent.resolve():
+            raise ValueError(f"{graph}: out_dir {out_dir} holds the float32 files; give another folder")
+        tag = name if len(names) > 1 else ""
+        files, _ = write_atomically(
+            out_dir,
+            lambda tmp, src=src, name=name, tag=tag: _quantize_file(
+                src, fp32_files[name], tmp, scheme, keep_float, calibration.get(name, []), report, tag
+            ),
+        )
+        new_files[name] = files
+        if holdout.get(name):
+            report.psnr_db.update(_psnr(src, files[0], holdout[name], tag))
+        else:
+            _run(files[0], [])  # it must still load on the CPU provider
+            add_note(report, f"no held-out samples for {name}: PSNR not measured")
+    report.files = [str(f) for fs in new_files.values() for f in fs]
+    report.bytes_fp32 = files_bytes([f for n in names for f in fp32_files[n]])
+    report.bytes_quant = files_bytes([f for fs in new_files.values() for f in fs])
+    report.seconds = time.perf_counter() - start
+    return new_files, report
+
+
+def _quantize_file(
+    src: Path,
+    src_files: list[Path],
+    tmp: Path,
+    scheme: Scheme,
+    keep_float: tuple[str, ...],
+    samples: list[list[np.ndarray]],
+    report: GraphQuantReport,
+    tag: str,
+) -> None:
+    """Write the quantized ``tmp/<src.name>`` (and its external data) and add the evidence to ``report``.
+
+    ``tag`` (the bundle graph name, for a graph of several files) prefixes the ``kept_float`` entries.
+    """
+    import onnx
+
+    dst = tmp / src.name
+    if scheme.name == "fp32":
+        for f in src_files:
+            shutil.copy2(f, tmp / Path(f).name)
+        return
+    model = onnx.load(str(src), load_external_data=False)
+    external = any(onnx.external_data_helper.uses_external_data(t) for t in model.graph.initializer)
+    if external:  # weights over 2 GB: the result keeps them in <name>.onnx.data
+        onnx.load_external_data_for_model(model, str(src.parent))
+    excluded = _keep_float_nodes(model, keep_float)
+    targets = {"w4": ("MatMul", "Gather"), "w8": ("MatMul",)}.get(scheme.name, COMPUTE_OPS)
+    if scheme.name == "fp16":
+        _to_fp16(model, dst, excluded, external)
+    elif not any(n.op_type in targets and n.name not in excluded for n in model.graph.node):
+        add_note(report, f"{tag or report.graph}: no {'/'.join(targets)} op to quantize: stays float")
+        _save(model, dst, external)
+    elif isinstance(scheme, Int8Static):
+        _static(model, src, dst, scheme, excluded, samples, external, report)
+    elif scheme.name == "w8a8-dyn":
+        _dynamic(src, dst, excluded, external)
+    else:  # w8, w4
+        _weight_only(model, dst, scheme, excluded, external, report)
+    result = onnx.load(str(dst), load_external_data=False)
+    evidence = Counter(n.op_type for n in result.graph.node if n.op_type in EVIDENCE_OPS)
+    fp16 = sum(t.data_type == onnx.TensorProto.FLOAT16 for t in result.graph.initializer)
+    if fp16:
+        evidence["float16 initializers"] = fp16
+    report.integer_ops = dict(Counter(report.integer_ops) + evidence)
+    quantized, left = _outcome(result, scheme, set(excluded))
+    report.quantized += quantized
+    prefix = f"{tag}/" if tag else ""
+    for node, (label, why) in left.items():
+        why = f"keep_float {excluded[node]!r}" if node in excluded else why
+        report.kept_float.append(f"{prefix}{label}: {why}")
+
+
+def _keep_float_nodes(model: Any, patterns: Sequence[str]) -> dict[str, str]:
+    """Node name → matching pattern, for nodes whose module path, name or constant inputs match."""
+    if not patterns:
+        return {}
+    constants = {t.name for t in model.graph.initializer}
+    matched = {}
+    for node in model.graph.node:
+        meta = {p.key: p.value for p in node.metadata_props}
+        names = [node.name, meta.get(_NAME_SCOPES, ""), *(i for i in node.input if i in constants)]
+        pattern = keep_float_pattern(names, patterns)
+        if pattern:
+            matched[node.name] = pattern
+    return matched
+
+
+def _scope(node: Any) -> str:
+    """The torch module path of a node (its name when the exporter left no scope metadata)."""
+    for prop in node.metadata_props:
+        if prop.key == _NAME_SCOPES:
+            scopes = [s.strip(" '\"") for s in prop.value.strip("[]").split(",")]
+            return scopes[-2] if len(scopes) > 1 else node.name
+    return node.name
+
+
+def _outcome(model: Any, scheme: Scheme, excluded: set[str]) -> tuple[int, dict[str, tuple[str, str]]]:
+    """(ops or weights converted, node name → (``name (module)``, why) for candidates left float)."""
+    import onnx
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
+
+    constants = {t.name: t for t in model.graph.initializer}
+    producer = {out: node.op_type for node in model.graph.node for out in node.output}
+
+    def float_weight(node: Any) -> bool:
+        index = 0 if node.op_type == "Gather" else 1
+        t = constants.get(node.input[index]) if len(node.input) > index else None
+        return t is not None and t.data_type == onnx.TensorProto.FLOAT and len(t.dims) >= 2
+
+    def dq_fed(node: Any) -> bool:
+        return any(producer.get(i) == "DequantizeLinear" for i in node.input)
+
+    def why_float(node: Any) -> str | None:
+        if scheme.name == "fp16":
+            if node.op_type in DEFAULT_OP_BLOCK_LIST:
+                return "computed in fp32 (onnxruntime.transformers' fp16 block list)"
+            return "computed in fp32" if node.name in excluded and float_weight(node) else None
+        if scheme.name == "w8a8":
+            return "no QDQ inputs" if node.op_type in COMPUTE_OPS and not dq_fed(node) else None
+        if not float_weight(node):
+            return None
+        if scheme.name == "w8a8-dyn":
+            return "float weights (quantize_dynamic left it)" if node.op_type in COMPUTE_OPS else None
+        return _WEIGHT_ONLY_GAPS.get(node.op_type)
+
+    left = {}
+    for node in model.graph.node:
+        why = why_float(node)
+        if why:
+            left[node.name] = (f"{node.name} ({_scope(node)})", why)
+    if scheme.name == "fp16":
+        quantized = sum(t.data_type == onnx.TensorProto.FLOAT16 for t in constants.values())
+    elif scheme.name == "w8a8":
+        quantized = sum(n.op_type in COMPUTE_OPS and dq_fed(n) for n in model.graph.node)
+    else:
+        dynamic = scheme.name == "w8a8-dyn"
+        kinds = ("MatMulInteger", "ConvInteger") if dynamic else ("MatMulNBits", "GatherBlockQuantized")
+        quantized = sum(n.op_type in kinds for n in model.graph.node)
+    return quantized, left
+
+
+def _save(model: Any, path: Path, external: bool) -> None:
+    """``onnx.save`` with the weights in ``<name>.data`` beside it when the float file had external data."""
+    import onnx
+
+    if external:
+        data = {
+            "save_as_external_data": True,
+            "all_tensors_to_one_file": True,
+            "location": f"{path.name}.data",
+        }
+        onnx.save_model(model, str(path), **data)
+    else:
+        onnx.save_model(model, str(path))
+
+
+def _to_fp16(model: Any, dst: Path, excluded: dict[str, str], external: bool) -> None:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    half = convert_float_to_float16(model, keep_io_types=True, node_block_list=list(excluded))
+    _save(half, dst, external)
+
+
+class _Reader:
+    """ORT's ``CalibrationDataReader`` over positional samples (fed by input name)."""
+
+    def __init__(self, names: Sequence[str], samples: Sequence[Sequence[np.ndarray]]) -> None:
+        self.names, self.samples = list(names), samples
+        self.rewind()
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        sample = next(self.items, None)
+        return None if sample is None else dict(zip(self.names, sample, strict=True))
+
+    def rewind(self) -> None:
+        self.items = iter(self.samples)
+
+
+def _static(
+    model: Any,
+    src: Path,
+    dst: Path,
+    scheme: Int8Static,
+    excluded: dict[str, str],
+    samples: list[list[np.ndarray]],
+    external: bool,
+    report: GraphQuantReport,
+) -> None:
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
+
+    typed = {v.name for v in (*model.graph.value_info, *model.graph.input, *model.graph.output)}
+    untyped = any(out not in typed for node in model.graph.node for out in node.output)
+    reader = _Reader([i.name for i in model.graph.input], samples)  # ORT duck-types CalibrationDataReader
+    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
+    with tempfile.TemporaryDirectory(prefix=".prepared-", dir=dst.parent.parent) as scratch:
+        prepared = src
+        if untyped:
+            # the legacy exporter leaves intermediate shapes out (the dynamo one writes them all); shape
+            # inference only, because ORT's optimiser would drop the module paths keep_float relies on
+            prepared = Path(scratch) / src.name
+            try:
+                quant_pre_process(
+                    str(src), str(prepared), skip_optimization=True, save_as_external_data=external
+                )
+            except Exception as err:  # symbolic shape inference does not know every op: quantize as exported
+                add_note(report, f"{src.name}: quant_pre_process failed ({err!r}); quantized without it")
+                prepared = src
+        quantize_static(
+            str(prepared),
+            str(dst),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(COMPUTE_OPS),
+            per_channel=scheme.per_channel,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(excluded),
+            use_external_data_format=external,
+            calibrate_method=method[scheme.calibration_method],
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        )
+
+
+def _dynamic(src: Path, dst: Path, excluded: dict[str, str], external: bool) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(src),
+        str(dst),
+        op_types_to_quantize=list(COMPUTE_OPS),
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=list(excluded),
+        use_external_data_format=external,
+    )
+
+
+def _weight_only(
+    model: Any, dst: Path, scheme: Scheme, excluded: dict[str, str], external: bool, report: GraphQuantReport
+) -> None:
+    """MatMulNBits (and GatherBlockQuantized for w4) on the raw model, after the Gemm → MatMul rewrite."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    if _gemm_to_matmul(model):
+        add_note(report, "Gemm nodes with constant weights were rewritten as MatMul (+ Add) for MatMulNBits")
+    w4 = isinstance(scheme, Int4WeightOnly)
+    with _quiet("onnxruntime.quantization.matmul_nbits_quantizer"):
+        quantizer = MatMulNBitsQuantizer(
+            model,
+            bits=4 if w4 else 8,
+            block_size=scheme.group_size if w4 else W8_BLOCK,
+            is_symmetric=scheme.symmetric if w4 else True,
+            nodes_to_exclude=list(excluded),
+            op_types_to_quantize=("MatMul", "Gather") if w4 else ("MatMul",),
+        )
+        quantizer.process()
+    _save(quantizer.model.model, dst, external)
+
+
+def _gemm_to_matmul(model: Any) -> int:
+    """Rewrite ``Gemm(A, W[, C])`` with a constant W (alpha 1, no transA) as ``MatMul(A, Wᵀ?)`` [+ ``Add``].
+
+    Returns:
+        int: nodes rewritten.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    constants = {t.name: t for t in graph.initializer}
+    nodes, rewritten, transposed = [], 0, {}
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        weight = node.input[1] if node.op_type == "Gemm" and len(node.input) > 1 else None
+        if (
+            weight not in constants
+            or attrs.get("transA", 0)
+            or attrs.get("alpha", 1.0) != 1.0
+            or (len(node.input) > 2 and node.input[2] and attrs.get("beta", 1.0) != 1.0)
+        ):
+            nodes.append(node)
+            continue
+        if attrs.get("transB", 0):
+            if weight not in transposed:
+                array = numpy_helper.to_array(constants[weight]).T.copy()
+                transposed[weight] = numpy_helper.from_array(array, f"{weight}_transposed")
+                graph.initializer.append(transposed[weight])
+            weight = transposed[weight].name
+        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        out = f"{node.output[0]}_matmul" if bias else node.output[0]
+        matmul = helper.make_node("MatMul", [node.input[0], weight], [out], name=node.name)
+        matmul.metadata_props.extend(node.metadata_props)
+        nodes.append(matmul)
+        if bias:
+            add = helper.make_node("Add", [out, bias], [node.output[0]], name=f"{node.name}_bias")
+            add.metadata_props.extend(node.metadata_props)
+            nodes.append(add)
+        rewritten += 1
+    if rewritten:
+        del graph.node[:]
+        graph.node.extend(nodes)
+        used = {i for n in graph.node for i in n.input}
+        keep = [t for t in graph.initializer if t.name in used]
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+    return rewritten
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """Hold one chatty ORT logger at WARNING for the duration (it logs every node at INFO)."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _run(path: Path, samples: Sequence[Sequence[np.ndarray]]) -> tuple[list[str], list[list[np.ndarray]]]:
+    """Output names, and the outputs per sample, of ``path`` on ORT's CPU provider."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads()
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    return outputs, [session.run(None, dict(zip(names, s, strict=True))) for s in samples]
+
+
+def _psnr(fp32: Path, quant: Path, samples: list[list[np.ndarray]], tag: str) -> dict[str, float]:
+    """PSNR per output of ``quant`` against ``fp32`` on ``samples`` (keys ``tag.output`` when tagged)."""
+    names, reference = _run(fp32, samples)
+    _, test = _run(quant, samples)
+    return {(f"{tag}.{k}" if tag else k): v for k, v in output_psnr(names, reference, test).items()}

@@ -1,0 +1,411 @@
+"""OpenVINO handler: quantize a graph's float32 IR (``.xml`` + ``.bin``) with NNCF 3.4.
+
+=============  ==========================================================================================
+scheme         what the IR becomes (TOOLCHAIN.md §6d, §8 #16)
+=============  ==========================================================================================
+``fp32``       the float IR, copied
+``fp16``       ``ov.save_model(compress_to_fp16=True)``: fp16 weights (the CPU plugin decompresses them to
+               its inference precision, so on CPU this is storage only)
+``w8a8``       ``nncf.quantize(model_type=TRANSFORMER, preset=MIXED, subset_size=len(samples))``: INT8 weights
+               and FakeQuantize on activations; ``minmax`` → NNCF's MINMAX range estimator, ``percentile`` →
+               MEAN_QUANTILE (NNCF has no histogram-percentile estimator); ``per_channel`` → weight params
+``w8``         ``nncf.compress_weights(model.clone(), INT8_ASYM)`` (it mutates its input)
+``w4``         ``compress_weights(INT4_SYM | INT4_ASYM, group_size, ratio=1.0)``; ``data_aware`` adds the
+               calibration dataset with ``scale_estimation=True, awq=True`` (AWQ applies where NNCF finds its
+               MatMul patterns); NNCF keeps embeddings and the last layer at INT8 by default
+=============  ==========================================================================================
+
+The stateful LLM IR (``llm.xml``: ReadValue/Assign KV state, inputs ``inputs_embeds, cache_position``) takes
+every scheme: NNCF resets the state before each calibration sample, and so does the PSNR check here, so a
+sample is one chunk on an empty cache in both the float and the quantized IR.
+
+Keep-float: the IR is converted from a ``torch.export`` program, so op friendly names are FX node names
+(``linear_27/aten.linear.default/MatMul``) without the module path; the weight Constants keep it in their
+tensor names (``model_…_self_attn_sampling_offsets_weight``). An op whose friendly name or weight tensor
+names match a pattern goes into ``nncf.IgnoredScope(names=…, validate=False)``. fp16 compression has no
+per-op exclusion reachable from Python, so it does not honour keep-float (the report says so).
+
+``w8`` and ``w4`` leave convolution weights float: OpenVINO 2026.4.1's CPU plugin computes a weight-compressed
+1x1 convolution of the pixel decoder wrong (``CONV_OPS`` says how it was measured).
+
+Evidence: FakeQuantize / FakeConvert ops and Constant precisions (``const:i8`` …) in the IR, and the
+precisions the CPU plugin runs after compiling (``exec:FullyConnected[u8]`` … from the runtime model's
+``runtimePrecision``), compiled with ``INFERENCE_PRECISION_HINT=f32``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from xsam_edge.export.openvino import F32_CONFIG, compile_model, name_ports
+
+from .common import (
+    add_note,
+    check_request,
+    io_names,
+    keep_float_pattern,
+    output_psnr,
+    threads,
+    write_atomically,
+)
+from .report import GraphQuantReport, files_bytes
+from .schemes import Int4WeightOnly, Int8Static, Scheme
+
+__all__ = ["GRAPHS", "quantize_graph", "quantize_module"]
+
+BACKEND = "openvino"
+# recipe graph → its bundle graphs (the LLM is one stateful IR for prefill and decode)
+GRAPHS: dict[str, tuple[str, ...]] = {
+    "encode_image": ("encode_image",),
+    "embed": ("embed",),
+    "region": ("region",),
+    "llm": ("llm_prefill",),
+    "segment": ("segment",),
+}
+# ops with a weight, and which input holds it
+WEIGHTED_OPS = {
+    "MatMul": 1,
+    "Convolution": 1,
+    "GroupConvolution": 1,
+    "ConvolutionBackpropData": 1,
+    "Gather": 0,
+}
+# ops between a weight Constant and its consumer (decompression and layout), followed through input 0
+_WEIGHT_PATH = (
+    "Convert",
+    "Reshape",
+    "Transpose",
+    "Unsqueeze",
+    "Squeeze",
+    "Multiply",
+    "Subtract",
+    "FakeQuantize",
+)
+_INTEGER = ("i8", "u8", "i4", "u4")
+# weight-only schemes leave these float: OpenVINO 2026.4.1's CPU plugin computes a weight-compressed 1x1
+# convolution wrong in the pixel decoder (it rewrites it as a FullyConnected; memory_0 PSNR 6 dB, the same
+# weights dequantized in numpy give 53 dB), and convolutions hold few of the weights anyway
+CONV_OPS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData")
+_CONV_WHY = "float weights: OpenVINO 2026.4.1's CPU plugin miscomputes weight-compressed convolutions"
+# CPU plugin layer types whose runtime precision shows integer compute (not masks or index tensors)
+_COMPUTE_LAYERS = ("FullyConnected", "Convolution", "Deconvolution", "MatMul")
+
+
+def quantize_graph(
+    graph: str,
+    fp32_files: dict[str, list[Path]],
+    scheme: Scheme,
+    keep_float: tuple[str, ...],
+    calibration: dict[str, list[list[np.ndarray]]],
+    holdout: dict[str, list[list[np.ndarray]]],
+    out_dir: Path,
+) -> tuple[dict[str, list[Path]], GraphQuantReport]:
+    """Quantize one recipe graph's OpenVINO IR by ``scheme``.
+
+    Args:
+        graph (str): ``encode_image``, ``embed``, ``region``, ``llm`` or ``segment``.
+        fp32_files (dict[str, list[Path]]): bundle graph name → ``[<name>.xml, <name>.bin]`` (``llm_prefill``
+            → the stateful ``llm.xml``).
+        scheme (Scheme): one of ``SUPPORTED["openvino"]``.
+        keep_float (tuple[str, ...]): module-name patterns left in float.
+        calibration (dict[str, list[list[np.ndarray]]]): bundle graph name → positional input samples (for
+            the stateful LLM: ``inputs_embeds, cache_position`` chunks).
+        holdout (dict[str, list[list[np.ndarray]]]): samples for the PSNR check (none: no PSNR).
+        out_dir (Path): where the quantized IR goes (the same file names as the float one).
+
+    Returns:
+        tuple[dict[str, list[Path]], GraphQuantReport]: bundle graph name → new files, and the report.
+
+    Raises:
+        ValueError: unknown graph or scheme, missing files, or no calibration data where the scheme needs it.
+    """
+    if graph not in GRAPHS:
+        raise ValueError(f"unknown graph {graph!r}; OpenVINO quantizes: {', '.join(GRAPHS)}")
+    return _quantize(
+        graph, GRAPHS[graph], fp32_files, scheme, keep_float, calibration, holdout, Path(out_dir)
+    )
+
+
+def quantize_module(
+    module: torch.nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    calibration: list[tuple[np.ndarray, ...]],
+    scheme: Scheme,
+    out_dir: Path,
+    name: str,
+    keep_float: tuple[str, ...] = (),
+) -> GraphQuantReport:
+    """Convert any module to an FP32 IR (the ``export/openvino.py`` route), then quantize it like a graph.
+
+    Args:
+        module (torch.nn.Module): the module (eval mode is set).
+        example_inputs (tuple[torch.Tensor, ...]): export inputs (static shapes); also the PSNR sample.
+        calibration (list[tuple[np.ndarray, ...]]): positional input samples (``w8a8``, data-aware ``w4``).
+        scheme (Scheme): one of ``SUPPORTED["openvino"]``.
+        out_dir (Path): receives ``<name>.xml`` / ``.bin`` (the float IR is temporary).
+        name (str): file stem and report name.
+        keep_float (tuple[str, ...]): module-name patterns left in float.
+
+    Returns:
+        GraphQuantReport: the report; ``files`` holds the quantized IR.
+    """
+    import openvino as ov
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    module = module.eval()
+    inputs, outputs = io_names(module, example_inputs)
+    with torch.no_grad():
+        program = torch.export.export(module, tuple(example_inputs), strict=False)
+    ov_model = ov.convert_model(program)
+    name_ports(ov_model, inputs, outputs)
+    with tempfile.TemporaryDirectory(prefix=".fp32-", dir=out_dir) as tmp:
+        xml = Path(tmp) / f"{name}.xml"
+        ov.save_model(ov_model, str(xml), compress_to_fp16=False)
+        _, report = _quantize(
+            name,
+            (name,),
+            {name: [xml, xml.with_suffix(".bin")]},
+            scheme,
+            keep_float,
+            {name: [list(s) for s in calibration]},
+            {name: [[x.detach().cpu().numpy() for x in example_inputs]]},
+            out_dir,
+        )
+    return report
+
+
+def _needs_data(scheme: Scheme) -> bool:
+    return isinstance(scheme, Int8Static) or (isinstance(scheme, Int4WeightOnly) and scheme.data_aware)
+
+
+def _quantize(
+    graph: str,
+    names: Sequence[str],
+    fp32_files: dict[str, list[Path]],
+    scheme: Scheme,
+    keep_float: tuple[str, ...],
+    calibration: dict[str, list[list[np.ndarray]]],
+    holdout: dict[str, list[list[np.ndarray]]],
+    out_dir: Path,
+) -> tuple[dict[str, list[Path]], GraphQuantReport]:
+    """Quantize each bundle graph of ``names`` into ``out_dir`` and merge what happened into one report."""
+    check_request(BACKEND, graph, names, scheme, fp32_files, calibration, _needs_data(scheme))
+    start = time.perf_counter()
+    report = GraphQuantReport(graph, BACKEND, scheme.label())
+    new_files: dict[str, list[Path]] = {}
+    for name in names:
+        xml = next(Path(f) for f in fp32_files[name] if str(f).endswith(".xml"))
+        if out_dir.resolve() == xml.parent.resolve():
+            raise ValueError(f"{graph}: out_dir {out_dir} holds the float32 files; give another folder")
+        files, _ = write_atomically(
+            out_dir,
+            lambda tmp, xml=xml, name=name: _quantize_ir(
+                xml, fp32_files[name], tmp, scheme, keep_float, calibration.get(name, []), report
+            ),
+        )
+        new_files[name] = files
+        compiled = compile_model(files[0], F32_CONFIG, threads=threads())
+        if scheme.name != "fp32":
+            _runtime_evidence(compiled, report)
+        if holdout.get(name):
+            reference = compile_model(xml, F32_CONFIG, threads=threads())
+            names_out, want = _run(reference, holdout[name])
+            report.psnr_db.update(output_psnr(names_out, want, _run(compiled, holdout[name])[1]))
+        else:
+            add_note(report, f"no held-out samples for {name}: PSNR not measured")
+    report.files = [str(f) for fs in new_files.values() for f in fs]
+    report.bytes_fp32 = files_bytes([f for n in names for f in fp32_files[n]])
+    report.bytes_quant = files_bytes([f for fs in new_files.values() for f in fs])
+    report.seconds = time.perf_counter() - start
+    return new_files, report
+
+
+def _quantize_ir(
+    xml: Path,
+    src_files: list[Path],
+    tmp: Path,
+    scheme: Scheme,
+    keep_float: tuple[str, ...],
+    samples: list[list[np.ndarray]],
+    report: GraphQuantReport,
+) -> None:
+    """Write the quantized ``tmp/<xml.name>`` + ``.bin`` and add the evidence to ``report``."""
+    import openvino as ov
+
+    if scheme.name == "fp32":
+        for f in src_files:
+            shutil.copy2(f, tmp / Path(f).name)
+        return
+    model = ov.Core().read_model(str(xml))
+    ignored = _keep_float_ops(model, keep_float)
+    if scheme.name == "fp16":
+        if ignored:
+            add_note(report, "fp16: keep_float not honoured (OpenVINO compresses every weight to fp16)")
+        result = model
+    elif isinstance(scheme, Int8Static):
+        result = _static(model, scheme, ignored, samples)
+    else:
+        result = _compress(model, scheme, ignored, samples, report)
+    ov.save_model(result, str(tmp / xml.name), compress_to_fp16=scheme.name == "fp16")
+    _evidence(ov.Core().read_model(str(tmp / xml.name)), scheme, ignored, report)
+
+
+def _weight(op: Any) -> Any | None:
+    """The Constant holding ``op``'s weight (through decompression and layout ops), or None."""
+    index = WEIGHTED_OPS.get(op.get_type_name())
+    if index is None or op.get_input_size() <= index:
+        return None
+    node = op.input_value(index).get_node()
+    for _ in range(8):
+        if node.get_type_name() == "Constant":
+            return node if len(node.get_output_partial_shape(0)) >= 2 else None
+        if node.get_type_name() not in _WEIGHT_PATH:
+            return None
+        node = node.input_value(0).get_node()
+    return None
+
+
+def _keep_float_ops(model: Any, patterns: Sequence[str]) -> dict[str, str]:
+    """Friendly name → matching pattern, for weighted ops whose name or weight tensor names match."""
+    matched = {}
+    for op in model.get_ordered_ops():
+        weight = _weight(op)
+        if weight is None:
+            continue
+        pattern = keep_float_pattern([op.get_friendly_name(), *weight.output(0).get_names()], patterns)
+        if pattern:
+            matched[op.get_friendly_name()] = pattern
+    return matched
+
+
+def _dataset(model: Any, samples: list[list[np.ndarray]]) -> Any:
+    """Positional samples as an ``nncf.Dataset`` of input-name dicts (NNCF feeds the IR by name)."""
+    import nncf
+
+    names = [i.get_any_name() for i in model.inputs]
+    return nncf.Dataset(samples, lambda s: dict(zip(names, s, strict=True)))
+
+
+def _static(model: Any, scheme: Int8Static, ignored: dict[str, str], samples: list[list[np.ndarray]]) -> Any:
+    """``nncf.quantize`` (it returns a new model) with the scheme's range estimator and weight granularity."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    ranges = {
+        "minmax": RangeEstimatorParametersSet.MINMAX,
+        "percentile": RangeEstimatorParametersSet.MEAN_QUANTILE,
+    }
+    advanced = AdvancedQuantizationParameters(
+        activations_range_estimator_params=ranges[scheme.calibration_method],
+        weights_quantization_params=QuantizationParameters(per_channel=scheme.per_channel),
+    )
+    return nncf.quantize(
+        model,
+        _dataset(model, samples),
+        model_type=nncf.ModelType.TRANSFORMER,
+        preset=nncf.QuantizationPreset.MIXED,
+        subset_size=len(samples),
+        ignored_scope=nncf.IgnoredScope(names=list(ignored), validate=False),
+        advanced_parameters=advanced,
+    )
+
+
+def _compress(
+    model: Any,
+    scheme: Scheme,
+    ignored: dict[str, str],
+    samples: list[list[np.ndarray]],
+    report: GraphQuantReport,
+) -> Any:
+    """``compress_weights`` on a clone (it mutates its input); data-aware w4 falls back to data-free."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedCompressionParameters, GroupSizeFallbackMode
+
+    scope = nncf.IgnoredScope(names=list(ignored), types=list(CONV_OPS), validate=False)
+    if not isinstance(scheme, Int4WeightOnly):  # w8
+        return nncf.compress_weights(
+            model.clone(), mode=nncf.CompressWeightsMode.INT8_ASYM, ignored_scope=scope
+        )
+    mode = nncf.CompressWeightsMode.INT4_SYM if scheme.symmetric else nncf.CompressWeightsMode.INT4_ASYM
+    # a layer whose input size is no multiple of group_size gets the largest group (≥ 32) dividing it, or
+    # NNCF's INT8 backup precision, instead of failing the whole graph
+    advanced = AdvancedCompressionParameters(group_size_fallback_mode=GroupSizeFallbackMode.ADJUST)
+    options = {
+        "mode": mode,
+        "group_size": scheme.group_size,
+        "ratio": 1.0,
+        "ignored_scope": scope,
+        "advanced_parameters": advanced,
+    }
+    if scheme.data_aware:
+        data = {"dataset": _dataset(model, samples), "subset_size": len(samples)}
+        try:
+            return nncf.compress_weights(model.clone(), **options, **data, scale_estimation=True, awq=True)
+        except Exception as err:  # NNCF raises its own and plain errors alike: fall back, and say so
+            add_note(report, f"data-aware INT4 failed ({err!r}); compressed data-free instead")
+    return nncf.compress_weights(model.clone(), **options)
+
+
+def _evidence(model: Any, scheme: Scheme, ignored: dict[str, str], report: GraphQuantReport) -> None:
+    """Count quantized weights, FakeQuantize ops and integer Constants in the saved IR; list float weights."""
+    evidence: Counter[str] = Counter()
+    int8_in_w4 = 0
+    for op in model.get_ordered_ops():
+        kind = op.get_type_name()
+        if kind in ("FakeQuantize", "FakeConvert"):
+            evidence[kind] += 1
+        elif kind == "Constant" and op.get_element_type().get_type_name() in (*_INTEGER, "f16"):
+            evidence[f"const:{op.get_element_type().get_type_name()}"] += 1
+        weight = _weight(op)
+        if weight is None:
+            continue
+        precision = weight.get_element_type().get_type_name()
+        name = op.get_friendly_name()
+        if precision in _INTEGER or (scheme.name == "fp16" and precision == "f16"):
+            report.quantized += 1
+            int8_in_w4 += scheme.name == "w4" and precision in ("i8", "u8")
+        elif name in ignored:
+            report.kept_float.append(f"{name}: keep_float {ignored[name]!r}")
+        elif scheme.name in ("w8", "w4") and kind in CONV_OPS:
+            report.kept_float.append(f"{name}: {_CONV_WHY}")
+        elif scheme.name != "fp16" and kind != "Gather":  # a float Gather table is a buffer (RoPE), no weight
+            report.kept_float.append(f"{name} ({kind}): float weights (NNCF left it: {scheme.label()})")
+    if int8_in_w4:
+        why = "NNCF's backup precision for embeddings, the last layer and sizes the group does not divide"
+        add_note(report, f"{int8_in_w4} layer(s) kept at INT8: {why}")
+    report.integer_ops = dict(Counter(report.integer_ops) + evidence)
+
+
+def _runtime_evidence(compiled: Any, report: GraphQuantReport) -> None:
+    """Count the compute layers the CPU plugin runs at an integer precision (``exec:FullyConnected[u8]``)."""
+    evidence: Counter[str] = Counter()
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        precision = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else ""
+        layer = info["layerType"].astype(str) if "layerType" in info else ""
+        if precision in _INTEGER and layer in _COMPUTE_LAYERS:
+            evidence[f"exec:{layer}[{precision}]"] += 1
+    report.integer_ops = dict(Counter(report.integer_ops) + evidence)
+
+
+def _run(compiled: Any, samples: Sequence[Sequence[np.ndarray]]) -> tuple[list[str], list[list[np.ndarray]]]:
+    """Outputs by position per sample; a stateful IR starts each sample on an empty state."""
+    request = compiled.create_infer_request()
+    names = [i.get_any_name() for i in compiled.inputs]
+    results = []
+    for sample in samples:
+        request.reset_state()
+        out = request.infer(dict(zip(names, sample, strict=True)))
+        results.append([np.array(out[port]) for port in compiled.outputs])
+    return [o.get_any_name() for o in compiled.outputs], results
