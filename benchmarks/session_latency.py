@@ -1,6 +1,7 @@
 """Encode once, query many: first query on a new image vs the next query on the same image, per backend.
 
-Run: ``python -m xsam_edge.benchmarks.session_latency --bundle B [--backend onnx,openvino] [--repeats 10]``.
+Run: ``python -m xsam_edge.benchmarks.session_latency --bundle B [--backend onnx,openvino,executorch]
+[--repeats 10]`` (each backend must be in the bundle).
 Writes ``benchmarks/results/session-latency-<date>.json`` (or ``--out``) and prints a table. No timing
 thresholds anywhere: this is a measurement, not a test.
 """
@@ -57,7 +58,7 @@ def measure(bundle: str, backend: str, repeats: int = 10) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", required=True)
-    parser.add_argument("--backend", default="onnx,openvino")
+    parser.add_argument("--backend", default="onnx,openvino", help="comma list of the bundle's backends")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--out", help="results JSON (default benchmarks/results/session-latency-<date>.json)")
     args = parser.parse_args()

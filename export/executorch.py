@@ -5,11 +5,15 @@ partitioner=[XnnpackPartitioner()])`` → ``to_executorch()`` → ``.pte``, writ
 then run once with ``executorch.runtime`` on the graph's example inputs and compared with the eager wrapper
 (max |Δ| and PSNR per output).
 
-The stateful LLM is ONE program, ``llm.pte``, with two methods ``prefill`` (T = ``prefill_len``) and
-``decode`` (T = 1), exported from the same ``LLMGraph`` instance. The K/V caches are mutable buffers; the
-memory planner is run with ``share_mutable_buffers=True`` so both methods read and write the same cache
-allocation (a prefill followed by decodes keeps its state inside the program). Asking for ``llm_prefill`` or
-``llm_decode`` exports that joint program; the KV-I/O graphs are not exported here (ExecuTorch keeps state).
+The stateful LLM is ONE program, ``llm.pte``, with four methods exported around the same ``LLMGraph``
+instance: ``prefill`` (T = ``prefill_len``) and ``decode`` (T = 1), plus ``read_cache() -> (keys, values)``
+and ``write_cache(keys, values) -> ()`` over the same cache buffers (``LLMCacheRead`` / ``LLMCacheWrite``).
+The K/V caches are mutable buffers; the memory planner is run with ``share_mutable_buffers=True`` so every
+method reads and writes the same cache allocation (a prefill followed by decodes keeps its state inside the
+program). No ExecuTorch runtime lets a caller touch a program's buffers, so the two cache methods are how a
+runtime saves the cache after the image prefix and restores it per query (encode once, query many), or zeroes
+it. Asking for ``llm_prefill`` or ``llm_decode`` exports that joint program; the KV-I/O graphs are not
+exported here (ExecuTorch keeps state).
 
 The placement report of each program comes from the lowered ``EdgeProgramManager`` (``get_delegation_info``):
 how many nodes went into XNNPACK delegates and which ops stayed on the portable CPU kernels
@@ -18,27 +22,41 @@ how many nodes went into XNNPACK delegates and which ops stayed on the portable 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from xsam_edge.config import XSamConfig
 from xsam_edge.model.xsam import XSam
 
-from .graphs import GRAPH_NAMES, SlotConfig, build_graph, example_inputs, export_graph, graph_specs
+from .graphs import (
+    GRAPH_NAMES,
+    GraphSpec,
+    SlotConfig,
+    TensorSpec,
+    build_graph,
+    example_inputs,
+    export_graph,
+    graph_specs,
+)
+from .graphs_llm import LLMCacheRead, LLMCacheWrite, LLMGraph
 from .placement import ExportedGraph, output_parity
 
 __all__ = [
     "ET_GRAPHS",
+    "CACHE_METHODS",
     "LLM_METHODS",
     "LLM_PROGRAM",
     "delegation_report",
     "export_executorch",
+    "llm_method_specs",
     "llm_steps",
     "load_program",
     "run_method",
@@ -49,6 +67,7 @@ STATEFUL_GRAPHS = ("llm_prefill", "llm_decode")
 ET_GRAPHS = tuple(name for name in GRAPH_NAMES if name not in KVIO_GRAPHS)
 LLM_PROGRAM = "llm"  # file stem of the joint prefill/decode program
 LLM_METHODS = {"prefill": "llm_prefill", "decode": "llm_decode"}  # method → graph name
+CACHE_METHODS = ("read_cache", "write_cache")  # the llm program's state I/O methods
 # ops that are bookkeeping, not compute, in an ExecuTorch edge graph (left out of the portable-op list)
 _BOOKKEEPING = ("getitem", "executorch_call_delegate", "alloc")
 
@@ -156,14 +175,21 @@ def _numpy(x: torch.Tensor) -> np.ndarray:
 
 
 def export_executorch(
-    model: XSam, name: str, slots: SlotConfig, out_dir: str | Path, partitioner: str = "xnnpack"
+    model: XSam,
+    name: str,
+    slots: SlotConfig,
+    out_dir: str | Path,
+    partitioner: str = "xnnpack",
+    prepare: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
 ) -> ExportedGraph:
     """Export one edge graph to an ExecuTorch program and check it in the ExecuTorch runtime against eager.
 
-    ``llm_prefill`` and ``llm_decode`` both give the joint ``llm.pte`` (methods ``prefill`` and ``decode``,
-    shared cache buffers). Its parity check runs prefill on the example chunk, then two decodes at the next
-    positions, through one loaded program, against the eager ``LLMGraph`` doing the same; the outputs are
-    named ``<method><step>.<output>`` (``prefill.projected``, ``decode1.logits`` …).
+    ``llm_prefill`` and ``llm_decode`` both give the joint ``llm.pte`` (methods ``prefill``, ``decode``,
+    ``read_cache`` and ``write_cache``, shared cache buffers). Its parity check runs prefill on the example
+    chunk, reads the cache, runs two decodes at the next positions, writes the read cache back and decodes
+    again, through one loaded program, against the eager ``LLMGraph`` doing the same; the outputs are named
+    ``<step>.<output>`` (``prefill.projected``, ``read_cache.keys``, ``decode1.logits``,
+    ``restored_decode1.projected`` …).
 
     Args:
         model (XSam): the model (its dtype sets the example inputs' dtype).
@@ -171,12 +197,17 @@ def export_executorch(
         slots (SlotConfig): the fixed slot sizes.
         out_dir (str | Path): destination folder (created).
         partitioner (str): ``"xnnpack"`` (default) or ``"none"`` (portable kernels only).
+        prepare (Callable[[torch.nn.Module], torch.nn.Module] | None): quantization's hook: maps the graph's
+            wrapper to the module that is exported and checked (a quantized copy, a pt2e-converted module;
+            for the LLM an ``LLMGraph``, which every method is traced around). With it, ``to_executorch``
+            also runs ExecuTorch's quant fusion (torchao's INT8 embedding → ``embedding_byte``).
 
     Returns:
         ExportedGraph: backend ``executorch``; ``files`` = [the ``.pte``]; names, shapes and dtypes from the
         GraphSpec (the prefill method's for the LLM); ``export_seconds`` covers export, lowering and write;
         ``placement`` has one ``delegation_report`` per method under ``methods``, plus ``file_bytes`` and
-        ``lower_seconds``; ``states`` lists the cache buffers of the LLM.
+        ``lower_seconds``; ``states`` lists the cache buffers of the LLM and ``methods`` the signature of each
+        of its methods (``llm_method_specs``).
 
     Raises:
         ValueError: ``name`` is a KV-I/O graph or unknown, or the partitioner is unknown.
@@ -193,15 +224,17 @@ def export_executorch(
     stateful = name in STATEFUL_GRAPHS
     specs = graph_specs(model.config, slots)
     spec = specs["llm_prefill"] if stateful else specs[name]
-    graph_names = LLM_METHODS if stateful else {"forward": name}
-    module = build_graph(model, spec.name, slots)  # one LLMGraph instance for both methods: shared buffers
+    module = build_graph(model, spec.name, slots)  # one LLMGraph instance for every method: shared buffers
     dtype = next(p.dtype for p in module.parameters() if p.is_floating_point())
+    if prepare is not None:
+        module = prepare(module)
 
     start = time.perf_counter()
-    programs = {
-        m: export_graph(module, g, model.config, slots, dtype=dtype).run_decompositions(_DECOMPOSITIONS)
-        for m, g in graph_names.items()
-    }
+    if stateful:
+        programs = _llm_programs(module, model, slots, dtype)
+    else:
+        exported = export_graph(module, name, model.config, slots, dtype=dtype)
+        programs = {"forward": exported.run_decompositions(_DECOMPOSITIONS)}
     export_done = time.perf_counter()
     edge = to_edge_transform_and_lower(
         programs if stateful else programs["forward"], partitioner=_partitioners(partitioner)
@@ -209,8 +242,9 @@ def export_executorch(
     config = ExecutorchBackendConfig(
         memory_planning_pass=MemoryPlanningPass(share_mutable_buffers=stateful),
         emit_mutable_buffer_names=stateful,
+        do_quant_fusion_and_const_prop=prepare is not None,
     )
-    methods = {m: delegation_report(edge, m) for m in graph_names}  # before to_executorch adds out-vars
+    methods = {m: delegation_report(edge, m) for m in programs}  # before to_executorch adds out-vars
     et_program = edge.to_executorch(config)
     lower_seconds = time.perf_counter() - export_done
     path = out_dir / f"{LLM_PROGRAM if stateful else name}.pte"
@@ -252,7 +286,48 @@ def export_executorch(
         parity=output_parity(names, want, got),
         placement=placement,
         states=[s.name for s in spec.states],
+        methods=_method_entries(llm_method_specs(model.config, slots)) if stateful else [],
     )
+
+
+def llm_method_specs(config: XSamConfig, slots: SlotConfig) -> dict[str, GraphSpec]:
+    """The signature of every method of ``llm.pte`` (what an app calls; listed in the manifest).
+
+    Args:
+        config (XSamConfig): the model config.
+        slots (SlotConfig): the fixed slot sizes.
+
+    Returns:
+        dict[str, GraphSpec]: method name → spec, in ``prefill``, ``decode``, ``read_cache``, ``write_cache``
+        order; the cache methods' keys and values are (L, kv_heads, max_seq, head_dim), the KV-I/O layout.
+    """
+    specs = graph_specs(config, slots)
+    states = specs["llm_prefill"].states
+    past_keys, past_values = specs["llm_kvio_prefill"].inputs[2:]
+    cache = (TensorSpec("keys", past_keys.shape), TensorSpec("values", past_values.shape))
+    return {
+        **{m: dataclasses.replace(specs[g], name=m) for m, g in LLM_METHODS.items()},
+        "read_cache": GraphSpec("read_cache", (), cache, states),
+        "write_cache": GraphSpec("write_cache", cache, (), states),
+    }
+
+
+def _method_entries(specs: dict[str, GraphSpec]) -> list[dict[str, Any]]:
+    """Manifest form of the methods: name, inputs and outputs (the states are the graph entry's)."""
+    return [{k: v for k, v in spec.to_dict().items() if k != "states"} for spec in specs.values()]
+
+
+def _llm_programs(
+    graph: LLMGraph, model: XSam, slots: SlotConfig, dtype: torch.dtype
+) -> dict[str, torch.export.ExportedProgram]:
+    """The four methods of ``llm.pte``, all traced around ``graph`` so they name the same cache buffers."""
+    programs = {m: export_graph(graph, g, model.config, slots, dtype=dtype) for m, g in LLM_METHODS.items()}
+    keys, values = llm_method_specs(model.config, slots)["write_cache"].inputs
+    empty = (torch.zeros(keys.shape, dtype=dtype), torch.zeros(values.shape, dtype=dtype))
+    with torch.no_grad():
+        programs["read_cache"] = torch.export.export(LLMCacheRead(graph), (), strict=False)
+        programs["write_cache"] = torch.export.export(LLMCacheWrite(graph), empty, strict=False)
+    return {m: p.run_decompositions(_DECOMPOSITIONS) for m, p in programs.items()}
 
 
 def llm_steps(
@@ -280,19 +355,41 @@ def llm_steps(
 def _llm_parity(
     model: XSam, slots: SlotConfig, program: Any, dtype: torch.dtype
 ) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
-    """Prefill + two decodes in the runtime (one program, state kept) and in eager, outputs flattened."""
+    """The ``llm_steps`` in the runtime (one program, state kept) and in eager, outputs flattened.
+
+    After the prefill, ``read_cache`` is compared with the eager caches; after the decodes, that read is
+    written back with ``write_cache`` and the first decode is run again (``restored_decode1``): it matches
+    only if both cache methods reach the state that ``prefill`` and ``decode`` use.
+    """
     eager_graph = build_graph(model, "llm_prefill", slots)  # fresh, zero caches
-    methods = {m: program.load_method(m) for m in LLM_METHODS}
-    out_names = ("projected", "logits")
-    names, want, got = [], [], []
-    step_of = {"prefill": 0, "decode": 0}
-    for method, inputs in llm_steps(model, slots, dtype):
+    eager_read = LLMCacheRead(eager_graph)
+    methods = {m: program.load_method(m) for m in (*LLM_METHODS, *CACHE_METHODS)}
+    names: list[str] = []
+    want: list[np.ndarray] = []
+    got: list[np.ndarray] = []
+
+    def record(label: str, outputs: Sequence[str], eager: Sequence[torch.Tensor], runtime: list) -> None:
+        names.extend(f"{label}.{n}" for n in outputs)
+        want.extend(_numpy(e) for e in eager)
+        got.extend(runtime)
+
+    # ExecuTorch serialises no initial value for a mutable buffer: zero the cache, as eager starts
+    run_method(methods["write_cache"], [torch.zeros(c.shape, dtype=dtype) for c in eager_read()])
+    steps = llm_steps(model, slots, dtype)
+    first_decode: list[torch.Tensor] = []
+    saved: list[np.ndarray] = []
+    for i, (method, inputs) in enumerate(steps):
         with torch.no_grad():
             eager = eager_graph(*inputs)
-        runtime = run_method(methods[method], inputs)
-        label = "prefill" if method == "prefill" else f"decode{step_of[method] + 1}"
-        step_of[method] += 1
-        names += [f"{label}.{n}" for n in out_names]
-        want += [_numpy(e) for e in eager]
-        got += runtime
+        label = "prefill" if i == 0 else f"decode{i}"
+        record(label, ("projected", "logits"), eager, run_method(methods[method], inputs))
+        if i == 0:
+            saved = run_method(methods["read_cache"], [])
+            with torch.no_grad():
+                record("read_cache", ("keys", "values"), eager_read(), saved)
+        elif i == 1:
+            first_decode = list(eager)
+    run_method(methods["write_cache"], [torch.from_numpy(a) for a in saved])
+    restored = run_method(methods["decode"], steps[1][1])
+    record("restored_decode1", ("projected", "logits"), first_decode, restored)
     return names, want, got

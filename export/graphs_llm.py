@@ -357,6 +357,64 @@ class LLMGraph(nn.Module):
         return (projected, logits, hidden) if self.with_hidden else (projected, logits)
 
 
+class LLMCacheRead(nn.Module):
+    """``read_cache`` method of a stateful LLM program: the cache buffers out, stacked. For export only.
+
+    A runtime that cannot touch a program's state from outside (the ExecuTorch Python and mobile runtimes)
+    saves the cache after the image prefix through this method. It registers the very tensors of an
+    ``LLMGraph`` under the same names (``k_cache_{i}``, ``v_cache_{i}``), so a program exported from both
+    with shared mutable buffers reads the state that ``prefill`` / ``decode`` wrote.
+
+    Args:
+        graph (LLMGraph): the graph whose cache buffers are shared (not copied).
+    """
+
+    def __init__(self, graph: LLMGraph) -> None:
+        super().__init__()
+        self.num_layers = graph.lm.num_layers
+        for i, (k_cache, v_cache) in enumerate(graph.caches()):
+            self.register_buffer(f"k_cache_{i}", k_cache, persistent=False)
+            self.register_buffer(f"v_cache_{i}", v_cache, persistent=False)
+
+    def caches(self) -> list[tuple[Tensor, Tensor]]:
+        """The shared cache buffers, per layer (K, V), each (1, kv_heads, max_seq, head_dim)."""
+        layers = range(self.num_layers)
+        return [(getattr(self, f"k_cache_{i}"), getattr(self, f"v_cache_{i}")) for i in layers]
+
+    def forward(self) -> tuple[Tensor, Tensor]:
+        """Copies of the caches.
+
+        Returns:
+            tuple[Tensor, Tensor]: keys and values, each (L, kv_heads, max_seq, head_dim), the layout of
+            ``LLMGraphKVIO``'s past / present caches.
+        """
+        keys = torch.cat([k for k, _ in self.caches()], dim=0)  # (L, kv_heads, S, head_dim)
+        values = torch.cat([v for _, v in self.caches()], dim=0)  # (L, kv_heads, S, head_dim)
+        return keys, values
+
+
+class LLMCacheWrite(LLMCacheRead):
+    """``write_cache`` method: stacked keys and values into the shared cache buffers. For export only.
+
+    Restores a ``read_cache`` result (encode once, query many) or zeros (a reset); see ``LLMCacheRead``.
+    """
+
+    def forward(self, keys: Tensor, values: Tensor) -> tuple[()]:
+        """Overwrite every layer's cache.
+
+        Args:
+            keys (Tensor): (L, kv_heads, max_seq, head_dim).
+            values (Tensor): (L, kv_heads, max_seq, head_dim).
+
+        Returns:
+            tuple[()]: nothing; the effect is the new program state.
+        """
+        for i, (k_cache, v_cache) in enumerate(self.caches()):
+            k_cache.copy_(keys[i : i + 1])  # (1, kv_heads, S, head_dim)
+            v_cache.copy_(values[i : i + 1])
+        return ()
+
+
 class LLMGraphKVIO(nn.Module):
     """``llm`` edge graph, functional: past K/V in, present K/V out (ONNX / OpenVINO). For export only.
 

@@ -129,6 +129,8 @@ class ExportedGraph:
         parity (list[OutputParity]): the exported file run once on the example inputs against eager.
         placement (dict[str, Any]): ``placement_report`` entry of the model file.
         states (list[str]): state variable names (stateful OpenVINO LLM only).
+        methods (list[dict[str, Any]]): ``{"name", "inputs", "outputs"}`` per method of a multi-method
+            program (the ExecuTorch LLM); empty for a single-method graph.
     """
 
     name: str
@@ -145,6 +147,7 @@ class ExportedGraph:
     parity: list[OutputParity] = field(default_factory=list)
     placement: dict[str, Any] = field(default_factory=dict)
     states: list[str] = field(default_factory=list)
+    methods: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def file(self) -> Path:

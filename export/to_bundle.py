@@ -1,8 +1,10 @@
 """Export a model to every requested backend and pack the graphs into one checksummed bundle.
 
 Per backend the bundle holds the graphs its runtime drives: ONNX carries the LLM as the past/present KV-I/O
-pair (ONNX has no program state), OpenVINO as one stateful IR made from that pair. Golden vectors (a few
-requests with the PyTorch model's outputs, grid region sampler) let a device check itself.
+pair (ONNX has no program state), OpenVINO as one stateful IR made from that pair, ExecuTorch as one
+``llm.pte`` whose methods (``prefill``, ``decode``, ``read_cache``, ``write_cache``) share the cache and are
+listed in its manifest entry. Golden vectors (a few requests with the PyTorch model's outputs, grid region
+sampler) let a device check itself.
 """
 
 from __future__ import annotations
@@ -46,14 +48,14 @@ def _exporters() -> dict[str, tuple[Exporter, tuple[str, ...]]]:
     return {
         "onnx": (export_onnx, (*common, "llm_kvio_prefill", "llm_kvio_decode")),
         "openvino": (export_openvino, (*common, "llm_prefill")),  # one stateful IR for prefill and decode
-        # one .pte with prefill and decode methods sharing the cache
+        # one .pte with prefill, decode, read_cache and write_cache methods sharing the cache
         "executorch": (export_executorch, (*common, "llm_prefill")),
         "coreml": (export_coreml, (*common, "llm_prefill", "llm_decode")),  # stateful, iOS 18
     }
 
 
 BACKEND_NAMES = ("onnx", "openvino", "executorch", "coreml")
-RUNTIME_BACKENDS = ("onnx", "openvino")  # the ones EdgeSession runs today
+RUNTIME_BACKENDS = ("onnx", "openvino", "executorch")  # the ones EdgeSession runs (Core ML needs macOS)
 
 
 def default_golden_requests(image: np.ndarray, slots: SlotConfig) -> list[SegmentationRequest]:
@@ -83,8 +85,8 @@ def export_bundle(
         model (XSam): the model (FP32).
         tokenizer (XSamTokenizer): stored as ``tokenizer.json``.
         out (str | Path): bundle folder.
-        backends (Sequence[str]): any of ``onnx``, ``openvino``, ``executorch``, ``coreml`` (the last two are
-            packed with parity / spec checks, but ``EdgeSession`` does not run them yet).
+        backends (Sequence[str]): any of ``onnx``, ``openvino``, ``executorch``, ``coreml`` (Core ML is packed
+            with spec checks, but ``EdgeSession`` does not run it yet).
         slots (SlotConfig | None): fixed slot sizes (default ``SlotConfig()``).
         golden_requests (list[SegmentationRequest] | None): requests for the golden vectors (default: three
             requests on a ``shapes:val`` image).
@@ -131,7 +133,7 @@ def export_bundle(
                 "pad": tokenizer.pad_id,
             },
             slots={**dataclasses.asdict(slots), "max_seq": slots.seq_len(model.config)},
-            graphs=[_entry(g, staging) for g in exported],
+            graphs=[graph_entry(g, staging) for g in exported],
             files={},
             created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             golden=[f"{GOLDEN_DIR}/requests.json", f"{GOLDEN_DIR}/outputs.npz"],
@@ -145,7 +147,9 @@ def export_bundle(
         raise
 
 
-def _entry(graph: ExportedGraph, root: Path) -> GraphEntry:
+def graph_entry(graph: ExportedGraph, root: Path, precision: str = "fp32") -> GraphEntry:
+    """The manifest entry of an exported graph, its files relative to the bundle folder ``root``."""
+
     def specs(names: list[str], shapes: list, dtypes: list[str]) -> list[dict]:
         return [
             {"name": n, "shape": list(s), "dtype": d} for n, s, d in zip(names, shapes, dtypes, strict=True)
@@ -155,11 +159,12 @@ def _entry(graph: ExportedGraph, root: Path) -> GraphEntry:
     return GraphEntry(
         name=graph.name,
         backend=graph.backend,
-        precision="fp32",
+        precision=precision,
         files=[str(Path(f).relative_to(root)) for f in graph.files],
         inputs=specs(graph.inputs, graph.input_shapes, graph.input_dtypes),
         outputs=specs(graph.outputs, graph.output_shapes, graph.output_dtypes),
         states=[{"name": s} for s in graph.states],
+        methods=graph.methods,
         route=graph.route,
         # identical outputs give an infinite PSNR; JSON has no infinity, so it is stored as null
         parity=[

@@ -26,7 +26,7 @@ from typing import Any
 
 from xsam_edge.config import XSamConfig
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: graph methods (ExecuTorch LLM cache methods) and quantization reports
 MANIFEST_FILE = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
 GOLDEN_DIR = "golden"
@@ -49,8 +49,8 @@ class GraphEntry:
         outputs (list[dict]): same, in return order.
         states (list[dict]): state tensors kept by the program between calls (stateful LLMs).
         methods (list[dict]): ``{"name", "inputs", "outputs"}`` per method of a multi-method program (the
-            ExecuTorch ``llm``: ``prefill``, ``decode``, ``read_cache``, ``write_cache``); empty otherwise, and
-            ``inputs`` / ``outputs`` are then the only method's.
+            ExecuTorch ``llm``: ``prefill``, ``decode``, ``read_cache``, ``write_cache``); empty otherwise,
+            and ``inputs`` / ``outputs`` are then the only method's.
         route (str): how it was produced (e.g. ``torch.onnx dynamo``).
         parity (list[dict]): per output ``{"name", "max_abs_diff", "psnr_db"}`` against eager PyTorch.
         placement (dict): op histogram / delegated vs fallback ops.

@@ -1,0 +1,110 @@
+"""ExecuTorch backend: ``.pte`` programs on the ExecuTorch Python runtime (XNNPACK, portable kernels).
+
+The runtime takes and returns torch tensors, so this backend imports torch, lazily, with the runtime; the
+host code around it stays numpy. The LLM is one program, ``llm.pte``, whose methods share the K/V cache
+buffers: ``prefill`` / ``decode`` run tokens, and since no ExecuTorch runtime lets a caller touch a program's
+buffers, ``read_cache`` / ``write_cache`` copy the cache out and back in. That is how the session keeps the
+cache after the image prefix, and the same calls give an Android or iOS app encode once, query many.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+import numpy as np
+
+from xsam_edge.bundle import GraphEntry, Manifest
+
+from .base import GraphRunner, LLMRunner, require
+
+LLM_PROGRAM = "llm"  # the joint program's graph name in the manifest (export.executorch.LLM_PROGRAM)
+LLM_METHODS = ("prefill", "decode", "read_cache", "write_cache")
+
+
+class _EtMethod:
+    """One method of a loaded program, called with numpy arrays of the manifest's shapes and dtypes."""
+
+    def __init__(self, torch: Any, program: Any, method: str, inputs: list[dict]) -> None:
+        self.torch = torch
+        self.name = method
+        self.method = program.load_method(method)
+        self.specs = [(tuple(i["shape"]), np.dtype(i["dtype"])) for i in inputs]
+
+    def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        """Execute once; outputs are copied out of the runtime's memory.
+
+        Raises:
+            ValueError: an input's count or shape differs from the manifest (ExecuTorch only has static
+                shapes, and its own error is a bare code).
+        """
+        if len(inputs) != len(self.specs):
+            raise ValueError(f"method {self.name!r} takes {len(self.specs)} inputs, got {len(inputs)}")
+        tensors = []
+        for i, (x, (shape, dtype)) in enumerate(zip(inputs, self.specs, strict=True)):
+            if tuple(x.shape) != shape:
+                raise ValueError(f"method {self.name!r} input {i} must be {shape}, got {tuple(x.shape)}")
+            tensors.append(self.torch.from_numpy(np.ascontiguousarray(x, dtype=dtype)))
+        return [np.array(o.numpy(), copy=True) for o in self.method.execute(tensors)]
+
+
+class _EtLLM:
+    """``llm.pte``: state inside the program; snapshots go through ``read_cache`` / ``write_cache``."""
+
+    def __init__(self, torch: Any, program: Any, entry: GraphEntry) -> None:
+        signatures = {m["name"]: m for m in entry.methods}
+        missing = [m for m in LLM_METHODS if m not in signatures]
+        if missing:
+            raise RuntimeError(
+                f"the bundle's executorch/{entry.name} program lacks the method(s) {', '.join(missing)}; "
+                "re-export the bundle with this xsam_edge (xsam-edge export --backend executorch)"
+            )
+        self.methods = {m: _EtMethod(torch, program, m, signatures[m]["inputs"]) for m in LLM_METHODS}
+        self.chunk = int(signatures["prefill"]["inputs"][0]["shape"][1])  # the prefill method's fixed T
+        self.empty = [np.zeros(i["shape"], np.dtype(i["dtype"])) for i in signatures["write_cache"]["inputs"]]
+        self.reset()
+
+    def reset(self) -> None:
+        self.methods["write_cache"].run(*self.empty)  # stale slots are masked anyway; zeros keep it exact
+
+    def step(self, embeds: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        method = self.methods["decode" if embeds.shape[1] == 1 else "prefill"]
+        projected, logits = method.run(embeds, positions)
+        return projected, logits
+
+    def snapshot(self) -> Any:
+        return self.methods["read_cache"].run()  # [keys, values], (L, kv_heads, max_seq, head_dim) each
+
+    def restore(self, state: Any) -> None:
+        self.methods["write_cache"].run(*state)
+
+
+class ExecuTorchBackend:
+    """ExecuTorch programs on the Python runtime's CPU kernels (XNNPACK where the export delegated).
+
+    ``XSAM_EDGE_THREADS``, when set, resizes ExecuTorch's threadpool (process-wide: it is one pool).
+    """
+
+    name = "executorch"
+
+    def __init__(self) -> None:
+        runtime = require("executorch.runtime", "executorch", self.name)
+        self.torch = importlib.import_module("torch")  # executorch depends on it
+        self.runtime = runtime.Runtime.get()
+        wanted = int(os.environ.get("XSAM_EDGE_THREADS", "0"))
+        if wanted:
+            pool = importlib.import_module("executorch.extension.pybindings.portable_lib")
+            if pool._threadpool_get_thread_count() != wanted:
+                pool._unsafe_reset_threadpool(wanted)
+
+    def _load(self, manifest: Manifest, entry: GraphEntry) -> Any:
+        return self.runtime.load_program(str(manifest.path(entry.files[0])))
+
+    def graph(self, manifest: Manifest, name: str) -> GraphRunner:
+        entry = manifest.graph(name, self.name)
+        return _EtMethod(self.torch, self._load(manifest, entry), "forward", entry.inputs)
+
+    def llm(self, manifest: Manifest) -> LLMRunner:
+        entry = manifest.graph(LLM_PROGRAM, self.name)
+        return _EtLLM(self.torch, self._load(manifest, entry), entry)
