@@ -1,2 +1,1 @@
-"""xsam_edge.export: edge graphs with static shapes (``graphs``) and one converter per backend (ONNX, OpenVINO,
-ExecuTorch, Core ML), packed into one bundle by ``to_bundle``."""
+"""xsam_edge.export: static-shape edge graphs and one converter per backend, packed into one bundle."""
