@@ -91,6 +91,9 @@ class ExecuTorchBackend:
     def __init__(self) -> None:
         runtime = require("executorch.runtime", "executorch", self.name)
         self.torch = importlib.import_module("torch")  # executorch depends on it
+        # registers the portable quantized kernels (embedding_byte, dequantize_per_channel …) that quantized
+        # programs call outside the XNNPACK delegate
+        importlib.import_module("executorch.kernels.quantized")
         self.runtime = runtime.Runtime.get()
         wanted = int(os.environ.get("XSAM_EDGE_THREADS", "0"))
         if wanted:

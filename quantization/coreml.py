@@ -1,0 +1,311 @@
+"""Core ML handler: compress the weights of converted ``.mlpackage`` files (``coremltools.optimize.coreml``).
+
+Core ML compresses a saved ML program, file to file, with no data (TOOLCHAIN.md §6b):
+
+=============  ==========================================================================================
+scheme         what each package of the graph becomes
+=============  ==========================================================================================
+``fp32``       the package as exported (fp16 compute: ``export_coreml``'s default), copied
+``fp16``       the same copy when the package already computes in fp16 (an fp32 package is refused)
+``w8``         ``linear_quantize_weights``: symmetric INT8 per output channel
+               (``constexpr_blockwise_shift_scale``)
+``w4``         ``linear_quantize_weights``: INT4 in blocks of ``group_size`` along the input dimension
+``palettize``  ``palettize_weights``: k-means look-up tables of ``nbits``, one per ``group_size`` output
+               channels → ``constexpr_lut_to_dense``
+=============  ==========================================================================================
+
+Only model parameters are compressed: a constant is one when its MIL name is torch.export's parameter name
+(``p_<module path>_weight…``); buffers and folded constants (RoPE tables, attention-mask fills) stay float,
+since a few LSBs of a position table move every token. ``keep_float`` patterns are matched against the same
+names (``sampling_offsets`` matches ``p_…_self_attn_sampling_offsets_weight_to_fp16``), and coremltools skips
+tensors of at most ``weight_threshold`` (2048) elements. Linux has no Core ML runtime, so ``psnr_db`` stays
+empty; the evidence is the constexpr decompression ops in the program and the size.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from xsam_edge.export.coreml import PREDICT_SKIP_REASON, _save_atomic, mil_op_histogram
+
+from .common import check_request, keep_float_pattern
+from .report import GraphQuantReport, files_bytes
+from .schemes import Int4WeightOnly, Int8WeightOnly, Palettize, Scheme
+
+__all__ = ["EVIDENCE_OPS", "compress_package", "quantize_graph", "quantize_module"]
+
+BACKEND = "coreml"
+# recipe graph → the bundle's Core ML packages (the stateful LLM is a prefill and a decode package)
+GRAPHS = {
+    "encode_image": ("encode_image",),
+    "embed": ("embed",),
+    "region": ("region",),
+    "llm": ("llm_prefill", "llm_decode"),
+    "segment": ("segment",),
+}
+EVIDENCE_OPS = ("constexpr_blockwise_shift_scale", "constexpr_lut_to_dense")
+_PARAMETER_PREFIX = "p_"  # torch.export names a lifted parameter p_<module path with "." → "_">
+
+
+def _operations(spec: Any) -> Iterator[Any]:
+    """Every top-level op of every function of an ML program spec."""
+    for function in spec.mlProgram.functions.values():
+        for block in function.block_specializations.values():
+            yield from block.operations
+
+
+def _constants(spec: Any) -> dict[str, tuple[int, int]]:
+    """Const op name → (element count, MIL data type) over the whole program."""
+    out = {}
+    for op in _operations(spec):
+        if op.type == "const":
+            tensor = op.outputs[0].type.tensorType
+            out[op.outputs[0].name] = (
+                int(np.prod([d.constant.size for d in tensor.dimensions])),
+                int(tensor.dataType),
+            )
+    return out
+
+
+def _precision(constants: dict[str, tuple[int, int]]) -> str:
+    """``fp16`` when the parameters are stored in half precision (a package converted at fp16 compute)."""
+    from coremltools.proto import MIL_pb2
+
+    for name, (_, dtype) in constants.items():
+        if name.startswith(_PARAMETER_PREFIX):
+            return "fp16" if dtype == MIL_pb2.FLOAT16 else "fp32"
+    return "fp32"
+
+
+def _config(scheme: Scheme) -> Any:
+    import coremltools.optimize.coreml as cto
+
+    if isinstance(scheme, Int8WeightOnly):
+        return cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel")
+    if isinstance(scheme, Int4WeightOnly):
+        mode = "linear_symmetric" if scheme.symmetric else "linear"
+        return cto.OpLinearQuantizerConfig(
+            mode=mode, dtype="int4", granularity="per_block", block_size=scheme.group_size
+        )
+    assert isinstance(scheme, Palettize)
+    if scheme.group_size == 0:
+        return cto.OpPalettizerConfig(mode="kmeans", nbits=scheme.nbits, granularity="per_tensor")
+    return cto.OpPalettizerConfig(
+        mode="kmeans", nbits=scheme.nbits, granularity="per_grouped_channel", group_size=scheme.group_size
+    )
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.stem}-", dir=dst.parent))
+    try:
+        staged = tmp / dst.name
+        shutil.copytree(src, staged)
+        if dst.exists():
+            shutil.rmtree(dst)
+        os.replace(staged, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def compress_package(
+    src: Path, dst: Path, scheme: Scheme, keep_float: Sequence[str] = ()
+) -> tuple[list[str], list[str]]:
+    """Write ``src`` compressed by ``scheme`` to ``dst`` (atomically).
+
+    Args:
+        src (Path): a float ``.mlpackage``.
+        dst (Path): the compressed package (replaced if present).
+        scheme (Scheme): a Core ML scheme.
+        keep_float (Sequence[str]): module-name patterns whose parameters stay float.
+
+    Returns:
+        tuple[list[str], list[str]]: what stayed float (``"name: why"``, parameters large enough to compress
+        only) and notes.
+
+    """
+    import coremltools as ct
+    import coremltools.optimize.coreml as cto
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    mlmodel = ct.models.MLModel(str(src), skip_model_load=True)
+    constants = _constants(mlmodel.get_spec())
+    if scheme.name in ("fp32", "fp16"):
+        precision = _precision(constants)
+        _copy_atomic(src, dst)
+        notes = [f"{src.name}: copied as converted ({precision} compute, weights stored {precision})"]
+        if scheme.name == "fp16" and precision != "fp16":  # e.g. a graph with no float weights to store
+            notes.append(
+                f"{src.name}: fp16 asked, but the package stores no fp16 weights; fp16 compute is a "
+                "conversion option (export_coreml(..., precision='fp16'))"
+            )
+        return [], notes
+    config = _config(scheme)
+    threshold = config.weight_threshold or 0
+    kept, skipped, buffers = [], {}, 0
+    for name, (size, _) in constants.items():
+        if not name.startswith(_PARAMETER_PREFIX):
+            skipped[name] = None
+            buffers += size > threshold
+        elif pattern := keep_float_pattern([name], keep_float):
+            skipped[name] = None
+            if size > threshold:
+                kept.append(f"{name}: keep_float pattern {pattern!r}")
+    compress = cto.palettize_weights if isinstance(scheme, Palettize) else cto.linear_quantize_weights
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        compressed = compress(mlmodel, cto.OptimizationConfig(global_config=config, op_name_configs=skipped))
+    _save_atomic(compressed, dst)
+    notes = (
+        [f"{src.name}: {buffers} non-parameter constants (RoPE tables, mask fills …) kept float"]
+        if buffers
+        else []
+    )
+    return kept, notes
+
+
+def _evidence(files: Sequence[Path]) -> dict[str, int]:
+    import coremltools as ct
+
+    counts: Counter[str] = Counter()
+    for f in files:
+        hist = mil_op_histogram(ct.models.MLModel(str(f), skip_model_load=True).get_spec())
+        counts.update({op: n for op, n in hist.items() if op in EVIDENCE_OPS})
+    return dict(sorted(counts.items()))
+
+
+def quantize_graph(
+    graph: str,
+    fp32_files: dict[str, list[Path]],
+    scheme: Scheme,
+    keep_float: tuple[str, ...],
+    calibration: dict[str, list[list[np.ndarray]]],
+    holdout: dict[str, list[list[np.ndarray]]],
+    out_dir: Path,
+) -> tuple[dict[str, list[Path]], GraphQuantReport]:
+    """Compress every package of one recipe graph into ``out_dir`` (same file names).
+
+    Args:
+        graph (str): the recipe graph (``encode_image``, ``llm`` …).
+        fp32_files (dict[str, list[Path]]): bundle graph name → its float ``.mlpackage`` (the LLM has
+            ``llm_prefill`` and ``llm_decode``).
+        scheme (Scheme): one of ``SUPPORTED["coreml"]``.
+        keep_float (tuple[str, ...]): module-name patterns whose parameters stay float.
+        calibration (dict[str, list[list[np.ndarray]]]): unused: every Core ML scheme here is data-free.
+        holdout (dict[str, list[list[np.ndarray]]]): unused: Core ML prediction needs macOS.
+        out_dir (Path): destination folder.
+
+    Returns:
+        tuple[dict[str, list[Path]], GraphQuantReport]: bundle graph name → the new packages, and the report
+        (``integer_ops``: constexpr decompression op counts; ``psnr_db`` empty).
+
+    Raises:
+        ValueError: an unsupported scheme, or a package of the graph missing from ``fp32_files``.
+    """
+    check_request(
+        BACKEND, graph, GRAPHS.get(graph, tuple(fp32_files)), scheme, fp32_files, calibration, False
+    )
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, list[Path]] = {}
+    kept: list[str] = []
+    notes: list[str] = []
+    for name, sources in fp32_files.items():
+        files[name] = []
+        for src in map(Path, sources):
+            dst = out_dir / src.name
+            k, n = compress_package(src, dst, scheme, keep_float)
+            kept += k
+            notes += n
+            files[name].append(dst)
+    if isinstance(scheme, Int4WeightOnly) and scheme.data_aware:
+        notes.append("data_aware ignored: coremltools' file-level INT4 picks scales from the weights alone")
+    written = [f for fs in files.values() for f in fs]
+    evidence = _evidence(written) if scheme.name not in ("fp32", "fp16") else {}
+    report = GraphQuantReport(
+        graph=graph,
+        backend=BACKEND,
+        scheme=scheme.label(),
+        files=[str(f) for f in written],
+        bytes_fp32=files_bytes([Path(f) for fs in fp32_files.values() for f in fs]),
+        bytes_quant=files_bytes(written),
+        seconds=time.perf_counter() - start,
+        quantized=sum(evidence.values()),
+        kept_float=kept,
+        integer_ops=evidence,
+        notes=[*notes, PREDICT_SKIP_REASON],
+    )
+    return files, report
+
+
+def quantize_module(
+    module: torch.nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    calibration: list[tuple[np.ndarray, ...]],
+    scheme: Scheme,
+    out_dir: Path,
+    name: str,
+    keep_float: tuple[str, ...] = (),
+) -> GraphQuantReport:
+    """Convert any module to Core ML (iOS18 ML program) and compress it: ``out_dir/<name>.mlpackage``.
+
+    Args:
+        module (torch.nn.Module): the float module (exported with ``torch.export``, not modified).
+        example_inputs (tuple[torch.Tensor, ...]): positional inputs fixing the static shapes (integer inputs
+            become int32 Core ML inputs).
+        calibration (list[tuple[np.ndarray, ...]]): unused: the Core ML schemes are data-free.
+        scheme (Scheme): one of ``SUPPORTED["coreml"]``.
+        out_dir (Path): destination folder.
+        name (str): the package's file stem.
+        keep_float (tuple[str, ...]): module-name patterns whose parameters stay float.
+
+    Returns:
+        GraphQuantReport: ``bytes_fp32`` is the float package as converted here (fp16 compute, or fp32
+        for the ``fp32`` scheme).
+
+    Raises:
+        ValueError: an unsupported scheme.
+    """
+    import coremltools as ct
+
+    check_request(BACKEND, name, (), scheme, {}, {}, needs_data=False)  # before the conversion
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        program = torch.export.export(module.eval(), tuple(example_inputs), strict=False).run_decompositions(
+            {}
+        )
+    user_inputs = program.graph_signature.user_inputs
+    inputs = [
+        ct.TensorType(name=n, shape=x.shape, dtype=np.float32 if x.is_floating_point() else np.int32)
+        for n, x in zip(user_inputs, example_inputs, strict=True)
+    ]
+    precision = ct.precision.FLOAT32 if scheme.name == "fp32" else ct.precision.FLOAT16
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlmodel = ct.convert(
+            program,
+            inputs=inputs,
+            convert_to="mlprogram",
+            minimum_deployment_target=ct.target.iOS18,
+            compute_precision=precision,
+            skip_model_load=True,
+        )
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        float_package = Path(tmp) / f"{name}.mlpackage"
+        mlmodel.save(str(float_package))
+        _, report = quantize_graph(name, {name: [float_package]}, scheme, keep_float, {}, {}, out_dir)
+    report.seconds = time.perf_counter() - start
+    return report

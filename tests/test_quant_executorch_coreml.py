@@ -1,0 +1,286 @@
+"""ExecuTorch and Core ML quantization handlers on the tiny preset: real programs, real packages, few of them.
+
+ExecuTorch lowering costs 5-60 s per graph here, so each program is quantized once per module; the W8A8
+``segment`` program (~1-2 min alone) is marked slow. Core ML compression is file to file on packages
+converted once per module; Linux cannot run them, so those tests check ops, names and sizes.
+
+PSNR floors, all against the eager float32 graph in the ExecuTorch runtime:
+
+- INT8 per-row embeddings (``w8``): rounding error is uniform within ±scale/2 with scale = row max / 127, so
+  PSNR ≥ 20·log10(127·√12) ≈ 52.9 dB even if every row reached the global peak; floor 50 dB.
+- W8A8 (``segment``, toy module): a dozen per-tensor INT8 activation stages at ~48 dB each lose ~10 dB
+  together; floor 30 dB (measured 45 dB).
+- 8da4w LLM: INT4 weights in groups of 32 (step = group max / 7) leave ~28 dB per layer; floor 20 dB
+  (measured ~30 dB). A decode that lost the cache is far below (cosine ~0.05, EXPORT-RISKS C).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from xsam_edge.export.graphs import SlotConfig, example_inputs
+from xsam_edge.quantization.recipes import FRAGILE, SUPPORTED
+from xsam_edge.quantization.schemes import (
+    Float16,
+    Float32,
+    Int4WeightOnly,
+    Int8DynActInt4Weight,
+    Int8Dynamic,
+    Int8Static,
+    Int8WeightOnly,
+    Palettize,
+)
+
+SLOTS = SlotConfig(max_regions=2, max_conditions=4, prefill_len=16)
+
+
+def _samples(model, graph: str, n: int, seed: int) -> list[list[np.ndarray]]:
+    """``n`` input sets of ``graph`` in the calibration layout (positional numpy arrays)."""
+    return [[x.numpy() for x in example_inputs(model.config, graph, SLOTS, seed=seed + i)] for i in range(n)]
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _unchanged(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+class Toy(torch.nn.Module):
+    """A user graph: an embedding, a Linear body and a Linear head (the keep-float target)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = torch.nn.Embedding(100, 64)
+        self.body = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(), torch.nn.Linear(128, 64))
+        self.head = torch.nn.Linear(64, 16)
+
+    def forward(self, ids: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.emb(ids) + x
+        return self.head(self.body(h)), h
+
+
+def _toy() -> tuple[Toy, tuple[torch.Tensor, ...], list[tuple[np.ndarray, ...]]]:
+    torch.manual_seed(0)
+    inputs = (torch.randint(0, 100, (1, 8)), torch.randn(1, 8, 64))
+    calibration = [(torch.randint(0, 100, (1, 8)).numpy(), torch.randn(1, 8, 64).numpy()) for _ in range(4)]
+    return Toy().eval(), inputs, calibration
+
+
+# -- ExecuTorch --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def et():
+    pytest.importorskip("executorch")
+    from xsam_edge.quantization import executorch
+
+    return executorch
+
+
+@pytest.fixture(scope="module")
+def et_llm_8da4w(et, tiny_model, tmp_path_factory):
+    """The joint LLM program with 8da4w, from prefill samples recorded at two chunk positions."""
+    before = _state(tiny_model)
+    held = [[e, p + 16 * i] for i, (e, p) in enumerate(_samples(tiny_model, "llm_prefill", 2, 100))]
+    out = tmp_path_factory.mktemp("et_llm")
+    exported, report = et.quantize_graph(
+        tiny_model, "llm", SLOTS, Int8DynActInt4Weight(32), FRAGILE, {}, {"llm_prefill": held}, out
+    )
+    return exported, report, _unchanged(tiny_model, before)
+
+
+def test_et_w8_embed_is_byte_embedding_and_runs(et, tiny_model, tmp_path):
+    before = _state(tiny_model)
+    held = {"embed": _samples(tiny_model, "embed", 2, 100)}
+    exported, report = et.quantize_graph(
+        tiny_model, "embed", SLOTS, Int8WeightOnly(), FRAGILE, {}, held, tmp_path
+    )
+    print(report)
+    assert _unchanged(tiny_model, before), "quantization must work on a copy"
+    assert exported.file == tmp_path / "embed.pte" and report.files == [str(exported.file)]
+    # the portable INT8 gather the .pte calls (ExecuTorch's quant fusion of torchao's pattern)
+    assert report.integer_ops == {"portable:quantized_decomposed::embedding_byte.out": 1}
+    assert report.quantized == 1 and report.kept_float == []
+    table = tiny_model.config.llm.vocab_size * tiny_model.config.llm.hidden_size
+    assert report.bytes_quant < table * 4 / 2  # the float32 table alone is 4 bytes per weight
+    assert report.psnr_db["embeddings"] >= 50.0  # computed in the ExecuTorch runtime on held-out ids
+
+
+def test_et_8da4w_llm_program_keeps_its_methods_and_decodes(et_llm_8da4w, tiny_model):
+    from xsam_edge.export.executorch import load_program, run_method
+
+    exported, report, unchanged = et_llm_8da4w
+    print(report)
+    assert unchanged, "quantization must work on a copy"
+    assert exported.file.name == "llm.pte"
+    assert list(exported.placement["methods"]) == ["prefill", "decode", "read_cache", "write_cache"]
+    assert (
+        report.quantized == 11 and report.kept_float == []
+    )  # qkv, o, gate_up, down ×2, lm_head, projector ×2
+    for method in ("prefill", "decode"):  # the dynamic INT8 / INT4 kernels sit inside each method's delegate
+        ops = exported.placement["methods"][method]["delegated_ops"]
+        assert ops.get("torchao_choose_qparams_affine_default", 0) > 0, ops
+    assert report.integer_ops["delegate:torchao_choose_qparams_affine_default"] > 0
+    assert set(report.psnr_db) == {"prefill.projected", "prefill.logits", "decode.projected", "decode.logits"}
+    assert report.min_psnr >= 20.0, report.psnr_db
+    # the program keeps state across methods: a decode after a prefill differs from one on a fresh program
+    steps = [
+        example_inputs(tiny_model.config, "llm_prefill", SLOTS),
+        (torch.randn(1, 1, 64), torch.tensor([16])),
+    ]
+    program = load_program(exported.file)
+    run_method(program.load_method("prefill"), steps[0])
+    after = run_method(program.load_method("decode"), steps[1])[0]
+    fresh = run_method(load_program(exported.file).load_method("decode"), steps[1])[0]
+    assert np.isfinite(after).all() and not np.allclose(after, fresh)
+
+
+@pytest.mark.slow
+def test_et_w8a8_segment_has_integer_kernels(et, tiny_model, tmp_path):
+    calib = {"segment": _samples(tiny_model, "segment", 4, 10)}
+    held = {"segment": _samples(tiny_model, "segment", 2, 100)}
+    exported, report = et.quantize_graph(
+        tiny_model, "segment", SLOTS, Int8Static(), FRAGILE, calib, held, tmp_path
+    )
+    print(report)
+    ops = report.integer_ops
+    assert ops["delegate:quantized_decomposed_quantize_per_tensor_default"] > 0
+    assert ops["delegate:quantized_decomposed_dequantize_per_channel_default"] > 0  # INT8 weights
+    assert report.quantized > 0
+    assert report.psnr_db["mask_logits"] >= 30.0
+    assert exported.parity and exported.file.stat().st_size == report.bytes_quant
+
+
+def test_et_quantize_module_w8a8_keeps_the_named_module_float(et, tmp_path):
+    module, inputs, calibration = _toy()
+    report = et.quantize_module(
+        module, inputs, calibration, Int8Static(), tmp_path, "toy", keep_float=("head",)
+    )
+    print(report)
+    assert (tmp_path / "toy.pte").is_file()
+    assert report.quantized == 2  # body.0, body.2
+    assert "head: keep_float pattern 'head'" in report.kept_float
+    assert any(k.startswith("emb: Embedding") for k in report.kept_float)  # XNNPACKQuantizer has no embedding
+    assert report.integer_ops["delegate:quantized_decomposed_quantize_per_tensor_default"] > 0
+    assert report.bytes_quant < report.bytes_fp32
+    assert report.min_psnr >= 30.0, report.psnr_db
+
+
+def test_et_w8_keeps_linear_float_and_says_why(et, tmp_path):
+    module, inputs, _ = _toy()
+    report = et.quantize_module(module, inputs, [], Int8WeightOnly(), tmp_path, "toy")
+    assert report.quantized == 1 and report.integer_ops == {
+        "portable:quantized_decomposed::embedding_byte.out": 1
+    }
+    assert sorted(k.split(":")[0] for k in report.kept_float) == ["body.0", "body.2", "head"]
+    assert all("weight-only INT8 linear" in k for k in report.kept_float)
+    assert report.min_psnr >= 50.0
+
+
+def test_et_rejects_unsupported_schemes_and_missing_calibration(et, tiny_model, tmp_path):
+    for scheme in (Float16(), Int4WeightOnly(), Palettize()):
+        with pytest.raises(
+            ValueError, match="not supported by ExecuTorch; supported: " + ", ".join(SUPPORTED["executorch"])
+        ):
+            et.quantize_graph(tiny_model, "segment", SLOTS, scheme, (), {}, {}, tmp_path)
+    with pytest.raises(ValueError, match="empty calibration set for segment"):
+        et.quantize_graph(tiny_model, "segment", SLOTS, Int8Static(), (), {"segment": []}, {}, tmp_path)
+    with pytest.raises(ValueError, match="unknown graph 'llm_decode'"):
+        et.quantize_graph(tiny_model, "llm_decode", SLOTS, Int8Dynamic(), (), {}, {}, tmp_path)
+    module, inputs, _ = _toy()
+    with pytest.raises(ValueError, match="empty calibration set for toy"):
+        et.quantize_module(module, inputs, [], Int8Static(), tmp_path, "toy")
+    assert not list(tmp_path.iterdir()), "a rejected request writes nothing"
+
+
+# -- Core ML -----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def coreml_llm(tiny_model, tmp_path_factory):
+    """The LLM's prefill and decode packages as the float bundle has them (fp16 compute)."""
+    pytest.importorskip("coremltools")
+    from xsam_edge.export.coreml import export_coreml
+
+    out = tmp_path_factory.mktemp("coreml_fp")
+    return {g: [export_coreml(tiny_model, g, SLOTS, out).file] for g in ("llm_prefill", "llm_decode")}
+
+
+@pytest.mark.parametrize(
+    ("scheme", "op"),
+    [
+        (Int8WeightOnly(), "constexpr_blockwise_shift_scale"),
+        (Int4WeightOnly(group_size=32), "constexpr_blockwise_shift_scale"),
+        (Palettize(nbits=4, group_size=16), "constexpr_lut_to_dense"),
+    ],
+    ids=["w8", "w4", "palettize"],
+)
+def test_coreml_compresses_the_llm_packages(coreml_llm, tmp_path, scheme, op):
+    import coremltools as ct
+
+    from xsam_edge.export.coreml import PREDICT_SKIP_REASON, mil_op_histogram
+    from xsam_edge.quantization.coreml import quantize_graph
+
+    files, report = quantize_graph("llm", coreml_llm, scheme, ("lm_head",), {}, {}, tmp_path)
+    print(report)
+    assert files == {g: [tmp_path / f"{g}.mlpackage"] for g in coreml_llm}
+    assert not list(tmp_path.glob(".*")), "temporary folders left behind"
+    # 8 block linears (qkv, o, gate_up, down ×2) per package; lm_head kept; the projector is ≤ 2048 weights
+    assert report.integer_ops == {op: 16} and report.quantized == 16
+    assert report.kept_float == ["p_lm_lm_head_weight_to_fp16: keep_float pattern 'lm_head'"] * 2
+    assert report.bytes_quant < report.bytes_fp32 and report.ratio > 1.3
+    assert report.psnr_db == {} and PREDICT_SKIP_REASON in report.notes
+    for graph, (package,) in files.items():
+        spec = ct.models.MLModel(str(package), skip_model_load=True).get_spec()
+        source = ct.models.MLModel(str(coreml_llm[graph][0]), skip_model_load=True).get_spec()
+        assert [s.name for s in spec.description.state] == [s.name for s in source.description.state]
+        compressed = [
+            o.outputs[0].name
+            for f in spec.mlProgram.functions.values()
+            for b in f.block_specializations.values()
+            for o in b.operations
+            if o.type == op
+        ]
+        assert len(compressed) == mil_op_histogram(spec)[op] == 8
+        # parameters only: the RoPE tables and the mask fill (folded constants) stay float, lm_head is kept
+        assert all(n.startswith("p_lm_blocks_") for n in compressed), compressed
+
+
+def test_coreml_fp16_copies_and_bad_requests_fail(coreml_llm, tmp_path):
+    from xsam_edge.quantization.coreml import quantize_graph, quantize_module
+
+    files, report = quantize_graph("llm", coreml_llm, Float16(), FRAGILE, {}, {}, tmp_path / "fp16")
+    assert report.bytes_quant == report.bytes_fp32 and report.integer_ops == {}
+    assert any("copied as converted (fp16 compute" in n for n in report.notes)
+    with pytest.raises(
+        ValueError, match="not supported by 'coreml'; supported: " + ", ".join(SUPPORTED["coreml"])
+    ):
+        quantize_graph("llm", coreml_llm, Int8Static(), (), {}, {}, tmp_path)
+    with pytest.raises(ValueError, match="no float32 files for 'llm_decode'"):
+        quantize_graph(
+            "llm", {"llm_prefill": coreml_llm["llm_prefill"]}, Int8WeightOnly(), (), {}, {}, tmp_path
+        )
+    # an fp32-compute package cannot become fp16 file to file: it is copied, and the note names the fix
+    module, inputs, _ = _toy()
+    fp32 = quantize_module(module, inputs, [], Float32(), tmp_path / "fp32", "toy")
+    _, report = quantize_graph("toy", {"toy": [fp32.files[0]]}, Float16(), (), {}, {}, tmp_path / "f16")
+    assert any("precision='fp16'" in n for n in report.notes)
+
+
+def test_coreml_quantize_module_w4(tmp_path):
+    pytest.importorskip("coremltools")
+    from xsam_edge.quantization.coreml import quantize_module
+
+    module, inputs, calibration = _toy()
+    report = quantize_module(
+        module, inputs, calibration, Int4WeightOnly(group_size=32), tmp_path, "toy", ("head",)
+    )
+    print(report)
+    assert (tmp_path / "toy.mlpackage").is_dir() and not list(tmp_path.glob(".*"))
+    # the embedding table (100×64) and body.0 / body.2 (64×128) exceed 2048 weights; head (16×64) does not,
+    # so its keep_float changes nothing and is not listed
+    assert report.integer_ops == {"constexpr_blockwise_shift_scale": 3}
+    assert report.kept_float == [] and report.bytes_quant < report.bytes_fp32
+    assert math.isinf(report.min_psnr) and report.notes[-1] == "Core ML prediction needs macOS"
