@@ -9,6 +9,7 @@ are listed in the report as not run, never faked.
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ NOT_BUILT = (
 # the named recipes the main job runs: every one whose runtime runs here, then the Core ML ones (bundle,
 # sizes and handler reports; their metrics need macOS)
 PIPELINE_RECIPES = ("intel-openvino", "jetson-trt", "android-xnnpack", "apple-gpu", "apple-ane")
+EXPORT_STACK = ("onnxruntime", "openvino", "nncf", "executorch", "coremltools")  # the `export` extra
 EXAMPLE_IMAGE = Path(__file__).parent / "assets" / "example.png"
 
 
@@ -95,6 +97,14 @@ def run_pipeline(
         save_overlay(path, image, result)
         examples[name] = {"file": path.name, **result.to_json()}
 
+    missing = [m for m in EXPORT_STACK if importlib.util.find_spec(m) is None]
+    not_run = list(NOT_BUILT)
+    if missing and recipes:
+        not_run.append(
+            f"quantization recipes (the export stack is not installed: {', '.join(missing)}; "
+            "pip install -c constraints.txt -e '.[export]')"
+        )
+        recipes = ()
     quantization = _quantize_stage(model_dir, out, recipes, data, quant_limit)
 
     summary = {
@@ -104,7 +114,7 @@ def run_pipeline(
         "teacher_eval": report,
         "examples": examples,
         "quantization": {"data": data, "limit": quant_limit, "rows": quantization},
-        "not_run": list(NOT_BUILT),
+        "not_run": not_run,
     }
     atomic_write_text(out / "report.json", json.dumps(summary, indent=2, default=str) + "\n")
     markdown = _markdown(summary)

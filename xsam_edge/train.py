@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from xsam_edge.checkpoint import save_pretrained
 from xsam_edge.data.sample import Example
-from xsam_edge.model.xsam import XSam
+from xsam_edge.model.xsam import DecoderInputs, ImageFeatures, XSam
 from xsam_edge.tokenizer import XSamTokenizer
 from xsam_edge.training.collate import Batch, Collator
 from xsam_edge.training.losses import SetLossConfig, lm_loss, set_loss
@@ -246,10 +246,47 @@ def _set_losses(
     }
 
 
-def xsam_loss(
-    model: XSam, batch: Batch, stage: StageConfig, cfg: SetLossConfig, gen: torch.Generator
-) -> dict[str, torch.Tensor]:
-    """Stages 2 and 3: the full model; LM loss on the answers, set loss where the answer has ``<SEG>``."""
+@dataclass
+class XSamForward:
+    """What one training forward of the full model produced (the inputs of every loss on it).
+
+    Attributes:
+        features (ImageFeatures): image tokens, region grid and connector pyramid of the batch.
+        hidden (torch.Tensor): (B, T, H_llm) last hidden states of the LLM.
+        segmented (list[int]): batch indices of the examples whose answer has ``<SEG>`` (decoded).
+        cond (torch.Tensor | None): (B_s, C, D) condition embeddings, zero-padded; ``None`` if not decoded.
+        cond_valid (torch.Tensor | None): (B_s, C) bool, False for padded slots.
+        seg (torch.Tensor | None): (B_s, D) ``<SEG>`` embeddings.
+        decoder_inputs (DecoderInputs | None): the pixel decoder's outputs for the segmented examples.
+        levels (list[tuple[torch.Tensor, torch.Tensor]]): per prediction level (deep supervision), class
+            logits (B_s, Q, C+1) and mask logits (B_s, Q, m, m); the last entry is the final prediction.
+    """
+
+    features: ImageFeatures
+    hidden: torch.Tensor
+    segmented: list[int]
+    cond: torch.Tensor | None = None
+    cond_valid: torch.Tensor | None = None
+    seg: torch.Tensor | None = None
+    decoder_inputs: DecoderInputs | None = None
+    levels: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+
+
+def xsam_forward(
+    model: XSam, batch: Batch, gen: torch.Generator, decode: bool = True, all_layers: bool = True
+) -> XSamForward:
+    """Encoders, LLM over the spliced prompt + answer, and (if ``decode``) the decoder for ``<SEG>`` answers.
+
+    Args:
+        model (XSam): the model.
+        batch (Batch): collated examples.
+        gen (torch.Generator): seeds the region sampler.
+        decode (bool): run the decoder on the examples whose answer holds ``<SEG>``.
+        all_layers (bool): keep every decoder prediction level (deep supervision) or only the final one.
+
+    Returns:
+        XSamForward: the outputs every loss reads.
+    """
     features = model.encode_image(batch.seg_pixels, batch.global_pixels)
     embeds = []
     for i in range(len(batch)):
@@ -262,35 +299,64 @@ def xsam_loss(
     hidden = model.llm.model(
         inputs_embeds=torch.stack(embeds), attention_mask=batch.attention_mask
     ).last_hidden_state
-    losses: dict[str, torch.Tensor] = {}
-    if stage.lm_weight > 0:
-        losses["lm"] = stage.lm_weight * lm_loss(model.llm.lm_head(hidden), batch.lm_labels)
     segmented = [i for i in range(len(batch)) if batch.seg_positions[i] is not None]
-    if stage.mask_weight > 0 and segmented:
-        conds, segs = [], []
-        for i in segmented:
-            cond, seg = model.condition_embeds(hidden[i], batch.spans[i], batch.seg_positions[i])
-            conds.append(cond)
-            segs.append(seg)
-        width = max(c.shape[0] for c in conds)
-        cond = torch.stack([nn.functional.pad(c, (0, 0, 0, width - c.shape[0])) for c in conds])
-        valid = torch.stack([torch.arange(width) < c.shape[0] for c in conds])
-        inputs = model.decoder_inputs([p[segmented] for p in features.pyramid])
-        _, out = model.decode(inputs, torch.stack(segs), cond, valid, all_layers=True)
-        levels = [
-            (model.class_logits(q, cond, valid), m)
-            for q, m in zip(out.aux_queries, out.aux_mask_logits, strict=True)
+    out = XSamForward(features, hidden, segmented)
+    if not (decode and segmented):
+        return out
+    conds, segs = [], []
+    for i in segmented:
+        cond, seg = model.condition_embeds(hidden[i], batch.spans[i], batch.seg_positions[i])
+        conds.append(cond)
+        segs.append(seg)
+    width = max(c.shape[0] for c in conds)
+    out.cond = torch.stack([nn.functional.pad(c, (0, 0, 0, width - c.shape[0])) for c in conds])
+    out.cond_valid = torch.stack([torch.arange(width, device=hidden.device) < c.shape[0] for c in conds])
+    out.seg = torch.stack(segs)
+    out.decoder_inputs = model.decoder_inputs([p[segmented] for p in features.pyramid])
+    final_logits, dec = model.decode(out.decoder_inputs, out.seg, out.cond, out.cond_valid, all_layers)
+    if all_layers:
+        out.levels = [
+            (model.class_logits(q, out.cond, out.cond_valid), m)
+            for q, m in zip(dec.aux_queries, dec.aux_mask_logits, strict=True)
         ]
+    else:
+        out.levels = [(final_logits, dec.mask_logits)]
+    return out
+
+
+def gt_losses(
+    model: XSam,
+    forward: XSamForward,
+    batch: Batch,
+    lm_weight: float,
+    mask_weight: float,
+    cfg: SetLossConfig,
+    gen: torch.Generator,
+) -> dict[str, torch.Tensor]:
+    """Ground-truth losses on a forward: LM loss on the answers, set loss where the answer has ``<SEG>``."""
+    losses: dict[str, torch.Tensor] = {}
+    if lm_weight > 0:
+        losses["lm"] = lm_weight * lm_loss(model.llm.lm_head(forward.hidden), batch.lm_labels)
+    if mask_weight > 0 and forward.levels:
+        segmented = forward.segmented
         parts = _set_losses(
-            levels,
+            forward.levels,
             [batch.gt_labels[i] for i in segmented],
             [batch.gt_masks[i] for i in segmented],
-            width,
+            forward.cond.shape[1],
             cfg,
             gen,
         )
-        losses.update({k: stage.mask_weight * v for k, v in parts.items()})
+        losses.update({k: mask_weight * v for k, v in parts.items()})
     return losses
+
+
+def xsam_loss(
+    model: XSam, batch: Batch, stage: StageConfig, cfg: SetLossConfig, gen: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """Stages 2 and 3: the full model; LM loss on the answers, set loss where the answer has ``<SEG>``."""
+    forward = xsam_forward(model, batch, gen, decode=stage.mask_weight > 0)
+    return gt_losses(model, forward, batch, stage.lm_weight, stage.mask_weight, cfg, gen)
 
 
 # -- the loop ----------------------------------------------------------------------------------

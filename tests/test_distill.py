@@ -1,0 +1,360 @@
+"""Distillation (issue #6): student presets, pairing checks, losses, decoder pruning, the resumable engine."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+
+import pytest
+import torch
+from conftest import make_tiny_model, rerandomize
+
+from xsam_edge.checkpoint import from_pretrained, save_pretrained
+from xsam_edge.cli import main
+from xsam_edge.config import XSamConfig
+from xsam_edge.distill.config import LOSS_NAMES, DistillConfig, LossWeights
+from xsam_edge.distill.engine import CHECKPOINT_DIR, LOG_FILE, distill
+from xsam_edge.distill.losses import (
+    embed_loss,
+    feature_loss,
+    hard_prompt_weights,
+    logit_kd_loss,
+    output_loss,
+)
+from xsam_edge.distill.pairing import Adapters, ChannelAdapter, check_pair
+from xsam_edge.distill.prune import prune_decoder, query_usage, transplant
+from xsam_edge.distill.run import build_student, distill_run, example_source
+from xsam_edge.export.graphs import SlotConfig, build_graph, example_inputs, graph_specs
+from xsam_edge.info import info_json
+from xsam_edge.model.build import build_model
+from xsam_edge.presets import PRESETS, TINY, get_preset
+from xsam_edge.teacher import shapes_source
+from xsam_edge.tokenizer import tiny_tokenizer
+from xsam_edge.train import xsam_forward
+from xsam_edge.training.collate import Collator
+from xsam_edge.types import Task
+
+STUDENT = "tiny-student"
+SLOTS = SlotConfig(max_regions=2, max_conditions=4, max_seq=96, prefill_len=16)
+
+
+def _examples(n: int = 8, tasks: tuple[Task, ...] = tuple(Task)):
+    stream = (e for e in shapes_source("train")(0) if e.task in tasks)
+    return list(itertools.islice(stream, n))
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    """A tiny 'teacher' with visible random weights, saved as a model folder."""
+    return save_pretrained(make_tiny_model(0), tmp_path_factory.mktemp("teacher") / "model", tiny_tokenizer())
+
+
+def _config(**kwargs) -> DistillConfig:
+    base = dict(steps=4, batch_size=2, checkpoint_every=1, log_every=1, device="cpu")
+    return DistillConfig(**{**base, **kwargs})
+
+
+# -- presets -------------------------------------------------------------------------------------------------
+def test_shapes_student_has_five_times_fewer_macs_per_referring_query():
+    teacher, student = info_json(get_preset("shapes-teacher")), info_json(get_preset("shapes-student"))
+    assert teacher["total_macs"] / student["total_macs"] >= 5
+    assert student["query"]["image_tokens"] < teacher["query"]["image_tokens"]
+    assert student["total_params"] < teacher["total_params"]
+
+
+@pytest.mark.parametrize("name", ["x-sam-student-s", "x-sam-student-qwen2-0.5b"])
+def test_real_size_students_fit_the_issue_budget(name):
+    config = get_preset(name)
+    with torch.device("meta"):
+        model = build_model(config)
+
+    def params(module) -> int:
+        return sum(p.numel() for p in module.parameters())
+
+    assert params(model.llm) <= 0.6e9
+    assert params(model.visual_encoder) <= 30e6 and params(model.segmentor.encoder) <= 30e6
+    assert config.num_image_tokens <= 300 < get_preset("x-sam-phi3").num_image_tokens
+    assert config.decoder.hidden_dim == get_preset("x-sam-phi3").decoder.hidden_dim  # the shared 256-d space
+
+
+@pytest.mark.parametrize("name", ["tiny-student", "shapes-student"])
+def test_student_feeds_the_edge_graphs_unchanged(name):
+    """A student is just another XSamConfig: the segment and encode_image graphs build and run on it."""
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    specs = graph_specs(model.config, SLOTS)
+    for graph in ("encode_image", "segment"):
+        with torch.no_grad():
+            outputs = build_graph(model, graph, SLOTS)(*example_inputs(model.config, graph, SLOTS))
+        shapes = [tuple(t.shape) for t in outputs]
+        assert shapes == [s.shape for s in specs[graph].outputs]
+
+
+def test_student_presets_round_trip_through_json():
+    for name in ("shapes-student", "tiny-student", "x-sam-student-s", "x-sam-student-qwen2-0.5b"):
+        assert XSamConfig.from_dict(json.loads(PRESETS[name].to_json())) == PRESETS[name]
+
+
+# -- configuration and pairing -------------------------------------------------------------------------------
+def test_config_parsing_and_validation():
+    assert DistillConfig.parse_losses("all") == LOSS_NAMES
+    assert DistillConfig.parse_losses("gt,feature") == ("feature", "gt")
+    assert LossWeights.parse("feature=2, output=0.5").feature == 2.0
+    with pytest.raises(ValueError, match="unknown losses"):
+        DistillConfig.parse_losses("feature,typo")
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        LossWeights.parse("nope=1")
+    with pytest.raises(ValueError, match="≥ 0"):
+        LossWeights(output=-1)
+
+
+def test_pairing_refuses_another_decoder_width_unless_adapted():
+    teacher = TINY
+    wide = get_preset(STUDENT)
+    student = dataclasses.replace(wide, decoder=dataclasses.replace(wide.decoder, hidden_dim=64))
+    tok = tiny_tokenizer()
+    with pytest.raises(ValueError, match="decoder width 64 differs from the teacher's 32"):
+        check_pair(teacher, student, tok, tok, _config())
+    check_pair(teacher, student, tok, tok, _config(decoder_adapter=True))
+    adapters = Adapters(teacher, student)
+    assert isinstance(adapters.decoder, ChannelAdapter)
+    assert isinstance(adapters.tokens, ChannelAdapter)  # LLM widths 32 → 64 differ too
+    assert isinstance(adapters.mask_features, torch.nn.Identity)
+
+
+def test_pairing_refuses_logit_kd_across_tokenizers():
+    other = tiny_tokenizer(dataclasses.replace(TINY.tokens, template="plain"))
+    tok = tiny_tokenizer()
+    student = get_preset(STUDENT)
+    with pytest.raises(ValueError, match="logit KD needs the teacher's tokenizer"):
+        check_pair(TINY, student, tok, other, _config())
+    check_pair(TINY, student, tok, other, _config(losses=("feature", "embed", "output", "gt")))
+
+
+def test_missing_or_unknown_dataset_fails_before_training(tmp_path, teacher_dir):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        example_source(f"coco_panoptic:{tmp_path}/none.json:{tmp_path}/png:{tmp_path}/img")
+    with pytest.raises(ValueError, match="unknown shapes split"):
+        distill_run(
+            out=tmp_path / "run",
+            student_preset=STUDENT,
+            config=_config(),
+            teacher_dir=teacher_dir,
+            data="shapes:nosuch",
+        )
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_model_folder_of_another_preset_is_refused_as_student_init(teacher_dir):
+    with pytest.raises(
+        ValueError, match="holds a model of preset 'tiny', not of student preset 'tiny-student'"
+    ):
+        build_student(STUDENT, teacher_dir)
+
+
+# -- losses --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def same_forward():
+    """The tiny model's forward on a batch that has every task, twice (teacher = student)."""
+    model = make_tiny_model(1)
+    batch = Collator(model.config, tiny_tokenizer())(_examples(10))
+    with torch.no_grad():
+        out = xsam_forward(model, batch, torch.Generator().manual_seed(0))
+        again = xsam_forward(model, batch, torch.Generator().manual_seed(0))
+    return model, batch, out, again
+
+
+def test_distillation_losses_vanish_when_the_student_is_the_teacher(same_forward):
+    model, batch, out, again = same_forward
+    adapters = Adapters(model.config, model.config)
+    parts = feature_loss(again, out, model.config, model.config, adapters)
+    assert set(parts) == {"tokens", "region", "pyramid", "pixel"}
+    assert all(float(v) < 1e-10 for v in parts.values())
+    assert float(embed_loss(again, out, adapters)) < 1e-10
+    head = model.llm.lm_head
+    assert abs(float(logit_kd_loss(head, head, again, out, batch, batch, 2.0).detach())) < 1e-5
+
+
+def test_output_loss_matches_queries_so_their_order_does_not_matter(same_forward):
+    _, _, out, _ = same_forward
+    teacher = dataclasses.replace(out, levels=out.levels[-1:])
+    gen = torch.Generator().manual_seed(0)
+    cls, mask = out.levels[-1]
+    noisy = (cls + 0.3 * torch.randn(cls.shape, generator=gen), mask + torch.randn(mask.shape, generator=gen))
+    perm = torch.randperm(cls.shape[1], generator=gen)
+    shuffled = (noisy[0][:, perm], noisy[1][:, perm])
+    args = (2.0, DistillConfig().set_loss_config, False, 0.0, 4.0)
+    plain, _ = output_loss(dataclasses.replace(out, levels=[noisy]), teacher, *args)
+    permuted, _ = output_loss(dataclasses.replace(out, levels=[shuffled]), teacher, *args)
+    exact, _ = output_loss(teacher, teacher, *args)
+    assert torch.allclose(plain, permuted, atol=1e-5)
+    assert float(exact) < float(plain)
+
+
+def test_output_loss_with_fewer_student_queries_and_hard_prompt_weights(same_forward):
+    _, _, out, _ = same_forward
+    cls, mask = out.levels[-1]
+    student = dataclasses.replace(out, levels=[(cls[:, :4] * 0.5, mask[:, :4] * 0.5)])
+    loss, disagreement = output_loss(student, out, 2.0, DistillConfig().set_loss_config, True, 1.0, 4.0)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert disagreement.shape == (cls.shape[0],) and bool((disagreement > 0).all())
+
+
+def test_hard_prompt_weights():
+    d = torch.tensor([1.0, 2.0, 3.0, 10.0])
+    w = hard_prompt_weights(d, gamma=1.0, cap=2.0)
+    assert torch.allclose(w.mean(), torch.tensor(1.0))
+    assert bool((w[1:] >= w[:-1]).all())  # harder requests weigh more
+    # d / mean = [0.25, 0.5, 0.75, 2.5]: the last is capped at 2 before renormalising
+    assert float(w[3] / w[2]) == pytest.approx(2.0 / 0.75)
+    assert torch.equal(hard_prompt_weights(d, gamma=0.0, cap=2.0), torch.ones(4))
+
+
+# -- pruning -------------------------------------------------------------------------------------------------
+def _decoder_outputs(model, batch):
+    with torch.no_grad():
+        out = xsam_forward(model, batch, torch.Generator().manual_seed(0), all_layers=False)
+    return out.levels[-1]
+
+
+def test_pruning_nothing_reproduces_the_model(same_forward):
+    model, batch, _, _ = same_forward
+    pruned = prune_decoder(model, model.config.decoder, usage=torch.arange(10).flip(0))
+    assert pruned.config.name == "tiny-pruned"
+    for a, b in zip(_decoder_outputs(model, batch), _decoder_outputs(pruned, batch), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_pruning_dead_ffn_channels_and_layers_is_exact_for_the_kept_layers():
+    model = make_tiny_model(2)
+    decoder = model.segmentor.decoder.decoder
+    with torch.no_grad():  # channels 40..63 of every FFN contribute nothing: pruning them is lossless
+        for layer in [*decoder.layers, *model.segmentor.pixel_decoder.encoder.layers]:
+            layer.fc1.weight[40:] = 0
+            layer.fc1.bias[40:] = 0
+    smaller = dataclasses.replace(model.config.decoder, decoder_ffn_dim=40, encoder_ffn_dim=40)
+    batch = Collator(model.config, tiny_tokenizer())(_examples(4, (Task.PANOPTIC, Task.REFERRING)))
+    pruned = prune_decoder(model, smaller)
+    for a, b in zip(_decoder_outputs(model, batch), _decoder_outputs(pruned, batch), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    fewer = dataclasses.replace(smaller, num_queries=4, decoder_layers=2)
+    usage = torch.tensor([0, 9, 0, 5, 0, 0, 7, 0, 8, 0])
+    pruned = prune_decoder(model, fewer, usage)
+    kept = model.segmentor.decoder.queries_features.weight[[1, 3, 6, 8]]
+    assert torch.equal(pruned.segmentor.decoder.queries_features.weight, kept)
+    assert len(pruned.segmentor.decoder.decoder.layers) == 1
+    with pytest.raises(ValueError, match="exceeds the teacher's"):
+        prune_decoder(model, dataclasses.replace(fewer, num_queries=11))
+
+
+def test_query_usage_counts_hungarian_matches(same_forward):
+    model, _, _, _ = same_forward
+    examples = _examples(6, (Task.PANOPTIC, Task.REFERRING))
+    usage = query_usage(model, tiny_tokenizer(), examples, batch_size=4)
+    assert usage.shape == (10,)
+    assert int(usage.sum()) == sum(min(10, len(e.target.masks)) for e in examples)
+
+
+def test_transplant_copies_the_decoder_side_only():
+    teacher, student = make_tiny_model(3), rerandomize(build_model(STUDENT), seed=4)
+    pruned = prune_decoder(teacher, student.config.decoder)
+    copied = transplant(pruned, student)
+    assert copied and all(
+        k.startswith(("segmentor.decoder.", "segmentor.pixel_decoder.", "bg_embeds", "segmentor.logit"))
+        for k in copied
+    )
+    assert torch.equal(
+        student.segmentor.decoder.queries_features.weight, pruned.segmentor.decoder.queries_features.weight
+    )
+
+
+# -- the engine ----------------------------------------------------------------------------------------------
+def _run(out, teacher_dir, stop_after=None, **kwargs):
+    return distill_run(
+        out=out,
+        student_preset=STUDENT,
+        config=_config(**kwargs),
+        teacher_dir=teacher_dir,
+        stop_after=stop_after,
+        rank_examples=8,
+    )
+
+
+def test_resume_after_a_stop_reaches_the_uninterrupted_result(tmp_path, teacher_dir):
+    whole = from_pretrained(_run(tmp_path / "a", teacher_dir)).state_dict()
+    _run(tmp_path / "b", teacher_dir, stop_after=2)
+    assert (tmp_path / "b" / CHECKPOINT_DIR / "student" / "model.safetensors").is_file()
+    assert not (tmp_path / "b" / "model").exists()
+    resumed = from_pretrained(_run(tmp_path / "b", teacher_dir)).state_dict()
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    log_a = (tmp_path / "a" / LOG_FILE).read_text()
+    assert log_a == (tmp_path / "b" / LOG_FILE).read_text()
+    records = [json.loads(line) for line in log_a.splitlines()]
+    losses = [r for r in records if "loss" in r]
+    assert [r["step"] for r in losses] == [1, 2, 3, 4]
+    assert {"feature", "embed", "logit", "gt_lm"} <= set().union(*losses)
+
+
+def test_a_checkpoint_of_another_student_is_refused_before_any_step(tmp_path, teacher_dir):
+    _run(tmp_path / "run", teacher_dir, stop_after=1)
+    teacher = from_pretrained(teacher_dir)
+    other = build_model(dataclasses.replace(get_preset(STUDENT), seg_pool=1, name="other"))
+    tok = tiny_tokenizer()
+    with pytest.raises(ValueError, match="checkpoint of student 'tiny-student' with another config"):
+        distill(
+            teacher,
+            other,
+            tok,
+            tok,
+            shapes_source("train"),
+            _config(),
+            tmp_path / "run",
+            teacher_id=str(teacher_dir.resolve()),
+        )
+    with pytest.raises(ValueError, match="distilled from teacher"):
+        distill(
+            teacher,
+            build_model(STUDENT),
+            tok,
+            tok,
+            shapes_source("train"),
+            _config(),
+            tmp_path / "run",
+            teacher_id="another",
+        )
+
+
+def test_cli_prune_writes_a_loadable_smaller_model(tmp_path, teacher_dir, capsys):
+    out = tmp_path / "pruned"
+    code = main(
+        ["prune", "--teacher", str(teacher_dir), "--out", str(out), "--like", STUDENT, "--rank-examples", "8"]
+    )
+    assert code == 0
+    assert "query usage" in capsys.readouterr().out
+    model = from_pretrained(out)
+    assert model.config.decoder == get_preset(STUDENT).decoder
+    assert model.config.llm == TINY.llm
+
+
+def test_cli_distill_reports_user_errors(tmp_path, teacher_dir, capsys):
+    code = main(
+        [
+            "distill",
+            "--teacher",
+            str(teacher_dir),
+            "--student-preset",
+            STUDENT,
+            "--out",
+            str(tmp_path / "x"),
+            "--data",
+            "shapes:nosuch",
+        ]
+    )
+    assert code == 2
+    assert "unknown shapes split" in capsys.readouterr().err
+    code = main(
+        ["distill", "--teacher", str(teacher_dir), "--student-preset", "nope", "--out", str(tmp_path)]
+    )
+    assert code == 2
+    assert "known presets" in capsys.readouterr().err

@@ -1,0 +1,156 @@
+"""What a distillation run does, as frozen values: which losses, their weights, the schedule, the data.
+
+No torch import: the CLI reads these defaults while building its parser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
+
+from xsam_edge.types import Task
+
+if TYPE_CHECKING:
+    from xsam_edge.training.losses import SetLossConfig
+
+# feature: image-side features (projected image tokens, region grid, connector pyramid, pixel decoder);
+# embed: the decoder-space <p>…</p> and <SEG> embeddings; logit: next-token KD on the answer (same tokenizer);
+# output: class and mask logits of the same prompted request; gt: the training losses against the labels.
+LOSS_NAMES = ("feature", "embed", "logit", "output", "gt")
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weight of each loss term (a switched-off loss ignores its weight).
+
+    Args:
+        feature (float): image-side feature distillation (normalised MSE, summed over taps).
+        embed (float): decoder-space condition and ``<SEG>`` embeddings (normalised MSE).
+        logit (float): KL of the next-token distributions on answer tokens, times temperature².
+        output (float): class KL + soft mask BCE + dice against the teacher's matched queries.
+        gt_lm (float): next-token cross-entropy on the labelled answer.
+        gt_mask (float): Mask2Former set loss on the ground-truth masks.
+    """
+
+    feature: float = 1.0
+    embed: float = 1.0
+    logit: float = 1.0
+    output: float = 1.0
+    gt_lm: float = 1.0
+    gt_mask: float = 1.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if getattr(self, f.name) < 0:
+                raise ValueError(f"loss weight {f.name} must be ≥ 0, got {getattr(self, f.name)}")
+
+    @classmethod
+    def parse(cls, text: str) -> LossWeights:
+        """``"feature=2,output=0.5"`` → weights (the others keep their defaults).
+
+        Raises:
+            ValueError: an unknown name or a value that is not a number.
+        """
+        known = {f.name for f in fields(cls)}
+        values: dict[str, float] = {}
+        for item in filter(None, (p.strip() for p in text.split(","))):
+            name, sep, value = item.partition("=")
+            if not sep or name.strip() not in known:
+                raise ValueError(f"bad loss weight {item!r}: use NAME=VALUE with NAME in {sorted(known)}")
+            try:
+                values[name.strip()] = float(value)
+            except ValueError:
+                raise ValueError(f"loss weight {name.strip()!r} needs a number, got {value!r}") from None
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """One distillation run.
+
+    Args:
+        losses (tuple[str, ...]): the losses switched on, from :data:`LOSS_NAMES`.
+        weights (LossWeights): their weights.
+        steps (int): optimizer steps.
+        batch_size (int): examples per step over all ranks (each rank takes ``batch_size / world_size``).
+        lr (float): peak learning rate (AdamW, warmup then cosine).
+        temperature (float): softmax temperature of the logit and class KD.
+        hard_prompt_gamma (float): per-example output-loss weight ∝ (disagreement / batch mean)^gamma, so the
+            requests where student and teacher disagree most count more; 0 weighs every request alike.
+        hard_prompt_max (float): cap of that weight (before renormalising to mean 1).
+        deep_supervision (bool): distil the teacher's final output into every student prediction level.
+        decoder_adapter (bool): allow a student decoder width other than the teacher's by learning linear
+            adapters into the teacher's decoder space (off: such a pair is refused).
+        init_from_teacher (bool): start the student's decoder from the teacher's, pruned to the student's
+            decoder config (queries ranked by Hungarian usage), and copy every other tensor whose shape fits.
+        tasks (tuple[Task, ...]): tasks sampled (balanced as in training).
+        seed (int): model init, data order, sampling.
+        checkpoint_every (int): steps between checkpoints (and one at the end).
+        log_every (int): steps between JSONL log lines.
+        weight_decay (float): AdamW weight decay.
+        warmup_frac (float): warmup share of the steps.
+        grad_clip (float): gradient-norm clip.
+        set_loss (SetLossConfig | None): Mask2Former loss weights, also used by the output loss; ``None``
+            means the training defaults.
+        device (str): ``cpu``, ``cuda`` or ``auto`` (CUDA when available; ranks use their local GPU).
+    """
+
+    losses: tuple[str, ...] = LOSS_NAMES
+    weights: LossWeights = field(default_factory=LossWeights)
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 1e-3
+    temperature: float = 2.0
+    hard_prompt_gamma: float = 1.0
+    hard_prompt_max: float = 4.0
+    deep_supervision: bool = True
+    decoder_adapter: bool = False
+    init_from_teacher: bool = True
+    tasks: tuple[Task, ...] = tuple(Task)
+    seed: int = 0
+    checkpoint_every: int = 100
+    log_every: int = 10
+    weight_decay: float = 0.05
+    warmup_frac: float = 0.03
+    grad_clip: float = 1.0
+    set_loss: SetLossConfig | None = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        unknown = [n for n in self.losses if n not in LOSS_NAMES]
+        if unknown or not self.losses:
+            raise ValueError(f"unknown or no losses {list(self.losses)}; choose from {', '.join(LOSS_NAMES)}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be positive, got {self.steps}, {self.batch_size}")
+        if self.checkpoint_every < 1 or self.log_every < 1:
+            raise ValueError("checkpoint_every and log_every must be positive")
+        if self.temperature <= 0 or self.hard_prompt_gamma < 0 or self.hard_prompt_max < 1:
+            raise ValueError("temperature must be > 0, hard_prompt_gamma ≥ 0 and hard_prompt_max ≥ 1")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+
+    @property
+    def set_loss_config(self) -> SetLossConfig:
+        """``set_loss`` with the training defaults filled in."""
+        from xsam_edge.training.losses import SetLossConfig
+
+        return self.set_loss or SetLossConfig()
+
+    def on(self, name: str) -> bool:
+        """Whether loss ``name`` is switched on."""
+        return name in self.losses
+
+    @staticmethod
+    def parse_losses(text: str) -> tuple[str, ...]:
+        """``"feature,output,gt"`` → the tuple (order as in :data:`LOSS_NAMES`); ``all`` means every loss.
+
+        Raises:
+            ValueError: an unknown loss name.
+        """
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        if names == ["all"]:
+            return LOSS_NAMES
+        unknown = [n for n in names if n not in LOSS_NAMES]
+        if unknown or not names:
+            raise ValueError(f"unknown losses {unknown or names}; choose from {', '.join(LOSS_NAMES)} or all")
+        return tuple(n for n in LOSS_NAMES if n in names)

@@ -1,0 +1,426 @@
+"""The distillation loop: one process or many under ``torchrun`` (DDP; gloo on CPU, NCCL on CUDA).
+
+- Data: a step's global batch depends only on (seed, step); rank r takes examples r, r+W, ... of it, so a
+  resumed run sees exactly the batches an uninterrupted one would.
+- Checkpoints: ``checkpoint/`` holds the student (``save_pretrained``: safetensors + config + tokenizer), the
+  adapters (safetensors), the optimizer and ``state.json``; rank 0 writes it under a temporary name and
+  renames it into place, so a kill leaves the previous checkpoint whole. A checkpoint written for another
+  student config or teacher is refused before any step.
+- Rank agreement: at every checkpoint the ranks compare a checksum of their parameters and stop if they
+  differ (DDP keeps them equal; a mismatch means a bug, not noise). The checksums go into the log.
+- Logging: ``log.jsonl`` (losses averaged over ranks) and a tqdm bar on rank 0. bf16 autocast on CUDA.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+from xsam_edge.checkpoint import WEIGHTS_FILE, read_config, save_pretrained
+from xsam_edge.distill.config import DistillConfig
+from xsam_edge.distill.losses import embed_loss, feature_loss, logit_kd_loss, output_loss
+from xsam_edge.distill.pairing import Adapters, check_pair
+from xsam_edge.model.xsam import XSam
+from xsam_edge.tokenizer import XSamTokenizer
+from xsam_edge.train import ExampleSource, _batches, _to_device, balanced_stream, gt_losses, xsam_forward
+from xsam_edge.training.collate import Batch, Collator
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "state.json"
+ADAPTERS_FILE = "adapters.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+LOG_FILE = "log.jsonl"
+MODEL_DIR = "model"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where this process runs: its rank among ``world`` processes and its device."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_runtime(device: str) -> Runtime:
+    """Join the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1); pick the device.
+
+    Raises:
+        RuntimeError: CUDA was asked for but is not available.
+    """
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if use_cuda and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' asked for, but torch sees no CUDA device; use --device cpu")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return Runtime(rank, world, torch.device("cuda", local) if use_cuda else torch.device("cpu"))
+
+
+class DistillStep(nn.Module):
+    """Student + adapters as one module (what DDP wraps); ``forward`` returns the weighted loss terms.
+
+    The frozen teacher is held outside the module's parameters, so DDP neither broadcasts nor syncs it.
+    """
+
+    def __init__(self, student: XSam, adapters: Adapters, teacher: XSam, config: DistillConfig) -> None:
+        super().__init__()
+        self.student = student
+        self.adapters = adapters
+        self._teacher = (teacher,)  # a tuple: not registered as a submodule
+        self.config = config
+        self.stats: dict[str, float] = {}
+
+    def forward(
+        self, batch: Batch, teacher_batch: Batch, teacher_out, gen: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        """Every switched-on loss on one local batch.
+
+        Args:
+            batch (Batch): the student's batch.
+            teacher_batch (Batch): the same examples collated for the teacher.
+            teacher_out (XSamForward): the teacher's forward on ``teacher_batch`` (no gradient).
+            gen (torch.Generator): the student's region sampler and the set loss's point sampling.
+
+        Returns:
+            dict[str, torch.Tensor]: weighted loss terms; their sum is the training loss.
+        """
+        cfg, w = self.config, self.config.weights
+        teacher = self._teacher[0]
+        student = self.student
+        gt_mask = cfg.on("gt") and w.gt_mask > 0
+        decode = cfg.on("embed") or cfg.on("output") or cfg.on("feature") or gt_mask
+        # every prediction level is needed by deep supervision and by the ground-truth set loss
+        all_layers = (cfg.on("output") and cfg.deep_supervision) or gt_mask
+        out = xsam_forward(student, batch, gen, decode=decode, all_layers=all_layers)
+        losses: dict[str, torch.Tensor] = {}
+        self.stats = {}
+        if cfg.on("feature"):
+            parts = feature_loss(out, teacher_out, student.config, teacher.config, self.adapters)
+            losses["feature"] = w.feature * sum(parts.values())
+            self.stats.update({f"feature_{k}": float(v.detach()) for k, v in parts.items()})
+        decoded = bool(out.levels) and bool(teacher_out.levels)
+        if cfg.on("embed") and decoded:
+            losses["embed"] = w.embed * embed_loss(out, teacher_out, self.adapters)
+        if cfg.on("logit"):
+            kd = logit_kd_loss(
+                student.llm.lm_head,
+                teacher.llm.lm_head,
+                out,
+                teacher_out,
+                batch,
+                teacher_batch,
+                cfg.temperature,
+            )
+            losses["logit"] = w.logit * kd
+        if cfg.on("output") and decoded:
+            loss, disagreement = output_loss(
+                out,
+                teacher_out,
+                cfg.temperature,
+                cfg.set_loss_config,
+                cfg.deep_supervision,
+                cfg.hard_prompt_gamma,
+                cfg.hard_prompt_max,
+            )
+            losses["output"] = w.output * loss
+            self.stats["output_max_disagreement"] = float(disagreement.max())
+        if cfg.on("gt"):
+            gt = gt_losses(student, out, batch, w.gt_lm, w.gt_mask, cfg.set_loss_config, gen)
+            losses.update({f"gt_{k}": v for k, v in gt.items()})
+        if not losses:  # nothing to compare in this local batch: a zero that still reaches the parameters
+            losses["none"] = out.hidden.sum() * 0
+        return losses
+
+
+# -- checkpoints -------------------------------------------------------------------------------------------
+def _identity(model: XSam) -> str:
+    """Short fingerprint of a config (what a checkpoint must have been written for)."""
+    return hashlib.sha256(model.config.to_json().encode()).hexdigest()[:16]
+
+
+def save_checkpoint(
+    out: Path,
+    step_module: DistillStep,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    teacher_id: str,
+    tokenizer: XSamTokenizer,
+) -> Path:
+    """Write ``out/checkpoint`` whole or not at all (temporary folder, then rename)."""
+    target = out / CHECKPOINT_DIR
+    tmp = Path(tempfile.mkdtemp(prefix=f".{CHECKPOINT_DIR}.", dir=out))
+    try:
+        save_pretrained(step_module.student, tmp / "student", tokenizer)
+        adapters = {k: v.detach().cpu().contiguous() for k, v in step_module.adapters.state_dict().items()}
+        save_file(adapters, str(tmp / ADAPTERS_FILE))
+        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+        state = {
+            "step": step,
+            "student": step_module.student.config.name,
+            "student_config": _identity(step_module.student),
+            "teacher": teacher_id,
+        }
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
+        old = out / f".{CHECKPOINT_DIR}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def read_checkpoint_state(out: Path, student: XSam, teacher_id: str) -> dict | None:
+    """The checkpoint's ``state.json``, after checking it was written for this student and teacher.
+
+    Raises:
+        ValueError: the checkpoint belongs to another student config (preset) or another teacher.
+    """
+    path = out / CHECKPOINT_DIR / STATE_FILE
+    if not path.is_file():
+        return None
+    state = json.loads(path.read_text())
+    if state["student_config"] != _identity(student):
+        saved = read_config(out / CHECKPOINT_DIR / "student").name
+        raise ValueError(
+            f"{out} holds a checkpoint of student {saved!r} with another config than this run's "
+            f"{student.config.name!r}; resume with the same --student-preset, or use a new --out"
+        )
+    if state["teacher"] != teacher_id:
+        raise ValueError(
+            f"{out} holds a checkpoint distilled from teacher {state['teacher']!r}, not {teacher_id!r}; "
+            "resume with the same teacher, or use a new --out"
+        )
+    return state
+
+
+def load_checkpoint(out: Path, step_module: DistillStep) -> dict:
+    """Weights of the student and the adapters; returns the optimizer state (load it after building)."""
+    folder = out / CHECKPOINT_DIR
+    state = load_file(folder / "student" / WEIGHTS_FILE)
+    step_module.student.load_state_dict(state)
+    step_module.adapters.load_state_dict(load_file(folder / ADAPTERS_FILE))
+    return torch.load(folder / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+
+
+def parameter_checksum(module: nn.Module) -> str:
+    """sha256 of every parameter's bytes, in name order: equal on every rank iff the weights are equal."""
+    digest = hashlib.sha256()
+    for name, param in sorted(module.named_parameters()):
+        digest.update(name.encode())
+        digest.update(param.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+# -- the loop ----------------------------------------------------------------------------------------------
+def _lr_factor(config: DistillConfig, step: int) -> float:
+    warmup = max(1, int(config.warmup_frac * config.steps))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, config.steps - warmup)
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _step_generator(seed: int, rank: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 64 + rank)
+
+
+def _append_log(out: Path, record: dict) -> None:
+    with open(out / LOG_FILE, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _trim_log(out: Path, step: int) -> None:
+    """Drop log lines after the checkpoint we resume from (they will be written again)."""
+    path = out / LOG_FILE
+    if not path.is_file():
+        return
+    keep = [
+        line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step
+    ]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    os.replace(tmp, path)
+
+
+def _global_mean(values: dict[str, float], runtime: Runtime) -> dict[str, float]:
+    """Average logged numbers over ranks (every rank must call this at the same steps)."""
+    if runtime.world == 1:
+        return values
+    gathered: list[dict[str, float] | None] = [None] * runtime.world
+    dist.all_gather_object(gathered, values)
+    union = sorted({k for g in gathered if g for k in g})
+    mean = {}
+    for k in union:
+        seen = [g[k] for g in gathered if g and k in g]
+        mean[k] = sum(seen) / len(seen)
+    return mean
+
+
+def _check_ranks_agree(module: nn.Module, runtime: Runtime) -> list[str]:
+    """Every rank's parameter checksum; raises if they differ."""
+    mine = parameter_checksum(module)
+    if runtime.world == 1:
+        return [mine]
+    sums: list[str | None] = [None] * runtime.world
+    dist.all_gather_object(sums, mine)
+    if len(set(sums)) != 1:
+        raise RuntimeError(f"ranks diverged: parameter checksums {sums}")
+    return [str(s) for s in sums]
+
+
+def distill(
+    teacher: XSam,
+    student: XSam,
+    teacher_tokenizer: XSamTokenizer,
+    student_tokenizer: XSamTokenizer,
+    source: ExampleSource,
+    config: DistillConfig,
+    out_dir: str | os.PathLike,
+    teacher_id: str,
+    stop_after: int | None = None,
+    evaluate: Callable[[XSam], dict] | None = None,
+) -> Path:
+    """Distil ``teacher`` into ``student`` (resuming from ``out_dir/checkpoint`` if there is one).
+
+    Launch with ``torchrun --nproc_per_node N`` to run on N processes; each builds the same models (DDP
+    broadcasts rank 0's student at the start).
+
+    Args:
+        teacher (XSam): trained, frozen here.
+        student (XSam): the student (random or initialised from the teacher); replaced by the checkpoint's
+            weights when resuming.
+        teacher_tokenizer (XSamTokenizer): the teacher's tokenizer.
+        student_tokenizer (XSamTokenizer): the student's (saved with it).
+        source (ExampleSource): endless, deterministic examples for a seed.
+        config (DistillConfig): losses, schedule, data.
+        out_dir (str | os.PathLike): checkpoint, ``log.jsonl`` and the final ``model/``.
+        teacher_id (str): names the teacher (folder or preset); a checkpoint of another teacher is refused.
+        stop_after (int | None): return after this many steps in this call (to test resume).
+        evaluate (Callable | None): run on rank 0 with the final student; its dict is logged.
+
+    Returns:
+        Path: the final student folder ``out_dir/model`` (written when all steps are done).
+
+    Raises:
+        ValueError: the pair cannot be distilled, or ``out_dir`` holds a checkpoint of another run.
+    """
+    check_pair(teacher.config, student.config, teacher_tokenizer, student_tokenizer, config)
+    runtime = setup_runtime(config.device)
+    if config.batch_size % runtime.world:
+        raise ValueError(f"batch_size {config.batch_size} must divide by the {runtime.world} ranks")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    adapters = Adapters(teacher.config, student.config)
+    step_module = DistillStep(student, adapters, teacher, config)
+    state = read_checkpoint_state(out, student, teacher_id)
+    optim_state = load_checkpoint(out, step_module) if state is not None else None
+    step = state["step"] if state is not None else 0
+    if state is not None:
+        log.info("resuming %s at step %d", out, step)
+    if runtime.main:
+        _trim_log(out, step)
+
+    teacher.to(runtime.device).eval().requires_grad_(False)
+    step_module.to(runtime.device).train()
+    wrapped: nn.Module = step_module
+    if runtime.world > 1:
+        # find_unused_parameters: a local batch without a <SEG> answer leaves the decoder out of the graph
+        wrapped = nn.parallel.DistributedDataParallel(step_module, find_unused_parameters=True)
+    params = [p for p in step_module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    if optim_state is not None:
+        optimizer.load_state_dict(optim_state)
+
+    collate_s = Collator(student.config, student_tokenizer)
+    collate_t = Collator(teacher.config, teacher_tokenizer)
+    stream = _batches(balanced_stream(source, config.tasks, config.seed), config.batch_size)
+    for _ in range(step):  # skip consumed batches: data depends only on (seed, step)
+        next(stream)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if runtime.device.type == "cuda" else nullcontext()
+    )
+    # the teacher's decoder output feeds the embedding, output and pixel-feature losses (final level only)
+    decode = config.on("embed") or config.on("output") or config.on("feature")
+    bar = tqdm(total=config.steps, initial=step, desc="distill", disable=not runtime.main)
+    done_this_call = 0
+    while step < config.steps:
+        if stop_after is not None and done_this_call >= stop_after:
+            break
+        examples = next(stream)[runtime.rank :: runtime.world]
+        batch = _to_device(collate_s(examples), runtime.device)
+        teacher_batch = _to_device(collate_t(examples), runtime.device)
+        gen = _step_generator(config.seed, runtime.rank, step)
+        with torch.no_grad(), autocast:
+            # same seed: teacher and student draw the same region-sampler points where their grids agree
+            teacher_gen = _step_generator(config.seed, runtime.rank, step)
+            teacher_out = xsam_forward(teacher, teacher_batch, teacher_gen, decode=decode, all_layers=False)
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * _lr_factor(config, step)
+        with autocast:
+            losses = wrapped(batch, teacher_batch, teacher_out, gen)
+        loss = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        optimizer.step()
+        step += 1
+        done_this_call += 1
+        bar.update(1)
+        if step % config.log_every == 0 or step == config.steps:
+            values = {
+                "loss": float(loss.detach()),
+                **{k: float(v.detach()) for k, v in losses.items()},
+                **step_module.stats,
+            }
+            values = _global_mean(values, runtime)
+            bar.set_postfix(loss=f"{values['loss']:.3f}")
+            if runtime.main:
+                _append_log(out, {"step": step, "lr": optimizer.param_groups[0]["lr"], **values})
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            sums = _check_ranks_agree(step_module, runtime)
+            if runtime.main:
+                save_checkpoint(out, step_module, optimizer, step, teacher_id, student_tokenizer)
+                _append_log(out, {"step": step, "checkpoint": True, "rank_checksums": sums})
+            if runtime.world > 1:
+                dist.barrier()
+    bar.close()
+    final = out / MODEL_DIR
+    if step >= config.steps:
+        student.eval()
+        if runtime.main:
+            save_pretrained(student, final, student_tokenizer)
+            if evaluate is not None:
+                _append_log(out, {"step": step, "eval": evaluate(student)})
+        if runtime.world > 1:
+            dist.barrier()
+    return final

@@ -1,0 +1,244 @@
+"""Distillation losses: image-side features, decoder-space embeddings, next-token logits, prompted outputs.
+
+Every loss compares the student's forward with the teacher's forward on the *same* examples (the same
+referring expressions, category lists and visual prompts, each model with its own pre-processing), so the
+prompt is in the loop. Shapes are aligned here: token grids and maps are resized to the student's
+resolution, widths go through the :class:`~xsam_edge.distill.pairing.Adapters`, queries are matched by the
+Hungarian algorithm (the student may have fewer).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+from xsam_edge.config import XSamConfig
+from xsam_edge.distill.pairing import Adapters, adapt
+from xsam_edge.tokenizer import IMAGE_TOKEN_ID
+from xsam_edge.train import XSamForward
+from xsam_edge.training.collate import IGNORE_INDEX, Batch
+from xsam_edge.training.losses import SetLossConfig, _pairwise_bce, _pairwise_dice
+
+
+def nmse(student: Tensor, teacher: Tensor) -> Tensor:
+    """Mean squared error over the teacher's mean square: scale-free, so taps of any magnitude weigh alike."""
+    teacher = teacher.float()
+    return F.mse_loss(student.float(), teacher) / teacher.pow(2).mean().clamp_min(1e-6)
+
+
+def resize_maps(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """(B, C, h, w) → (B, C, *size): area average when shrinking (no aliasing), bilinear when growing."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if x.shape[-2] >= size[0] and x.shape[-1] >= size[1]:
+        return F.adaptive_avg_pool2d(x, size)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def _as_grid(tokens: Tensor, side: int) -> Tensor:
+    """(B, side², C) row-major tokens → (B, C, side, side)."""
+    b, n, c = tokens.shape
+    assert n == side * side, f"{n} tokens are not a {side}² grid"
+    return tokens.transpose(1, 2).reshape(b, c, side, side)
+
+
+def _grid_nmse(student: Tensor, teacher: Tensor, adapter: torch.nn.Module) -> Tensor:
+    """Student map (B, C_s, h, w) through the adapter vs the teacher's (B, C_t, H, W) resized to (h, w)."""
+    return nmse(
+        adapt(adapter, student, channels_first=True), resize_maps(teacher.float(), student.shape[-2:])
+    )
+
+
+def _token_grids(config: XSamConfig, tokens: Tensor) -> list[Tensor | None]:
+    """Split image tokens into [global grid or None, seg grid], each (B, H_llm, g, g)."""
+    n_glob = config.num_global_tokens
+    glob = None
+    if n_glob:
+        glob = _as_grid(tokens[:, :n_glob], config.global_encoder.grid_size // config.visual_pool)
+    return [glob, _as_grid(tokens[:, n_glob:], config.seg_token_grid // config.seg_pool)]
+
+
+def feature_loss(
+    student: XSamForward,
+    teacher: XSamForward,
+    student_config: XSamConfig,
+    teacher_config: XSamConfig,
+    adapters: Adapters,
+) -> dict[str, Tensor]:
+    """Image-side feature distillation, one normalised MSE per tap.
+
+    Taps: the projected image tokens (LLM input; global and seg parts compared as grids, so token pooling
+    is allowed), the region grid (what visual prompts are pooled from), the connector pyramid level by level,
+    and, for examples that were decoded, the pixel decoder's mask features and memory.
+
+    Returns:
+        dict[str, Tensor]: ``tokens``, ``region``, ``pyramid`` and (when decoded) ``pixel``.
+    """
+    parts: dict[str, Tensor] = {}
+    s_grids = _token_grids(student_config, student.features.image_tokens)
+    t_grids = _token_grids(teacher_config, teacher.features.image_tokens)
+    terms = [
+        _grid_nmse(s, t, adapters.tokens)
+        for s, t in zip(s_grids, t_grids, strict=True)
+        if s is not None and t is not None
+    ]
+    parts["tokens"] = torch.stack(terms).mean()
+    parts["region"] = _grid_nmse(student.features.region_grid, teacher.features.region_grid, adapters.tokens)
+    parts["pyramid"] = torch.stack(
+        [
+            _grid_nmse(s, t, a)
+            for s, t, a in zip(
+                student.features.pyramid, teacher.features.pyramid, adapters.pyramid, strict=True
+            )
+        ]
+    ).mean()
+    if student.decoder_inputs is not None and teacher.decoder_inputs is not None:
+        s_in, t_in = student.decoder_inputs, teacher.decoder_inputs
+        terms = [_grid_nmse(s_in.mask_features, t_in.mask_features, adapters.mask_features)]
+        terms += [_grid_nmse(s, t, adapters.decoder) for s, t in zip(s_in.memory, t_in.memory, strict=True)]
+        parts["pixel"] = torch.stack(terms).mean()
+    return parts
+
+
+def embed_loss(student: XSamForward, teacher: XSamForward, adapters: Adapters) -> Tensor:
+    """The decoder-space (256-d upstream) ``<p>…</p>`` condition embeddings and ``<SEG>`` embedding.
+
+    Both models decode the same examples, so the condition slots correspond one to one.
+    """
+    assert student.cond is not None and teacher.cond is not None and student.seg is not None
+    valid = student.cond_valid
+    cond = nmse(adapt(adapters.decoder, student.cond[valid]), teacher.cond[valid])
+    seg = nmse(adapt(adapters.decoder, student.seg), teacher.seg)
+    return cond + seg
+
+
+def logit_kd_loss(
+    student_logits_fn,
+    teacher_logits_fn,
+    student: XSamForward,
+    teacher: XSamForward,
+    student_batch: Batch,
+    teacher_batch: Batch,
+    temperature: float,
+) -> Tensor:
+    """KL(teacher ‖ student) of the next-token distributions at the answer tokens, times temperature².
+
+    The two sequences differ only in their number of image tokens; text positions are paired in order.
+
+    Args:
+        student_logits_fn (Callable[[Tensor], Tensor]): the student's LM head, (N, H_s) → (N, V).
+        teacher_logits_fn (Callable[[Tensor], Tensor]): the teacher's LM head, (N, H_t) → (N, V).
+        student (XSamForward): the student's forward.
+        teacher (XSamForward): the teacher's forward.
+        student_batch (Batch): the student's batch (its ``lm_labels`` say where the answer is).
+        teacher_batch (Batch): the teacher's batch.
+        temperature (float): softmax temperature.
+    """
+    s_rows, t_rows = [], []
+    for i in range(len(student_batch)):
+        s_ids, t_ids = student_batch.input_ids[i], teacher_batch.input_ids[i]
+        s_pos = torch.nonzero((s_ids != IMAGE_TOKEN_ID) & (student_batch.attention_mask[i] > 0))[:, 0]
+        t_pos = torch.nonzero((t_ids != IMAGE_TOKEN_ID) & (teacher_batch.attention_mask[i] > 0))[:, 0]
+        assert torch.equal(s_ids[s_pos], t_ids[t_pos]), "paired text differs: tokenizers must match"
+        # position p predicts token p + 1: keep p where p + 1 is an answer token
+        nxt = (s_pos + 1).clamp(max=s_ids.shape[0] - 1)
+        predicts = (student_batch.lm_labels[i, nxt] != IGNORE_INDEX) & (s_pos + 1 < s_ids.shape[0])
+        s_rows.append(student.hidden[i, s_pos[predicts]])
+        t_rows.append(teacher.hidden[i, t_pos[predicts]])
+    s_logits = student_logits_fn(torch.cat(s_rows)).float() / temperature
+    t_logits = teacher_logits_fn(torch.cat(t_rows)).float() / temperature
+    if s_logits.shape[0] == 0:
+        return s_logits.sum() * 0
+    kl = F.kl_div(s_logits.log_softmax(-1), t_logits.log_softmax(-1), log_target=True, reduction="batchmean")
+    return kl * temperature**2
+
+
+def _output_one(
+    s_cls: Tensor, s_mask: Tensor, t_cls: Tensor, t_mask: Tensor, temperature: float, cfg: SetLossConfig
+) -> Tensor:
+    """One example, one student level: match student queries to teacher queries, then class KL + mask losses.
+
+    Args:
+        s_cls (Tensor): (Q_s, C+1) student class logits.
+        s_mask (Tensor): (Q_s, P) student mask logits, flattened.
+        t_cls (Tensor): (Q_t, C+1) teacher class logits (padded classes hold a large negative logit in both).
+        t_mask (Tensor): (Q_t, P) teacher mask logits at the student's resolution.
+        temperature (float): class softmax temperature.
+        cfg (SetLossConfig): class / mask / dice weights (as the ground-truth set loss).
+    """
+    log_ps = (s_cls.float() / temperature).log_softmax(-1)
+    log_pt = (t_cls.float() / temperature).log_softmax(-1)
+    target = t_mask.float().sigmoid()  # (Q_t, P) soft teacher masks
+    s_mask = s_mask.float()
+    with torch.no_grad():
+        cost = (
+            -cfg.class_weight * log_ps @ log_pt.exp().T
+            + cfg.mask_weight * _pairwise_bce(s_mask, target)
+            + cfg.dice_weight * _pairwise_dice(s_mask, target)
+        )  # (Q_s, Q_t)
+        rows, cols = linear_sum_assignment(cost.cpu().numpy())
+    rows = torch.as_tensor(rows, device=s_cls.device)
+    cols = torch.as_tensor(cols, device=s_cls.device)
+    kl = F.kl_div(log_ps[rows], log_pt[cols], log_target=True, reduction="none").sum(-1)  # (K,)
+    loss = cfg.class_weight * kl.mean() * temperature**2
+    # a teacher query that predicts background has no mask worth copying: weight masks by its foreground prob
+    fg = 1 - t_cls[cols].float().softmax(-1)[:, -1]  # (K,)
+    bce = F.binary_cross_entropy_with_logits(s_mask[rows], target[cols], reduction="none").mean(-1)
+    probs = s_mask[rows].sigmoid()
+    dice = 1 - (2 * (probs * target[cols]).sum(-1) + 1) / (probs.sum(-1) + target[cols].sum(-1) + 1)
+    loss = loss + ((cfg.mask_weight * bce + cfg.dice_weight * dice) * fg).sum() / fg.sum().clamp_min(1.0)
+    unmatched = torch.ones(s_cls.shape[0], dtype=torch.bool, device=s_cls.device)
+    unmatched[rows] = False
+    if unmatched.any():  # a student with more queries than the teacher: the extra ones learn "background"
+        bg = torch.full((int(unmatched.sum()),), s_cls.shape[1] - 1, device=s_cls.device)
+        loss = loss + cfg.class_weight * cfg.no_object_weight * F.cross_entropy(s_cls[unmatched].float(), bg)
+    return loss
+
+
+def hard_prompt_weights(disagreement: Tensor, gamma: float, cap: float) -> Tensor:
+    """Per-example weights ∝ (disagreement / mean)^gamma, capped, renormalised to mean 1 (no gradient)."""
+    d = disagreement.detach().clamp_min(0)
+    if gamma == 0 or d.numel() < 2 or float(d.mean()) <= 0:
+        return torch.ones_like(d)
+    w = (d / d.mean()).pow(gamma).clamp(max=cap)
+    return w / w.mean()
+
+
+def output_loss(
+    student: XSamForward,
+    teacher: XSamForward,
+    temperature: float,
+    cfg: SetLossConfig,
+    deep_supervision: bool,
+    hard_gamma: float,
+    hard_cap: float,
+) -> tuple[Tensor, Tensor]:
+    """Output distillation with prompts in the loop, hard requests upweighted.
+
+    The teacher's final class and mask logits of each decoded request are the targets of the student's
+    final prediction (and of every earlier level with ``deep_supervision``).
+
+    Returns:
+        tuple[Tensor, Tensor]: the weighted loss and the per-example disagreement (B_s,) behind the weights.
+    """
+    t_cls, t_mask = teacher.levels[-1]
+    levels = student.levels if deep_supervision else student.levels[-1:]
+    size = tuple(levels[-1][1].shape[-2:])
+    t_mask = resize_maps(t_mask.float(), size).flatten(2)  # (B_s, Q_t, P)
+    per_level = []
+    for s_cls, s_mask in levels:
+        flat = s_mask.flatten(2)
+        per_level.append(
+            torch.stack(
+                [
+                    _output_one(s_cls[i], flat[i], t_cls[i], t_mask[i], temperature, cfg)
+                    for i in range(s_cls.shape[0])
+                ]
+            )
+        )  # (B_s,)
+    disagreement = per_level[-1].detach()
+    weights = hard_prompt_weights(disagreement, hard_gamma, hard_cap)
+    loss = sum((weights * losses).mean() for losses in per_level)
+    return loss, disagreement
