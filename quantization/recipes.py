@@ -202,15 +202,20 @@ class Recipe:
         extra = sorted(set(calibration) - {"data", "images"})
         if extra:
             raise ValueError(f"{where}: calibration has no key(s) {', '.join(extra)}; keys: data, images")
-        return cls(
-            name=str(data["name"]),
-            backend=str(data["backend"]),
-            graphs={g: scheme_from_dict(s, f"{where}: graphs.{g}") for g, s in graphs.items()},
-            default=scheme_from_dict(data.get("default", "fp32"), f"{where}: default"),
-            calibration=Calibration(**calibration),
-            keep_float=tuple(data.get("keep_float", FRAGILE)),
-            description=str(data.get("description", "")),
-        )
+        graph_schemes = {g: scheme_from_dict(s, f"{where}: graphs.{g}") for g, s in graphs.items()}
+        default = scheme_from_dict(data.get("default", "fp32"), f"{where}: default")
+        try:
+            return cls(
+                name=str(data["name"]),
+                backend=str(data["backend"]),
+                graphs=graph_schemes,
+                default=default,
+                calibration=Calibration(**calibration),
+                keep_float=tuple(data.get("keep_float", FRAGILE)),
+                description=str(data.get("description", "")),
+            )
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
 
 
 def _named() -> dict[str, Recipe]:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import torch.distributed
 from conftest import make_tiny_model
 
@@ -35,19 +36,19 @@ def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
 
 
-@pytest.mark.slow  # two launches of two interpreters each
-def test_two_ranks_stay_in_sync_and_resume_from_the_last_checkpoint(tmp_path):
+@pytest.mark.slow  # three launches of two interpreters each
+def test_two_ranks_stay_in_sync_and_a_stopped_run_resumes_to_the_uninterrupted_result(tmp_path):
     teacher = save_pretrained(make_tiny_model(0), tmp_path / "teacher", tiny_tokenizer())
-    out = tmp_path / "run"
-    common = ["--teacher", str(teacher), "--student-preset", "tiny-student", "--out", str(out)]
+    common = ["--teacher", str(teacher), "--student-preset", "tiny-student"]
     common += ["--steps", "4", "--batch-size", "4", "--checkpoint-every", "1", "--log-every", "1"]
     common += ["--device", "cpu"]
-
-    first = _torchrun([*common, "--stop-after", "2"])
-    assert first.returncode == 0, first.stderr[-3000:]
+    whole, out = tmp_path / "whole", tmp_path / "stopped"
+    for args in ([*common, "--out", str(whole)], [*common, "--out", str(out), "--stop-after", "2"]):
+        done = _torchrun(args)
+        assert done.returncode == 0, done.stderr[-3000:]
     assert not (out / "model").exists()
-    second = _torchrun(common)  # the same command again resumes at step 2
-    assert second.returncode == 0, second.stderr[-3000:]
+    resumed = _torchrun([*common, "--out", str(out)])  # the same command again resumes at step 2
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     records = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
     checkpoints = [r for r in records if r.get("checkpoint")]
@@ -55,5 +56,8 @@ def test_two_ranks_stay_in_sync_and_resume_from_the_last_checkpoint(tmp_path):
     # every rank's parameter checksum, gathered at each checkpoint: identical on both ranks
     assert all(len(r["rank_checksums"]) == 2 and len(set(r["rank_checksums"])) == 1 for r in checkpoints)
     assert len({r["rank_checksums"][0] for r in checkpoints}) == 4  # and the weights did change
-    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]  # resumed: no step lost or repeated
-    from_pretrained(out / "model")
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]  # no step lost or repeated
+    # stopped + resumed = uninterrupted: same losses at every step, same final weights
+    assert (out / LOG_FILE).read_text() == (whole / LOG_FILE).read_text()
+    a, b = from_pretrained(out / "model").state_dict(), from_pretrained(whole / "model").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
