@@ -102,3 +102,42 @@ def test_fingerprint_tells_weights_apart(model):
     other = make_tiny_model(seed=6)
     assert model_fingerprint(model) == model_fingerprint(model)
     assert model_fingerprint(model) != model_fingerprint(other)
+
+
+def test_sensitivity_and_budget_on_a_real_recipe(model, examples, tmp_path):
+    from xsam_edge.quantization.accuracy import fit_max_drop, sensitivity
+    from xsam_edge.quantization.schemes import Int4WeightOnly
+
+    recipe = Recipe(
+        "tiny-onnx",
+        "onnx",
+        {"segment": Int8Static(), "llm": Int4WeightOnly(group_size=16)},
+        calibration=Calibration("shapes:val-fast", 1),
+    )
+    work = tmp_path / "work"
+    report = sensitivity(model, tiny_tokenizer(), recipe, examples[:6], tmp_path / "s", SLOTS, False, work)
+    assert list(report["graphs"]) and set(report["graphs"]) == {"segment", "llm"}
+    worst = [g["worst"] for g in report["graphs"].values()]
+    assert worst == sorted(worst, reverse=True)  # most sensitive first
+    assert set(report["reference"]) == {e.task.value for e in examples[:6]}
+
+    # a zero budget ends with every drop ≤ 0: at worst every quantized graph is back to float
+    fit = fit_max_drop(
+        model,
+        tiny_tokenizer(),
+        recipe,
+        examples[:6],
+        0.0,
+        tmp_path / "out",
+        work_dir=tmp_path / "fit",
+        slots=SLOTS,
+        progress=False,
+    )
+    assert max(fit.drops.values()) <= 0.0
+    assert load_bundle(fit.result.bundle).quantization["recipe"]["name"] == fit.recipe.name
+    assert all(fit.recipe.scheme_for(g).name == "fp32" for g in fit.history[-1]["kept_float"])
+
+    with pytest.raises(ValueError, match="budget in metric points"):
+        fit_max_drop(model, tiny_tokenizer(), recipe, examples, -1.0, tmp_path / "x")
+    with pytest.raises(RuntimeError, match="cannot run here"):
+        fit_max_drop(model, tiny_tokenizer(), Recipe("c", "coreml"), examples, 1.0, tmp_path / "x")

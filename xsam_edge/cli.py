@@ -399,6 +399,8 @@ def _quantize(args: argparse.Namespace) -> None:
         slots=slots,
     )
     print(format_reports(fit.result.reports))
+    for graph, info in fit.sensitivity.get("graphs", {}).items():
+        print(f"sensitivity: {graph:<14}{info['scheme']:<12} worst drop alone {info['worst']:6.2f} points")
     for step in fit.history:
         kept = ", ".join(step["kept_float"]) or "none"
         print(f"kept float: {kept:<36} worst task drop {step['worst']:6.2f} points")
