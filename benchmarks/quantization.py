@@ -20,23 +20,16 @@ import os
 import platform
 from pathlib import Path
 
-from xsam_edge.bundle import load_bundle
 from xsam_edge.data.registry import load_dataset
 from xsam_edge.inference import XSamPredictor
 from xsam_edge.metrics import PRIMARY_METRIC
 from xsam_edge.quantization.accuracy import RUNNABLE, evaluate_bundle, task_drops
 from xsam_edge.quantization.quantize import quantize_bundle
 from xsam_edge.quantization.recipes import RECIPES, get_recipe
-from xsam_edge.quantization.report import files_bytes
 from xsam_edge.teacher import ensure_teacher
 from xsam_edge.tokenizer import atomic_write_text
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def _graph_bytes(bundle: Path, backend: str) -> int:
-    manifest = load_bundle(bundle, verify=False)
-    return files_bytes([bundle / f for g in manifest.graphs if g.backend == backend for f in g.files])
 
 
 def measure(
@@ -62,8 +55,8 @@ def measure(
         "recipe": recipe.name,
         "backend": recipe.backend,
         "schemes": {r.graph: r.scheme for r in result.reports},
-        "bytes_fp32": _graph_bytes(result.fp32_bundle, recipe.backend),
-        "bytes_quant": _graph_bytes(result.bundle, recipe.backend),
+        "bytes_fp32": sum(r.bytes_fp32 for r in result.reports),
+        "bytes_quant": sum(r.bytes_quant for r in result.reports),
         "graphs": [r.to_dict() for r in result.reports],
     }
     row["size_ratio"] = row["bytes_fp32"] / row["bytes_quant"]

@@ -19,10 +19,7 @@ The numeric check (``MLModel.predict`` against eager) runs only where ``coreml_p
 
 from __future__ import annotations
 
-import os
 import platform
-import shutil
-import tempfile
 import time
 import warnings
 from collections import Counter
@@ -36,6 +33,7 @@ from xsam_edge.model.xsam import XSam
 
 from .graphs import GRAPH_NAMES, GraphSpec, SlotConfig, build_graph, example_inputs, export_graph, graph_specs
 from .placement import ExportedGraph, OutputParity, output_parity
+from .staging import write_atomically
 
 __all__ = [
     "COREML_GRAPHS",
@@ -161,15 +159,7 @@ def spec_signature(spec: Any) -> dict[str, list[tuple[str, tuple[int, ...], str]
 
 
 def _save_atomic(mlmodel: Any, path: Path) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.stem}-", dir=path.parent))
-    try:
-        staged = tmp / path.name
-        mlmodel.save(str(staged))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(staged, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    write_atomically(path.parent, lambda tmp: mlmodel.save(str(tmp / path.name)))
 
 
 def _convert(

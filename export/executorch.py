@@ -23,8 +23,6 @@ how many nodes went into XNNPACK delegates and which ops stayed on the portable 
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,6 +46,7 @@ from .graphs import (
 )
 from .graphs_llm import LLMCacheRead, LLMCacheWrite, LLMGraph
 from .placement import ExportedGraph, output_parity
+from .staging import write_atomically
 
 __all__ = [
     "ET_GRAPHS",
@@ -160,14 +159,7 @@ def run_method(method: Any, inputs: Sequence[torch.Tensor]) -> list[np.ndarray]:
 
 
 def _write_atomic(data: bytes, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path.parent, lambda tmp: (tmp / path.name).write_bytes(data))
 
 
 def _numpy(x: torch.Tensor) -> np.ndarray:

@@ -10,9 +10,6 @@ ONNX has no mutable state, so the stateful ``llm_prefill`` / ``llm_decode`` grap
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -25,6 +22,7 @@ from xsam_edge.model.xsam import XSam
 
 from .graphs import GRAPH_NAMES, SlotConfig, build_graph, example_inputs, graph_specs
 from .placement import ExportedGraph, output_parity, placement_report
+from .staging import write_atomically
 
 __all__ = ["EXTERNAL_DATA_BYTES", "ONNX_GRAPHS", "OPSET", "export_file", "export_onnx", "run_onnx"]
 
@@ -152,16 +150,10 @@ def export_onnx(model: XSam, name: str, slots: SlotConfig, out_dir: str | Path) 
     external = n_bytes > EXTERNAL_DATA_BYTES
 
     start = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out_dir))
-    try:
-        route = export_file(module, inputs, input_names, output_names, tmp / f"{name}.onnx", external)
-        files = []
-        for produced in sorted(tmp.iterdir(), key=lambda p: p.suffix != ".onnx"):
-            target = out_dir / produced.name
-            os.replace(produced, target)
-            files.append(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    files, route = write_atomically(
+        out_dir,
+        lambda tmp: export_file(module, inputs, input_names, output_names, tmp / f"{name}.onnx", external),
+    )
     seconds = time.perf_counter() - start
     path = out_dir / f"{name}.onnx"
 

@@ -15,9 +15,6 @@ serves both graph names: prefill with T = prefill_len, decode with T = 1, state 
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +27,7 @@ from xsam_edge.model.xsam import XSam
 
 from .graphs import GRAPH_NAMES, SlotConfig, build_graph, example_inputs, export_graph, graph_specs
 from .placement import ExportedGraph, output_parity, placement_report
+from .staging import write_atomically
 
 __all__ = [
     "F32_CONFIG",
@@ -89,17 +87,10 @@ def _save_atomically(model: Any, out_dir: Path, stem: str) -> list[Path]:
     """``ov.save_model`` into a temporary folder in ``out_dir``, then move ``.xml`` and ``.bin`` in place."""
     import openvino as ov
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{stem}-", dir=out_dir))
-    try:
-        ov.save_model(model, str(tmp / f"{stem}.xml"), compress_to_fp16=False)
-        files = []
-        for suffix in (".xml", ".bin"):
-            target = out_dir / f"{stem}{suffix}"
-            os.replace(tmp / f"{stem}{suffix}", target)
-            files.append(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return files
+    files, _ = write_atomically(
+        out_dir, lambda tmp: ov.save_model(model, str(tmp / f"{stem}.xml"), compress_to_fp16=False)
+    )
+    return files  # .xml, then .bin
 
 
 def _stateful_llm(model: XSam, slots: SlotConfig) -> Any:

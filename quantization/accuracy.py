@@ -21,7 +21,7 @@ from xsam_edge.metrics import primary_metrics
 from xsam_edge.model.xsam import XSam
 from xsam_edge.tokenizer import XSamTokenizer
 
-from .quantize import QuantizeResult, quantize_bundle
+from .quantize import QuantizeResult, model_fingerprint, quantize_bundle
 from .recipes import QUANT_GRAPHS, SUPPORTED, Recipe
 from .schemes import Float16, Float32, Scheme
 
@@ -100,19 +100,50 @@ def _quantized_graphs(recipe: Recipe) -> list[str]:
     return [g for g in QUANT_GRAPHS if recipe.scheme_for(g).name not in ("fp32", "fp16")]
 
 
-def _score(
-    model: XSam,
-    tokenizer: XSamTokenizer,
-    recipe: Recipe,
-    examples: Sequence[Example],
-    folder: Path,
-    work: Path,
-    slots: Any,
-    progress: bool,
-) -> tuple[QuantizeResult, BundleScore]:
-    """Quantize into ``folder`` (intermediates shared in ``work``) and evaluate the bundle."""
-    result = quantize_bundle(model, tokenizer, recipe, folder, work_dir=work, slots=slots, progress=progress)
-    return result, evaluate_bundle(result.bundle, recipe.backend, examples, progress)
+@dataclass
+class _Scorer:
+    """Quantize and evaluate with all but the recipe fixed: one model, one data set, one work folder.
+
+    The model's weight fingerprint is taken once here, not once per bundle of a budget search.
+    """
+
+    model: XSam
+    tokenizer: XSamTokenizer
+    examples: Sequence[Example]
+    work: Path
+    slots: Any
+    progress: bool
+    fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        self.fingerprint = self.fingerprint or model_fingerprint(self.model)
+
+    def bundle(self, recipe: Recipe, folder: Path) -> QuantizeResult:
+        return quantize_bundle(
+            self.model,
+            self.tokenizer,
+            recipe,
+            folder,
+            work_dir=self.work,
+            slots=self.slots,
+            progress=self.progress,
+            fingerprint=self.fingerprint,
+        )
+
+    def score(self, recipe: Recipe, folder: Path) -> tuple[QuantizeResult, BundleScore]:
+        """Quantize into ``folder`` (intermediates shared in ``work``) and evaluate the bundle."""
+        result = self.bundle(recipe, folder)
+        return result, evaluate_bundle(result.bundle, recipe.backend, self.examples, self.progress)
+
+
+def _sensitivity(scorer: _Scorer, recipe: Recipe, out: Path, reference: BundleScore) -> dict[str, Any]:
+    graphs = {}
+    for graph in _quantized_graphs(recipe):
+        _, score = scorer.score(_only(recipe, [graph]), out / graph)
+        drops = task_drops(reference, score)
+        graphs[graph] = {"scheme": recipe.scheme_for(graph).label(), "drops": drops, "worst": _worst(drops)}
+    ranked = dict(sorted(graphs.items(), key=lambda kv: -kv[1]["worst"]))
+    return {"reference": reference.primary, "graphs": ranked}
 
 
 def sensitivity(
@@ -132,17 +163,11 @@ def sensitivity(
         task, ``worst`` drop, scheme) sorted most sensitive first.
     """
     out = Path(out_dir)
-    work = Path(work_dir) if work_dir else out / "work"
-    _, reference = _score(model, tokenizer, _only(recipe, []), examples, out / "float", work, slots, progress)
-    graphs = {}
-    for graph in _quantized_graphs(recipe):
-        _, score = _score(
-            model, tokenizer, _only(recipe, [graph]), examples, out / graph, work, slots, progress
-        )
-        drops = task_drops(reference, score)
-        graphs[graph] = {"scheme": recipe.scheme_for(graph).label(), "drops": drops, "worst": _worst(drops)}
-    ranked = dict(sorted(graphs.items(), key=lambda kv: -kv[1]["worst"]))
-    return {"reference": reference.primary, "graphs": ranked}
+    scorer = _Scorer(
+        model, tokenizer, examples, Path(work_dir) if work_dir else out / "work", slots, progress
+    )
+    _, reference = scorer.score(_only(recipe, []), out / "float")
+    return _sensitivity(scorer, recipe, out, reference)
 
 
 @dataclass
@@ -199,24 +224,21 @@ def fit_max_drop(
         )
     target = Path(out)
     out = Path(work_dir) if work_dir else target.parent / f".{target.name}.fit"
-    work = out / "work"
-    _, reference = _score(model, tokenizer, _only(recipe, []), examples, out / "float", work, slots, progress)
+    scorer = _Scorer(model, tokenizer, examples, out / "work", slots, progress)
+    _, reference = scorer.score(_only(recipe, []), out / "float")
     current = recipe
-    result, score = _score(model, tokenizer, current, examples, out / "step-0", work, slots, progress)
+    result, score = scorer.score(current, out / "step-0")
     drops = task_drops(reference, score)
     history = [{"recipe": current.name, "kept_float": [], "drops": drops, "worst": _worst(drops)}]
     report: dict[str, Any] = {}
     kept: list[str] = []
     if _worst(drops) > max_drop:
-        report = sensitivity(
-            model, tokenizer, recipe, examples, out / "sensitivity", slots, progress, work_dir=work
-        )
+        report = _sensitivity(scorer, recipe, out / "sensitivity", reference)
         fallback = _float_scheme(recipe)
         for graph in report["graphs"]:
             kept.append(graph)
             current = recipe.with_schemes({g: fallback for g in kept}, suffix=f"+float-{'-'.join(kept)}")
-            step = out / f"step-{len(kept)}"
-            result, score = _score(model, tokenizer, current, examples, step, work, slots, progress)
+            result, score = scorer.score(current, out / f"step-{len(kept)}")
             drops = task_drops(reference, score)
             history.append(
                 {"recipe": current.name, "kept_float": list(kept), "drops": drops, "worst": _worst(drops)}
@@ -225,5 +247,5 @@ def fit_max_drop(
             if _worst(drops) <= max_drop:
                 break
     # the chosen step's bundle, re-assembled at ``out`` from the cached graph parts
-    result = quantize_bundle(model, tokenizer, current, target, work_dir=work, slots=slots, progress=progress)
+    result = scorer.bundle(current, target)
     return FitResult(result, current, reference, score, drops, history, report)

@@ -42,8 +42,7 @@ class CalibrationSet:
     def split(self, holdout: int = 2) -> tuple[dict[str, list[list[np.ndarray]]], dict[str, list]]:
         """(calibration, holdout): the last ``holdout`` samples of each graph are kept for PSNR checks.
 
-        A graph with too few samples to spare any gives all of them to calibration and reuses its last one
-        as holdout (said in the PSNR being an in-sample number, which the caller notes).
+        A graph with a single sample gives it to both (its PSNR is then an in-sample number).
         """
         calib, held = {}, {}
         for name, items in self.samples.items():

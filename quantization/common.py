@@ -1,4 +1,4 @@
-"""What the file-based quantizers (ONNX Runtime, OpenVINO) share: checks, keep-float matching, PSNR, writes.
+"""What the file-based quantizers (ONNX Runtime, OpenVINO) share: checks, keep-float matching, PSNR.
 
 Kept small on purpose: each backend module owns its quantizer calls; only backend-neutral plumbing lives here.
 """
@@ -9,11 +9,9 @@ import fnmatch
 import inspect
 import os
 import re
-import shutil
-import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,10 +29,7 @@ __all__ = [
     "keep_float_pattern",
     "output_psnr",
     "threads",
-    "write_atomically",
 ]
-
-T = TypeVar("T")
 
 
 def check_request(
@@ -121,28 +116,6 @@ def output_psnr(
         )
         for i, name in enumerate(names)
     }
-
-
-def write_atomically(out_dir: Path, write: Callable[[Path], T]) -> tuple[list[Path], T]:
-    """Run ``write(tmp)`` in a fresh folder inside ``out_dir``, then move what it wrote into ``out_dir``.
-
-    A failed quantization leaves nothing behind, and a reader never sees a half-written file.
-
-    Returns:
-        tuple[list[Path], T]: the moved files (model file first: ``.onnx`` / ``.xml``) and ``write``'s result.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".quant-", dir=out_dir))
-    try:
-        result = write(tmp)
-        files = []
-        for produced in sorted(tmp.iterdir(), key=lambda p: (p.suffix not in (".onnx", ".xml"), p.name)):
-            target = out_dir / produced.name
-            os.replace(produced, target)
-            files.append(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return files, result
 
 
 def add_note(report: GraphQuantReport, note: str) -> None:

@@ -24,7 +24,6 @@ empty; the evidence is the constexpr decompression ops in the program and the si
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 
 from xsam_edge.export.coreml import PREDICT_SKIP_REASON, _save_atomic, mil_op_histogram
+from xsam_edge.export.staging import write_atomically
 
 from .common import check_request, keep_float_pattern
 from .report import GraphQuantReport, files_bytes
@@ -107,15 +107,7 @@ def _config(scheme: Scheme) -> Any:
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.stem}-", dir=dst.parent))
-    try:
-        staged = tmp / dst.name
-        shutil.copytree(src, staged)
-        if dst.exists():
-            shutil.rmtree(dst)
-        os.replace(staged, dst)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    write_atomically(dst.parent, lambda tmp: shutil.copytree(src, tmp / dst.name))
 
 
 def compress_package(

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from xsam_edge.export.onnx import EXTERNAL_DATA_BYTES, export_file
+from xsam_edge.export.staging import write_atomically
 
 from .common import (
     add_note,
@@ -56,7 +57,6 @@ from .common import (
     keep_float_pattern,
     output_psnr,
     threads,
-    write_atomically,
 )
 from .report import GraphQuantReport, files_bytes
 from .schemes import Int4WeightOnly, Int8Static, Scheme

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from xsam_edge.export.openvino import F32_CONFIG, compile_model, name_ports
+from xsam_edge.export.staging import write_atomically
 
 from .common import (
     add_note,
@@ -55,7 +56,6 @@ from .common import (
     keep_float_pattern,
     output_psnr,
     threads,
-    write_atomically,
 )
 from .report import GraphQuantReport, files_bytes
 from .schemes import Int4WeightOnly, Int8Static, Scheme

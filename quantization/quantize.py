@@ -253,6 +253,7 @@ def quantize_bundle(
     work_dir: str | os.PathLike | None = None,
     slots: Any = None,
     progress: bool = True,
+    fingerprint: str | None = None,
 ) -> QuantizeResult:
     """Export ``model`` with ``recipe`` into the bundle ``out`` (resumable through ``work_dir``).
 
@@ -265,6 +266,8 @@ def quantize_bundle(
             folder per model fingerprint, reused by later runs.
         slots (SlotConfig | None): fixed slot sizes (default ``SlotConfig()``).
         progress (bool): progress bars.
+        fingerprint (str | None): ``model_fingerprint(model)`` when the caller already has it (hashing a
+            full-size model's weights takes seconds; a budget search quantizes the same model many times).
 
     Returns:
         QuantizeResult: the bundle, the recipe and one report per graph.
@@ -281,7 +284,8 @@ def quantize_bundle(
     slots = slots or SlotConfig()
     out = Path(out)
     work = Path(work_dir) if work_dir else out.parent / f".{out.name}.work"
-    work = work / f"{model.config.name}-{model_fingerprint(model)}-{_key(dataclasses.asdict(slots))}"
+    fingerprint = fingerprint or model_fingerprint(model)
+    work = work / f"{model.config.name}-{fingerprint}-{_key(dataclasses.asdict(slots))}"
     work.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     backends = sorted({recipe.backend} | ({"onnx"} if recipe.calibrated else set()))
