@@ -60,6 +60,7 @@ def measure(
         "graphs": [r.to_dict() for r in result.reports],
     }
     row["size_ratio"] = row["bytes_fp32"] / row["bytes_quant"]
+    row["bundle"] = str(result.bundle)
     if recipe.backend not in RUNNABLE:
         row["not_measured"] = f"{recipe.backend} prediction needs macOS"
         return row

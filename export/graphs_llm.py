@@ -176,13 +176,16 @@ class DecoderLM(nn.Module):
         # RoPE tables over every cache slot, from transformers' own inv_freq (float32, as it computes them)
         rotary = base.rotary_emb
         inv_freq = rotary.inv_freq.float()  # (rotary_dim / 2,)
-        freqs = torch.arange(max_seq, dtype=torch.float32)[:, None] * inv_freq[None, :]  # (S, rot / 2)
+        slots = torch.arange(max_seq, dtype=torch.float32, device=inv_freq.device)
+        freqs = slots[:, None] * inv_freq[None, :]  # (S, rot / 2)
         emb = torch.cat((freqs, freqs), dim=-1)  # (S, rotary_dim)
         dtype = base.norm.weight.dtype
         scaling = float(rotary.attention_scaling)
         self.register_buffer("rope_cos", (emb.cos() * scaling).to(dtype), persistent=False)
         self.register_buffer("rope_sin", (emb.sin() * scaling).to(dtype), persistent=False)
-        self.register_buffer("slot_index", torch.arange(max_seq, dtype=torch.int64), persistent=False)
+        self.register_buffer(
+            "slot_index", torch.arange(max_seq, dtype=torch.int64, device=inv_freq.device), persistent=False
+        )
 
     @property
     def cache_shape(self) -> tuple[int, int, int, int]:

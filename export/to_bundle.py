@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from xsam_edge.bundle import GOLDEN_DIR, SCHEMA_VERSION, GraphEntry, Manifest, finalize_bundle
+from xsam_edge.checkpoint import model_fingerprint
 from xsam_edge.golden import save_golden
 from xsam_edge.inference import XSamPredictor
 from xsam_edge.model.xsam import XSam
@@ -78,6 +79,7 @@ def export_bundle(
     slots: SlotConfig | None = None,
     golden_requests: list[SegmentationRequest] | None = None,
     progress: bool = True,
+    lineage: dict | None = None,
 ) -> tuple[Path, list[ExportedGraph]]:
     """Export ``model`` to ``backends`` and write the bundle folder ``out`` (replaced atomically).
 
@@ -91,6 +93,7 @@ def export_bundle(
         golden_requests (list[SegmentationRequest] | None): requests for the golden vectors (default: three
             requests on a ``shapes:val`` image).
         progress (bool): a progress bar per graph.
+        lineage (dict | None): the teacher a distilled model came from (``checkpoint.read_lineage``).
 
     Returns:
         tuple[Path, list[ExportedGraph]]: the bundle folder and every exported graph (parity, placement).
@@ -119,24 +122,13 @@ def export_bundle(
         tokenizer.save(staging)
         requests = golden_requests or default_golden_requests(_golden_image(), slots)
         _write_golden(model, tokenizer, requests, staging / GOLDEN_DIR)
-        manifest = Manifest(
-            schema_version=SCHEMA_VERSION,
-            model=model.config.to_dict(),
-            preprocess=PreprocessSpec.from_config(model.config).to_dict(),
-            template=model.config.tokens.template,
-            tokens={
-                "seg": tokenizer.seg_id,
-                "phrase_start": tokenizer.phrase_start_id,
-                "phrase_end": tokenizer.phrase_end_id,
-                "bos": tokenizer.bos_id,
-                "eos": tokenizer.eos_id,
-                "pad": tokenizer.pad_id,
-            },
-            slots={**dataclasses.asdict(slots), "max_seq": slots.seq_len(model.config)},
-            graphs=[graph_entry(g, staging) for g in exported],
-            files={},
-            created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        manifest = bundle_manifest(
+            model,
+            tokenizer,
+            slots,
+            _with_macs([graph_entry(g, staging) for g in exported], model, slots),
             golden=[f"{GOLDEN_DIR}/requests.json", f"{GOLDEN_DIR}/outputs.npz"],
+            lineage=lineage,
         )
         bundle = finalize_bundle(staging, target, manifest)
         for graph in exported:  # point the results at the files' final place
@@ -145,6 +137,68 @@ def export_bundle(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # a failed export leaves nothing behind
         raise
+
+
+def bundle_manifest(
+    model: XSam,
+    tokenizer: XSamTokenizer,
+    slots: SlotConfig,
+    graphs: list[GraphEntry],
+    golden: list[str] | None = None,
+    lineage: dict | None = None,
+) -> Manifest:
+    """The manifest of ``model`` exported with ``slots`` (``files`` are filled when the bundle is finalised).
+
+    ``source`` names the model the graphs came from (its weight fingerprint), so a golden reference made from
+    another model is refused by the bench instead of reported as an accuracy drop.
+    """
+    return Manifest(
+        schema_version=SCHEMA_VERSION,
+        model=model.config.to_dict(),
+        preprocess=PreprocessSpec.from_config(model.config).to_dict(),
+        template=model.config.tokens.template,
+        tokens={
+            "seg": tokenizer.seg_id,
+            "phrase_start": tokenizer.phrase_start_id,
+            "phrase_end": tokenizer.phrase_end_id,
+            "bos": tokenizer.bos_id,
+            "eos": tokenizer.eos_id,
+            "pad": tokenizer.pad_id,
+        },
+        slots={**dataclasses.asdict(slots), "max_seq": slots.seq_len(model.config)},
+        graphs=graphs,
+        files={},
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        golden=golden or [],
+        source=model_source(model, lineage),
+    )
+
+
+def model_source(model: XSam, lineage: dict | None = None) -> dict:
+    """``{"name", "fingerprint", "teacher_fingerprint"}``: which weights a bundle or golden set came from.
+
+    ``lineage`` is a distilled model folder's ``lineage.json`` (``checkpoint.read_lineage``); without it the
+    model has no recorded teacher.
+    """
+    return {
+        "name": model.config.name,
+        "fingerprint": model_fingerprint(model),
+        "teacher_fingerprint": (lineage or {}).get("teacher_fingerprint"),
+    }
+
+
+def _with_macs(entries: list[GraphEntry], model: XSam, slots: SlotConfig) -> list[GraphEntry]:
+    """Each entry with the MACs of one call (counted once per graph name, on the eager wrapper)."""
+    from .macs import graph_macs
+
+    counted: dict[str, int] = {}
+    for entry in entries:
+        if entry.name not in counted:  # ExecuTorch's one ``llm`` program: counted as a prefill chunk
+            counted[entry.name] = graph_macs(
+                model, "llm_prefill" if entry.name == "llm" else entry.name, slots
+            )
+        entry.macs = counted[entry.name]
+    return entries
 
 
 def graph_entry(graph: ExportedGraph, root: Path, precision: str = "fp32") -> GraphEntry:

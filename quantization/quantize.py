@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from xsam_edge.bundle import GOLDEN_DIR, TOKENIZER_FILE, GraphEntry, Manifest, finalize_bundle, load_bundle
+from xsam_edge.checkpoint import model_fingerprint
 from xsam_edge.model.xsam import XSam
 from xsam_edge.tokenizer import XSamTokenizer, atomic_write_text
 
@@ -57,15 +58,6 @@ class QuantizeResult:
     reports: list[GraphQuantReport]
     fp32_bundle: Path
     work_dir: Path
-
-
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """sha256 of every parameter and buffer (names, dtypes, bytes): two models share work only if equal."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def _key(*parts: Any) -> str:
@@ -205,6 +197,11 @@ def _copy(src: Path, folder: Path) -> Path:
 
 
 # -- the bundle -------------------------------------------------------------------------------------------
+def _float_macs(fp32: Manifest, entry: GraphEntry) -> int | None:
+    same = [g for g in fp32.graphs if g.name == entry.name]
+    return same[0].macs if same else None
+
+
 def assemble_bundle(fp32: Manifest, recipe: Recipe, parts: Mapping[str, GraphPart], out: str | Path) -> Path:
     """Write the bundle ``out``: the quantized graph parts, the float bundle's tokenizer and golden vectors.
 
@@ -225,7 +222,9 @@ def assemble_bundle(fp32: Manifest, recipe: Recipe, parts: Mapping[str, GraphPar
                 for f in entry.files:
                     _copy(part.root / f, backend_dir)
                     files.append(f"{recipe.backend}/{Path(f).name}")
-                entries.append(dataclasses.replace(entry, files=files))
+                # the MACs of a call do not change with precision: the float export counted them
+                macs = entry.macs if entry.macs is not None else _float_macs(fp32, entry)
+                entries.append(dataclasses.replace(entry, files=files, macs=macs))
         shutil.copy2(fp32.path(TOKENIZER_FILE), staging / TOKENIZER_FILE)
         if fp32.golden:
             shutil.copytree(fp32.path(GOLDEN_DIR), staging / GOLDEN_DIR)

@@ -5,6 +5,7 @@ Nothing here touches the network: the tiny preset builds from configs and the to
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -52,6 +53,20 @@ def make_tiny_model(seed: int = 0) -> XSam:
     """A fresh tiny model: built with ``torch.manual_seed(seed)``, then re-randomised with std 0.05."""
     torch.manual_seed(seed)
     return rerandomize(build_model(TINY), seed=seed).eval()
+
+
+def with_grid_sampler(model: XSam) -> XSam:
+    """The same parts under a config with the grid region sampler (the one the exported region graph runs)."""
+    return model.__class__(
+        dataclasses.replace(model.config, region_sampler="grid"),
+        llm=model.llm,
+        visual_encoder=model.visual_encoder,
+        visual_projector=model.visual_projector,
+        seg_projector=model.seg_projector,
+        llm_projector=model.llm_projector,
+        seg_connector=model.seg_connector,
+        segmentor=model.segmentor,
+    ).eval()
 
 
 def make_image(hw: tuple[int, int] = IMAGE_HW) -> np.ndarray:

@@ -4,7 +4,6 @@ The ExecuTorch bundle is exported on its own (lowering takes minutes), so only i
 they are marked slow.
 """
 
-import dataclasses
 import json
 import shutil
 import subprocess
@@ -16,7 +15,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
 
-from conftest import make_image, make_tiny_model  # noqa: E402
+from conftest import make_image, make_tiny_model, with_grid_sampler  # noqa: E402
 
 from xsam_edge.bundle import MANIFEST_FILE, BundleError, load_bundle  # noqa: E402
 from xsam_edge.export.graphs import SlotConfig  # noqa: E402
@@ -38,17 +37,7 @@ ATOL = {"onnx": 1e-3, "openvino": 1e-3, "executorch": 1e-4}
 
 @pytest.fixture(scope="module")
 def model():
-    m = make_tiny_model(seed=3)
-    return m.__class__(
-        dataclasses.replace(m.config, region_sampler="grid"),
-        llm=m.llm,
-        visual_encoder=m.visual_encoder,
-        visual_projector=m.visual_projector,
-        seg_projector=m.seg_projector,
-        llm_projector=m.llm_projector,
-        seg_connector=m.seg_connector,
-        segmentor=m.segmentor,
-    ).eval()
+    return with_grid_sampler(make_tiny_model(seed=3))
 
 
 @pytest.fixture(scope="module")

@@ -36,14 +36,30 @@ def test_teacher_is_trained_once_and_cached(cache):
 
 def test_pipeline_writes_a_report_and_resumes(cache, tmp_path):
     out = tmp_path / "run"
-    report = run_pipeline(
-        out, data="shapes:val-fast", limit=1, teacher=TINY_RECIPE, recipes=("jetson-trt",), quant_limit=1
+    options = dict(
+        data="shapes:val-fast",
+        limit=1,
+        teacher=TINY_RECIPE,
+        recipes=("jetson-trt",),
+        quant_limit=1,
+        student_preset="tiny-student",
+        student_steps=2,
+        bench_repeats=1,
     )
+    report = run_pipeline(out, **options)
     text = report.read_text()
-    assert (
-        "xsam_edge pipeline report" in text and "## Not run" in text and "not wired into the pipeline" in text
-    )
+    assert "xsam_edge pipeline report" in text and "## Not run" in text and "Jetson" in text
     assert "## Quantization recipes" in text and "| jetson-trt | onnx |" in text
+    # every bundle benched against the teacher's golden reference: float, the recipe, the student
+    assert "## Bench against the golden reference" in text
+    for row in ("| float | onnx |", "| jetson-trt | onnx |", "| student | onnx |"):
+        assert row in text, text
+    bench = {r["label"]: r for r in json.loads((out / "report.json").read_text())["bench"]}
+    assert (
+        bench["float"]["golden"]["relation"] == "same" and bench["student"]["golden"]["relation"] == "student"
+    )
+    assert bench["float"]["accuracy"]["flagged_graphs"] == []
+    assert all(r["latency"]["first_query"]["p50_ms"] > 0 for r in bench.values())
     summary = json.loads((out / "report.json").read_text())
     assert set(summary["teacher_eval"]["tasks"]) == {t.value for t in Task}
     assert set(summary["teacher_eval"]["baselines"]) == {"whole_image", "centre_box"}
@@ -52,11 +68,15 @@ def test_pipeline_writes_a_report_and_resumes(cache, tmp_path):
     before = (out / "teacher_eval.json").stat().st_mtime_ns
     recipe_row = out / "quantization" / "jetson-trt.json"
     row_stamp = recipe_row.stat().st_mtime_ns
-    run_pipeline(
-        out, data="shapes:val-fast", limit=1, teacher=TINY_RECIPE, recipes=("jetson-trt",), quant_limit=1
-    )
+    bench_row = out / "bench" / "student-onnx.json"
+    bench_stamp = bench_row.stat().st_mtime_ns
+    bench_row.unlink()  # as if killed before the student's bench finished
+    (out / "report.md").unlink()
+    run_pipeline(out, **options)
     assert (out / "teacher_eval.json").stat().st_mtime_ns == before  # a finished step is not redone
     assert recipe_row.stat().st_mtime_ns == row_stamp
+    assert (out / "bench" / "float-onnx.json").is_file() and bench_row.stat().st_mtime_ns != bench_stamp
+    assert "| student | onnx |" in (out / "report.md").read_text()
 
 
 def test_eval_unknown_dataset_is_a_clear_error(cache, capsys):

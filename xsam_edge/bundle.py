@@ -26,7 +26,7 @@ from typing import Any
 
 from xsam_edge.config import XSamConfig
 
-SCHEMA_VERSION = 2  # 2: graph methods (ExecuTorch LLM cache methods) and quantization reports
+SCHEMA_VERSION = 3  # 2: graph methods and quantization reports; 3: source model, MACs per graph
 MANIFEST_FILE = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
 GOLDEN_DIR = "golden"
@@ -54,6 +54,7 @@ class GraphEntry:
         route (str): how it was produced (e.g. ``torch.onnx dynamo``).
         parity (list[dict]): per output ``{"name", "max_abs_diff", "psnr_db"}`` against eager PyTorch.
         placement (dict): op histogram / delegated vs fallback ops.
+        macs (int | None): multiply-accumulates of one call (for the roofline); ``None`` if not counted.
     """
 
     name: str
@@ -67,6 +68,7 @@ class GraphEntry:
     route: str = ""
     parity: list[dict] = field(default_factory=list)
     placement: dict = field(default_factory=dict)
+    macs: int | None = None
 
 
 @dataclass
@@ -86,6 +88,8 @@ class Manifest:
     golden: list[str] = field(default_factory=list)
     # the recipe and per-graph reports of a quantized bundle (empty for a float export)
     quantization: dict = field(default_factory=dict)
+    # the weights the graphs came from: name, fingerprint, teacher_fingerprint (distilled models)
+    source: dict = field(default_factory=dict)
     root: Path | None = None
 
     @property
@@ -154,14 +158,19 @@ def finalize_bundle(staging: Path, target: str | os.PathLike, manifest: Manifest
             raise BundleError(f"graph {entry.backend}/{entry.name} names files not in the bundle: {missing}")
     (staging / MANIFEST_FILE).write_text(manifest.to_json())
     target = Path(target).resolve()
+    replace_dir(staging, target)
+    return target
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Swap the folder ``new`` into ``target`` (same filesystem); an existing target is moved aside first."""
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.replace(target, old)
-        os.replace(staging, target)
+        os.replace(new, target)
         shutil.rmtree(old, ignore_errors=True)
     else:
-        os.replace(staging, target)
-    return target
+        os.replace(new, target)
 
 
 def load_bundle(path: str | os.PathLike, verify: bool = True) -> Manifest:

@@ -8,6 +8,7 @@ written atomically.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_model
 
+from xsam_edge.bundle import replace_dir
 from xsam_edge.config import XSamConfig
 from xsam_edge.model.build import build_model
 from xsam_edge.model.xsam import XSam
@@ -216,22 +218,11 @@ def save_pretrained(
         save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "xsam_edge": "1"})
         if tokenizer is not None:
             tokenizer.save(tmp)
-        _replace_dir(tmp, target)
+        replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Swap ``new`` into ``target``; an existing target is moved aside first and removed after."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)
 
 
 def read_config(directory: str | os.PathLike) -> XSamConfig:
@@ -354,3 +345,36 @@ def import_checkpoint(
     report = load_upstream_checkpoint(model, checkpoint, allow_partial=allow_partial)
     save_pretrained(model, out, tokenizer)
     return report
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 of every parameter and buffer (names, dtypes, bytes): two models share work only if equal."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+LINEAGE_FILE = "lineage.json"
+
+
+def write_lineage(directory: str | os.PathLike, teacher_fingerprint: str, teacher: str) -> Path:
+    """Record which teacher a model folder was distilled from (the bench accepts the teacher's golden set)."""
+    path = Path(directory) / LINEAGE_FILE
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"teacher_fingerprint": teacher_fingerprint, "teacher": teacher}, indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def read_lineage(directory: str | os.PathLike) -> dict:
+    """``{"teacher_fingerprint", "teacher"}`` of a distilled model folder, ``{}`` for any other."""
+    path = Path(directory) / LINEAGE_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); distil again or delete the file") from err
+    return data if isinstance(data, dict) else {}

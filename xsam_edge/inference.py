@@ -106,6 +106,10 @@ class XSamPredictor:
     def _dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    @property
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
     # -- image ---------------------------------------------------------------------------------
     @torch.no_grad()
     def set_image(self, image: np.ndarray) -> None:
@@ -116,8 +120,11 @@ class XSamPredictor:
         seg_pixels, scaled_hw = self.spec.letterbox(image)
         global_pixels = None
         if self.spec.global_size is not None:
-            global_pixels = torch.from_numpy(self.spec.global_pixels(image))[None].to(self._dtype)
-        features = self.model.encode_image(torch.from_numpy(seg_pixels)[None].to(self._dtype), global_pixels)
+            global_pixels = torch.from_numpy(self.spec.global_pixels(image))[None].to(
+                self._device, self._dtype
+            )
+        seg = torch.from_numpy(seg_pixels)[None].to(self._device, self._dtype)
+        features = self.model.encode_image(seg, global_pixels)
         geometry = Geometry(image.shape[:2], scaled_hw, self.spec.seg_size)
         self._image = _ImageState(key, features, self.model.decoder_inputs(features.pyramid), geometry)
 
@@ -177,7 +184,7 @@ class XSamPredictor:
             if request.task is Task.CHAT:
                 return RawOutput(None, None, state.geometry, [], None, text, len(ids))
 
-        id_tensor = torch.tensor(ids)
+        id_tensor = torch.tensor(ids, device=self._device)
         embeds = self.model.splice(id_tensor, state.features.image_tokens[0], region_tokens)
         hidden = self.model.llm_hidden(embeds[None])[0]  # (T, H_llm)
 
@@ -190,11 +197,11 @@ class XSamPredictor:
             return RawOutput(None, None, state.geometry, [], prompt_boxes, text, len(ids))
 
         cond, seg = self.model.condition_embeds(hidden, spans, segs[-1])
-        valid = torch.ones(1, cond.shape[0], dtype=torch.bool)
+        valid = torch.ones(1, cond.shape[0], dtype=torch.bool, device=self._device)
         class_logits, out = self.model.decode(state.decoder_inputs, seg[None], cond[None], valid)
         return RawOutput(
-            class_logits[0].float().numpy(),
-            out.mask_logits[0].float().numpy(),
+            class_logits[0].float().cpu().numpy(),
+            out.mask_logits[0].float().cpu().numpy(),
             state.geometry,
             labels,
             prompt_boxes,
@@ -210,7 +217,7 @@ class XSamPredictor:
         generator = torch.Generator().manual_seed(self.seed)
         tokens = self.model.region_tokens(
             state.features.region_grid,
-            torch.from_numpy(masks).to(self._dtype),
+            torch.from_numpy(masks).to(self._device, self._dtype),
             sampler=self.region_sampler,
             generator=generator,
         )
@@ -220,11 +227,13 @@ class XSamPredictor:
         self, ids: list[int], features: ImageFeatures, region_tokens: torch.Tensor | None
     ) -> list[int]:
         """Greedy decoding from the spliced prompt; returns the new ids without the stop word."""
-        embeds = self.model.splice(torch.tensor(ids), features.image_tokens[0], region_tokens)[None]
+        embeds = self.model.splice(
+            torch.tensor(ids, device=self._device), features.image_tokens[0], region_tokens
+        )[None]
         eos = self.tokenizer.eos_id
         out = self.model.llm.generate(
             inputs_embeds=embeds,
-            attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long),
+            attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=self._device),
             max_new_tokens=self.max_new_tokens,
             do_sample=False,
             eos_token_id=eos,

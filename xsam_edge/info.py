@@ -27,7 +27,8 @@ class ComponentCost:
     macs: int
 
 
-def _macs(fn: Callable[[], object]) -> int:
+def count_macs(fn: Callable[[], object]) -> int:
+    """MACs of everything ``fn()`` runs: torch's FLOP count (matmuls, convolutions, attention) halved."""
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         fn()
@@ -63,25 +64,25 @@ def _count(model: XSam, text_tokens: int) -> dict[str, ComponentCost]:
     def run_seg() -> None:
         taps.update(model.segmentor.encoder.forward_taps(torch.empty(1, 3, seg.image_size, seg.image_size)))
 
-    costs["seg_encoder"] = ComponentCost(_params(model.segmentor.encoder), _macs(run_seg))
+    costs["seg_encoder"] = ComponentCost(_params(model.segmentor.encoder), count_macs(run_seg))
     if model.visual_encoder is not None:
         glob = cfg.global_encoder
         pixels = torch.empty(1, 3, glob.image_size, glob.image_size)
         hidden = model.visual_encoder(pixels)
         costs["visual_encoder"] = ComponentCost(
-            _params(model.visual_encoder), _macs(lambda: model.visual_encoder(pixels))
+            _params(model.visual_encoder), count_macs(lambda: model.visual_encoder(pixels))
         )
         costs["visual_projector"] = ComponentCost(
-            _params(model.visual_projector), _macs(lambda: model.visual_projector(hidden))
+            _params(model.visual_projector), count_macs(lambda: model.visual_projector(hidden))
         )
     tap = taps[seg.projector_layer]
     costs["seg_projector"] = ComponentCost(
-        _params(model.seg_projector), _macs(lambda: model.seg_projector(tap))
+        _params(model.seg_projector), count_macs(lambda: model.seg_projector(tap))
     )
     conn_in = [taps[i] for i in seg.connector_layers]
     pyramid = model.seg_connector(conn_in)
     costs["seg_connector"] = ComponentCost(
-        _params(model.seg_connector), _macs(lambda: model.seg_connector(conn_in))
+        _params(model.seg_connector), count_macs(lambda: model.seg_connector(conn_in))
     )
 
     length = cfg.num_image_tokens + text_tokens
@@ -93,20 +94,20 @@ def _count(model: XSam, text_tokens: int) -> dict[str, ComponentCost]:
     def run_llm() -> None:
         model.llm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False)
 
-    costs["llm"] = ComponentCost(_params(model.llm), _macs(run_llm))
+    costs["llm"] = ComponentCost(_params(model.llm), count_macs(run_llm))
     hidden_llm = torch.empty(1, length, cfg.llm.hidden_size)
     costs["llm_projector"] = ComponentCost(
-        _params(model.llm_projector), _macs(lambda: model.llm_projector(hidden_llm))
+        _params(model.llm_projector), count_macs(lambda: model.llm_projector(hidden_llm))
     )
     inputs = model.decoder_inputs(pyramid)
     costs["pixel_decoder"] = ComponentCost(
-        _params(model.segmentor.pixel_decoder), _macs(lambda: model.decoder_inputs(pyramid))
+        _params(model.segmentor.pixel_decoder), count_macs(lambda: model.decoder_inputs(pyramid))
     )
     d = cfg.decoder.hidden_dim
     seg_embed, cond, valid = torch.empty(1, d), torch.empty(1, 1, d), torch.ones(1, 1, dtype=torch.bool)
     costs["mask_decoder"] = ComponentCost(
         _params(model.segmentor.decoder, model.bg_embeds) + model.segmentor.logit_scale.numel(),
-        _macs(lambda: model.decode(inputs, seg_embed, cond, valid)),
+        count_macs(lambda: model.decode(inputs, seg_embed, cond, valid)),
     )
     return costs
 

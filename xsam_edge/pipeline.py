@@ -1,9 +1,12 @@
-"""The main job on the embedded default: teacher → evaluation → examples → quantization recipes → report.
+"""The main job on the embedded default: teacher, golden reference, student, recipes, bench, report.
+
+Teacher → golden reference → student → quantization recipes → bench of every bundle against the golden
+reference → report (Markdown, JSON, plots).
 
 Each step writes its output atomically and is skipped when that output exists, so a killed run continues
-where it stopped (the teacher's training resumes from its last checkpoint; a finished quantization recipe is
-not redone). The stages not wired in yet (student distillation, device benchmarks against golden references)
-are listed in the report as not run, never faked.
+where it stopped (the teacher's training and the student's distillation resume from their last checkpoint; a
+finished golden sample, quantization recipe or bench row is not redone). Stages that cannot run here (Core ML
+prediction needs macOS) are listed in the report as not run, never faked.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ from xsam_edge.types import Box, Point, SegmentationRequest, Task
 log = logging.getLogger(__name__)
 
 NOT_BUILT = (
-    "student distillation (built as `xsam-edge distill`; not wired into the pipeline yet)",
-    "per-device benchmarks against golden references (not built yet)",
+    "benches on Jetson, Apple Silicon and Android: the device profiles say how (xsam-edge bench "
+    "--list-profiles); this run benches this machine's CPU only",
 )
+STUDENT_PRESET = "shapes-student"
 # the named recipes the main job runs: every one whose runtime runs here, then the Core ML ones (bundle,
 # sizes and handler reports; their metrics need macOS)
 PIPELINE_RECIPES = ("intel-openvino", "jetson-trt", "android-xnnpack", "apple-gpu", "apple-ane")
@@ -60,6 +64,9 @@ def run_pipeline(
     teacher: TeacherRecipe | None = None,
     recipes: tuple[str, ...] = PIPELINE_RECIPES,
     quant_limit: int | None = 16,
+    student_steps: int = 600,
+    bench_repeats: int = 2,
+    student_preset: str = STUDENT_PRESET,
 ) -> Path:
     """Run every built stage and write ``report.md`` + ``report.json`` into ``out_dir``.
 
@@ -70,7 +77,11 @@ def run_pipeline(
         teacher (TeacherRecipe | None): how the cached teacher is trained (default recipe if ``None``).
         recipes (tuple[str, ...]): named quantization recipes to run (each: quantize, export, evaluate
             float and quantized bundles on ``data``).
-        quant_limit (int | None): at most this many images of ``data`` for each recipe's evaluation.
+        quant_limit (int | None): at most this many images of ``data`` for each recipe's evaluation, the
+            golden reference and the benches.
+        student_steps (int): distillation steps of the student (0: no student).
+        student_preset (str): the student's preset (its teacher is the embedded teacher).
+        bench_repeats (int): timed passes of each bench over the golden samples.
 
     Returns:
         Path: the report (Markdown).
@@ -99,13 +110,19 @@ def run_pipeline(
 
     missing = [m for m in EXPORT_STACK if importlib.util.find_spec(m) is None]
     not_run = list(NOT_BUILT)
-    if missing and recipes:
+    if missing:
         not_run.append(
-            f"quantization recipes (the export stack is not installed: {', '.join(missing)}; "
-            "pip install -c constraints.txt -e '.[export]')"
+            f"student export, quantization recipes and benches (the export stack is not installed: "
+            f"{', '.join(missing)}; pip install -c constraints.txt -e '.[export]')"
         )
         recipes = ()
+    golden = _reference_stage(model_dir, out, data, quant_limit)
+    student = _student_stage(model_dir, out, student_preset, student_steps) if student_steps else None
     quantization = _quantize_stage(model_dir, out, recipes, data, quant_limit)
+    bench_rows = (
+        [] if missing else _bench_stage(model_dir, out, golden, student, quantization, bench_repeats, not_run)
+    )
+    plots = _plots(bench_rows, out / "bench")
 
     summary = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -114,6 +131,10 @@ def run_pipeline(
         "teacher_eval": report,
         "examples": examples,
         "quantization": {"data": data, "limit": quant_limit, "rows": quantization},
+        "golden": str(golden),
+        "student": None if student is None else str(student),
+        "bench": bench_rows,
+        "plots": [str(p.relative_to(out)) for p in plots],
         "not_run": not_run,
     }
     atomic_write_text(out / "report.json", json.dumps(summary, indent=2, default=str) + "\n")
@@ -140,6 +161,110 @@ def _quantize_stage(
         atomic_write_text(path, json.dumps(row, indent=2, default=str) + "\n")
         rows.append(row)
     return rows
+
+
+def _reference_stage(model_dir: Path, out: Path, data: str, limit: int | None) -> Path:
+    """The teacher's golden reference on ``data`` (the first images), made once; resumes sample by sample."""
+    from xsam_edge.benchmarks.reference import make_reference
+    from xsam_edge.golden_set import GOLDEN_FILE
+
+    golden = out / "golden"
+    if not (golden / GOLDEN_FILE).is_file():
+        log.info("golden reference of the teacher on %s", data)
+        make_reference(model_dir, data, golden, limit=limit)
+    return golden
+
+
+def _student_stage(model_dir: Path, out: Path, preset: str, steps: int) -> Path:
+    """The student distilled from the teacher (resumes from its last checkpoint)."""
+    from xsam_edge.distill.config import DistillConfig
+    from xsam_edge.distill.run import distill_run
+
+    run = out / "student"
+    final = run / "model"
+    if (final / "lineage.json").is_file():
+        return final
+    log.info("distilling %s for %d steps", preset, steps)
+    config = DistillConfig(steps=steps, checkpoint_every=max(steps // 4, 1))
+    return distill_run(out=run, student_preset=preset, config=config, teacher_dir=model_dir)
+
+
+def _bench_stage(
+    model_dir: Path,
+    out: Path,
+    golden: Path,
+    student: Path | None,
+    quantization: list[dict],
+    repeats: int,
+    not_run: list[str],
+) -> list[dict]:
+    """Every bundle on its runtime against the golden reference; one JSON per row, reused by a rerun."""
+    from xsam_edge.benchmarks.harness import BenchOptions, GoldenMismatchError, bench
+    from xsam_edge.bundle import BundleError
+
+    jobs: list[tuple[str, str, str]] = []  # (label, bundle, backend)
+    for row in quantization:
+        if "not_measured" in row:
+            not_run.append(f"bench of {row['recipe']} ({row['not_measured']})")
+            continue
+        if "bundle" not in row:
+            not_run.append(f"bench of {row['recipe']} (its result predates the bench; use a fresh --out)")
+            continue
+        jobs.append((row["recipe"], row["bundle"], row["backend"]))
+    backends = tuple(dict.fromkeys(["onnx", *(j[2] for j in jobs)]))
+    floats = _float_bundle(model_dir, out, backends)
+    jobs = [("float", str(floats), b) for b in backends] + jobs
+    if student is not None:
+        jobs.append(("student", str(_student_bundle(student, out)), "onnx"))
+    rows = []
+    for label, bundle, backend in jobs:
+        path = out / "bench" / f"{label}-{backend}.json"
+        if path.is_file():
+            rows.append(json.loads(path.read_text()))
+            continue
+        log.info("bench %s on %s", label, backend)
+        try:
+            row = bench(bundle, backend, golden, "x86-cpu", BenchOptions(repeats=repeats), label=label)
+        except (GoldenMismatchError, BundleError) as err:
+            not_run.append(f"bench of {label} on {backend}: {err}")
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(row, indent=2) + "\n")
+        rows.append(row)
+    return rows
+
+
+def _export_once(model_dir: Path, bundle: Path, backends: tuple[str, ...]) -> Path:
+    """``model_dir`` exported to ``backends`` at ``bundle``, unless a bundle with those backends is there."""
+    from xsam_edge.bundle import BundleError, load_bundle
+    from xsam_edge.checkpoint import read_lineage
+    from xsam_edge.export.to_bundle import export_bundle
+
+    try:
+        if set(backends) <= set(load_bundle(bundle, verify=False).backends):
+            return bundle
+    except BundleError:
+        pass  # absent or unusable: export it (again)
+    predictor = XSamPredictor.from_pretrained(model_dir)
+    lineage = read_lineage(model_dir)
+    export_bundle(predictor.model, predictor.tokenizer, bundle, backends, progress=False, lineage=lineage)
+    return bundle
+
+
+def _float_bundle(model_dir: Path, out: Path, backends: tuple[str, ...]) -> Path:
+    """The teacher in float on every backend the recipes bench on (the rows they are compared with)."""
+    return _export_once(model_dir, out / "bundles" / "float", backends)
+
+
+def _student_bundle(student: Path, out: Path) -> Path:
+    """The student exported to ONNX (the CPU runtime every install has), once."""
+    return _export_once(student, out / "bundles" / "student", ("onnx",))
+
+
+def _plots(rows: list[dict], folder: Path) -> list[Path]:
+    from xsam_edge.benchmarks.report import write_plots
+
+    return write_plots(rows, folder) if rows else []
 
 
 def _machine() -> dict:
@@ -198,5 +323,23 @@ def _markdown(summary: dict) -> str:
                 }
             ),
         ]
+    if summary["bench"]:
+        from xsam_edge.benchmarks.report import markdown_table
+
+        golden = summary["bench"][0]["golden"]
+        lines += [
+            "",
+            "## Bench against the golden reference",
+            "",
+            f"Every bundle on its runtime on this CPU, against the teacher's golden reference "
+            f"({golden['samples']} samples of {golden['data']}, made on {golden['producer']['device']}). "
+            "Δ: change of each task's primary metric against the reference model's on the same samples "
+            "(points); mask IoU: matched-mask agreement with the reference model's masks (%); latencies are "
+            "p50; worst graph dB: lowest per-graph PSNR on the golden traces (same-model bundles only).",
+            "",
+            markdown_table(summary["bench"]),
+            "",
+        ]
+        lines += [f"![{Path(p).stem}]({p})" for p in summary["plots"]]
     lines += ["", "## Not run", ""] + [f"- {stage}" for stage in summary["not_run"]]
     return "\n".join(lines) + "\n"

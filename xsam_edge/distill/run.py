@@ -192,7 +192,7 @@ def distill_run(
         def evaluate(model: XSam) -> dict:
             return evaluate_model(XSamPredictor(model, tok_s), val, progress=False)["tasks"]
 
-    return distill(
+    final = distill(
         teacher,
         student,
         tok_t,
@@ -204,6 +204,11 @@ def distill_run(
         stop_after=stop_after,
         evaluate=evaluate,
     )
+    if (final / "config.json").is_file():  # the run finished: record the teacher for the bench
+        from xsam_edge.checkpoint import model_fingerprint, write_lineage
+
+        write_lineage(final, model_fingerprint(teacher), teacher_id)
+    return final
 
 
 def prune_run(

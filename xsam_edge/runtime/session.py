@@ -58,9 +58,17 @@ class EdgeSession:
         bundle (str | os.PathLike | Manifest): bundle folder (verified on load) or a loaded manifest.
         backend (str): one of the bundle's backends (``onnx``, ``openvino`` …).
         max_new_tokens (int): generation budget for GCG and chat.
+        runtime (Any): a backend instance to use instead of the registered one named ``backend`` (e.g. one
+            made with options: ONNX Runtime execution providers, Core ML compute units).
     """
 
-    def __init__(self, bundle: str | os.PathLike | Manifest, backend: str, max_new_tokens: int = 64) -> None:
+    def __init__(
+        self,
+        bundle: str | os.PathLike | Manifest,
+        backend: str,
+        max_new_tokens: int = 64,
+        runtime: Any = None,
+    ) -> None:
         self.manifest = bundle if isinstance(bundle, Manifest) else load_bundle(bundle)
         if backend not in self.manifest.backends:
             raise ValueError(
@@ -70,7 +78,7 @@ class EdgeSession:
         self.spec = PreprocessSpec.from_dict(self.manifest.preprocess)
         self.tokenizer = XSamTokenizer.from_file(self.manifest.path(TOKENIZER_FILE), self.config.tokens)
         self.slots = self.manifest.slots
-        runtime = get_backend(backend)
+        runtime = runtime if runtime is not None else get_backend(backend)
         self.encode = runtime.graph(self.manifest, "encode_image")
         self.embed = runtime.graph(self.manifest, "embed")
         self.region = runtime.graph(self.manifest, "region")
@@ -110,6 +118,10 @@ class EdgeSession:
             projected,
             self.llm.snapshot(),
         )
+
+    def clear_image(self) -> None:
+        """Forget the encoded image (the next request encodes its image again)."""
+        self._image = None
 
     def _embed(self, ids: list[int]) -> np.ndarray:
         return embed_in_chunks(lambda x: self.embed.run(x)[0], ids, self.embed_chunk)

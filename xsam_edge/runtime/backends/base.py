@@ -40,3 +40,33 @@ def require(module: str, package: str, backend: str) -> Any:
 def threads() -> int:
     """Intra-op threads: ``XSAM_EDGE_THREADS``, or every core."""
     return int(os.environ.get("XSAM_EDGE_THREADS", "0")) or (os.cpu_count() or 1)
+
+
+class HostCacheLLM:
+    """An LLM runner over KV-I/O graphs; the cache lives on the host as two arrays (past keys, past values).
+
+    ``prefill`` and ``decode`` are graph runners taking ``(embeds, positions, past_keys, past_values)`` and
+    returning ``(projected, logits, present_keys, present_values)``; ``entry`` is the prefill graph's manifest
+    entry (its fixed chunk length and cache shape).
+    """
+
+    def __init__(self, prefill: GraphRunner, decode: GraphRunner, entry: Any) -> None:
+        self.prefill, self.decode = prefill, decode
+        self.chunk = int(entry.inputs[0]["shape"][1])  # the prefill graph's fixed T
+        self.cache_shape = tuple(entry.inputs[2]["shape"])
+        self.reset()
+
+    def reset(self) -> None:
+        self.keys = np.zeros(self.cache_shape, np.float32)
+        self.values = np.zeros(self.cache_shape, np.float32)
+
+    def step(self, embeds: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        graph = self.decode if embeds.shape[1] == 1 else self.prefill
+        projected, logits, self.keys, self.values = graph.run(embeds, positions, self.keys, self.values)
+        return projected, logits
+
+    def snapshot(self) -> Any:
+        return (self.keys.copy(), self.values.copy())
+
+    def restore(self, state: Any) -> None:
+        self.keys, self.values = state[0].copy(), state[1].copy()

@@ -8,14 +8,14 @@ import numpy as np
 
 from xsam_edge.bundle import GraphEntry, Manifest
 
-from .base import GraphRunner, LLMRunner, require, threads
+from .base import GraphRunner, HostCacheLLM, LLMRunner, require, threads
 
 
 class _OrtGraph:
-    def __init__(self, ort: Any, path: str, entry: GraphEntry) -> None:
+    def __init__(self, ort: Any, path: str, entry: GraphEntry, providers: list[str]) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads()
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(path, options, providers=providers)
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o["name"] for o in entry.outputs]
 
@@ -23,44 +23,35 @@ class _OrtGraph:
         return self.session.run(self.outputs, dict(zip(self.inputs, inputs, strict=True)))
 
 
-class _OrtLLM:
-    """KV-I/O graphs; the cache lives on the host as two arrays (past keys, past values)."""
-
-    def __init__(self, prefill: _OrtGraph, decode: _OrtGraph, entry: GraphEntry) -> None:
-        self.prefill, self.decode = prefill, decode
-        self.chunk = int(entry.inputs[0]["shape"][1])  # the prefill graph's fixed T
-        self.cache_shape = tuple(entry.inputs[2]["shape"])
-        self.reset()
-
-    def reset(self) -> None:
-        self.keys = np.zeros(self.cache_shape, np.float32)
-        self.values = np.zeros(self.cache_shape, np.float32)
-
-    def step(self, embeds: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        graph = self.decode if embeds.shape[1] == 1 else self.prefill
-        projected, logits, self.keys, self.values = graph.run(embeds, positions, self.keys, self.values)
-        return projected, logits
-
-    def snapshot(self) -> Any:
-        return (self.keys.copy(), self.values.copy())
-
-    def restore(self, state: Any) -> None:
-        self.keys, self.values = state[0].copy(), state[1].copy()
-
-
 class OnnxRuntimeBackend:
-    """ONNX files on onnxruntime's CPU provider (the Jetson route adds the CUDA / TensorRT providers)."""
+    """ONNX files on onnxruntime's execution providers (CPU by default; Jetson: TensorRT, CUDA, then CPU).
+
+    Args:
+        providers (tuple[str, ...]): execution providers in priority order; each must be available in this
+            onnxruntime build.
+
+    Raises:
+        RuntimeError: onnxruntime is missing, or lacks a requested provider (the message lists what it has).
+    """
 
     name = "onnx"
     llm_graphs = ("llm_kvio_prefill", "llm_kvio_decode")
 
-    def __init__(self) -> None:
+    def __init__(self, providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> None:
         self.ort = require("onnxruntime", "onnxruntime", self.name)
+        available = self.ort.get_available_providers()
+        missing = [p for p in providers if p not in available]
+        if missing:
+            raise RuntimeError(
+                f"this onnxruntime has no {', '.join(missing)} (it has: {', '.join(available)}); install the "
+                "onnxruntime build with those providers (onnxruntime-gpu; on Jetson, the JetPack wheel)"
+            )
+        self.providers = list(providers)
 
     def graph(self, manifest: Manifest, name: str) -> GraphRunner:
         entry = manifest.graph(name, self.name)
-        return _OrtGraph(self.ort, str(manifest.path(entry.files[0])), entry)
+        return _OrtGraph(self.ort, str(manifest.path(entry.files[0])), entry, self.providers)
 
     def llm(self, manifest: Manifest) -> LLMRunner:
         prefill, decode = (self.graph(manifest, n) for n in self.llm_graphs)
-        return _OrtLLM(prefill, decode, manifest.graph(self.llm_graphs[0], self.name))
+        return HostCacheLLM(prefill, decode, manifest.graph(self.llm_graphs[0], self.name))

@@ -57,16 +57,22 @@ class OpenVinoBackend:
 
     name = "openvino"
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "CPU") -> None:
         self.ov = require("openvino", "openvino", self.name)
         self.core = self.ov.Core()
+        if device not in self.core.available_devices:
+            raise RuntimeError(
+                f"OpenVINO sees no {device!r} device here (it has: {', '.join(self.core.available_devices)})"
+            )
+        self.device = device
         self.config = {
             "INFERENCE_PRECISION_HINT": os.environ.get("XSAM_EDGE_OV_PRECISION", "f32"),
             "INFERENCE_NUM_THREADS": threads(),
         }
 
     def _compile(self, manifest: Manifest, entry: GraphEntry) -> Any:
-        return self.core.compile_model(str(manifest.path(entry.files[0])), "CPU", self.config)
+        config = self.config if self.device == "CPU" else {}  # the hints above are CPU plugin properties
+        return self.core.compile_model(str(manifest.path(entry.files[0])), self.device, config)
 
     def graph(self, manifest: Manifest, name: str) -> GraphRunner:
         entry = manifest.graph(name, self.name)
