@@ -323,7 +323,16 @@ def bench(
     session = EdgeSession(manifest, backend, runtime=runtime)
     load_s = time.perf_counter() - start
 
-    psnr_by_graph = graph_psnr(session, reference) if relation == "same" else {}
+    psnr_skipped = None
+    if relation != "same":
+        psnr_skipped = f"the bundle's model is {relation}, not the golden's: graphs differ"
+    elif reference.model.get("slots") != manifest.slots:
+        psnr_skipped = (
+            f"the golden traces were made with slots {reference.model.get('slots')}, the bundle has "
+            f"{manifest.slots}; make the golden with the bundle's slots (xsam-edge reference --max-regions "
+            "--max-conditions --prefill-len --max-seq) to compare graph by graph"
+        )
+    psnr_by_graph = graph_psnr(session, reference) if psnr_skipped is None else {}
     clock = _Clock()
     _instrument(session, clock)
     for sample in samples[: options.warmup]:
@@ -410,6 +419,7 @@ def bench(
         },
         "accuracy": {
             "graph_psnr": psnr_by_graph,
+            "graph_psnr_skipped": psnr_skipped,
             "psnr_flag_db": options.psnr_flag_db,
             "flagged_graphs": flagged,
             "nonfinite_outputs": dict(clock.nonfinite),

@@ -11,6 +11,7 @@ the same model and data skips them. The golden folder itself appears only when e
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
@@ -141,7 +142,12 @@ def make_reference(
     if not examples:
         raise ValueError(f"{data} gave no samples; check the dataset spec and --limit")
     slots = slots or SlotConfig()
-    source = {**model_source(model, read_lineage(model_dir)), "config": model.config.to_dict()}
+    traced_slots = {**dataclasses.asdict(slots), "max_seq": slots.seq_len(model.config)}  # as manifests have
+    source = {
+        **model_source(model, read_lineage(model_dir)),
+        "config": model.config.to_dict(),
+        "slots": traced_slots,
+    }
     run = {
         "model": source["fingerprint"],
         "data": data,

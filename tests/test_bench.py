@@ -104,7 +104,9 @@ def test_bench_numbers_are_present_and_consistent(bundle, golden):
     # the float ONNX export of the golden's own model: every graph agrees, nothing is flagged
     assert result["golden"]["relation"] == "same"
     assert set(acc["graph_psnr"]) >= {"encode_image", "embed", "llm", "segment"}
-    assert acc["flagged_graphs"] == [] and acc["nonfinite_outputs"] == {}
+    assert (
+        acc["flagged_graphs"] == [] and acc["nonfinite_outputs"] == {} and acc["graph_psnr_skipped"] is None
+    )
     assert acc["mask_agreement"]["matched_miou"] > 99
     assert all(abs(d) < 1e-6 for d in acc["drop"].values()), acc["drop"]
     assert result["placement"]["segment"]["macs"] > 0
@@ -148,6 +150,15 @@ def test_a_student_bundle_is_compared_by_masks(golden, model_dir, tmp_path):
                  "--max-regions", "4", "--max-conditions", "6", "--prefill-len", "16"]) == 0  # fmt: skip
     result = bench(tmp_path / "b", "onnx", golden, options=BenchOptions(warmup=0, limit=2))
     assert result["golden"]["relation"] == "student" and result["accuracy"]["graph_psnr"] == {}
+
+
+def test_golden_traced_with_other_slots_skips_graph_psnr_and_says_why(model, golden, tmp_path):
+    path, _ = export_bundle(model, tiny_tokenizer(), tmp_path / "b", ("onnx",), SlotConfig(max_regions=2,
+                            max_conditions=6, prefill_len=16), progress=False)  # fmt: skip
+    result = bench(path, "onnx", golden, options=BenchOptions(warmup=0, limit=2))
+    acc = result["accuracy"]
+    assert result["golden"]["relation"] == "same" and acc["graph_psnr"] == {}
+    assert "--max-regions" in acc["graph_psnr_skipped"] and acc["mask_agreement"]["n"] == 2
 
 
 def test_profile_errors_say_what_is_missing(bundle, golden):

@@ -13,8 +13,12 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 EXIT_USER_ERROR = 2
+
+if TYPE_CHECKING:  # the export stack is imported lazily, by the verbs that need it
+    from xsam_edge.export.graphs import SlotConfig
 
 
 # -- info --------------------------------------------------------------------------------------
@@ -264,30 +268,39 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--preset", help="preset with RANDOM weights (export smoke runs)")
     p.add_argument("--backend", default="all", help="onnx, openvino, or all (comma-separated list allowed)")
     p.add_argument("--out", required=True, help="bundle folder (replaced atomically)")
+    _slot_arguments(p)
+    p.set_defaults(run=_export)
+
+
+def _slot_arguments(p: argparse.ArgumentParser) -> None:
+    """The fixed slot sizes of the edge graphs (a golden reference must use its bundle's)."""
     p.add_argument("--max-regions", type=int, default=8, help="visual-prompt slots of the region graph")
     p.add_argument(
         "--max-conditions", type=int, default=16, help="category/phrase slots of the segment graph"
     )
     p.add_argument("--prefill-len", type=int, default=64, help="tokens per LLM prefill call")
     p.add_argument("--max-seq", type=int, help="KV-cache length (default: the LLM context)")
-    p.set_defaults(run=_export)
 
 
-def _export(args: argparse.Namespace) -> None:
+def _slots(args: argparse.Namespace) -> SlotConfig:
     from xsam_edge.export.graphs import SlotConfig
-    from xsam_edge.export.placement import format_placement, placement_report
-    from xsam_edge.export.to_bundle import BACKEND_NAMES, export_bundle
-    from xsam_edge.inference import load_predictor
 
-    backends = BACKEND_NAMES if args.backend == "all" else tuple(b.strip() for b in args.backend.split(","))
-    slots = SlotConfig(
+    return SlotConfig(
         max_regions=args.max_regions,
         max_conditions=args.max_conditions,
         prefill_len=args.prefill_len,
         max_seq=args.max_seq,
     )
-    from xsam_edge.checkpoint import read_lineage
 
+
+def _export(args: argparse.Namespace) -> None:
+    from xsam_edge.checkpoint import read_lineage
+    from xsam_edge.export.placement import format_placement, placement_report
+    from xsam_edge.export.to_bundle import BACKEND_NAMES, export_bundle
+    from xsam_edge.inference import load_predictor
+
+    backends = BACKEND_NAMES if args.backend == "all" else tuple(b.strip() for b in args.backend.split(","))
+    slots = _slots(args)
     predictor = load_predictor(model_dir=args.model, preset=args.preset)
     lineage = read_lineage(args.model) if args.model else None
     bundle, graphs = export_bundle(
@@ -438,6 +451,7 @@ def _reference_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, help="at most this many images")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     p.add_argument("--traced", type=int, default=2, help="samples that also store every graph call's tensors")
+    _slot_arguments(p)
     p.add_argument(
         "--out", required=True, help="golden folder (replaced when complete; a killed run resumes)"
     )
@@ -448,7 +462,13 @@ def _reference(args: argparse.Namespace) -> None:
     from xsam_edge.benchmarks.reference import make_reference
 
     golden = make_reference(
-        args.model, args.data, args.out, limit=args.limit, device=args.device, traced=args.traced
+        args.model,
+        args.data,
+        args.out,
+        limit=args.limit,
+        device=args.device,
+        traced=args.traced,
+        slots=_slots(args),
     )
     print(f"wrote {golden}")
 
