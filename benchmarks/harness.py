@@ -27,7 +27,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -35,6 +34,7 @@ from xsam_edge.bundle import TOKENIZER_FILE, Manifest, load_bundle
 from xsam_edge.export.placement import psnr
 from xsam_edge.golden_set import GoldenError, GoldenSet, load_golden_set
 from xsam_edge.metrics import evaluate, mask_agreement, primary_metrics
+from xsam_edge.runtime.observe import observe
 from xsam_edge.runtime.session import EdgeSession
 from xsam_edge.types import SegmentationResult
 
@@ -86,7 +86,11 @@ class _Clock:
         self.nonfinite: dict[str, int] = {}
         self.decode_tokens = 0
 
-    def record(self, name: str, seconds: float, outputs: list[np.ndarray]) -> None:
+    def __call__(
+        self, name: str, inputs: list[np.ndarray], outputs: list[np.ndarray], seconds: float
+    ) -> None:
+        if name == "llm":
+            name = "llm_decode" if inputs[0].shape[1] == 1 else "llm_prefill"
         bad = sum(
             int(not np.isfinite(o).all()) for o in outputs if np.issubdtype(np.asarray(o).dtype, np.floating)
         )
@@ -94,48 +98,7 @@ class _Clock:
             self.nonfinite[name] = self.nonfinite.get(name, 0) + bad
         if self.enabled:
             self.calls.setdefault(name, []).append(seconds)
-
-
-class _TimedGraph:
-    def __init__(self, runner: Any, name: str, clock: _Clock) -> None:
-        self.runner, self.name, self.clock = runner, name, clock
-
-    def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
-        start = time.perf_counter()
-        outputs = self.runner.run(*inputs)
-        self.clock.record(self.name, time.perf_counter() - start, outputs)
-        return outputs
-
-
-class _TimedLLM:
-    def __init__(self, runner: Any, clock: _Clock) -> None:
-        self.runner, self.clock, self.chunk = runner, clock, runner.chunk
-
-    def step(self, embeds: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        start = time.perf_counter()
-        projected, logits = self.runner.step(embeds, positions)
-        name = "llm_decode" if embeds.shape[1] == 1 else "llm_prefill"
-        self.clock.record(name, time.perf_counter() - start, [projected, logits])
-        if name == "llm_decode" and self.clock.enabled:
-            self.clock.decode_tokens += 1
-        return projected, logits
-
-    def reset(self) -> None:
-        self.runner.reset()
-
-    def snapshot(self) -> Any:
-        return self.runner.snapshot()
-
-    def restore(self, state: Any) -> None:
-        self.runner.restore(state)
-
-
-def _instrument(session: EdgeSession, clock: _Clock) -> None:
-    session.encode = _TimedGraph(session.encode, "encode_image", clock)
-    session.embed = _TimedGraph(session.embed, "embed", clock)
-    session.region = _TimedGraph(session.region, "region", clock)
-    session.segment_graph = _TimedGraph(session.segment_graph, "segment", clock)
-    session.llm = _TimedLLM(session.llm, clock)
+            self.decode_tokens += name == "llm_decode"
 
 
 # -- checks ----------------------------------------------------------------------------------------
@@ -334,14 +297,13 @@ def bench(
         )
     psnr_by_graph = graph_psnr(session, reference) if psnr_skipped is None else {}
     clock = _Clock()
-    _instrument(session, clock)
+    observe(session, clock)
     for sample in samples[: options.warmup]:
         session.clear_image()
         session.segment(sample.example.request)
 
     results: list[SegmentationResult] = []
     first, nxt, totals = [], [], []
-    decode_s = 0.0
     for repeat in range(options.repeats):
         for sample in samples:
             request = sample.example.request

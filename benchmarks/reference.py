@@ -31,6 +31,7 @@ from xsam_edge.export.graphs import SlotConfig
 from xsam_edge.export.to_bundle import model_source
 from xsam_edge.golden_set import GoldenCall, GoldenSample, sample_to_json, trace_arrays, write_golden_set
 from xsam_edge.inference import XSamPredictor
+from xsam_edge.runtime.observe import observe
 from xsam_edge.runtime.session import EdgeSession
 from xsam_edge.tokenizer import atomic_write_text
 
@@ -39,55 +40,19 @@ log = logging.getLogger(__name__)
 RUN_FILE = "run.json"
 
 
-class _TracedGraph:
-    """A graph runner that appends each call (inputs, outputs) to a trace."""
-
-    def __init__(self, runner, name: str, trace: list[GoldenCall]) -> None:
-        self.runner, self.name, self.trace = runner, name, trace
-
-    def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
-        outputs = self.runner.run(*inputs)
-        self.trace.append(
-            GoldenCall(self.name, [np.array(x) for x in inputs], [np.array(y) for y in outputs])
-        )
-        return outputs
-
-
-class _TracedLLM:
-    """An LLM runner whose ``step`` calls are traced as graph ``llm``."""
-
-    def __init__(self, runner, trace: list[GoldenCall]) -> None:
-        self.runner, self.trace, self.chunk = runner, trace, runner.chunk
-
-    def step(self, embeds: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        projected, logits = self.runner.step(embeds, positions)
-        self.trace.append(GoldenCall("llm", [np.array(embeds), np.array(positions)], [projected, logits]))
-        return projected, logits
-
-    def reset(self) -> None:
-        self.runner.reset()
-
-    def snapshot(self):
-        return self.runner.snapshot()
-
-    def restore(self, state) -> None:
-        self.runner.restore(state)
-
-
 def trace_request(session: EdgeSession, request) -> list[GoldenCall]:
     """Every graph call ``session`` makes for ``request`` on a fresh image state (LLM from a reset cache)."""
     trace: list[GoldenCall] = []
-    graphs = {"encode": "encode_image", "embed": "embed", "region": "region", "segment_graph": "segment"}
-    saved = {attr: getattr(session, attr) for attr in (*graphs, "llm")}
+
+    def keep(name: str, inputs: list[np.ndarray], outputs: list[np.ndarray], seconds: float) -> None:
+        trace.append(GoldenCall(name, [np.array(x) for x in inputs], [np.array(y) for y in outputs]))
+
+    stop = observe(session, keep)
     try:
-        for attr, name in graphs.items():
-            setattr(session, attr, _TracedGraph(saved[attr], name, trace))
-        session.llm = _TracedLLM(saved["llm"], trace)
         session.clear_image()
         session.run(request)
     finally:
-        for attr, runner in saved.items():
-            setattr(session, attr, runner)
+        stop()
         session.clear_image()
     return trace
 
@@ -143,11 +108,8 @@ def make_reference(
         raise ValueError(f"{data} gave no samples; check the dataset spec and --limit")
     slots = slots or SlotConfig()
     traced_slots = {**dataclasses.asdict(slots), "max_seq": slots.seq_len(model.config)}  # as manifests have
-    source = {
-        **model_source(model, read_lineage(model_dir)),
-        "config": model.config.to_dict(),
-        "slots": traced_slots,
-    }
+    origin = model_source(model, read_lineage(model_dir))  # hashes every weight: once
+    source = {**origin, "config": model.config.to_dict(), "slots": traced_slots}
     run = {
         "model": source["fingerprint"],
         "data": data,
@@ -178,7 +140,7 @@ def make_reference(
         if i < traced:
             if session is None:
                 session = EdgeSession(
-                    eager_manifest(model, predictor.tokenizer, slots),
+                    eager_manifest(model, predictor.tokenizer, slots, origin),
                     EAGER,
                     runtime=EagerBackend(model, slots),
                 )

@@ -57,13 +57,18 @@ class EagerBackend:
         return HostCacheLLM(graph, graph, manifest.graph(_LLM_GRAPHS[0], EAGER))
 
 
-def eager_manifest(model: XSam, tokenizer: XSamTokenizer, slots: SlotConfig) -> Manifest:
-    """An in-memory manifest of the eager graphs (no files); its tokenizer sits in a temp folder."""
+def eager_manifest(
+    model: XSam, tokenizer: XSamTokenizer, slots: SlotConfig, source: dict | None = None
+) -> Manifest:
+    """An in-memory manifest of the eager graphs (no files); its tokenizer sits in a temp folder.
+
+    ``source`` is ``to_bundle.model_source(model)`` when the caller has it already.
+    """
     entries = []
     for name, spec in graph_specs(model.config, slots).items():
         data = spec.to_dict()
         entries.append(GraphEntry(name, EAGER, "fp32", [], data["inputs"], data["outputs"]))
-    manifest = bundle_manifest(model, tokenizer, slots, entries)
+    manifest = bundle_manifest(model, tokenizer, slots, entries, source=source)
     root = Path(tempfile.mkdtemp(prefix="xsam-eager-"))
     tokenizer.save(root)
     manifest.root = root

@@ -146,11 +146,13 @@ def bundle_manifest(
     graphs: list[GraphEntry],
     golden: list[str] | None = None,
     lineage: dict | None = None,
+    source: dict | None = None,
 ) -> Manifest:
     """The manifest of ``model`` exported with ``slots`` (``files`` are filled when the bundle is finalised).
 
     ``source`` names the model the graphs came from (its weight fingerprint), so a golden reference made from
-    another model is refused by the bench instead of reported as an accuracy drop.
+    another model is refused by the bench instead of reported as an accuracy drop. A caller that already has
+    ``model_source(model, lineage)`` passes it as ``source`` (hashing a full-size model takes a while).
     """
     return Manifest(
         schema_version=SCHEMA_VERSION,
@@ -170,7 +172,7 @@ def bundle_manifest(
         files={},
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         golden=golden or [],
-        source=model_source(model, lineage),
+        source=source or model_source(model, lineage),
     )
 
 
