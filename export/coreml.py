@@ -101,6 +101,32 @@ def mil_op_histogram(spec: Any) -> dict[str, int]:
     return dict(counts.most_common())
 
 
+def max_tensor_rank(spec: Any) -> int:
+    """The highest rank of any tensor an ML program's ops produce (Core ML rejects rank > 5 on device).
+
+    coremltools rewrites some rank-6 patterns itself (SAM's window partition: reshape → transpose →
+    reshape becomes rank-5 steps), so this checks the converted program, not the PyTorch graph.
+
+    Args:
+        spec (Any): a ``Model_pb2.Model`` of an ML program.
+    """
+    highest = 0
+
+    def visit(block: Any) -> None:
+        nonlocal highest
+        for op in block.operations:
+            for output in op.outputs:
+                if output.type.WhichOneof("type") == "tensorType":
+                    highest = max(highest, output.type.tensorType.rank)
+            for inner in op.blocks:
+                visit(inner)
+
+    for function in spec.mlProgram.functions.values():
+        for block in function.block_specializations.values():
+            visit(block)
+    return highest
+
+
 def _known_ops(target: Any) -> set[str]:
     """The MIL op types coremltools' registry defines for ``target`` (a ``ct.target``)."""
     from coremltools.converters.mil.mil.ops.registry import SSAOpRegistry
@@ -255,7 +281,8 @@ def export_coreml(
         ExportedGraph: backend ``coreml``; names, shapes and dtypes read back from the saved package's spec;
         ``states`` the state names; ``placement`` with the MIL op ``histogram``, ``risks``, ``unknown_ops``
         (ops outside coremltools' registry: should be empty), ``file_bytes``, ``deployment_target``,
-        ``precision`` and ``spec_matches`` (spec equals the ``GraphSpec``); ``parity`` from
+        ``precision``, ``max_rank`` (highest tensor rank in the program: ≤ 5 or the device refuses it) and
+        ``spec_matches`` (spec equals the ``GraphSpec``); ``parity`` from
         ``predict_parity`` on macOS, empty elsewhere (``placement["parity_skipped"]`` gives the reason).
 
     Raises:
@@ -302,6 +329,7 @@ def export_coreml(
         "histogram": hist,
         "risks": {op: {"count": n, "reason": _RISKY_OPS[op]} for op, n in hist.items() if op in _RISKY_OPS},
         "unknown_ops": sorted(op for op in hist if op not in known),
+        "max_rank": max_tensor_rank(proto),
         "spec_matches": _same_signature(declared, found),
     }
     parity: list[OutputParity] = []

@@ -226,6 +226,7 @@ def test_coreml_every_graph_converts_with_declared_spec(coreml_graphs, tiny_mode
         assert sorted(graph.states) == sorted(s.name for s in spec.states)
         assert placement["spec_matches"], name
         assert placement["unknown_ops"] == [], (name, placement["unknown_ops"])
+        assert 2 <= placement["max_rank"] <= 5, (name, placement["max_rank"])  # the tiny SAM has windows too
         assert placement["precision"] == precision and placement["total_ops"] > 0
         expected_target = "iOS17" if name.startswith("llm_kvio") else "iOS18"
         assert placement["deployment_target"] == expected_target
@@ -237,6 +238,54 @@ def test_coreml_every_graph_converts_with_declared_spec(coreml_graphs, tiny_mode
             assert placement["parity_skipped"] == PREDICT_SKIP_REASON
         loaded = ct.models.MLModel(str(graph.file), skip_model_load=True)
         assert loaded.get_spec().WhichOneof("Type") == "mlProgram"
+
+
+def test_coreml_sam_l_window_geometry_converts_to_rank_5(tmp_path):
+    """SAM ViT-L's window partition is a rank-6 reshape in PyTorch (64² tokens padded to 70², windows of
+    14); coremltools must turn it into rank ≤ 5 steps or the device refuses the model. Full-size geometry,
+    narrow widths (the rank does not depend on them)."""
+    ct = pytest.importorskip("coremltools")
+    from xsam_edge.config import SegEncoderConfig
+    from xsam_edge.export.coreml import max_tensor_rank
+    from xsam_edge.model.seg_encoder import SegEncoder
+
+    config = SegEncoderConfig(
+        image_size=1024,
+        patch_size=16,
+        hidden_size=32,
+        intermediate_size=64,
+        num_layers=2,
+        num_heads=2,
+        window_size=14,
+        global_attn_indexes=(1,),
+        output_channels=16,
+        projector_layer=1,
+        connector_layers=(1, 2),
+    )
+    encoder = SegEncoder(config).eval()
+
+    class Taps(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            taps = self.encoder.forward_taps(pixels)
+            return taps[1], taps[2]  # a windowed block, then a global one
+
+    pixels = torch.randn(1, 3, 1024, 1024)
+    with torch.no_grad():
+        program = torch.export.export(Taps(), (pixels,)).run_decompositions({})
+    ranks = [n.meta["val"].dim() for n in program.graph.nodes if isinstance(n.meta.get("val"), torch.Tensor)]
+    assert max(ranks) == 6  # the PyTorch graph does carry the rank-6 window tensor
+    mlmodel = ct.convert(
+        program,
+        inputs=[ct.TensorType(name="pixels", shape=pixels.shape)],
+        convert_to="mlprogram",
+        minimum_deployment_target=ct.target.iOS18,
+        skip_model_load=True,
+    )
+    assert max_tensor_rank(mlmodel.get_spec()) == 5
 
 
 def test_coreml_llm_is_stateful_and_kvio_is_not(coreml_graphs):
