@@ -8,7 +8,9 @@ compared with. Nothing is exported or written; the manifest lives in memory (the
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +64,8 @@ def eager_manifest(
 ) -> Manifest:
     """An in-memory manifest of the eager graphs (no files); its tokenizer sits in a temp folder.
 
-    ``source`` is ``to_bundle.model_source(model)`` when the caller has it already.
+    ``source`` is ``to_bundle.model_source(model)`` when the caller has it already. The temp folder goes
+    when the manifest is collected (or at exit), so a long reference run does not leave one per model.
     """
     entries = []
     for name, spec in graph_specs(model.config, slots).items():
@@ -70,6 +73,7 @@ def eager_manifest(
         entries.append(GraphEntry(name, EAGER, "fp32", [], data["inputs"], data["outputs"]))
     manifest = bundle_manifest(model, tokenizer, slots, entries, source=source)
     root = Path(tempfile.mkdtemp(prefix="xsam-eager-"))
+    weakref.finalize(manifest, shutil.rmtree, root, ignore_errors=True)
     tokenizer.save(root)
     manifest.root = root
     return manifest

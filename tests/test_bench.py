@@ -76,6 +76,19 @@ def test_golden_holds_requests_results_and_traces(golden, model):
         assert sample.example.target.masks.shape[1:] == sample.example.request.image_size
 
 
+def test_eager_manifest_removes_its_temp_folder(model):
+    import gc
+
+    from xsam_edge.export.eager import eager_manifest
+
+    manifest = eager_manifest(model, tiny_tokenizer(), SLOTS)
+    root = manifest.root
+    assert (root / "tokenizer.json").is_file()
+    del manifest
+    gc.collect()
+    assert not root.exists()
+
+
 def test_corrupted_golden_is_refused_with_the_file_named(golden, tmp_path):
     copy = shutil.copytree(golden, tmp_path / "g")
     (copy / "traces.npz").write_bytes(b"garbage")
