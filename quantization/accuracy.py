@@ -3,11 +3,14 @@
 The reference is the float export on the same backend and data (so export numerics cancel out); a drop is
 reference − quantized of each task's primary metric, in points. ``sensitivity`` quantizes one graph at a time
 (the others float) and measures its drop; ``fit_max_drop`` starts from the full recipe and, while the worst
-task drop exceeds the budget, returns the most sensitive quantized graph to float.
+task drop exceeds the budget, gives precision back where it costs most: first the most sensitive layers of
+the most sensitive graph (where the backend quantizes modules), then that whole graph, then the next.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import time
@@ -19,16 +22,18 @@ from typing import Any
 from xsam_edge.data.sample import Example
 from xsam_edge.metrics import primary_metrics
 from xsam_edge.model.xsam import XSam
-from xsam_edge.tokenizer import XSamTokenizer
+from xsam_edge.tokenizer import XSamTokenizer, atomic_write_text
 
-from .quantize import QuantizeResult, model_fingerprint, quantize_bundle
+from .quantize import QuantizeResult, layer_sensitivity, model_fingerprint, quantize_bundle
 from .recipes import QUANT_GRAPHS, SUPPORTED, Recipe
+from .report import LayerScore
 from .schemes import Float16, Float32, Scheme
 
 __all__ = ["BundleScore", "FitResult", "evaluate_bundle", "fit_max_drop", "sensitivity", "task_drops"]
 
 log = logging.getLogger(__name__)
 RUNNABLE = ("onnx", "openvino", "executorch")  # backends EdgeSession runs on this machine's OS (Linux)
+LAYERED = ("executorch",)  # backends whose quantizer works on modules, so single layers can stay float
 
 
 @dataclass
@@ -130,6 +135,20 @@ class _Scorer:
             fingerprint=self.fingerprint,
         )
 
+    def layers(self, recipe: Recipe, graph: str) -> list[LayerScore]:
+        """``graph``'s quantized modules of ``recipe``, most sensitive first (same work folder)."""
+        _, scores = layer_sensitivity(
+            self.model,
+            self.tokenizer,
+            recipe,
+            graph,
+            self.work,
+            self.slots,
+            self.progress,
+            self.fingerprint,
+        )
+        return scores
+
     def score(self, recipe: Recipe, folder: Path) -> tuple[QuantizeResult, BundleScore]:
         """Quantize into ``folder`` (intermediates shared in ``work``) and evaluate the bundle."""
         result = self.bundle(recipe, folder)
@@ -172,7 +191,11 @@ def sensitivity(
 
 @dataclass
 class FitResult:
-    """The bundle that meets the budget (or the float one), how it got there, and its scores."""
+    """The bundle that meets the budget (or the float one), how it got there, and its scores.
+
+    ``layers`` holds, per graph the per-layer pass looked into, its modules ranked by sensitivity
+    (``LayerScore`` as dicts), most sensitive first.
+    """
 
     result: QuantizeResult
     recipe: Recipe
@@ -181,6 +204,29 @@ class FitResult:
     drops: dict[str, float]
     history: list[dict[str, Any]] = field(default_factory=list)
     sensitivity: dict[str, Any] = field(default_factory=dict)
+    layers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    folder: Path | None = None  # the search's work folder; ``fit.json`` there records every step
+
+    def summary(self, max_drop: float) -> dict[str, Any]:
+        """The search as plain data (``fit.json`` in the work folder): every step, both passes, the result."""
+        return {
+            "budget": max_drop,
+            "bundle": str(self.result.bundle),
+            "recipe": self.recipe.to_dict(),
+            "reference": self.reference.primary,
+            "final": self.score.primary,
+            "drops": self.drops,
+            "worst": _worst(self.drops),
+            "steps": self.history,
+            "graph_sensitivity": self.sensitivity,
+            "layer_sensitivity": self.layers,
+        }
+
+
+def _step_name(recipe: Recipe, kept: Sequence[str], float_layers: dict[str, tuple[str, ...]]) -> str:
+    parts = [f"+float-{'-'.join(kept)}"] if kept else []
+    parts += [f"+{len(v)}-float-layers-{g}" for g, v in float_layers.items()]
+    return recipe.name + "".join(parts)
 
 
 def fit_max_drop(
@@ -193,8 +239,15 @@ def fit_max_drop(
     work_dir: str | os.PathLike | None = None,
     slots: Any = None,
     progress: bool = True,
+    max_layers: int = 2,
+    min_gain_db: float = 1.0,
 ) -> FitResult:
-    """Quantize by ``recipe``, then keep graphs float, most sensitive first, until every task drops ≤ budget.
+    """Quantize by ``recipe``, then give precision back, most sensitive first, until the budget holds.
+
+    The graphs are visited in order of their drop alone (the graph-level sensitivity pass). Where the
+    backend's quantizer works on modules (ExecuTorch), a graph first gets its most sensitive layers back in
+    float, one more per step (at most ``max_layers``, each recovering at least ``min_gain_db`` of the
+    graph's output PSNR); only when that does not meet the budget does the whole graph go float.
 
     Args:
         model (XSam): the float model.
@@ -207,16 +260,20 @@ def fit_max_drop(
             (default ``.<out>.fit`` beside ``out``); a rerun reuses them.
         slots (SlotConfig | None): fixed slot sizes.
         progress (bool): progress bars.
+        max_layers (int): layers per graph the per-layer steps may keep float (0: whole graphs only).
+        min_gain_db (float): a layer is tried only when keeping it float recovers this much PSNR.
 
     Returns:
         FitResult: the final bundle and recipe, scores, per-task drops and every step taken.
 
     Raises:
-        ValueError: a negative budget.
+        ValueError: a negative budget or ``max_layers``.
         RuntimeError: the recipe's backend cannot run here.
     """
     if max_drop < 0:
         raise ValueError(f"--max-drop is a budget in metric points and must be ≥ 0, got {max_drop}")
+    if max_layers < 0:
+        raise ValueError(f"--max-layers is a count of layers per graph and must be ≥ 0, got {max_layers}")
     if recipe.backend not in RUNNABLE:
         raise RuntimeError(
             f"an accuracy budget needs the {recipe.backend!r} runtime, which cannot run here; "
@@ -225,27 +282,64 @@ def fit_max_drop(
     target = Path(out)
     out = Path(work_dir) if work_dir else target.parent / f".{target.name}.fit"
     scorer = _Scorer(model, tokenizer, examples, out / "work", slots, progress)
+    layered = max_layers > 0 and recipe.backend in LAYERED
+    fit = _search(scorer, recipe, max_drop, out, target, max_layers if layered else 0, min_gain_db)
+    atomic_write_text(out / "fit.json", json.dumps(fit.summary(max_drop), indent=1, default=str))
+    return fit
+
+
+def _search(
+    scorer: Any, recipe: Recipe, max_drop: float, out: Path, target: Path, max_layers: int, min_gain_db: float
+) -> FitResult:
+    """``fit_max_drop``'s search over any scorer (``score``, ``layers``, ``bundle`` as ``_Scorer``'s)."""
     _, reference = scorer.score(_only(recipe, []), out / "float")
-    current = recipe
-    result, score = scorer.score(current, out / "step-0")
-    drops = task_drops(reference, score)
-    history = [{"recipe": current.name, "kept_float": [], "drops": drops, "worst": _worst(drops)}]
-    report: dict[str, Any] = {}
+    history: list[dict[str, Any]] = []
     kept: list[str] = []
+
+    def attempt(candidate: Recipe) -> tuple[BundleScore, dict[str, float]]:
+        _, score = scorer.score(candidate, out / f"step-{len(history)}")
+        drops = task_drops(reference, score)
+        float_layers = {g: list(v) for g, v in candidate.float_layers.items()}
+        history.append(
+            {
+                "recipe": candidate.name,
+                "kept_float": list(kept),
+                "float_layers": float_layers,
+                "drops": drops,
+                "worst": _worst(drops),
+            }
+        )
+        log.info("kept %s float, layers %s: worst drop %.2f", kept, float_layers, _worst(drops))
+        return score, drops
+
+    current = recipe
+    score, drops = attempt(current)
+    report: dict[str, Any] = {}
+    layer_report: dict[str, list[dict[str, Any]]] = {}
     if _worst(drops) > max_drop:
         report = _sensitivity(scorer, recipe, out / "sensitivity", reference)
         fallback = _float_scheme(recipe)
         for graph in report["graphs"]:
+            base = recipe.with_schemes({g: fallback for g in kept})
+            if max_layers:
+                scores = scorer.layers(base, graph)
+                layer_report[graph] = [dataclasses.asdict(s) for s in scores]
+                picks = [s.module for s in scores if s.gain_db >= min_gain_db][:max_layers]
+                for count in range(1, len(picks) + 1):
+                    trial = base.with_float_layers(graph, picks[:count])
+                    trial = dataclasses.replace(trial, name=_step_name(recipe, kept, trial.float_layers))
+                    trial_score, trial_drops = attempt(trial)
+                    if _worst(trial_drops) <= max_drop:
+                        current, score, drops = trial, trial_score, trial_drops
+                        break
+                if _worst(drops) <= max_drop:
+                    break  # a few layers in float met the budget
             kept.append(graph)
-            current = recipe.with_schemes({g: fallback for g in kept}, suffix=f"+float-{'-'.join(kept)}")
-            result, score = scorer.score(current, out / f"step-{len(kept)}")
-            drops = task_drops(reference, score)
-            history.append(
-                {"recipe": current.name, "kept_float": list(kept), "drops": drops, "worst": _worst(drops)}
-            )
-            log.info("kept %s float: worst drop %.2f", kept, _worst(drops))
+            current = recipe.with_schemes({g: fallback for g in kept})
+            current = dataclasses.replace(current, name=_step_name(recipe, kept, {}))
+            score, drops = attempt(current)
             if _worst(drops) <= max_drop:
                 break
-    # the chosen step's bundle, re-assembled at ``out`` from the cached graph parts
+    # the chosen step's bundle, re-assembled at ``target`` from the cached graph parts
     result = scorer.bundle(current, target)
-    return FitResult(result, current, reference, score, drops, history, report)
+    return FitResult(result, current, reference, score, drops, history, report, layer_report, out)

@@ -37,6 +37,7 @@ as in a session), then one decode.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -61,10 +62,10 @@ from xsam_edge.model.xsam import XSam
 
 from .common import keep_float_pattern, output_psnr
 from .recipes import SUPPORTED
-from .report import GraphQuantReport, files_bytes
+from .report import GraphQuantReport, LayerScore, files_bytes
 from .schemes import Int8DynActInt4Weight, Int8Static, Scheme
 
-__all__ = ["EXPORT_GRAPHS", "integer_evidence", "quantize_graph", "quantize_module"]
+__all__ = ["EXPORT_GRAPHS", "integer_evidence", "layer_sensitivity", "quantize_graph", "quantize_module"]
 
 BACKEND = "executorch"
 # recipe graph → the export graph (also the calibration key: the LLM's samples come as "llm_prefill")
@@ -132,6 +133,8 @@ class _Plan:
         inputs (tuple[torch.Tensor, ...]): example inputs (the forward that finds the used modules).
         samples (list[tuple[torch.Tensor, ...]]): calibration inputs (``w8a8``).
         stateful (bool): the wrapper is the LLM (its methods share one module: no pt2e).
+        observer (str | None): ``w8a8`` activation observer in place of the scheme's calibration method
+            (the per-layer pass ranks with ``minmax``: the histogram search costs ~13 s per teacher graph).
     """
 
     def __init__(
@@ -141,10 +144,12 @@ class _Plan:
         inputs: tuple[torch.Tensor, ...],
         samples: list[tuple[torch.Tensor, ...]],
         stateful: bool,
+        observer: str | None = None,
     ) -> None:
         self.scheme, self.keep_float, self.inputs, self.samples = scheme, tuple(keep_float), inputs, samples
-        self.stateful = stateful
+        self.stateful, self.observer = stateful, observer
         self.quantized = 0
+        self.quantized_modules: list[str] = []
         self.kept_float: list[str] = []
         self.notes: list[str] = []
 
@@ -203,6 +208,7 @@ class _Plan:
                 # embedding_byte fusion pattern does not match
                 mod.padding_idx = None
         quantize_(copied, config, filter_fn=lambda _, fqn: fqn in targets)
+        self.quantized_modules = sorted(targets)
         self.quantized = len(targets)
         return copied
 
@@ -221,26 +227,23 @@ class _Plan:
         return None
 
     def _pt2e(self, module: nn.Module, used: dict[str, nn.Module]) -> nn.Module:
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-            XNNPACKQuantizer,
-            get_symmetric_quantization_config,
-        )
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
         from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
 
         scheme = self.scheme
         assert isinstance(scheme, Int8Static)
-        if scheme.calibration_method != "minmax":
+        method = self.observer or scheme.calibration_method
+        if method == "percentile":
             self.notes.append(
-                f"calibration_method {scheme.calibration_method!r}: XNNPACKQuantizer has min/max "
-                "observers only"
+                "calibration_method 'percentile' on XNNPACK: torchao's HistogramObserver, a range search "
+                "that minimises the quantization error and so clips rare outliers (pt2e has no percentile "
+                "observer)"
             )
         kept = {fqn: p for fqn in used if (p := keep_float_pattern([fqn], self.keep_float))}
         self.kept_float += [f"{fqn}: keep_float pattern {p!r}" for fqn, p in kept.items()]
-        quantizer = XNNPACKQuantizer().set_global(
-            get_symmetric_quantization_config(is_per_channel=scheme.per_channel)
-        )
+        quantizer = XNNPACKQuantizer().set_global(_xnnpack_config(scheme.per_channel, method))
         quantizer.set_filter_function(lambda node: not _from_modules(node, kept))
         with torch.no_grad():
             graph = torch.export.export(module, self.inputs, strict=False).module()
@@ -252,6 +255,7 @@ class _Plan:
                 prepared(*sample)
             converted = convert_pt2e(prepared)
         integer = _modules_with_integer_weights(converted)
+        self.quantized_modules = sorted(integer)
         self.quantized = len(integer)
         self.kept_float += [
             f"{fqn}: {type(mod).__name__}: XNNPACKQuantizer does not quantize it"
@@ -259,6 +263,21 @@ class _Plan:
             if fqn not in integer and fqn not in kept
         ]
         return converted
+
+
+def _xnnpack_config(per_channel: bool, method: str) -> Any:
+    """XNNPACK's symmetric static config with the activation observer ``method`` asks for.
+
+    ``get_symmetric_quantization_config`` always observes activations with a histogram search; ``minmax``
+    swaps in ``MinMaxObserver`` so that the scheme means the same here as on ONNX Runtime and OpenVINO.
+    """
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
+    from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
+
+    config = get_symmetric_quantization_config(is_per_channel=per_channel)
+    observer = (MinMaxObserver if method == "minmax" else HistogramObserver).with_args(eps=2**-12)
+    activation = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=observer)
+    return dataclasses.replace(config, input_activation=activation, output_activation=activation)
 
 
 def _float_output(node: torch.fx.Node) -> bool:
@@ -410,20 +429,12 @@ def quantize_graph(
     """
     import executorch.kernels.quantized  # noqa: F401  (registers embedding_byte & co. for export and runtime)
 
-    if graph not in EXPORT_GRAPHS:
-        raise ValueError(f"unknown graph {graph!r}; ExecuTorch quantizes: {', '.join(EXPORT_GRAPHS)}")
-    key = EXPORT_GRAPHS[graph]
-    _check(graph, scheme, calibration.get(key), key)
     start = time.perf_counter()
-    spec = graph_specs(model.config, slots)[key]
-    dtypes = [s.dtype for s in spec.inputs]
-    inputs = example_inputs(model.config, key, slots)
-    samples = [_tensors(s, dtypes) for s in calibration.get(key, [])]
+    key, spec, inputs, samples, held = _graph_data(model, graph, slots, scheme, calibration, holdout)
     plan = _Plan(scheme, keep_float, inputs, samples, stateful=graph == "llm")
     prepare = None if scheme.name == "fp32" else plan.prepare  # fp32: exactly the float export
     exported = export_executorch(model, key, slots, out_dir, prepare=prepare)
 
-    held = [_tensors(s, dtypes) for s in holdout.get(key, [])] or [inputs]
     reference = build_graph(model, key, slots)  # eager float32, fresh caches
     if graph == "llm":
         psnr_db = _llm_psnr(exported.file, reference, held, slots.seq_len(model.config))
@@ -444,6 +455,104 @@ def quantize_graph(
         psnr_db=psnr_db,
     )
     return exported, report
+
+
+def _graph_data(
+    model: XSam,
+    graph: str,
+    slots: SlotConfig,
+    scheme: Scheme,
+    calibration: dict[str, list[list[np.ndarray]]],
+    holdout: dict[str, list[list[np.ndarray]]],
+) -> tuple[
+    str, Any, tuple[torch.Tensor, ...], list[tuple[torch.Tensor, ...]], list[tuple[torch.Tensor, ...]]
+]:
+    """Check the request, then (export key, spec, example inputs, calibration samples, held-out samples).
+
+    The held-out samples fall back to the example inputs when there are none.
+    """
+    if graph not in EXPORT_GRAPHS:
+        raise ValueError(f"unknown graph {graph!r}; ExecuTorch quantizes: {', '.join(EXPORT_GRAPHS)}")
+    key = EXPORT_GRAPHS[graph]
+    _check(graph, scheme, calibration.get(key), key)
+    spec = graph_specs(model.config, slots)[key]
+    dtypes = [s.dtype for s in spec.inputs]
+    inputs = example_inputs(model.config, key, slots)
+    samples = [_tensors(s, dtypes) for s in calibration.get(key, [])]
+    held = [_tensors(s, dtypes) for s in holdout.get(key, [])] or [inputs]
+    return key, spec, inputs, samples, held
+
+
+def _eager_outputs(
+    module: nn.Module, samples: list[tuple[torch.Tensor, ...]], stateful: bool
+) -> list[list[np.ndarray]]:
+    """``module``'s outputs on ``samples`` in PyTorch (the LLM: the chunks in order from empty caches)."""
+    if stateful:
+        module.reset_cache()
+    outputs = []
+    with torch.no_grad():
+        for sample in samples:
+            out = module(*sample)
+            out = out if isinstance(out, tuple | list) else (out,)
+            outputs.append([o.float().numpy().copy() for o in out])
+    if stateful:
+        module.reset_cache()  # a quantized light copy shares the float module's cache buffers
+    return outputs
+
+
+def _mean_gain(base: dict[str, float], trial: dict[str, float], cap: float = 150.0) -> float:
+    """Mean PSNR gain over the outputs (identical outputs count as ``cap`` dB, not infinity)."""
+    gains = [min(trial[k], cap) - min(base[k], cap) for k in base]
+    return float(np.mean(gains)) if gains else 0.0
+
+
+def layer_sensitivity(
+    model: XSam,
+    graph: str,
+    slots: SlotConfig,
+    scheme: Scheme,
+    keep_float: tuple[str, ...],
+    calibration: dict[str, list[list[np.ndarray]]],
+    holdout: dict[str, list[list[np.ndarray]]],
+    progress: bool = False,
+) -> tuple[dict[str, float], list[LayerScore]]:
+    """How much of one graph's quantization error each quantized module causes: the per-layer pass.
+
+    The graph is quantized as ``quantize_graph`` would (same plan, same calibration), once as a whole and
+    once per quantized module with that module alone left float; each variant runs in PyTorch on the
+    held-out samples (pt2e's converted graph and torchao's swapped modules compute the integer numerics
+    there, so no lowering is needed). A module whose float copy recovers many dB is where the error comes
+    from: in LLMs typically one early ``down_proj`` whose input carries the massive activations that
+    per-token INT8 cannot resolve. Static ``w8a8`` ranges are set by min/max here whatever the scheme's
+    method: the histogram search takes ~13 s per teacher graph and variant, min/max a fraction of a second,
+    and the ranking is what matters (``fit_max_drop`` then measures each choice with the real scheme).
+
+    Returns:
+        tuple[dict[str, float], list[LayerScore]]: the whole graph's PSNR per output, and one score per
+        quantized module, most sensitive (largest mean gain) first.
+
+    Raises:
+        ValueError: an unknown graph, an unsupported scheme, or ``w8a8`` without calibration samples.
+    """
+    from tqdm import tqdm
+
+    key, spec, inputs, samples, held = _graph_data(model, graph, slots, scheme, calibration, holdout)
+    stateful = graph == "llm"
+    reference = build_graph(model, key, slots).eval()
+    names = [s.name for s in spec.outputs]
+    want = _eager_outputs(reference, held, stateful)
+
+    def measure(extra: tuple[str, ...]) -> tuple[dict[str, float], _Plan]:
+        plan = _Plan(scheme, keep_float + extra, inputs, samples, stateful, observer="minmax")
+        module = plan.prepare(reference)
+        return output_psnr(names, want, _eager_outputs(module, held, stateful)), plan
+
+    base, plan = measure(())
+    scores = []
+    for module_name in tqdm(plan.quantized_modules, desc=f"layers of {graph}", disable=not progress):
+        psnr_db, _ = measure((module_name,))
+        scores.append(LayerScore(module_name, round(_mean_gain(base, psnr_db), 2), psnr_db))
+    return base, sorted(scores, key=lambda s: -s.gain_db)
 
 
 def quantize_module(

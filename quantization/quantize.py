@@ -32,10 +32,17 @@ from xsam_edge.tokenizer import XSamTokenizer, atomic_write_text
 
 from .calibration import CalibrationSet, record_calibration
 from .recipes import QUANT_GRAPHS, Recipe
-from .report import GraphQuantReport, files_bytes
+from .report import GraphQuantReport, LayerScore, files_bytes
 from .schemes import Scheme
 
-__all__ = ["GraphPart", "QuantizeResult", "assemble_bundle", "model_fingerprint", "quantize_bundle"]
+__all__ = [
+    "GraphPart",
+    "QuantizeResult",
+    "assemble_bundle",
+    "layer_sensitivity",
+    "model_fingerprint",
+    "quantize_bundle",
+]
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +140,8 @@ def _quantize_graph(
 ) -> GraphPart:
     """Quantize (or copy, for fp32) one recipe graph into ``work/graphs/…``; reuse a finished one."""
     backend = recipe.backend
-    key = _key(scheme.to_dict(), recipe.keep_float)
+    keep_float = recipe.keep_float_for(graph)
+    key = _key(scheme.to_dict(), keep_float)
     folder = work / "graphs" / backend / f"{graph}-{scheme.label()}-{key}"
     done = folder / "part.json"
     if done.is_file():
@@ -161,12 +169,12 @@ def _quantize_graph(
         from xsam_edge.export.to_bundle import graph_entry
 
         exported, report = _handler(backend).quantize_graph(
-            model, graph, slots, scheme, recipe.keep_float, calib, holdout, folder
+            model, graph, slots, scheme, keep_float, calib, holdout, folder
         )
         entries = [graph_entry(exported, folder, precision=scheme.label())]
     else:
         new_files, report = _handler(backend).quantize_graph(
-            graph, fp32_files, scheme, recipe.keep_float, calib, holdout, folder
+            graph, fp32_files, scheme, keep_float, calib, holdout, folder
         )
         entries = [
             dataclasses.replace(
@@ -244,6 +252,25 @@ def assemble_bundle(fp32: Manifest, recipe: Recipe, parts: Mapping[str, GraphPar
         raise
 
 
+def _work_folder(model: XSam, work_dir: Path, slots: Any, fingerprint: str | None) -> Path:
+    """The intermediates of one model at one slot configuration (float export, calibration, graph parts)."""
+    work = work_dir / f"{model.config.name}-{fingerprint or model_fingerprint(model)}"
+    work = Path(f"{work}-{_key(dataclasses.asdict(slots))}")
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def _inputs(
+    model: XSam, tokenizer: XSamTokenizer, recipe: Recipe, work: Path, slots: Any, progress: bool
+) -> tuple[Manifest, CalibrationSet | None]:
+    """The float bundle and (when the recipe needs it) the calibration set, both cached in ``work``."""
+    backends = sorted({recipe.backend} | ({"onnx"} if recipe.calibrated else set()))
+    with torch.no_grad():
+        fp32 = _float_bundle(model, tokenizer, backends, work, slots, progress)
+        calibration = _calibration(recipe, fp32.root, work, progress) if recipe.calibrated else None
+    return fp32, calibration
+
+
 def quantize_bundle(
     model: XSam,
     tokenizer: XSamTokenizer,
@@ -282,20 +309,60 @@ def quantize_bundle(
         parse_spec(recipe.calibration.data)  # a bad spec fails here, before any export
     slots = slots or SlotConfig()
     out = Path(out)
-    work = Path(work_dir) if work_dir else out.parent / f".{out.name}.work"
-    fingerprint = fingerprint or model_fingerprint(model)
-    work = work / f"{model.config.name}-{fingerprint}-{_key(dataclasses.asdict(slots))}"
-    work.mkdir(parents=True, exist_ok=True)
+    work = _work_folder(
+        model, Path(work_dir) if work_dir else out.parent / f".{out.name}.work", slots, fingerprint
+    )
     model = model.eval()
-    backends = sorted({recipe.backend} | ({"onnx"} if recipe.calibrated else set()))
+    fp32, calibration = _inputs(model, tokenizer, recipe, work, slots, progress)
+    parts: dict[str, GraphPart] = {}
+    bar = tqdm(QUANT_GRAPHS, desc=f"quantize {recipe.name}", disable=not progress)
     with torch.no_grad():
-        fp32 = _float_bundle(model, tokenizer, backends, work, slots, progress)
-        calibration = _calibration(recipe, fp32.root, work, progress) if recipe.calibrated else None
-        parts: dict[str, GraphPart] = {}
-        bar = tqdm(QUANT_GRAPHS, desc=f"quantize {recipe.name}", disable=not progress)
         for graph in bar:
             scheme = recipe.scheme_for(graph)
             bar.set_postfix_str(f"{graph}: {scheme.label()}")
             parts[graph] = _quantize_graph(model, fp32, recipe, graph, scheme, calibration, slots, work)
     bundle = assemble_bundle(fp32, recipe, parts, out)
     return QuantizeResult(bundle, recipe, [parts[g].report for g in QUANT_GRAPHS], fp32.root, work)
+
+
+def layer_sensitivity(
+    model: XSam,
+    tokenizer: XSamTokenizer,
+    recipe: Recipe,
+    graph: str,
+    work_dir: str | os.PathLike,
+    slots: Any = None,
+    progress: bool = True,
+    fingerprint: str | None = None,
+) -> tuple[dict[str, float], list[LayerScore]]:
+    """Rank the quantized modules of one graph of ``recipe`` by how much error each one causes.
+
+    Uses the same cached float export and calibration set as ``quantize_bundle`` with this ``work_dir``.
+
+    Returns:
+        tuple[dict[str, float], list[LayerScore]]: the whole graph's PSNR per output, and the modules, most
+        sensitive first (see the backend handler's ``layer_sensitivity``).
+
+    Raises:
+        ValueError: the backend's quantizer works on files, not modules (only ExecuTorch's works on
+            modules), or the graph's scheme is float.
+    """
+    from xsam_edge.export.graphs import SlotConfig
+
+    handler = _handler(recipe.backend)
+    if not hasattr(handler, "layer_sensitivity"):
+        raise ValueError(
+            f"per-layer sensitivity needs a quantizer that works on PyTorch modules (executorch); "
+            f"{recipe.backend!r} quantizes exported files, so its budget keeps whole graphs float"
+        )
+    scheme = recipe.scheme_for(graph)
+    if scheme.name in ("fp32", "fp16"):
+        raise ValueError(f"{graph} is {scheme.label()} in recipe {recipe.name!r}: it has no quantized layers")
+    slots = slots or SlotConfig()
+    work = _work_folder(model, Path(work_dir), slots, fingerprint)
+    model = model.eval()
+    _, calibration = _inputs(model, tokenizer, recipe, work, slots, progress)
+    calib, holdout = calibration.split() if calibration is not None else ({}, {})
+    return handler.layer_sensitivity(
+        model, graph, slots, scheme, recipe.keep_float_for(graph), calib, holdout, progress
+    )

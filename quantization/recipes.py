@@ -20,14 +20,18 @@ users have; ``load_recipe`` also reads a user's TOML file:
     encode_image = "w8a8"
     llm = { scheme = "8da4w", group_size = 64 }
 
+    [float_layers]          # per graph, modules the accuracy budget found too sensitive to quantize
+    llm = ["lm.blocks.0.down_proj"]
+
 Everything is checked when the recipe is built (``validate`` for the backend's support matrix), so a bad
 recipe fails before any export or calibration starts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +114,9 @@ class Recipe:
         calibration (Calibration): the calibration set (used only when some scheme needs data).
         keep_float (tuple[str, ...]): module-name patterns left in float in every graph.
         description (str): one line for tables and ``--help``.
+        float_layers (Mapping[str, tuple[str, ...]]): graph → module-name patterns left in float in that graph
+            only (what a per-layer sensitivity pass chose; a graph's quantized part is cached per its own
+            patterns, so adding one re-quantizes that graph alone).
     """
 
     name: str
@@ -119,18 +126,26 @@ class Recipe:
     calibration: Calibration = field(default_factory=Calibration)
     keep_float: tuple[str, ...] = FRAGILE
     description: str = ""
+    float_layers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.backend not in SUPPORTED:
             raise ValueError(
                 f"recipe {self.name!r}: unknown backend {self.backend!r}; backends: {', '.join(SUPPORTED)}"
             )
-        unknown = sorted(set(self.graphs) - set(QUANT_GRAPHS))
-        if unknown:
-            raise ValueError(
-                f"recipe {self.name!r}: no graph named {', '.join(map(repr, unknown))}; "
-                f"graphs: {', '.join(QUANT_GRAPHS)}"
-            )
+        for table in ("graphs", "float_layers"):
+            unknown = sorted(set(getattr(self, table)) - set(QUANT_GRAPHS))
+            if unknown:
+                raise ValueError(
+                    f"recipe {self.name!r}: {table}: no graph named {', '.join(map(repr, unknown))}; "
+                    f"graphs: {', '.join(QUANT_GRAPHS)}"
+                )
+        for graph, layers in self.float_layers.items():
+            if isinstance(layers, str) or not all(isinstance(x, str) and x for x in layers):
+                raise ValueError(
+                    f"recipe {self.name!r}: float_layers.{graph} must be a list of module names, "
+                    f"got {layers!r}"
+                )
         for graph in QUANT_GRAPHS:
             scheme = self.scheme_for(graph)
             if not isinstance(scheme, Scheme):
@@ -142,10 +157,15 @@ class Recipe:
                 )
         object.__setattr__(self, "keep_float", tuple(self.keep_float))
         object.__setattr__(self, "graphs", dict(self.graphs))
+        object.__setattr__(self, "float_layers", {g: tuple(v) for g, v in self.float_layers.items() if v})
 
     def scheme_for(self, graph: str) -> Scheme:
         """The scheme of ``graph`` (the default when the recipe does not name it)."""
         return self.graphs.get(graph, self.default)
+
+    def keep_float_for(self, graph: str) -> tuple[str, ...]:
+        """Module-name patterns left in float in ``graph``: the recipe-wide ones, then the graph's own."""
+        return self.keep_float + tuple(self.float_layers.get(graph, ()))
 
     @property
     def calibrated(self) -> bool:
@@ -155,14 +175,13 @@ class Recipe:
     def with_schemes(self, overrides: Mapping[str, Scheme], suffix: str = "") -> Recipe:
         """A copy with some graphs' schemes replaced (the sensitivity pass and ``--max-drop`` use it)."""
         graphs = {g: self.scheme_for(g) for g in QUANT_GRAPHS} | dict(overrides)
-        return Recipe(
-            self.name + suffix,
-            self.backend,
-            graphs,
-            self.default,
-            self.calibration,
-            self.keep_float,
-            self.description,
+        return dataclasses.replace(self, name=self.name + suffix, graphs=graphs)
+
+    def with_float_layers(self, graph: str, layers: Sequence[str], suffix: str = "") -> Recipe:
+        """A copy that also keeps ``layers`` (module names) of ``graph`` in float."""
+        kept = tuple(dict.fromkeys((*self.float_layers.get(graph, ()), *layers)))
+        return dataclasses.replace(
+            self, name=self.name + suffix, float_layers={**self.float_layers, graph: kept}
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -174,6 +193,7 @@ class Recipe:
             "default": self.default.to_dict(),
             "graphs": {g: s.to_dict() for g, s in self.graphs.items()},
             "keep_float": list(self.keep_float),
+            "float_layers": {g: list(v) for g, v in self.float_layers.items()},
             "calibration": {"data": self.calibration.data, "images": self.calibration.images},
         }
 
@@ -185,7 +205,16 @@ class Recipe:
             ValueError: a missing or unknown key, an unknown scheme, graph or backend, or a bad value.
         """
         data = dict(data)
-        allowed = {"name", "backend", "description", "default", "graphs", "keep_float", "calibration"}
+        allowed = {
+            "name",
+            "backend",
+            "description",
+            "default",
+            "graphs",
+            "keep_float",
+            "float_layers",
+            "calibration",
+        }
         extra = sorted(set(data) - allowed)
         if extra:
             known = ", ".join(sorted(allowed))
@@ -202,6 +231,9 @@ class Recipe:
         extra = sorted(set(calibration) - {"data", "images"})
         if extra:
             raise ValueError(f"{where}: calibration has no key(s) {', '.join(extra)}; keys: data, images")
+        float_layers = data.get("float_layers", {})
+        if not isinstance(float_layers, Mapping):
+            raise ValueError(f"{where}: 'float_layers' must be a table of graph = [module names]")
         graph_schemes = {g: scheme_from_dict(s, f"{where}: graphs.{g}") for g, s in graphs.items()}
         default = scheme_from_dict(data.get("default", "fp32"), f"{where}: default")
         try:
@@ -213,6 +245,7 @@ class Recipe:
                 calibration=Calibration(**calibration),
                 keep_float=tuple(data.get("keep_float", FRAGILE)),
                 description=str(data.get("description", "")),
+                float_layers=dict(float_layers),
             )
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from None
@@ -220,6 +253,8 @@ class Recipe:
 
 def _named() -> dict[str, Recipe]:
     w8a8 = Int8Static()
+    # XNNPACK's own default: activations ranged by a histogram search (the measured android-xnnpack rows)
+    w8a8_searched = Int8Static(calibration_method="percentile")
     return {
         r.name: r
         for r in (
@@ -227,8 +262,8 @@ def _named() -> dict[str, Recipe]:
                 "android-xnnpack",
                 "executorch",
                 {
-                    "encode_image": w8a8,
-                    "segment": w8a8,
+                    "encode_image": w8a8_searched,
+                    "segment": w8a8_searched,
                     "embed": Int8WeightOnly(),
                     "llm": Int8DynActInt4Weight(),
                 },

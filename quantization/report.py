@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GraphQuantReport", "files_bytes", "format_reports"]
+__all__ = ["GraphQuantReport", "LayerScore", "files_bytes", "format_reports"]
 
 
 def files_bytes(files: list[Path] | list[str]) -> int:
@@ -25,6 +25,21 @@ def files_bytes(files: list[Path] | list[str]) -> int:
         elif f.exists():
             total += f.stat().st_size
     return total
+
+
+@dataclass
+class LayerScore:
+    """One module of a quantized graph, left alone in float while the rest stays quantized.
+
+    Args:
+        module (str): the module's qualified name in the graph wrapper (a ``float_layers`` entry).
+        gain_db (float): mean PSNR gain over the graph's outputs against the fully quantized graph.
+        psnr_db (dict[str, float]): per output, PSNR against float32 with this module float.
+    """
+
+    module: str
+    gain_db: float
+    psnr_db: dict[str, float]
 
 
 @dataclass

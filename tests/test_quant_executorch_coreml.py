@@ -197,6 +197,56 @@ def test_et_rejects_unsupported_schemes_and_missing_calibration(et, tiny_model, 
     assert not list(tmp_path.iterdir()), "a rejected request writes nothing"
 
 
+def test_et_layer_sensitivity_finds_the_outlier_layer(et, tiny_model):
+    """A massive-activation channel planted before one linear ranks that linear first.
+
+    The last block's post-attention norm weight grows 1000× on one channel and ``gate_up_proj``'s column for
+    it shrinks 1000× (SmoothQuant's equivalence, backwards): in float nothing changes, but per-token INT8
+    activations now spend their range on that channel and its INT4 weight group rounds the column away. The
+    block's ``down_proj`` is scaled up first so that the random tiny MLP matters to the outputs at all.
+    """
+    import copy
+
+    from xsam_edge.export.graphs import build_graph
+
+    model = copy.deepcopy(tiny_model)
+    wrapper = build_graph(model, "llm_prefill", SLOTS)  # shares the model's weights; names as in the pass
+    block = wrapper.lm.blocks[-1]
+    with torch.no_grad():
+        block.down_proj.weight *= 10.0
+    held = [[e, p + 16 * i] for i, (e, p) in enumerate(_samples(model, "llm_prefill", 2, 100))]
+    before = [o.clone() for o in wrapper(*(torch.from_numpy(x) for x in held[0]))]
+    wrapper.reset_cache()
+    with torch.no_grad():
+        block.post_attention_layernorm.weight[3] *= 1000.0
+        block.gate_up_proj.weight[:, 3] /= 1000.0
+    after = wrapper(*(torch.from_numpy(x) for x in held[0]))
+    wrapper.reset_cache()
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(after, before, strict=True))
+
+    base, scores = et.layer_sensitivity(
+        model, "llm", SLOTS, Int8DynActInt4Weight(32), FRAGILE, {}, {"llm_prefill": held}
+    )
+    assert set(base) == {"projected", "logits"}
+    assert len(scores) == 11 and len({s.module for s in scores}) == 11  # every quantized linear, once
+    assert [s.gain_db for s in scores] == sorted((s.gain_db for s in scores), reverse=True)
+    ranked = [(s.module, s.gain_db) for s in scores]
+    assert scores[0].module == "lm.blocks.1.gate_up_proj" and scores[0].gain_db > 3 * max(
+        scores[1].gain_db, 1
+    ), ranked
+    # with that layer float (what a recipe's float_layers does), the graph is as good as the pass predicted
+    again, _ = et.layer_sensitivity(
+        model,
+        "llm",
+        SLOTS,
+        Int8DynActInt4Weight(32),
+        FRAGILE + (scores[0].module,),
+        {},
+        {"llm_prefill": held},
+    )
+    assert again == scores[0].psnr_db
+
+
 # -- Core ML -----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def coreml_llm(tiny_model, tmp_path_factory):

@@ -1,5 +1,7 @@
 """The quantization stage around the handlers: calibration from a real session, bundles, resume, budgets."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -136,8 +138,78 @@ def test_sensitivity_and_budget_on_a_real_recipe(model, examples, tmp_path):
     assert max(fit.drops.values()) <= 0.0
     assert load_bundle(fit.result.bundle).quantization["recipe"]["name"] == fit.recipe.name
     assert all(fit.recipe.scheme_for(g).name == "fp32" for g in fit.history[-1]["kept_float"])
+    assert fit.layers == {}  # ONNX Runtime's quantizer works on files: whole graphs only
+    record = json.loads((tmp_path / "fit" / "fit.json").read_text())
+    assert record["steps"] == fit.history and record["worst"] <= 0.0
 
     with pytest.raises(ValueError, match="budget in metric points"):
         fit_max_drop(model, tiny_tokenizer(), recipe, examples, -1.0, tmp_path / "x")
     with pytest.raises(RuntimeError, match="cannot run here"):
         fit_max_drop(model, tiny_tokenizer(), Recipe("c", "coreml"), examples, 1.0, tmp_path / "x")
+
+
+class _FakeScorer:
+    """The budget search's scorer with metrics as a function of the recipe: tests the search, not kernels.
+
+    ``llm`` costs 3 points quantized, 0.5 with ``lm.blocks.0.down_proj`` float; ``segment`` costs 2 points
+    whatever its layers (its error is spread out).
+    """
+
+    def __init__(self) -> None:
+        self.layer_calls: list[str] = []
+
+    def _drop(self, recipe: Recipe) -> float:
+        drop = 0.0
+        if recipe.scheme_for("llm").name != "fp32":
+            drop += 0.5 if "lm.blocks.0.down_proj" in recipe.float_layers.get("llm", ()) else 3.0
+        if recipe.scheme_for("segment").name != "fp32":
+            drop += 2.0
+        return drop
+
+    def score(self, recipe, folder):
+        from xsam_edge.quantization.accuracy import BundleScore
+
+        return None, BundleScore({"referring": {"giou": 50.0 - self._drop(recipe)}}, 0.01, 1)
+
+    def layers(self, recipe, graph):
+        from xsam_edge.quantization.report import LayerScore
+
+        self.layer_calls.append(graph)
+        names = {"llm": ["lm.blocks.0.down_proj", "lm.lm_head"], "segment": ["head.a", "head.b"]}[graph]
+        return [LayerScore(n, 9.0 - i, {}) for i, n in enumerate(names)] + [LayerScore("tiny", 0.2, {})]
+
+    def bundle(self, recipe, folder):
+        return recipe
+
+
+def test_budget_search_tries_layers_before_whole_graphs(tmp_path):
+    from xsam_edge.quantization.accuracy import _search
+    from xsam_edge.quantization.schemes import Int8DynActInt4Weight
+
+    recipe = Recipe("phone", "executorch", {"segment": Int8Static(), "llm": Int8DynActInt4Weight(32)})
+    # llm is the most sensitive (3 points alone); its down_proj in float brings it to 0.5, but segment's
+    # 2 points cannot be fixed by layers: segment goes float whole, llm keeps one layer float
+    scorer = _FakeScorer()
+    fit = _search(scorer, recipe, 1.0, tmp_path, tmp_path / "out", max_layers=2, min_gain_db=1.0)
+    steps = [(s["kept_float"], s["float_layers"], s["worst"]) for s in fit.history]
+    assert steps[0] == ([], {}, 5.0)
+    assert steps[1] == ([], {"llm": ["lm.blocks.0.down_proj"]}, 2.5)  # layers first
+    assert steps[2] == ([], {"llm": ["lm.blocks.0.down_proj", "lm.lm_head"]}, 2.5)  # at most max_layers
+    assert steps[3] == (["llm"], {}, 2.0)  # then the whole graph
+    assert steps[4:6] == [
+        (["llm"], {"segment": ["head.a"]}, 2.0),
+        (["llm"], {"segment": ["head.a", "head.b"]}, 2.0),
+    ]
+    assert steps[6] == (["llm", "segment"], {}, 0.0) and fit.drops == {"referring": 0.0}
+    assert scorer.layer_calls == ["llm", "segment"] and list(fit.layers) == ["llm", "segment"]
+
+    # when a graph's layers suffice, the search stops there and the bundle keeps the graph quantized
+    recipe = Recipe("phone", "executorch", {"llm": Int8DynActInt4Weight(32)})
+    fit = _search(_FakeScorer(), recipe, 1.0, tmp_path, tmp_path / "out", max_layers=2, min_gain_db=1.0)
+    assert fit.recipe.scheme_for("llm") == Int8DynActInt4Weight(32)
+    assert fit.recipe.float_layers == {"llm": ("lm.blocks.0.down_proj",)} and fit.drops == {"referring": 0.5}
+    assert fit.result is fit.recipe  # the fake's bundle: the chosen recipe
+
+    # max_layers=0 (or a backend that quantizes files) goes straight to whole graphs
+    fit = _search(_FakeScorer(), recipe, 1.0, tmp_path, tmp_path / "out", max_layers=0, min_gain_db=1.0)
+    assert [s["kept_float"] for s in fit.history] == [[], ["llm"]] and fit.layers == {}

@@ -30,7 +30,9 @@ def test_named_recipes_cover_the_targets_and_round_trip():
             assert recipe.scheme_for(graph).name in SUPPORTED[recipe.backend]
     android = get_recipe("android-xnnpack")
     assert android.scheme_for("llm") == Int8DynActInt4Weight(32)
-    assert android.scheme_for("encode_image") == Int8Static()
+    assert android.scheme_for("encode_image") == Int8Static(
+        calibration_method="percentile"
+    )  # XNNPACK histogram
     assert android.scheme_for("region") == Float32()
     assert android.calibrated
     assert not get_recipe("apple-gpu").calibrated  # weight-only: no data needed
@@ -92,6 +94,28 @@ def test_toml_recipe(tmp_path):
         load_recipe(path)
     with pytest.raises(FileNotFoundError):
         load_recipe(tmp_path / "missing.toml")
+
+
+def test_float_layers_are_per_graph_and_validated(tmp_path):
+    recipe = get_recipe("android-xnnpack")
+    assert recipe.float_layers == {} and recipe.keep_float_for("llm") == recipe.keep_float
+    kept = recipe.with_float_layers("llm", ["lm.blocks.0.down_proj"], suffix="+layers")
+    assert kept.name == "android-xnnpack+layers" and kept.graphs == recipe.graphs
+    assert kept.keep_float_for("llm") == (*recipe.keep_float, "lm.blocks.0.down_proj")
+    assert kept.keep_float_for("segment") == recipe.keep_float  # the other graphs keep their cache key
+    assert kept.with_float_layers("llm", ["lm.blocks.0.down_proj"]).float_layers == kept.float_layers
+    assert Recipe.from_dict(kept.to_dict()) == kept  # manifest / TOML round trip
+
+    path = tmp_path / "phone.toml"
+    path.write_text(
+        'name = "phone"\nbackend = "executorch"\n[graphs]\nllm = "8da4w"\n'
+        '[float_layers]\nllm = ["lm.blocks.0.down_proj"]\n'
+    )
+    assert load_recipe(path).float_layers == {"llm": ("lm.blocks.0.down_proj",)}
+    with pytest.raises(ValueError, match="float_layers: no graph named .decoder."):
+        Recipe("x", "onnx", float_layers={"decoder": ("a",)})
+    with pytest.raises(ValueError, match="float_layers.llm must be a list of module names"):
+        Recipe("x", "onnx", float_layers={"llm": "lm.lm_head"})
 
 
 def test_handler_registry_matches_the_support_matrix():

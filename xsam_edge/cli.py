@@ -358,11 +358,18 @@ def _quantize_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-drop",
         type=float,
-        help="accuracy budget in points of every task's metric: keep the most sensitive graphs float "
-        "until it holds (evaluated on --eval-data)",
+        help="accuracy budget in points of every task's metric: keep the most sensitive layers, then "
+        "graphs, float until it holds (evaluated on --eval-data)",
     )
     p.add_argument("--eval-data", default="shapes:val-fast", help="evaluation data for --max-drop")
     p.add_argument("--eval-limit", type=int, help="at most this many evaluation images")
+    p.add_argument(
+        "--max-layers",
+        type=int,
+        default=2,
+        help="with --max-drop on ExecuTorch: the most sensitive layers per graph to try in float before the "
+        "whole graph goes float (0: whole graphs only)",
+    )
     p.add_argument("--prefill-len", type=int, default=64, help="tokens per LLM prefill call")
     p.add_argument("--max-seq", type=int, help="KV-cache length (default: the LLM context)")
     p.set_defaults(run=_quantize)
@@ -413,16 +420,25 @@ def _quantize(args: argparse.Namespace) -> None:
         out=args.out,
         work_dir=args.work,
         slots=slots,
+        max_layers=args.max_layers,
     )
     print(format_reports(fit.result.reports))
     for graph, info in fit.sensitivity.get("graphs", {}).items():
         print(f"sensitivity: {graph:<14}{info['scheme']:<12} worst drop alone {info['worst']:6.2f} points")
+    for graph, layers in fit.layers.items():
+        for layer in layers[:5]:
+            gain = layer["gain_db"]
+            print(f"layer sensitivity: {graph:<14}{layer['module']:<48} float recovers {gain:6.2f} dB")
     for step in fit.history:
         kept = ", ".join(step["kept_float"]) or "none"
+        layers = "; ".join(f"{g}: {', '.join(v)}" for g, v in step["float_layers"].items())
         print(f"kept float: {kept:<36} worst task drop {step['worst']:6.2f} points")
+        if layers:
+            print(f"  float layers: {layers}")
     worst = max((v for v in fit.drops.values() if v == v), default=0.0)
     verdict = "holds" if worst <= args.max_drop else "does NOT hold even with every quantized graph float"
     print(f"budget {args.max_drop:.2f} points {verdict} (worst drop {worst:.2f}); wrote {fit.result.bundle}")
+    print(f"every step of the search: {fit.folder / 'fit.json'}")
 
 
 def _pipeline_parser(sub: argparse._SubParsersAction) -> None:
