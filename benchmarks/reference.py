@@ -18,6 +18,7 @@ import logging
 import os
 import platform
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from tqdm import tqdm
 
 from xsam_edge.checkpoint import read_lineage
 from xsam_edge.data.registry import load_dataset
+from xsam_edge.data.sample import Example
 from xsam_edge.export.eager import EAGER, EagerBackend, eager_manifest
 from xsam_edge.export.graphs import SlotConfig
 from xsam_edge.export.to_bundle import model_source
@@ -69,6 +71,25 @@ def _producer(device: torch.device) -> dict:
     }
 
 
+def traced_samples(examples: Sequence[Example], count: int) -> list[int]:
+    """Which samples store every graph call: ``count`` of them, chosen so the traces cover every graph.
+
+    The first request with visual prompts comes first (only it calls the ``region`` graph), then the first
+    request of each task not yet traced, then the rest in order.
+    """
+    order: list[int] = []
+    prompted = next((i for i, e in enumerate(examples) if e.request.prompts), None)
+    if prompted is not None:
+        order.append(prompted)
+    tasks = {examples[i].task for i in order}
+    for i, example in enumerate(examples):
+        if example.task not in tasks:
+            order.append(i)
+            tasks.add(example.task)
+    order += [i for i in range(len(examples)) if i not in order]
+    return sorted(order[: max(count, 0)])
+
+
 def make_reference(
     model_dir: str | os.PathLike,
     data: str,
@@ -87,7 +108,8 @@ def make_reference(
         out (str | os.PathLike): golden folder (replaced when complete).
         limit (int | None): at most this many images of ``data``.
         device (str): ``cpu`` or ``cuda`` (``cuda:N``).
-        traced (int): how many samples also store every graph call (the first ones).
+        traced (int): how many samples also store every graph call (``traced_samples`` picks them so that
+            every graph is traced, ``region`` included).
         slots (SlotConfig | None): slot sizes of the traced graphs, the bundle's (default ``SlotConfig()``).
         progress (bool): a progress bar.
 
@@ -110,11 +132,12 @@ def make_reference(
     traced_slots = {**dataclasses.asdict(slots), "max_seq": slots.seq_len(model.config)}  # as manifests have
     origin = model_source(model, read_lineage(model_dir))  # hashes every weight: once
     source = {**origin, "config": model.config.to_dict(), "slots": traced_slots}
+    to_trace = set(traced_samples(examples, traced))
     run = {
         "model": source["fingerprint"],
         "data": data,
         "limit": limit,
-        "traced": traced,
+        "traced": sorted(to_trace),
         "slots": str(slots),
     }
 
@@ -137,7 +160,7 @@ def make_reference(
         with torch.no_grad():
             result = predictor.segment(example.request)
         trace: list[GoldenCall] = []
-        if i < traced:
+        if i in to_trace:
             if session is None:
                 session = EdgeSession(
                     eager_manifest(model, predictor.tokenizer, slots, origin),

@@ -70,7 +70,8 @@ def test_golden_holds_requests_results_and_traces(golden, model):
     assert loaded.producer["device"] == "cpu" and loaded.data == DATA
     assert len(loaded.samples) > 2 and len(loaded.traced) == 2
     graphs = {call.graph for s in loaded.traced for call in s.trace}
-    assert {"encode_image", "embed", "llm", "segment"} <= graphs
+    assert {"encode_image", "embed", "region", "llm", "segment"} <= graphs  # a prompted request is traced
+    assert any(s.example.request.prompts for s in loaded.traced)
     for sample in loaded.samples:  # the reference result is the model's, at the image size
         assert sample.result.masks.shape[1:] == sample.example.request.image_size
         assert sample.example.target.masks.shape[1:] == sample.example.request.image_size
@@ -116,7 +117,7 @@ def test_bench_numbers_are_present_and_consistent(bundle, golden):
     acc = result["accuracy"]
     # the float ONNX export of the golden's own model: every graph agrees, nothing is flagged
     assert result["golden"]["relation"] == "same"
-    assert set(acc["graph_psnr"]) >= {"encode_image", "embed", "llm", "segment"}
+    assert set(acc["graph_psnr"]) >= {"encode_image", "embed", "region", "llm", "segment"}
     assert (
         acc["flagged_graphs"] == [] and acc["nonfinite_outputs"] == {} and acc["graph_psnr_skipped"] is None
     )
