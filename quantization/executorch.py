@@ -244,7 +244,8 @@ class _Plan:
         kept = {fqn: p for fqn in used if (p := keep_float_pattern([fqn], self.keep_float))}
         self.kept_float += [f"{fqn}: keep_float pattern {p!r}" for fqn, p in kept.items()]
         quantizer = XNNPACKQuantizer().set_global(_xnnpack_config(scheme.per_channel, method))
-        quantizer.set_filter_function(lambda node: not _from_modules(node, kept))
+        patterns = self.keep_float
+        quantizer.set_filter_function(lambda node: not _inside_matching_module(node, patterns))
         with torch.no_grad():
             graph = torch.export.export(module, self.inputs, strict=False).module()
             for node in graph.graph.nodes:
@@ -286,10 +287,14 @@ def _float_output(node: torch.fx.Node) -> bool:
     return not isinstance(value, torch.Tensor) or value.is_floating_point()
 
 
-def _from_modules(node: torch.fx.Node, names: dict[str, str]) -> bool:
-    """Whether ``node`` was traced inside one of the modules ``names`` (``nn_module_stack`` paths)."""
+def _inside_matching_module(node: torch.fx.Node, patterns: Sequence[str]) -> bool:
+    """Whether ``node`` was traced inside a module a keep-float pattern names (``nn_module_stack`` paths).
+
+    Any module counts, not only weight-bearing ones: ``nn.MultiheadAttention`` computes its input
+    projection functionally, so only its own path covers those linears.
+    """
     stack = node.meta.get("nn_module_stack") or {}
-    return any(path in names for path, _ in stack.values())
+    return any(keep_float_pattern([path], patterns) for path, _ in stack.values())
 
 
 def _modules_with_integer_weights(graph: torch.fx.GraphModule) -> set[str]:

@@ -170,6 +170,29 @@ def test_et_quantize_module_w8a8_keeps_the_named_module_float(et, tmp_path):
     assert report.min_psnr >= 30.0, report.psnr_db
 
 
+class _PackedProjection(torch.nn.Module):
+    """A projection whose weight is a bare parameter used through ``F.linear`` (like packed q/k/v)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_proj_weight = torch.nn.Parameter(torch.randn(64, 64) / 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x, self.in_proj_weight)
+
+
+def test_et_w8a8_keep_float_covers_modules_without_linear_children(et, tmp_path):
+    """A keep-float pattern naming a module keeps every op traced inside it float, functional linears too."""
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(_PackedProjection(), torch.nn.ReLU(), torch.nn.Linear(64, 16)).eval()
+    inputs = (torch.randn(1, 8, 64),)
+    calibration = [(torch.randn(1, 8, 64).numpy(),) for _ in range(4)]
+    both = et.quantize_module(module, inputs, calibration, Int8Static(), tmp_path, "both")
+    assert both.quantized == 2  # the packed projection and the Linear
+    kept = et.quantize_module(module, inputs, calibration, Int8Static(), tmp_path, "kept", keep_float=("0",))
+    assert kept.quantized == 1 and kept.min_psnr > both.min_psnr, (kept, both)
+
+
 def test_et_w8_keeps_linear_float_and_says_why(et, tmp_path):
     module, inputs, _ = _toy()
     report = et.quantize_module(module, inputs, [], Int8WeightOnly(), tmp_path, "toy")
