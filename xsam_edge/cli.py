@@ -597,6 +597,12 @@ def _distill_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-data", help="evaluate the final student on this data (logged)")
     p.add_argument("--seed", type=int, default=default.seed)
     p.add_argument("--device", default=default.device, choices=["auto", "cpu", "cuda"])
+    p.add_argument(
+        "--sharding",
+        default=default.sharding,
+        choices=["ddp", "fsdp2"],
+        help="under torchrun: ddp (a replica per rank) or fsdp2 (parameters and optimizer state sharded)",
+    )
     p.add_argument("--stop-after", type=int, help="stop after this many steps (resume later)")
     p.set_defaults(run=_distill)
 
@@ -619,6 +625,7 @@ def _distill(args: argparse.Namespace) -> None:
         log_every=args.log_every,
         seed=args.seed,
         device=args.device,
+        sharding=args.sharding,
     )
     model_dir = distill_run(
         out=args.out,

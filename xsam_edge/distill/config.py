@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 # embed: the decoder-space <p>…</p> and <SEG> embeddings; logit: next-token KD on the answer (same tokenizer);
 # output: class and mask logits of the same prompted request; gt: the training losses against the labels.
 LOSS_NAMES = ("feature", "embed", "logit", "output", "gt")
+SHARDINGS = ("ddp", "fsdp2")
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,9 @@ class DistillConfig:
         set_loss (SetLossConfig | None): Mask2Former loss weights, also used by the output loss; ``None``
             means the training defaults.
         device (str): ``cpu``, ``cuda`` or ``auto`` (CUDA when available; ranks use their local GPU).
+        sharding (str): how ranks hold the student under ``torchrun``: ``ddp`` (a full replica each,
+            gradients all-reduced) or ``fsdp2`` (torch's ``fully_shard``: parameters, gradients and optimizer
+            state split across ranks, for students too large to replicate).
     """
 
     losses: tuple[str, ...] = LOSS_NAMES
@@ -115,6 +119,7 @@ class DistillConfig:
     grad_clip: float = 1.0
     set_loss: SetLossConfig | None = None
     device: str = "auto"
+    sharding: str = "ddp"
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.losses if n not in LOSS_NAMES]
@@ -128,6 +133,8 @@ class DistillConfig:
             raise ValueError("temperature must be > 0, hard_prompt_gamma ≥ 0 and hard_prompt_max ≥ 1")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.sharding not in SHARDINGS:
+            raise ValueError(f"sharding must be one of {', '.join(SHARDINGS)}, got {self.sharding!r}")
 
     @property
     def set_loss_config(self) -> SetLossConfig:

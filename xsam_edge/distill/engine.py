@@ -1,13 +1,18 @@
-"""The distillation loop: one process or many under ``torchrun`` (DDP; gloo on CPU, NCCL on CUDA).
+"""The distillation loop: one process or many under ``torchrun`` (DDP or FSDP2; gloo on CPU, NCCL on CUDA).
 
 - Data: a step's global batch depends only on (seed, step); rank r takes examples r, r+W, ... of it, so a
   resumed run sees exactly the batches an uninterrupted one would.
 - Checkpoints: ``checkpoint/`` holds the student (``save_pretrained``: safetensors + config + tokenizer), the
   adapters (safetensors), the optimizer and ``state.json``; rank 0 writes it under a temporary name and
   renames it into place, so a kill leaves the previous checkpoint whole. A checkpoint written for another
-  student config or teacher is refused before any step.
-- Rank agreement: at every checkpoint the ranks compare a checksum of their parameters and stop if they
-  differ (DDP keeps them equal; a mismatch means a bug, not noise). The checksums go into the log.
+  student config, teacher or sharding is refused before any step.
+- Sharding: ``ddp`` keeps a full student per rank; ``fsdp2`` (``fully_shard``, one unit) splits parameters,
+  gradients and AdamW state across ranks, and gathers full tensors for checkpoints and the final model.
+  Under FSDP2 every parameter gets a gradient each step (an explicit zero where unused), so AdamW also
+  decays parameters a step leaves unused, which DDP skips: the two agree on losses, not bit for bit.
+- Rank agreement: at every checkpoint the ranks compare a checksum of the full parameters and stop if they
+  differ (a mismatch means a bug, not noise). The checksums and each rank's held parameter count go into
+  the log.
 - Logging: ``log.jsonl`` (losses averaged over ranks) and a tqdm bar on rank 0. bf16 autocast on CUDA.
 """
 
@@ -95,6 +100,7 @@ class DistillStep(nn.Module):
         self._teacher = (teacher,)  # a tuple: not registered as a submodule
         self.config = config
         self.stats: dict[str, float] = {}
+        self.cover_every_parameter = False  # set when the module is sharded (FSDP2)
 
     def forward(
         self, batch: Batch, teacher_batch: Batch, teacher_out, gen: torch.Generator
@@ -155,6 +161,13 @@ class DistillStep(nn.Module):
             losses.update({f"gt_{k}": v for k, v in gt.items()})
         if not losses:  # nothing to compare in this local batch: a zero that still reaches the parameters
             losses["none"] = out.hidden.sum() * 0
+        if self.cover_every_parameter:
+            # FSDP2 reduce-scatters the gradients of one fixed set of parameters on every rank; a rank whose
+            # batch leaves a part unused (no <SEG> answer: no decoder) would send a shorter message. A zero
+            # through every parameter keeps the sets equal and adds nothing to any gradient.
+            first = next(iter(losses))
+            zero = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+            losses[first] = losses[first] + zero
         return losses
 
 
@@ -164,27 +177,56 @@ def _identity(model: XSam) -> str:
     return hashlib.sha256(model.config.to_json().encode()).hexdigest()[:16]
 
 
+def checkpoint_view(
+    step_module: DistillStep, optimizer: torch.optim.Optimizer, sharded: bool
+) -> tuple[XSam, dict[str, torch.Tensor], dict]:
+    """(student with full weights, adapter tensors, optimizer state) as a checkpoint stores them.
+
+    Sharded (FSDP2), the full tensors are all-gathered into a CPU replica of the student: a collective, so
+    every rank calls it; the optimizer state comes keyed by parameter name (``get_state_dict``).
+    """
+    if not sharded:
+        adapters = {k: v.detach().cpu().contiguous() for k, v in step_module.adapters.state_dict().items()}
+        return step_module.student, adapters, optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    from xsam_edge.model.build import build_model
+
+    model_state, optim_state = get_state_dict(
+        step_module, optimizer, options=StateDictOptions(full_state_dict=True)
+    )
+    replica = build_model(step_module.student.config)
+    replica.load_state_dict(_part(model_state, "student."))
+    return replica.eval(), _part(model_state, "adapters."), optim_state
+
+
+def _part(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v.detach().cpu().contiguous() for k, v in state.items() if k.startswith(prefix)}
+
+
 def save_checkpoint(
     out: Path,
-    step_module: DistillStep,
-    optimizer: torch.optim.Optimizer,
+    student: XSam,
+    adapters: dict[str, torch.Tensor],
+    optimizer_state: dict,
     step: int,
     teacher_id: str,
     tokenizer: XSamTokenizer,
+    sharding: str = "ddp",
 ) -> Path:
     """Write ``out/checkpoint`` whole or not at all (temporary folder, then rename)."""
     target = out / CHECKPOINT_DIR
     tmp = Path(tempfile.mkdtemp(prefix=f".{CHECKPOINT_DIR}.", dir=out))
     try:
-        save_pretrained(step_module.student, tmp / "student", tokenizer)
-        adapters = {k: v.detach().cpu().contiguous() for k, v in step_module.adapters.state_dict().items()}
+        save_pretrained(student, tmp / "student", tokenizer)
         save_file(adapters, str(tmp / ADAPTERS_FILE))
-        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+        torch.save(optimizer_state, tmp / OPTIMIZER_FILE)
         state = {
             "step": step,
-            "student": step_module.student.config.name,
-            "student_config": _identity(step_module.student),
+            "student": student.config.name,
+            "student_config": _identity(student),
             "teacher": teacher_id,
+            "sharding": sharding,
         }
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
         old = out / f".{CHECKPOINT_DIR}.old"
@@ -199,11 +241,12 @@ def save_checkpoint(
     return target
 
 
-def read_checkpoint_state(out: Path, student: XSam, teacher_id: str) -> dict | None:
-    """The checkpoint's ``state.json``, after checking it was written for this student and teacher.
+def read_checkpoint_state(out: Path, student: XSam, teacher_id: str, sharding: str = "ddp") -> dict | None:
+    """The checkpoint's ``state.json``, after checking it was written for this student, teacher and sharding.
 
     Raises:
-        ValueError: the checkpoint belongs to another student config (preset) or another teacher.
+        ValueError: the checkpoint belongs to another student config (preset), another teacher, or was
+            written under another sharding (the optimizer states are stored differently).
     """
     path = out / CHECKPOINT_DIR / STATE_FILE
     if not path.is_file():
@@ -220,6 +263,12 @@ def read_checkpoint_state(out: Path, student: XSam, teacher_id: str) -> dict | N
             f"{out} holds a checkpoint distilled from teacher {state['teacher']!r}, not {teacher_id!r}; "
             "resume with the same teacher, or use a new --out"
         )
+    saved_sharding = state.get("sharding", "ddp")
+    if saved_sharding != sharding:
+        raise ValueError(
+            f"{out} holds a checkpoint written with --sharding {saved_sharding}, not {sharding}; resume "
+            f"with --sharding {saved_sharding}, or use a new --out"
+        )
     return state
 
 
@@ -232,12 +281,12 @@ def load_checkpoint(out: Path, step_module: DistillStep) -> dict:
     return torch.load(folder / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
 
 
-def parameter_checksum(module: nn.Module) -> str:
-    """sha256 of every parameter's bytes, in name order: equal on every rank iff the weights are equal."""
+def tensors_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 of named tensors' bytes, in name order: equal on every rank iff the weights are equal."""
     digest = hashlib.sha256()
-    for name, param in sorted(module.named_parameters()):
+    for name, tensor in sorted(tensors.items()):
         digest.update(name.encode())
-        digest.update(param.detach().float().cpu().numpy().tobytes())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -286,9 +335,29 @@ def _global_mean(values: dict[str, float], runtime: Runtime) -> dict[str, float]
     return mean
 
 
-def _check_ranks_agree(module: nn.Module, runtime: Runtime) -> list[str]:
+def _average_gradients(params: list[nn.Parameter], runtime: Runtime) -> None:
+    """Mean of each parameter's gradient over ranks (what DDP does; for parameters FSDP2 leaves alone).
+
+    ``params`` must come in the same order on every rank (by name): each is one collective.
+    """
+    for param in params:
+        if param.grad is not None:
+            dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
+            param.grad /= runtime.world
+
+
+def _local_elements(module: nn.Module, runtime: Runtime) -> list[int]:
+    """Parameter elements each rank holds (its shards under FSDP2, the whole model under DDP)."""
+    mine = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in module.parameters())
+    if runtime.world == 1:
+        return [mine]
+    held: list[int | None] = [None] * runtime.world
+    dist.all_gather_object(held, mine)
+    return [int(n or 0) for n in held]
+
+
+def _check_ranks_agree(mine: str, runtime: Runtime) -> list[str]:
     """Every rank's parameter checksum; raises if they differ."""
-    mine = parameter_checksum(module)
     if runtime.world == 1:
         return [mine]
     sums: list[str | None] = [None] * runtime.world
@@ -342,7 +411,8 @@ def distill(
     out.mkdir(parents=True, exist_ok=True)
     adapters = Adapters(teacher.config, student.config)
     step_module = DistillStep(student, adapters, teacher, config)
-    state = read_checkpoint_state(out, student, teacher_id)
+    sharded = config.sharding == "fsdp2" and runtime.world > 1
+    state = read_checkpoint_state(out, student, teacher_id, config.sharding)
     optim_state = load_checkpoint(out, step_module) if state is not None else None
     step = state["step"] if state is not None else 0
     if state is not None:
@@ -353,12 +423,27 @@ def distill(
     teacher.to(runtime.device).eval().requires_grad_(False)
     step_module.to(runtime.device).train()
     wrapped: nn.Module = step_module
-    if runtime.world > 1:
+    if sharded:
+        from torch.distributed.fsdp import fully_shard
+
+        # one FSDP unit (the loss covers every parameter): per-block units would each need every rank to
+        # run every block in every step, which a batch without a <SEG> answer does not. fully_shard takes
+        # no 0-d parameters (the class head's logit scale): they stay replicated, gradients all-reduced
+        replicated = [p for _, p in sorted(step_module.named_parameters()) if p.dim() == 0]
+        fully_shard(step_module, ignored_params=set(replicated) or None)
+        step_module.cover_every_parameter = True
+    elif runtime.world > 1:
         # find_unused_parameters: a local batch without a <SEG> answer leaves the decoder out of the graph
         wrapped = nn.parallel.DistributedDataParallel(step_module, find_unused_parameters=True)
     params = [p for p in step_module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    if optim_state is not None:
+    if optim_state is not None and sharded:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(
+            step_module, optimizer, optim_state, options=StateDictOptions(full_state_dict=True)
+        )
+    elif optim_state is not None:
         optimizer.load_state_dict(optim_state)
 
     collate_s = Collator(student.config, student_tokenizer)
@@ -391,6 +476,8 @@ def distill(
         loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if sharded:
+            _average_gradients(replicated, runtime)
         torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
         optimizer.step()
         step += 1
@@ -407,16 +494,31 @@ def distill(
             if runtime.main:
                 _append_log(out, {"step": step, "lr": optimizer.param_groups[0]["lr"], **values})
         if step % config.checkpoint_every == 0 or step == config.steps:
-            sums = _check_ranks_agree(step_module, runtime)
+            full_student, adapters, optimizer_state = checkpoint_view(step_module, optimizer, sharded)
+            mine = tensors_checksum(
+                {**dict(full_student.named_parameters()), **{f"adapters.{k}": v for k, v in adapters.items()}}
+            )
+            sums = _check_ranks_agree(mine, runtime)
+            held = _local_elements(step_module, runtime)
             if runtime.main:
-                save_checkpoint(out, step_module, optimizer, step, teacher_id, student_tokenizer)
-                _append_log(out, {"step": step, "checkpoint": True, "rank_checksums": sums})
+                save_checkpoint(
+                    out,
+                    full_student,
+                    adapters,
+                    optimizer_state,
+                    step,
+                    teacher_id,
+                    student_tokenizer,
+                    config.sharding,
+                )
+                record = {"step": step, "checkpoint": True, "rank_checksums": sums, "rank_elements": held}
+                _append_log(out, record)
             if runtime.world > 1:
                 dist.barrier()
     bar.close()
     final = out / MODEL_DIR
     if step >= config.steps:
-        student.eval()
+        student = checkpoint_view(step_module, optimizer, sharded)[0] if sharded else student.eval()
         if runtime.main:
             save_pretrained(student, final, student_tokenizer)
             if evaluate is not None:
