@@ -266,8 +266,9 @@ def read_checkpoint_state(out: Path, student: XSam, teacher_id: str, sharding: s
     saved_sharding = state.get("sharding", "ddp")
     if saved_sharding != sharding:
         raise ValueError(
-            f"{out} holds a checkpoint written with --sharding {saved_sharding}, not {sharding}; resume "
-            f"with --sharding {saved_sharding}, or use a new --out"
+            f"{out} holds a checkpoint written with --sharding {saved_sharding} (fsdp2 counts only on more "
+            f"than one rank), not {sharding}; resume with --sharding {saved_sharding} on as many ranks, or "
+            "use a new --out"
         )
     return state
 
@@ -412,7 +413,9 @@ def distill(
     adapters = Adapters(teacher.config, student.config)
     step_module = DistillStep(student, adapters, teacher, config)
     sharded = config.sharding == "fsdp2" and runtime.world > 1
-    state = read_checkpoint_state(out, student, teacher_id, config.sharding)
+    # what the checkpoint's optimizer state looks like: one process runs fsdp2 as plain (ddp-style) state
+    sharding = "fsdp2" if sharded else "ddp"
+    state = read_checkpoint_state(out, student, teacher_id, sharding)
     optim_state = load_checkpoint(out, step_module) if state is not None else None
     step = state["step"] if state is not None else 0
     if state is not None:
@@ -509,7 +512,7 @@ def distill(
                     step,
                     teacher_id,
                     student_tokenizer,
-                    config.sharding,
+                    sharding,
                 )
                 record = {"step": step, "checkpoint": True, "rank_checksums": sums, "rank_elements": held}
                 _append_log(out, record)
