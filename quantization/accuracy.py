@@ -223,10 +223,11 @@ class FitResult:
         }
 
 
-def _step_name(recipe: Recipe, kept: Sequence[str], float_layers: dict[str, tuple[str, ...]]) -> str:
+def _step_suffix(kept: Sequence[str], float_layers: dict[str, Sequence[str]]) -> str:
+    """What a search step changed, appended to the recipe's name (``+float-segment+1-float-layers-llm``)."""
     parts = [f"+float-{'-'.join(kept)}"] if kept else []
     parts += [f"+{len(v)}-float-layers-{g}" for g, v in float_layers.items()]
-    return recipe.name + "".join(parts)
+    return "".join(parts)
 
 
 def fit_max_drop(
@@ -326,8 +327,8 @@ def _search(
                 layer_report[graph] = [dataclasses.asdict(s) for s in scores]
                 picks = [s.module for s in scores if s.gain_db >= min_gain_db][:max_layers]
                 for count in range(1, len(picks) + 1):
-                    trial = base.with_float_layers(graph, picks[:count])
-                    trial = dataclasses.replace(trial, name=_step_name(recipe, kept, trial.float_layers))
+                    layers = picks[:count]
+                    trial = base.with_float_layers(graph, layers, _step_suffix(kept, {graph: layers}))
                     trial_score, trial_drops = attempt(trial)
                     if _worst(trial_drops) <= max_drop:
                         current, score, drops = trial, trial_score, trial_drops
@@ -335,8 +336,7 @@ def _search(
                 if _worst(drops) <= max_drop:
                     break  # a few layers in float met the budget
             kept.append(graph)
-            current = recipe.with_schemes({g: fallback for g in kept})
-            current = dataclasses.replace(current, name=_step_name(recipe, kept, {}))
+            current = recipe.with_schemes({g: fallback for g in kept}, _step_suffix(kept, {}))
             score, drops = attempt(current)
             if _worst(drops) <= max_drop:
                 break

@@ -254,8 +254,8 @@ def assemble_bundle(fp32: Manifest, recipe: Recipe, parts: Mapping[str, GraphPar
 
 def _work_folder(model: XSam, work_dir: Path, slots: Any, fingerprint: str | None) -> Path:
     """The intermediates of one model at one slot configuration (float export, calibration, graph parts)."""
-    work = work_dir / f"{model.config.name}-{fingerprint or model_fingerprint(model)}"
-    work = Path(f"{work}-{_key(dataclasses.asdict(slots))}")
+    fingerprint = fingerprint or model_fingerprint(model)
+    work = work_dir / f"{model.config.name}-{fingerprint}-{_key(dataclasses.asdict(slots))}"
     work.mkdir(parents=True, exist_ok=True)
     return work
 
