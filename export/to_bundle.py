@@ -80,6 +80,7 @@ def export_bundle(
     golden_requests: list[SegmentationRequest] | None = None,
     progress: bool = True,
     lineage: dict | None = None,
+    coreml_multifunction: bool = True,
 ) -> tuple[Path, list[ExportedGraph]]:
     """Export ``model`` to ``backends`` and write the bundle folder ``out`` (replaced atomically).
 
@@ -94,6 +95,9 @@ def export_bundle(
             requests on a ``shapes:val`` image).
         progress (bool): a progress bar per graph.
         lineage (dict | None): the teacher a distilled model came from (``checkpoint.read_lineage``).
+        coreml_multifunction (bool): ship Core ML's stateful LLM as one ``llm.mlpackage`` with ``prefill`` and
+            ``decode`` functions sharing the weights (``coreml.merge_llm_functions``); ``False`` keeps the two
+            single-function packages (what ``coremltools.optimize`` needs as input).
 
     Returns:
         tuple[Path, list[ExportedGraph]]: the bundle folder and every exported graph (parity, placement).
@@ -122,17 +126,24 @@ def export_bundle(
         tokenizer.save(staging)
         requests = golden_requests or default_golden_requests(_golden_image(), slots)
         _write_golden(model, tokenizer, requests, staging / GOLDEN_DIR)
+        entries = _with_macs([graph_entry(g, staging) for g in exported], model, slots)
+        if "coreml" in backends and coreml_multifunction:
+            from .coreml import merge_llm_functions
+
+            entries = merge_llm_functions(entries, staging)
         manifest = bundle_manifest(
             model,
             tokenizer,
             slots,
-            _with_macs([graph_entry(g, staging) for g in exported], model, slots),
+            entries,
             golden=[f"{GOLDEN_DIR}/requests.json", f"{GOLDEN_DIR}/outputs.npz"],
             lineage=lineage,
         )
         bundle = finalize_bundle(staging, target, manifest)
-        for graph in exported:  # point the results at the files' final place
-            graph.files = [bundle / Path(f).relative_to(staging) for f in graph.files]
+        shipped = {(e.backend, e.name): e.files for e in manifest.graphs}
+        for graph in exported:  # point the results at the files' final place (a merged LLM: its package)
+            files = shipped.get((graph.backend, graph.name)) or shipped.get((graph.backend, "llm"), [])
+            graph.files = [bundle / f for f in files]
         return bundle, exported
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # a failed export leaves nothing behind

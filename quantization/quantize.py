@@ -41,6 +41,7 @@ __all__ = [
     "assemble_bundle",
     "layer_sensitivity",
     "model_fingerprint",
+    "prepare",
     "quantize_bundle",
 ]
 
@@ -108,7 +109,10 @@ def _float_bundle(
         manifest = load_bundle(path)
         if set(backends) <= set(manifest.backends):
             return manifest
-    export_bundle(model, tokenizer, path, backends=backends, slots=slots, progress=progress)
+    # Core ML stays two single-function LLM packages here: coremltools.optimize refuses multifunction ones
+    export_bundle(
+        model, tokenizer, path, backends=backends, slots=slots, progress=progress, coreml_multifunction=False
+    )
     return load_bundle(path)
 
 
@@ -141,7 +145,8 @@ def _quantize_graph(
     """Quantize (or copy, for fp32) one recipe graph into ``work/graphs/…``; reuse a finished one."""
     backend = recipe.backend
     keep_float = recipe.keep_float_for(graph)
-    key = _key(scheme.to_dict(), keep_float)
+    layout = ("multifunction",) if backend == "coreml" and graph == "llm" else ()  # parts made before: split
+    key = _key(scheme.to_dict(), keep_float, *layout)
     folder = work / "graphs" / backend / f"{graph}-{scheme.label()}-{key}"
     done = folder / "part.json"
     if done.is_file():
@@ -187,12 +192,35 @@ def _quantize_graph(
         ]
     report.seconds = report.seconds or time.perf_counter() - start
     report.bytes_fp32 = report.bytes_fp32 or files_bytes([f for fs in fp32_files.values() for f in fs])
+    if backend == "coreml" and graph == "llm":  # shipped as one multifunction package, float compared alike
+        entries, report.bytes_fp32 = _coreml_multifunction(entries, float_entries, fp32, folder)
+        report.bytes_quant = files_bytes([folder / f for e in entries for f in e.files])
     report.files = [f for e in entries for f in e.files]
     atomic_write_text(
         done,
         json.dumps({"entries": [dataclasses.asdict(e) for e in entries], "report": report.to_dict()}),
     )
     return GraphPart(folder, entries, report)
+
+
+def _coreml_multifunction(
+    entries: list[GraphEntry], float_entries: list[GraphEntry], fp32: Manifest, folder: Path
+) -> tuple[list[GraphEntry], int]:
+    """Merge the Core ML LLM's prefill and decode packages into one (as ``export_bundle`` ships it).
+
+    Returns the merged entries and the bytes of the float packages merged the same way, so the size ratio
+    compares one shipped LLM with one, not two float copies with one.
+    """
+    from xsam_edge.export.coreml import merge_llm_functions
+
+    merged = merge_llm_functions(entries, folder)
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        copies = [
+            dataclasses.replace(e, files=[_copy(fp32.path(e.files[0]), Path(tmp)).name])
+            for e in float_entries
+        ]
+        (float_llm,) = merge_llm_functions(copies, Path(tmp))
+        return merged, files_bytes([Path(tmp) / float_llm.files[0]])
 
 
 def _copy(src: Path, folder: Path) -> Path:
@@ -269,6 +297,33 @@ def _inputs(
         fp32 = _float_bundle(model, tokenizer, backends, work, slots, progress)
         calibration = _calibration(recipe, fp32.root, work, progress) if recipe.calibrated else None
     return fp32, calibration
+
+
+def prepare(
+    model: XSam,
+    tokenizer: XSamTokenizer,
+    recipe: Recipe,
+    work_dir: str | os.PathLike,
+    slots: Any = None,
+    progress: bool = True,
+    fingerprint: str | None = None,
+) -> Path:
+    """Export the float bundle and record calibration for ``recipe`` into its work folder; quantize nothing.
+
+    A later ``quantize_bundle`` with the same ``work_dir``, ``slots`` and ``fingerprint`` finds both, and on
+    backends whose quantizer works on files (ONNX, OpenVINO, Core ML) never touches the weights again: it can
+    run in another process with the model built on the meta device. That is how a full-size model is quantized
+    on a machine that cannot hold the model, its calibration and the quantizer's copies at once.
+
+    Returns:
+        Path: the work folder.
+    """
+    from xsam_edge.export.graphs import SlotConfig
+
+    slots = slots or SlotConfig()
+    work = _work_folder(model, Path(work_dir), slots, fingerprint)
+    _inputs(model.eval(), tokenizer, recipe, work, slots, progress)
+    return work
 
 
 def quantize_bundle(

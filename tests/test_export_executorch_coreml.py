@@ -6,6 +6,7 @@ use); the encode, segment and LLM programs together take ~100 s at one thread an
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -296,6 +297,60 @@ def test_coreml_llm_is_stateful_and_kvio_is_not(coreml_graphs):
     kvio = coreml_graphs["llm_kvio_decode", "fp16"]
     assert kvio.states == [] and "write_state" not in kvio.placement["histogram"]
     assert kvio.inputs[-2:] == ["past_keys", "past_values"]
+
+
+def test_coreml_llm_ships_as_one_multifunction_package_with_weights_once(coreml_graphs, tiny_model, tmp_path):
+    import shutil
+
+    import coremltools as ct
+    import coremltools.optimize.coreml as cto
+
+    from xsam_edge.export.coreml import function_signatures, merge_llm_functions, spec_signature
+    from xsam_edge.export.to_bundle import graph_entry
+
+    (tmp_path / "coreml").mkdir()
+    entries = []
+    for name in ("embed", "llm_prefill", "llm_decode"):
+        graph = coreml_graphs[name, "fp32"] if name != "embed" else coreml_graphs[name, "fp16"]
+        shutil.copytree(graph.file, tmp_path / "coreml" / graph.file.name)
+        graph = dataclasses.replace(graph, files=[tmp_path / "coreml" / graph.file.name])
+        entries.append(graph_entry(graph, tmp_path))
+    merged = merge_llm_functions(entries, tmp_path)
+    assert [e.name for e in merged] == ["embed", "llm"] and merged[0] is entries[0]
+    llm = merged[1]
+    assert llm.files == ["coreml/llm.mlpackage"] and llm.inputs == entries[1].inputs
+    assert [m["name"] for m in llm.methods] == ["prefill", "decode"]
+    assert llm.methods[1]["inputs"] == entries[2].inputs and llm.states == entries[1].states
+    assert sorted(p.name for p in (tmp_path / "coreml").iterdir()) == ["embed.mlpackage", "llm.mlpackage"]
+    spec = ct.models.MLModel(str(tmp_path / llm.files[0]), skip_model_load=True).get_spec()
+    assert spec.description.defaultFunctionName == "prefill"
+    for function, source in (("prefill", "llm_prefill"), ("decode", "llm_decode")):
+        single = ct.models.MLModel(str(coreml_graphs[source, "fp32"].file), skip_model_load=True).get_spec()
+        assert function_signatures(spec)[function] == spec_signature(single)
+    # the weights are stored once: the package is about half of the two it replaced
+    print("multifunction bytes", llm.placement["file_bytes"], "before", llm.placement["bytes_before_merge"])
+    assert llm.placement["file_bytes"] < 0.55 * llm.placement["bytes_before_merge"]
+
+    # compressed packages (coremltools.optimize refuses multifunction models) merge the same way
+    (tmp_path / "q" / "coreml").mkdir(parents=True)
+    config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(weight_threshold=512))
+    quantized = []
+    for entry in entries[1:]:
+        source = ct.models.MLModel(str(coreml_graphs[entry.name, "fp32"].file), skip_model_load=True)
+        cto.linear_quantize_weights(source, config).save(
+            str(tmp_path / "q" / "coreml" / f"{entry.name}.mlpackage")
+        )
+        quantized.append(dataclasses.replace(entry, files=[f"coreml/{entry.name}.mlpackage"]))
+
+    def weight_bytes(package):
+        return (package / "Data" / "com.apple.CoreML" / "weights" / "weight.bin").stat().st_size
+
+    before = sum(weight_bytes(tmp_path / "q" / e.files[0]) for e in quantized)
+    (q_llm,) = merge_llm_functions(quantized, tmp_path / "q")
+    after = weight_bytes(tmp_path / "q" / q_llm.files[0])
+    print("int8 weights", before, "→", after, "package", q_llm.placement["file_bytes"])
+    assert after < 0.55 * before  # (the two functions' programs are not shared: at tiny size they weigh in)
+    assert q_llm.placement["file_bytes"] < 0.5 * llm.placement["file_bytes"]
 
 
 def test_coreml_encode_uses_resample(coreml_graphs):

@@ -321,6 +321,44 @@ def test_coreml_compresses_the_llm_packages(coreml_llm, tmp_path, scheme, op):
         assert all(n.startswith("p_lm_blocks_") for n in compressed), compressed
 
 
+def test_coreml_quantized_llm_part_is_one_multifunction_package(coreml_llm, tiny_model, tmp_path):
+    """The quantize stage compresses the two packages, then ships one; sizes compare merged with merged."""
+    import shutil
+
+    from xsam_edge.bundle import finalize_bundle, load_bundle
+    from xsam_edge.export.placement import ExportedGraph
+    from xsam_edge.export.to_bundle import bundle_manifest, graph_entry
+    from xsam_edge.quantization.quantize import _quantize_graph
+    from xsam_edge.quantization.recipes import Recipe
+    from xsam_edge.tokenizer import tiny_tokenizer
+
+    staging = tmp_path / "fp32-staging"
+    entries = []
+    for name, (package,) in coreml_llm.items():
+        shutil.copytree(package, staging / "coreml" / package.name)
+        graph = ExportedGraph(
+            name, "coreml", [staging / "coreml" / package.name], [], [], [], [], [], [], 0.0, "t"
+        )
+        entries.append(graph_entry(graph, staging))
+    manifest = bundle_manifest(tiny_model, tiny_tokenizer(), SLOTS, entries, source={"name": "tiny"})
+    fp32 = load_bundle(finalize_bundle(staging, tmp_path / "fp32", manifest))
+    recipe = Recipe("c", "coreml", {"llm": Int4WeightOnly(group_size=32)}, default=Float16())
+    part = _quantize_graph(
+        tiny_model, fp32, recipe, "llm", recipe.scheme_for("llm"), None, SLOTS, tmp_path / "w"
+    )
+    (entry,) = part.entries
+    assert entry.name == "llm" and [m["name"] for m in entry.methods] == ["prefill", "decode"]
+    assert sorted(p.name for p in part.root.iterdir() if p.suffix == ".mlpackage") == ["llm.mlpackage"]
+    report = part.report
+    split_float = sum(f.stat().st_size for (p,) in coreml_llm.values() for f in p.rglob("*") if f.is_file())
+    print(report.bytes_fp32, report.bytes_quant, split_float)
+    assert report.files == ["llm.mlpackage"] and report.bytes_quant < report.bytes_fp32 < 0.6 * split_float
+    again = _quantize_graph(
+        tiny_model, fp32, recipe, "llm", recipe.scheme_for("llm"), None, SLOTS, tmp_path / "w"
+    )
+    assert again.entries == part.entries  # the finished part is reused, merged as it was saved
+
+
 def test_coreml_fp16_copies_and_bad_requests_fail(coreml_llm, tmp_path):
     from xsam_edge.quantization.coreml import quantize_graph, quantize_module
 
