@@ -70,7 +70,7 @@ def _goal(recipe) -> str:
 
 
 def _model(preset: str, depth: int, meta: bool):
-    """``preset`` with ``depth`` LLM layers, seeded random weights (on the meta device: no memory)."""
+    """``preset`` with ``depth`` LLM layers and seeded random weights (std 0.02), or on the meta device."""
     import torch
 
     from xsam_edge.model.build import build_model
@@ -78,11 +78,18 @@ def _model(preset: str, depth: int, meta: bool):
 
     config = get_preset(preset)
     config = dataclasses.replace(config, llm=dataclasses.replace(config.llm, num_layers=depth))
-    torch.manual_seed(0)
     if meta:
         with torch.device("meta"):
             return build_model(config).eval()
-    return build_model(config).eval()
+    model = build_model(config).eval()
+    # Trained-like weights: transformers' SAM config initialises at std 1e-10, which INT8 rounds to all-zero
+    # tensors that serializers store once (OpenVINO did: 48 identical MLP weights), so sizes came out small.
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() >= 2:
+                parameter.normal_(0.0, 0.02, generator=generator)
+    return model
 
 
 def prepare_depth(preset: str, depth: int, recipe_names: list[str], work: Path, slots) -> dict:
@@ -96,8 +103,27 @@ def prepare_depth(preset: str, depth: int, recipe_names: list[str], work: Path, 
     fingerprint = model_fingerprint(model)
     tokenizer = tiny_tokenizer(model.config.tokens)  # ids only index the embedding; its size does not matter
     for name in recipe_names:
-        prepare(model, tokenizer, _recipe(name), work / "q", slots, fingerprint=fingerprint)
+        prepare(model, tokenizer, _recipe(name), work / "q", slots, fingerprint=fingerprint, calibrate=False)
     return {"fingerprint": fingerprint, "seconds": time.perf_counter() - start, "peak_rss_bytes": _peak_rss()}
+
+
+def calibrate_depth(preset: str, depth: int, recipe_names: list[str], fingerprint: str, work: Path, slots):
+    """Child process 2: calibration through the float sessions, the model on the meta device."""
+    from xsam_edge.quantization.quantize import prepare
+    from xsam_edge.tokenizer import tiny_tokenizer
+
+    start = time.perf_counter()
+    model = _model(preset, depth, meta=True)
+    for name in recipe_names:
+        prepare(
+            model,
+            tiny_tokenizer(model.config.tokens),
+            _recipe(name),
+            work / "q",
+            slots,
+            fingerprint=fingerprint,
+        )
+    return {"seconds": time.perf_counter() - start, "peak_rss_bytes": _peak_rss()}
 
 
 def quantize_depth(preset: str, depth: int, name: str, fingerprint: str, work: Path, slots) -> dict:
@@ -174,6 +200,11 @@ def measure_depth(
             "recipes": recipe_names,
         }
         work.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(steps_file, json.dumps(steps, indent=2))
+    if "calibrate" not in steps or set(steps["calibrate"]["recipes"]) < set(recipe_names):
+        fingerprint = steps["prepare"]["fingerprint"]
+        args = ["--child", "calibrate", "--recipes", ",".join(recipe_names), "--fingerprint", fingerprint]
+        steps["calibrate"] = {**_child([*args, *common], timeout), "recipes": recipe_names}
         atomic_write_text(steps_file, json.dumps(steps, indent=2))
     for name in recipe_names:
         if name not in steps:
@@ -258,7 +289,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per step")
     parser.add_argument("--work", default="outputs/quantized-size-full", help="intermediates (resumable)")
     parser.add_argument("--out", help="results JSON (default: results/quantized-size-full-<date>.json)")
-    parser.add_argument("--child", choices=("prepare", "quantize"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("prepare", "calibrate", "quantize"), help=argparse.SUPPRESS)
     parser.add_argument("--depth", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--fingerprint", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -271,6 +302,10 @@ def main() -> None:
     slots = SlotConfig(max_seq=args.max_seq)
     if args.child == "prepare":
         print(json.dumps(prepare_depth(args.preset, args.depth, names, Path(args.work), slots)))
+        return
+    if args.child == "calibrate":
+        row = calibrate_depth(args.preset, args.depth, names, args.fingerprint, Path(args.work), slots)
+        print(json.dumps(row))
         return
     if args.child == "quantize":
         row = quantize_depth(args.preset, args.depth, names[0], args.fingerprint, Path(args.work), slots)

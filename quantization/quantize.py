@@ -307,13 +307,16 @@ def prepare(
     slots: Any = None,
     progress: bool = True,
     fingerprint: str | None = None,
+    calibrate: bool = True,
 ) -> Path:
     """Export the float bundle and record calibration for ``recipe`` into its work folder; quantize nothing.
 
     A later ``quantize_bundle`` with the same ``work_dir``, ``slots`` and ``fingerprint`` finds both, and on
     backends whose quantizer works on files (ONNX, OpenVINO, Core ML) never touches the weights again: it can
     run in another process with the model built on the meta device. That is how a full-size model is quantized
-    on a machine that cannot hold the model, its calibration and the quantizer's copies at once.
+    on a machine that cannot hold the model, its calibration and the quantizer's copies at once. With
+    ``calibrate=False`` only the float export is made; a second call with the model on the meta device then
+    records calibration while only the float sessions are in memory.
 
     Returns:
         Path: the work folder.
@@ -322,7 +325,12 @@ def prepare(
 
     slots = slots or SlotConfig()
     work = _work_folder(model, Path(work_dir), slots, fingerprint)
-    _inputs(model.eval(), tokenizer, recipe, work, slots, progress)
+    if calibrate:
+        _inputs(model.eval(), tokenizer, recipe, work, slots, progress)
+    else:
+        backends = sorted({recipe.backend} | ({"onnx"} if recipe.calibrated else set()))
+        with torch.no_grad():
+            _float_bundle(model.eval(), tokenizer, backends, work, slots, progress)
     return work
 
 

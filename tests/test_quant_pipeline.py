@@ -93,6 +93,33 @@ def test_float_recipe_bundle_runs_like_the_export_and_resumes(model, examples, t
     assert again.work_dir == first.work_dir and part.stat().st_mtime_ns == stamp
 
 
+def test_prepared_work_quantizes_with_the_model_on_the_meta_device(model, tmp_path):
+    """A full-size model on a small machine: export, then calibrate and quantize without weights."""
+    import torch
+
+    from xsam_edge.model.build import build_model
+    from xsam_edge.quantization.quantize import prepare
+
+    recipe = Recipe(
+        "w8a8-seg", "onnx", {"segment": Int8Static()}, calibration=Calibration("shapes:val-fast", 1)
+    )
+    fingerprint = model_fingerprint(model)
+    work = prepare(
+        model, tiny_tokenizer(), recipe, tmp_path / "w", SLOTS, False, fingerprint, calibrate=False
+    )
+    assert (work / "fp32" / "manifest.json").is_file() and not list(work.glob("calibration-*.npz"))
+    with torch.device("meta"):
+        weightless = build_model(model.config).eval()
+    again = prepare(weightless, tiny_tokenizer(), recipe, tmp_path / "w", SLOTS, False, fingerprint)
+    assert again == work and len(list(work.glob("calibration-*.npz"))) == 1
+    result = quantize_bundle(
+        weightless, tiny_tokenizer(), recipe, tmp_path / "b", tmp_path / "w", SLOTS, False, fingerprint
+    )
+    segment = next(r for r in result.reports if r.graph == "segment")
+    assert result.work_dir == work and segment.integer_ops.get("QuantizeLinear", 0) > 0
+    assert load_bundle(result.bundle).quantization["recipe"]["name"] == "w8a8-seg"
+
+
 def test_calibrated_recipe_checks_its_data_before_exporting(model, tmp_path):
     recipe = Recipe("x", "onnx", {"segment": Int8Static()}, calibration=Calibration("nowhere:val", 2))
     with pytest.raises(ValueError, match="unknown dataset 'nowhere:val'"):
