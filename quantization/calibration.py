@@ -96,19 +96,22 @@ class CalibrationSet:
 class _Recorder:
     """A graph runner that keeps copies of its inputs: a uniform, seeded reservoir of ``limit`` calls."""
 
-    def __init__(self, runner: Any, sink: list[list[np.ndarray]], limit: int) -> None:
-        self.runner, self.sink, self.limit = runner, sink, limit
+    def __init__(
+        self, runner: Any, sink: list[list[np.ndarray]], limit: int, keep: int | None = None
+    ) -> None:
+        self.runner, self.sink, self.limit, self.keep = runner, sink, limit, keep
         self.seen = 0
         self.rng = np.random.default_rng(0)
 
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
         self.seen += 1
+        kept = inputs[: self.keep] if self.keep is not None else inputs
         if len(self.sink) < self.limit:
-            self.sink.append([np.array(x, copy=True) for x in inputs])
+            self.sink.append([np.array(x, copy=True) for x in kept])
         else:  # reservoir sampling: late requests are as likely to be kept as early ones
             slot = int(self.rng.integers(0, self.seen))
             if slot < self.limit:
-                self.sink[slot] = [np.array(x, copy=True) for x in inputs]
+                self.sink[slot] = [np.array(x, copy=True) for x in kept]
         return self.runner.run(*inputs)
 
 
@@ -117,6 +120,7 @@ def record_calibration(
     examples: Sequence[Example],
     max_samples: int = 32,
     progress: bool = True,
+    kv_caches: bool = True,
 ) -> CalibrationSet:
     """Run ``examples`` through the float ONNX bundle and record every graph's inputs.
 
@@ -125,10 +129,13 @@ def record_calibration(
         examples (Sequence[Example]): calibration requests (all tasks; images are encoded once each).
         max_samples (int): at most this many samples per graph.
         progress (bool): a progress bar.
+        kv_caches (bool): record the KV-I/O pair with its past caches (only ONNX's LLM graphs take them);
+            ``False`` keeps ``llm_prefill`` alone.
 
     Returns:
         CalibrationSet: samples for ``encode_image``, ``embed``, ``region``, ``segment``, the KV-I/O LLM pair
-        and ``llm_prefill`` (the same prefill chunks without the caches, for stateful LLM graphs).
+        (with ``kv_caches``) and ``llm_prefill`` (the same prefill chunks without the caches, for stateful
+        LLM graphs).
 
     Raises:
         ValueError: no examples (an empty calibration set cannot set activation ranges).
@@ -148,8 +155,11 @@ def record_calibration(
     session.region = _Recorder(session.region, samples["region"], max_samples)
     session.segment_graph = _Recorder(session.segment_graph, samples["segment"], max_samples)
     llm = session.llm  # the ONNX runner keeps the caches on the host: its graphs see them as inputs
-    llm.prefill = _Recorder(llm.prefill, samples[KVIO_PREFILL], max_samples)
-    llm.decode = _Recorder(llm.decode, samples[KVIO_DECODE], max_samples)
+    # without kv_caches only the chunk inputs are kept (what a stateful LLM sees): at full size one sample's
+    # past caches are 100 MB per layer, and 32 of them for prefill and decode do not fit a 24 GB machine
+    keep = None if kv_caches else 2
+    llm.prefill = _Recorder(llm.prefill, samples[KVIO_PREFILL], max_samples, keep)
+    llm.decode = _Recorder(llm.decode, samples[KVIO_DECODE], max_samples if kv_caches else 0)
     order = sorted(range(len(examples)), key=lambda i: examples[i].image_id)
     refused: list[str] = []
     for i in tqdm(order, desc="calibrate", disable=not progress, leave=False):
@@ -162,4 +172,6 @@ def record_calibration(
     if refused:
         log.warning("calibration: %d of %d requests refused: %s", len(refused), len(examples), refused[0])
     samples[STATEFUL_LLM] = [s[:2] for s in samples[KVIO_PREFILL]]
+    if not kv_caches:
+        samples[KVIO_PREFILL] = []
     return CalibrationSet({k: v for k, v in samples.items() if v}, len(examples) - len(refused))

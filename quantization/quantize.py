@@ -120,13 +120,14 @@ def _calibration(recipe: Recipe, fp32: Path, work: Path, progress: bool) -> Cali
     from xsam_edge.data.registry import load_dataset
 
     spec = recipe.calibration
-    path = work / f"calibration-{_key(spec.data, spec.images)}.npz"
+    kv_caches = recipe.backend == "onnx"  # the only backend whose LLM graphs take the caches as inputs
+    path = work / f"calibration-{_key(spec.data, spec.images, *(() if kv_caches else ('no-kv',)))}.npz"
     if path.is_file():
         return CalibrationSet.load(path)
     examples = load_dataset(spec.data, limit=spec.images)
     if not examples:
         raise ValueError(f"empty calibration set: {spec.data!r} gave no requests; give more images or data")
-    calibration = record_calibration(fp32, examples, progress=progress)
+    calibration = record_calibration(fp32, examples, progress=progress, kv_caches=kv_caches)
     calibration.save(path)
     return calibration
 

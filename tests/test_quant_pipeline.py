@@ -58,6 +58,11 @@ def test_calibration_records_every_graph_from_a_real_session(fp32_bundle, exampl
     # padded condition slots are real: cond_valid is a 0/1 mask with at least one slot used
     valid = calib.samples["segment"][0][-2]
     assert set(np.unique(valid)) <= {0.0, 1.0} and valid.sum() >= 1
+    # backends whose LLM keeps its cache as state get the same chunks, and no caches are held in memory
+    lean = record_calibration(fp32_bundle, examples, max_samples=6, progress=False, kv_caches=False)
+    assert "llm_kvio_prefill" not in lean.samples and "llm_kvio_decode" not in lean.samples
+    for a, b in zip(lean.samples["llm_prefill"], calib.samples["llm_prefill"], strict=True):
+        assert len(a) == 2 and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
     saved = CalibrationSet.load(calib.save(tmp_path / "c.npz"))
     assert saved.counts() == counts and saved.requests == calib.requests
