@@ -94,7 +94,7 @@ def _model(preset: str, depth: int, meta: bool):
 
 
 def prepare_depth(preset: str, depth: int, recipe_names: list[str], work: Path, slots) -> dict:
-    """Child process 1: the real model's float export and calibration for every recipe; its fingerprint."""
+    """Child process 1: the real model's float export for every recipe, and its fingerprint."""
     from xsam_edge.checkpoint import model_fingerprint
     from xsam_edge.quantization.quantize import prepare
     from xsam_edge.tokenizer import tiny_tokenizer
@@ -115,26 +115,20 @@ def calibrate_depth(preset: str, depth: int, recipe_names: list[str], fingerprin
 
     start = time.perf_counter()
     model = _model(preset, depth, meta=True)
+    tokenizer = tiny_tokenizer(model.config.tokens)
     for name in recipe_names:
-        prepare(
-            model,
-            tiny_tokenizer(model.config.tokens),
-            _recipe(name),
-            work / "q",
-            slots,
-            fingerprint=fingerprint,
-        )
+        prepare(model, tokenizer, _recipe(name), work / "q", slots, fingerprint=fingerprint)
     return {"seconds": time.perf_counter() - start, "peak_rss_bytes": _peak_rss()}
 
 
 def quantize_depth(preset: str, depth: int, name: str, fingerprint: str, work: Path, slots) -> dict:
-    """Child process 2 (one per recipe): quantize from the prepared work folder; bytes per graph.
+    """Child process 3 (one per recipe): quantize from the prepared work folder; bytes per graph.
 
     File-based quantizers (OpenVINO, ONNX, Core ML) get the model on the meta device, so this process holds
     only the calibration set and the quantizer's own copies; ExecuTorch quantizes modules and needs weights.
     """
     from xsam_edge.bundle import load_bundle
-    from xsam_edge.quantization.quantize import quantize_bundle
+    from xsam_edge.quantization.quantize import graph_entries, quantize_bundle
     from xsam_edge.quantization.report import files_bytes
     from xsam_edge.tokenizer import tiny_tokenizer
 
@@ -149,13 +143,10 @@ def quantize_depth(preset: str, depth: int, name: str, fingerprint: str, work: P
     graphs = {}
     for report in result.reports:
         float_files = [
-            fp32.path(f)
-            for e in fp32.graphs
-            if e.backend == recipe.backend and _covers(report.graph, e.name)
-            for f in e.files
+            fp32.path(f) for e in graph_entries(fp32, recipe.backend, report.graph) for f in e.files
         ]
         quant_files = [
-            bundle.path(f) for e in bundle.graphs if _covers(report.graph, e.name) for f in e.files
+            bundle.path(f) for e in graph_entries(bundle, recipe.backend, report.graph) for f in e.files
         ]
         graphs[report.graph] = {
             "scheme": report.scheme,
@@ -202,24 +193,19 @@ def measure_depth(
         }
         work.mkdir(parents=True, exist_ok=True)
         atomic_write_text(steps_file, json.dumps(steps, indent=2))
+    fingerprint = steps["prepare"]["fingerprint"]
     if "calibrate" not in steps or set(steps["calibrate"]["recipes"]) < set(recipe_names):
-        fingerprint = steps["prepare"]["fingerprint"]
         args = ["--child", "calibrate", "--recipes", ",".join(recipe_names), "--fingerprint", fingerprint]
         steps["calibrate"] = {**_child([*args, *common], timeout), "recipes": recipe_names}
         atomic_write_text(steps_file, json.dumps(steps, indent=2))
     for name in recipe_names:
         if name not in steps:
-            fingerprint = steps["prepare"]["fingerprint"]
             steps[name] = _child(
                 ["--child", "quantize", "--recipes", name, "--fingerprint", fingerprint, *common], timeout
             )
             atomic_write_text(steps_file, json.dumps(steps, indent=2))
         print(json.dumps({"depth": depth, "recipe": name, "seconds": steps[name]["seconds"]}), flush=True)
     return {"depth": depth, "prepare": steps["prepare"], "recipes": {n: steps[n] for n in recipe_names}}
-
-
-def _covers(recipe_graph: str, entry_name: str) -> bool:
-    return entry_name == recipe_graph or (recipe_graph == "llm" and entry_name.startswith("llm"))
 
 
 def extrapolate(low: dict, high: dict, depth: int) -> dict:

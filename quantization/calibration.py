@@ -171,7 +171,6 @@ def record_calibration(
         raise ValueError(f"empty calibration set: the float session refused every request ({refused[0]})")
     if refused:
         log.warning("calibration: %d of %d requests refused: %s", len(refused), len(examples), refused[0])
-    samples[STATEFUL_LLM] = [s[:2] for s in samples[KVIO_PREFILL]]
-    if not kv_caches:
-        samples[KVIO_PREFILL] = []
+    # the stateful LLM's samples are the prefill chunks without the caches (already cut without kv_caches)
+    samples[STATEFUL_LLM] = [s[:2] for s in samples[KVIO_PREFILL]] if kv_caches else samples.pop(KVIO_PREFILL)
     return CalibrationSet({k: v for k, v in samples.items() if v}, len(examples) - len(refused))

@@ -39,6 +39,7 @@ __all__ = [
     "GraphPart",
     "QuantizeResult",
     "assemble_bundle",
+    "graph_entries",
     "layer_sensitivity",
     "model_fingerprint",
     "prepare",
@@ -86,15 +87,15 @@ def _handler(backend: str) -> Any:
     return handler
 
 
-def _graph_entries(manifest: Manifest, backend: str, graph: str) -> list[GraphEntry]:
-    """The float bundle's entries a recipe graph covers (``llm`` covers every LLM file of the backend)."""
+def graph_entries(manifest: Manifest, backend: str, graph: str) -> list[GraphEntry]:
+    """A bundle's entries a recipe graph covers (``llm`` covers every LLM entry of the backend)."""
     entries = [
         e
         for e in manifest.graphs
         if e.backend == backend and (e.name == graph or (graph == "llm" and e.name.startswith("llm")))
     ]
     if not entries:
-        raise RuntimeError(f"the float bundle has no {backend} graph for {graph!r}")
+        raise RuntimeError(f"the bundle has no {backend} graph for {graph!r}")
     return entries
 
 
@@ -121,7 +122,8 @@ def _calibration(recipe: Recipe, fp32: Path, work: Path, progress: bool) -> Cali
 
     spec = recipe.calibration
     kv_caches = recipe.backend == "onnx"  # the only backend whose LLM graphs take the caches as inputs
-    path = work / f"calibration-{_key(spec.data, spec.images, *(() if kv_caches else ('no-kv',)))}.npz"
+    key = _key(spec.data, spec.images) if kv_caches else _key(spec.data, spec.images, "no-kv")
+    path = work / f"calibration-{key}.npz"
     if path.is_file():
         return CalibrationSet.load(path)
     examples = load_dataset(spec.data, limit=spec.images)
@@ -146,8 +148,12 @@ def _quantize_graph(
     """Quantize (or copy, for fp32) one recipe graph into ``work/graphs/…``; reuse a finished one."""
     backend = recipe.backend
     keep_float = recipe.keep_float_for(graph)
-    layout = ("multifunction",) if backend == "coreml" and graph == "llm" else ()  # parts made before: split
-    key = _key(scheme.to_dict(), keep_float, *layout)
+    multifunction = backend == "coreml" and graph == "llm"  # shipped as one package (parts made before: two)
+    key = (
+        _key(scheme.to_dict(), keep_float, "multifunction")
+        if multifunction
+        else _key(scheme.to_dict(), keep_float)
+    )
     folder = work / "graphs" / backend / f"{graph}-{scheme.label()}-{key}"
     done = folder / "part.json"
     if done.is_file():
@@ -159,7 +165,7 @@ def _quantize_graph(
         )
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    float_entries = _graph_entries(fp32, backend, graph)
+    float_entries = graph_entries(fp32, backend, graph)
     fp32_files = {e.name: [fp32.path(f) for f in e.files] for e in float_entries}
     calib, holdout = calibration.split() if calibration is not None else ({}, {})
     start = time.perf_counter()
@@ -193,7 +199,7 @@ def _quantize_graph(
         ]
     report.seconds = report.seconds or time.perf_counter() - start
     report.bytes_fp32 = report.bytes_fp32 or files_bytes([f for fs in fp32_files.values() for f in fs])
-    if backend == "coreml" and graph == "llm":  # shipped as one multifunction package, float compared alike
+    if multifunction:  # the float pair is merged alike, so the size compares one LLM with one
         entries, report.bytes_fp32 = _coreml_multifunction(entries, float_entries, fp32, folder)
         report.bytes_quant = files_bytes([folder / f for e in entries for f in e.files])
     report.files = [f for e in entries for f in e.files]
@@ -289,15 +295,31 @@ def _work_folder(model: XSam, work_dir: Path, slots: Any, fingerprint: str | Non
     return work
 
 
-def _inputs(
-    model: XSam, tokenizer: XSamTokenizer, recipe: Recipe, work: Path, slots: Any, progress: bool
-) -> tuple[Manifest, CalibrationSet | None]:
-    """The float bundle and (when the recipe needs it) the calibration set, both cached in ``work``."""
+def _prepared(
+    model: XSam,
+    tokenizer: XSamTokenizer,
+    recipe: Recipe,
+    work_dir: Path,
+    slots: Any,
+    progress: bool,
+    fingerprint: str | None,
+    calibrate: bool = True,
+) -> tuple[Path, Any, Manifest, CalibrationSet | None]:
+    """What every entry point of the stage starts from, cached in the work folder.
+
+    Returns the work folder, the slots, the float bundle, and the calibration set when the recipe needs one
+    and ``calibrate`` is set (else ``None``).
+    """
+    from xsam_edge.export.graphs import SlotConfig
+
+    slots = slots or SlotConfig()
+    work = _work_folder(model, work_dir, slots, fingerprint)
     backends = sorted({recipe.backend} | ({"onnx"} if recipe.calibrated else set()))
     with torch.no_grad():
-        fp32 = _float_bundle(model, tokenizer, backends, work, slots, progress)
-        calibration = _calibration(recipe, fp32.root, work, progress) if recipe.calibrated else None
-    return fp32, calibration
+        fp32 = _float_bundle(model.eval(), tokenizer, backends, work, slots, progress)
+        calibrated = recipe.calibrated and calibrate
+        calibration = _calibration(recipe, fp32.root, work, progress) if calibrated else None
+    return work, slots, fp32, calibration
 
 
 def prepare(
@@ -322,17 +344,7 @@ def prepare(
     Returns:
         Path: the work folder.
     """
-    from xsam_edge.export.graphs import SlotConfig
-
-    slots = slots or SlotConfig()
-    work = _work_folder(model, Path(work_dir), slots, fingerprint)
-    if calibrate:
-        _inputs(model.eval(), tokenizer, recipe, work, slots, progress)
-    else:
-        backends = sorted({recipe.backend} | ({"onnx"} if recipe.calibrated else set()))
-        with torch.no_grad():
-            _float_bundle(model.eval(), tokenizer, backends, work, slots, progress)
-    return work
+    return _prepared(model, tokenizer, recipe, Path(work_dir), slots, progress, fingerprint, calibrate)[0]
 
 
 def quantize_bundle(
@@ -367,17 +379,15 @@ def quantize_bundle(
         FileNotFoundError: a calibration data path does not exist.
     """
     from xsam_edge.data.registry import parse_spec
-    from xsam_edge.export.graphs import SlotConfig
 
     if recipe.calibrated:
         parse_spec(recipe.calibration.data)  # a bad spec fails here, before any export
-    slots = slots or SlotConfig()
     out = Path(out)
-    work = _work_folder(
-        model, Path(work_dir) if work_dir else out.parent / f".{out.name}.work", slots, fingerprint
-    )
+    work_dir = Path(work_dir) if work_dir else out.parent / f".{out.name}.work"
     model = model.eval()
-    fp32, calibration = _inputs(model, tokenizer, recipe, work, slots, progress)
+    work, slots, fp32, calibration = _prepared(
+        model, tokenizer, recipe, work_dir, slots, progress, fingerprint
+    )
     parts: dict[str, GraphPart] = {}
     bar = tqdm(QUANT_GRAPHS, desc=f"quantize {recipe.name}", disable=not progress)
     with torch.no_grad():
@@ -411,8 +421,6 @@ def layer_sensitivity(
         ValueError: the backend's quantizer works on files, not modules (only ExecuTorch's works on
             modules), or the graph's scheme is float.
     """
-    from xsam_edge.export.graphs import SlotConfig
-
     handler = _handler(recipe.backend)
     if not hasattr(handler, "layer_sensitivity"):
         raise ValueError(
@@ -422,10 +430,10 @@ def layer_sensitivity(
     scheme = recipe.scheme_for(graph)
     if scheme.name in ("fp32", "fp16"):
         raise ValueError(f"{graph} is {scheme.label()} in recipe {recipe.name!r}: it has no quantized layers")
-    slots = slots or SlotConfig()
-    work = _work_folder(model, Path(work_dir), slots, fingerprint)
     model = model.eval()
-    _, calibration = _inputs(model, tokenizer, recipe, work, slots, progress)
+    _, slots, _, calibration = _prepared(
+        model, tokenizer, recipe, Path(work_dir), slots, progress, fingerprint
+    )
     calib, holdout = calibration.split() if calibration is not None else ({}, {})
     return handler.layer_sensitivity(
         model, graph, slots, scheme, recipe.keep_float_for(graph), calib, holdout, progress
