@@ -33,7 +33,7 @@ __all__ = ["BundleScore", "FitResult", "evaluate_bundle", "fit_max_drop", "sensi
 
 log = logging.getLogger(__name__)
 RUNNABLE = ("onnx", "openvino", "executorch")  # backends EdgeSession runs on this machine's OS (Linux)
-LAYERED = ("executorch",)  # backends whose quantizer works on modules, so single layers can stay float
+LAYERED = ("executorch", "onnx", "openvino")  # backends whose runtime runs here: layers can stay float
 
 
 @dataclass
@@ -246,9 +246,10 @@ def fit_max_drop(
     """Quantize by ``recipe``, then give precision back, most sensitive first, until the budget holds.
 
     The graphs are visited in order of their drop alone (the graph-level sensitivity pass). Where the
-    backend's quantizer works on modules (ExecuTorch), a graph first gets its most sensitive layers back in
-    float, one more per step (at most ``max_layers``, each recovering at least ``min_gain_db`` of the
-    graph's output PSNR); only when that does not meet the budget does the whole graph go float.
+    backend's runtime runs here (ExecuTorch, ONNX, OpenVINO; ``layer_sensitivity``), a graph first gets its
+    most sensitive layers back in float, one more per step (at most ``max_layers``, each recovering at
+    least ``min_gain_db`` of the graph's output PSNR); only when that does not meet the budget does the
+    whole graph go float.
 
     Args:
         model (XSam): the float model.

@@ -19,14 +19,18 @@ import torch
 from xsam_edge.export.placement import psnr
 
 from .recipes import SUPPORTED
-from .report import GraphQuantReport
+from .report import GraphQuantReport, LayerScore
 from .schemes import Scheme
 
 __all__ = [
     "add_note",
     "check_request",
+    "file_layer_sensitivity",
     "io_names",
     "keep_float_pattern",
+    "layer_names",
+    "mean_gain",
+    "model_file",
     "output_psnr",
     "threads",
 ]
@@ -89,6 +93,91 @@ def keep_float_pattern(names: Iterable[str], patterns: Sequence[str]) -> str | N
             if fnmatch.fnmatchcase(name, pattern) if glob else flat in flat_name:
                 return pattern
     return None
+
+
+def file_layer_sensitivity(
+    handler: Any,
+    graph: str,
+    fp32_files: dict[str, list[Path]],
+    scheme: Scheme,
+    keep_float: tuple[str, ...],
+    calibration: dict[str, list[list[np.ndarray]]],
+    holdout: dict[str, list[list[np.ndarray]]],
+    work: Path,
+    progress: bool = False,
+) -> tuple[dict[str, float], list[LayerScore]]:
+    """The per-layer pass for a file-based handler (``onnx``, ``openvino``): one quantization per layer.
+
+    The float file is quantized as a whole, then once per op the whole run quantized with that op alone
+    kept float (its ``quantized_layers`` name appended to ``keep_float``), each with the scheme itself and
+    scored by the handler's own PSNR on ``holdout`` in its runtime. The trials live in a temporary folder
+    under ``work``.
+
+    Returns:
+        tuple[dict[str, float], list[LayerScore]]: the whole graph's PSNR per output, and one score per
+        quantized op, most sensitive (largest mean gain) first.
+
+    Raises:
+        ValueError: no held-out samples (nothing to compare on), or what ``quantize_graph`` raises.
+    """
+    import shutil
+    import tempfile
+
+    from tqdm import tqdm
+
+    if not any(holdout.get(name) for name in fp32_files):
+        raise ValueError(f"{graph}: per-layer sensitivity needs held-out samples; record calibration data")
+    work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work, prefix=f"layers-{graph}-") as tmp:
+        files, whole = handler.quantize_graph(
+            graph, fp32_files, scheme, keep_float, calibration, holdout, Path(tmp) / "whole"
+        )
+        scores = []
+        for layer in tqdm(
+            handler.quantized_layers(fp32_files, files), desc=f"layers of {graph}", disable=not progress
+        ):
+            trial = Path(tmp) / f"trial-{len(scores)}"
+            _, report = handler.quantize_graph(
+                graph, fp32_files, scheme, (*keep_float, layer), calibration, holdout, trial
+            )
+            gain = round(mean_gain(whole.psnr_db, report.psnr_db), 2)
+            scores.append(LayerScore(layer, gain, report.psnr_db))
+            shutil.rmtree(trial, ignore_errors=True)
+    return whole.psnr_db, sorted(scores, key=lambda s: -s.gain_db)
+
+
+def layer_names(files: Iterable[Mapping[str, tuple[Sequence[str], Sequence[str]]]]) -> list[str]:
+    """A keep-float pattern per quantized op that leaves that op, and no other op of its file, float.
+
+    Args:
+        files (Iterable[Mapping[str, tuple[Sequence[str], Sequence[str]]]]): per file of the graph, op →
+            (patterns to try, most readable first (module path, weight name) and its unique op name last;
+            the names keep-float matching sees for it (``keep_float_pattern``'s ``names``)).
+
+    Returns:
+        list[str]: per op, its first pattern that names no other op of its file (the op name when none of
+        the readable ones is unique: a parent module's path also names its children). An op that the same
+        pattern names in two files of one graph (prefill and decode) is one layer.
+    """
+    picked: list[str] = []
+    for ops in files:
+        for op, (tries, _) in ops.items():
+            others = [n for o, (_, seen) in ops.items() if o != op for n in seen]
+            name = next((t for t in tries if t and keep_float_pattern(others, [t]) is None), tries[-1])
+            if name not in picked:
+                picked.append(name)
+    return picked
+
+
+def model_file(files: Sequence[str | Path], suffix: str) -> Path:
+    """The model file (``.onnx``, ``.xml``) among a graph's files (weights and external data beside it)."""
+    return next(Path(f) for f in files if str(f).endswith(suffix))
+
+
+def mean_gain(base: Mapping[str, float], trial: Mapping[str, float], cap: float = 150.0) -> float:
+    """Mean PSNR gain over the outputs (identical outputs count as ``cap`` dB, not infinity)."""
+    gains = [min(trial[k], cap) - min(base[k], cap) for k in base]
+    return float(np.mean(gains)) if gains else 0.0
 
 
 def _flatten(name: str) -> str:

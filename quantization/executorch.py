@@ -60,7 +60,7 @@ from xsam_edge.export.graphs import LLMGraph, SlotConfig, build_graph, example_i
 from xsam_edge.export.placement import ExportedGraph
 from xsam_edge.model.xsam import XSam
 
-from .common import keep_float_pattern, output_psnr
+from .common import keep_float_pattern, mean_gain, output_psnr
 from .recipes import SUPPORTED
 from .report import GraphQuantReport, LayerScore, files_bytes
 from .schemes import Int8DynActInt4Weight, Int8Static, Scheme
@@ -505,12 +505,6 @@ def _eager_outputs(
     return outputs
 
 
-def _mean_gain(base: dict[str, float], trial: dict[str, float], cap: float = 150.0) -> float:
-    """Mean PSNR gain over the outputs (identical outputs count as ``cap`` dB, not infinity)."""
-    gains = [min(trial[k], cap) - min(base[k], cap) for k in base]
-    return float(np.mean(gains)) if gains else 0.0
-
-
 def layer_sensitivity(
     model: XSam,
     graph: str,
@@ -556,7 +550,7 @@ def layer_sensitivity(
     scores = []
     for module_name in tqdm(plan.quantized_modules, desc=f"layers of {graph}", disable=not progress):
         psnr_db, _ = measure((module_name,))
-        scores.append(LayerScore(module_name, round(_mean_gain(base, psnr_db), 2), psnr_db))
+        scores.append(LayerScore(module_name, round(mean_gain(base, psnr_db), 2), psnr_db))
     return base, sorted(scores, key=lambda s: -s.gain_db)
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import shutil
 import tempfile
 import time
@@ -55,14 +56,17 @@ from .common import (
     check_request,
     io_names,
     keep_float_pattern,
+    layer_names,
+    model_file,
     output_psnr,
     threads,
 )
 from .report import GraphQuantReport, files_bytes
 from .schemes import Int4WeightOnly, Int8Static, Scheme
 
-__all__ = ["GRAPHS", "quantize_graph", "quantize_module"]
+__all__ = ["GRAPHS", "quantize_graph", "quantize_module", "quantized_layers"]
 
+log = logging.getLogger(__name__)
 BACKEND = "onnx"
 # recipe graph → its bundle graphs (ONNX has no state: the LLM is the KV-I/O pair)
 GRAPHS: dict[str, tuple[str, ...]] = {
@@ -88,6 +92,8 @@ EVIDENCE_OPS = (
     "GatherBlockQuantized",
 )
 _NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+# the integer ops that replace a float node (named after it): weight-only and dynamic schemes
+_INTEGER_OPS = ("MatMulNBits", "GatherBlockQuantized", "MatMulInteger", "ConvInteger")
 # w8 / w4: weights that MatMulNBits / GatherBlockQuantized do not take, and why
 _WEIGHT_ONLY_GAPS = {
     "Conv": "Conv weights stay float: ORT's weight-only quantizer packs MatMul and Gather only",
@@ -197,7 +203,7 @@ def _quantize(
         add_note(report, "data_aware ignored: ORT's GPTQ skips nodes_to_exclude (keep_float); RTN used")
     new_files: dict[str, list[Path]] = {}
     for name in names:
-        src = next(Path(f) for f in fp32_files[name] if str(f).endswith(".onnx"))
+        src = model_file(fp32_files[name], ".onnx")
         if out_dir.resolve() == src.parent.resolve():
             raise ValueError(f"{graph}: out_dir {out_dir} holds the float32 files; give another folder")
         tag = name if len(names) > 1 else ""
@@ -270,6 +276,43 @@ def _quantize_file(
     for node, (label, why) in left.items():
         why = f"keep_float {excluded[node]!r}" if node in excluded else why
         report.kept_float.append(f"{prefix}{label}: {why}")
+
+
+def quantized_layers(fp32_files: dict[str, list[Path]], quant_files: dict[str, list[Path]]) -> list[str]:
+    """The nodes ``quantize_graph`` quantized, each as a keep-float pattern that names it alone.
+
+    A QDQ compute node keeps its float name; ``MatMulNBits`` / ``GatherBlockQuantized`` add ``_Q<bits>``
+    and ``quantize_dynamic``'s integer ops ``_quant``. The readable name is the node's torch module path from
+    the float file's metadata (``model.segmentor.encoder.layers.0.attn.qkv``).
+    """
+    return layer_names(
+        _quantized_nodes(model_file(fp32_files[name], ".onnx"), model_file(files, ".onnx"))
+        for name, files in quant_files.items()
+    )
+
+
+def _quantized_nodes(float_onnx: Path, quant_onnx: Path) -> dict[str, tuple[list[str], list[str]]]:
+    """Float node → (patterns to try, names keep-float sees) for every node quantized in ``quant_onnx``."""
+    import onnx
+
+    float_model = onnx.load(str(float_onnx), load_external_data=False)
+    constants = {t.name for t in float_model.graph.initializer}
+    float_nodes = {n.name: n for n in float_model.graph.node}
+    quant_model = onnx.load(str(quant_onnx), load_external_data=False)
+    producer = {out: n.op_type for n in quant_model.graph.node for out in n.output}
+    ops = {}
+    for node in quant_model.graph.node:
+        dq_fed = any(producer.get(i) == "DequantizeLinear" for i in node.input)
+        if not (node.op_type in COMPUTE_OPS and dq_fed) and node.op_type not in _INTEGER_OPS:
+            continue
+        original = float_nodes.get(re.sub(r"(_Q\d+|_quant)$", "", node.name))
+        if original is None:  # a Gemm the weight-only path rewrote: no float node keeps its name
+            log.debug("quantized node %s has no float counterpart; not a candidate layer", node.name)
+            continue
+        meta = {p.key: p.value for p in original.metadata_props}
+        seen = [original.name, meta.get(_NAME_SCOPES, ""), *(i for i in original.input if i in constants)]
+        ops[original.name] = ([_scope(original), original.name], seen)
+    return ops
 
 
 def _keep_float_nodes(model: Any, patterns: Sequence[str]) -> dict[str, str]:

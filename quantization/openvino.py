@@ -54,13 +54,15 @@ from .common import (
     check_request,
     io_names,
     keep_float_pattern,
+    layer_names,
+    model_file,
     output_psnr,
     threads,
 )
 from .report import GraphQuantReport, files_bytes
 from .schemes import Int4WeightOnly, Int8Static, Scheme
 
-__all__ = ["GRAPHS", "quantize_graph", "quantize_module"]
+__all__ = ["GRAPHS", "quantize_graph", "quantize_module", "quantized_layers"]
 
 BACKEND = "openvino"
 # recipe graph → its bundle graphs (the LLM is one stateful IR for prefill and decode)
@@ -204,7 +206,7 @@ def _quantize(
     report = GraphQuantReport(graph, BACKEND, scheme.label())
     new_files: dict[str, list[Path]] = {}
     for name in names:
-        xml = next(Path(f) for f in fp32_files[name] if str(f).endswith(".xml"))
+        xml = model_file(fp32_files[name], ".xml")
         if out_dir.resolve() == xml.parent.resolve():
             raise ValueError(f"{graph}: out_dir {out_dir} holds the float32 files; give another folder")
         files, _ = write_atomically(
@@ -258,6 +260,47 @@ def _quantize_ir(
         result = _compress(model, scheme, ignored, samples, report)
     ov.save_model(result, str(tmp / xml.name), compress_to_fp16=scheme.name == "fp16")
     _evidence(ov.Core().read_model(str(tmp / xml.name)), scheme, ignored, report)
+
+
+def quantized_layers(fp32_files: dict[str, list[Path]], quant_files: dict[str, list[Path]]) -> list[str]:
+    """The ops ``quantize_graph`` made integer, each as a keep-float pattern that names it alone.
+
+    NNCF keeps op friendly names (``linear_3/aten.linear.default/MatMul``) but the integer weights lose their
+    tensor names, so the readable name (the module path in the float weight's name, ``lm_blocks_0_o_proj``)
+    comes from the float IR's op of the same name.
+    """
+    return layer_names(
+        _integer_ops(model_file(fp32_files[name], ".xml"), model_file(files, ".xml"))
+        for name, files in quant_files.items()
+    )
+
+
+def _integer_ops(float_xml: Path, quant_xml: Path) -> dict[str, tuple[list[str], list[str]]]:
+    """Op → (patterns to try, names keep-float sees) for every op with integer weights in ``quant_xml``."""
+    import openvino as ov
+
+    core = ov.Core()
+    weights = {}
+    for op in core.read_model(str(float_xml)).get_ordered_ops():
+        weight = _weight(op)
+        if weight is not None:
+            weights[op.get_friendly_name()] = sorted(weight.output(0).get_names())
+    ops = {}
+    for op in core.read_model(str(quant_xml)).get_ordered_ops():
+        weight = _weight(op)
+        if weight is None or weight.get_element_type().get_type_name() not in _INTEGER:
+            continue
+        friendly = op.get_friendly_name()
+        tensor_names = weights.get(friendly, [])
+        readable = [_module_path(n) for n in tensor_names if not n.isdigit()]
+        ops[friendly] = ([*readable, friendly], [friendly, *tensor_names])
+    return ops
+
+
+def _module_path(tensor_name: str) -> str:
+    """``lm_blocks_0_o_proj_weight:0`` → ``lm_blocks_0_o_proj`` (still matches the weight, by components)."""
+    stem = tensor_name.split(":")[0]
+    return stem.removesuffix("_weight") or stem
 
 
 def _weight(op: Any) -> Any | None:

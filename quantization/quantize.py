@@ -31,6 +31,7 @@ from xsam_edge.model.xsam import XSam
 from xsam_edge.tokenizer import XSamTokenizer, atomic_write_text
 
 from .calibration import CalibrationSet, record_calibration
+from .common import file_layer_sensitivity
 from .recipes import QUANT_GRAPHS, Recipe
 from .report import GraphQuantReport, LayerScore, files_bytes
 from .schemes import Scheme
@@ -409,32 +410,38 @@ def layer_sensitivity(
     progress: bool = True,
     fingerprint: str | None = None,
 ) -> tuple[dict[str, float], list[LayerScore]]:
-    """Rank the quantized modules of one graph of ``recipe`` by how much error each one causes.
+    """Rank the quantized layers of one graph of ``recipe`` by how much error each one causes.
 
     Uses the same cached float export and calibration set as ``quantize_bundle`` with this ``work_dir``.
+    ExecuTorch ranks modules in PyTorch (the backend handler's ``layer_sensitivity``); ONNX and OpenVINO
+    quantize the float file once as a whole and once per quantized op with that op alone kept float, the
+    recipe's own scheme each time, and compare the outputs on the held-out samples in their runtime.
 
     Returns:
-        tuple[dict[str, float], list[LayerScore]]: the whole graph's PSNR per output, and the modules, most
-        sensitive first (see the backend handler's ``layer_sensitivity``).
+        tuple[dict[str, float], list[LayerScore]]: the whole graph's PSNR per output, and the layers, most
+        sensitive (largest mean PSNR gain when kept float) first; each name is a ``float_layers`` entry.
 
     Raises:
-        ValueError: the backend's quantizer works on files, not modules (only ExecuTorch's works on
-            modules), or the graph's scheme is float.
+        ValueError: a backend that cannot run here (Core ML), or the graph's scheme is float.
     """
-    handler = _handler(recipe.backend)
-    if not hasattr(handler, "layer_sensitivity"):
+    if recipe.backend not in ("executorch", "onnx", "openvino"):
         raise ValueError(
-            f"per-layer sensitivity needs a quantizer that works on PyTorch modules (executorch); "
-            f"{recipe.backend!r} quantizes exported files, so its budget keeps whole graphs float"
+            f"per-layer sensitivity compares outputs in the backend's runtime, and {recipe.backend!r} "
+            "cannot run here; its budget keeps whole graphs float"
         )
     scheme = recipe.scheme_for(graph)
     if scheme.name in ("fp32", "fp16"):
         raise ValueError(f"{graph} is {scheme.label()} in recipe {recipe.name!r}: it has no quantized layers")
     model = model.eval()
-    _, slots, _, calibration = _prepared(
+    work, slots, fp32, calibration = _prepared(
         model, tokenizer, recipe, Path(work_dir), slots, progress, fingerprint
     )
     calib, holdout = calibration.split() if calibration is not None else ({}, {})
-    return handler.layer_sensitivity(
-        model, graph, slots, scheme, recipe.keep_float_for(graph), calib, holdout, progress
+    keep_float = recipe.keep_float_for(graph)
+    handler = _handler(recipe.backend)
+    if recipe.backend == "executorch":
+        return handler.layer_sensitivity(model, graph, slots, scheme, keep_float, calib, holdout, progress)
+    fp32_files = {e.name: [fp32.path(f) for f in e.files] for e in graph_entries(fp32, recipe.backend, graph)}
+    return file_layer_sensitivity(
+        handler, graph, fp32_files, scheme, keep_float, calib, holdout, work, progress
     )

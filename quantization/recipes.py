@@ -291,9 +291,12 @@ def _named() -> dict[str, Recipe]:
                     "encode_image": w8a8,
                     "segment": w8a8,
                     "embed": Int8WeightOnly(),
-                    "llm": Int4WeightOnly(group_size=32, symmetric=False, data_aware=True),
+                    # asymmetric INT4 in groups of 64 with data-aware scales: optimum-intel's tuned
+                    # weight-compression config for Phi-3-mini and Phi-3.5-mini
+                    "llm": Int4WeightOnly(group_size=64, symmetric=False, data_aware=True),
                 },
-                description="OpenVINO: NNCF INT8 PTQ encoders and decoder, data-aware INT4 LLM",
+                description="OpenVINO: NNCF INT8 PTQ encoders and decoder, "
+                "data-aware INT4 LLM in groups of 64",
             ),
             Recipe(
                 "jetson-trt",

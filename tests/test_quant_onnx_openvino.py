@@ -23,13 +23,14 @@ pytest.importorskip("nncf")
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import openvino as ov  # noqa: E402
+from conftest import make_tiny_model  # noqa: E402
 
 from xsam_edge.export.graphs import SlotConfig, example_inputs  # noqa: E402
 from xsam_edge.export.onnx import export_onnx  # noqa: E402
 from xsam_edge.export.openvino import export_openvino  # noqa: E402
 from xsam_edge.quantization import onnx as q_onnx  # noqa: E402
 from xsam_edge.quantization import openvino as q_openvino  # noqa: E402
-from xsam_edge.quantization.common import keep_float_pattern  # noqa: E402
+from xsam_edge.quantization.common import keep_float_pattern, layer_names  # noqa: E402
 from xsam_edge.quantization.recipes import FRAGILE, SUPPORTED  # noqa: E402
 from xsam_edge.quantization.schemes import scheme_from_dict  # noqa: E402
 
@@ -302,3 +303,59 @@ def test_keep_float_pattern_matches_components_and_globs():
     assert keep_float_pattern(["['', 'model.bg_embeds', 'embedding']"], FRAGILE) == "bg_embeds"
     assert keep_float_pattern(["model.my_sampling_offsets2"], FRAGILE) is None
     assert keep_float_pattern(["model.layers.3.mlp"], ("*.layers.?.mlp",)) == "*.layers.?.mlp"
+
+
+def test_layer_names_pick_a_pattern_that_names_one_op():
+    # a parent module's path also names its child, so the parent's op falls back to its node name
+    prefill = {
+        "n1": (["lm.blocks.0.attn", "node_matmul"], ["node_matmul", "['lm.blocks.0.attn']"]),
+        "n2": (["lm.blocks.0.attn.qkv", "node_linear"], ["node_linear", "['lm.blocks.0.attn.qkv']"]),
+    }
+    decode = {"m2": (["lm.blocks.0.attn.qkv", "node_linear_7"], ["node_linear_7", "lm.blocks.0.attn.qkv"])}
+    # the same module in the prefill and the decode file is one layer
+    assert layer_names([prefill, decode]) == ["node_matmul", "lm.blocks.0.attn.qkv"]
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_layer_sensitivity_finds_the_outlier_layer(backend, tmp_path):
+    """A massive-activation channel planted before one linear ranks that linear first, on files.
+
+    As in the ExecuTorch test: the last block's post-attention norm grows 1000× on one channel and
+    ``gate_up_proj``'s column for it shrinks 1000× (nothing changes in float). ONNX's per-tensor W8A8 then
+    spends the activation range on that channel, and OpenVINO's INT4 weight group rounds the column away.
+    """
+    from xsam_edge.export.graphs import build_graph
+    from xsam_edge.quantization.common import file_layer_sensitivity
+    from xsam_edge.quantization.schemes import Int4WeightOnly, Int8Static
+
+    model = make_tiny_model(0)
+    block = build_graph(model, "llm_prefill", SLOTS).lm.blocks[-1]  # shares the model's weights
+    with torch.no_grad():
+        block.down_proj.weight *= 10.0
+        block.post_attention_layernorm.weight[3] *= 1000.0
+        block.gate_up_proj.weight[:, 3] /= 1000.0
+    if backend == "onnx":
+        handler, scheme, names = q_onnx, Int8Static(), q_onnx.GRAPHS["llm"]
+        files = {n: export_onnx(model, n, SLOTS, tmp_path / "fp32").files for n in names}
+        outlier = "lm.blocks.1.gate_up_proj"
+    else:
+        handler, scheme, names = q_openvino, Int4WeightOnly(32), ("llm_prefill",)
+        files = {"llm_prefill": export_openvino(model, "llm_prefill", SLOTS, tmp_path / "fp32").files}
+        outlier = "lm_blocks_1_gate_up_proj"  # the module path as OpenVINO's weight names spell it
+    calibration, holdout = _data(model, names)
+
+    base, scores = file_layer_sensitivity(
+        handler, "llm", files, scheme, FRAGILE, calibration, holdout, tmp_path / "work"
+    )
+    ranked = [(s.module, s.gain_db) for s in scores]
+    print(base, *ranked, sep="\n")
+    assert len({s.module for s in scores}) == len(scores) > 10  # every quantized op, once
+    assert [s.gain_db for s in scores] == sorted((s.gain_db for s in scores), reverse=True)
+    assert scores[0].module == outlier and scores[0].gain_db > 3 * max(scores[1].gain_db, 1), ranked
+    assert not list((tmp_path / "work").iterdir()), "the trials are removed"
+    # that name in keep_float (what a recipe's float_layers does) keeps exactly that op float
+    _, report = handler.quantize_graph(
+        "llm", files, scheme, (*FRAGILE, outlier), calibration, holdout, tmp_path / "kept"
+    )
+    assert report.psnr_db == scores[0].psnr_db
+    assert len([k for k in report.kept_float if repr(outlier) in k]) == len(names), report.kept_float

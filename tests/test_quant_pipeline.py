@@ -170,7 +170,14 @@ def test_sensitivity_and_budget_on_a_real_recipe(model, examples, tmp_path):
     assert max(fit.drops.values()) <= 0.0
     assert load_bundle(fit.result.bundle).quantization["recipe"]["name"] == fit.recipe.name
     assert all(fit.recipe.scheme_for(g).name == "fp32" for g in fit.history[-1]["kept_float"])
-    assert fit.layers == {}  # ONNX Runtime's quantizer works on files: whole graphs only
+    # ONNX's per-layer pass ran on each graph the search visited, and the layer steps are in the history
+    assert fit.layers and set(fit.layers) <= {"segment", "llm"}
+    for graph, scores in fit.layers.items():
+        gains = [s["gain_db"] for s in scores]
+        assert gains == sorted(gains, reverse=True) and len({s["module"] for s in scores}) == len(scores)
+        tried = [s["float_layers"].get(graph) for s in fit.history if s["float_layers"].get(graph)]
+        picks = [s["module"] for s in scores if s["gain_db"] >= 1.0][:2]
+        assert tried == [picks[: i + 1] for i in range(len(tried))], (tried, picks)
     record = json.loads((tmp_path / "fit" / "fit.json").read_text())
     assert record["steps"] == fit.history and record["worst"] <= 0.0
 
@@ -242,6 +249,6 @@ def test_budget_search_tries_layers_before_whole_graphs(tmp_path):
     assert fit.recipe.float_layers == {"llm": ("lm.blocks.0.down_proj",)} and fit.drops == {"referring": 0.5}
     assert fit.result is fit.recipe  # the fake's bundle: the chosen recipe
 
-    # max_layers=0 (or a backend that quantizes files) goes straight to whole graphs
+    # max_layers=0 (or a backend whose runtime cannot run here: Core ML) goes straight to whole graphs
     fit = _search(_FakeScorer(), recipe, 1.0, tmp_path, tmp_path / "out", max_layers=0, min_gain_db=1.0)
     assert [s["kept_float"] for s in fit.history] == [[], ["llm"]] and fit.layers == {}

@@ -367,8 +367,8 @@ def _quantize_parser(sub: argparse._SubParsersAction) -> None:
         "--max-layers",
         type=int,
         default=2,
-        help="with --max-drop on ExecuTorch: the most sensitive layers per graph to try in float before the "
-        "whole graph goes float (0: whole graphs only)",
+        help="with --max-drop on ExecuTorch, ONNX or OpenVINO: the most sensitive layers per graph to try in "
+        "float before the whole graph goes float (0: whole graphs only)",
     )
     p.add_argument("--prefill-len", type=int, default=64, help="tokens per LLM prefill call")
     p.add_argument("--max-seq", type=int, help="KV-cache length (default: the LLM context)")
