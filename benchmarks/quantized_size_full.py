@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+from xsam_edge.benchmarks.export_full_size import randomize_like_trained
 from xsam_edge.tokenizer import atomic_write_text
 
 RESULTS = Path(__file__).parent / "results"
@@ -83,13 +84,7 @@ def _model(preset: str, depth: int, meta: bool):
         with torch.device("meta"):
             return build_model(config).eval()
     model = build_model(config).eval()
-    # Trained-like weights: transformers' SAM config initialises at std 1e-10, which INT8 rounds to all-zero
-    # tensors that serializers store once (OpenVINO did: 48 identical MLP weights), so sizes came out small.
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() >= 2:
-                parameter.normal_(0.0, 0.02, generator=generator)
+    randomize_like_trained(model)  # SAM's 1e-10 init would round to all-zero INT8 tensors, stored once
     return model
 
 
@@ -155,6 +150,7 @@ def quantize_depth(preset: str, depth: int, name: str, fingerprint: str, work: P
             "integer_ops": report.integer_ops,
         }
     return {
+        "recipe": recipe.to_dict(),
         "backend": recipe.backend,
         "goal": _goal(recipe),
         "seconds": time.perf_counter() - start,
@@ -181,9 +177,18 @@ def _child(args: list[str], timeout: int) -> dict:
 def measure_depth(
     preset: str, depth: int, recipe_names: list[str], work: Path, max_seq: int | None, timeout: int
 ) -> dict:
-    """Every recipe at one LLM depth, resumable: each finished step is kept in ``work/steps.json``."""
+    """Every recipe at one LLM depth, resumable: each finished step is kept in ``work/steps.json``.
+
+    A recipe's step is reused only while the recipe is unchanged (its dict is kept with the step), and the
+    prepare and calibrate steps only while their work folder is still there.
+    """
     steps_file = work / "steps.json"
     steps = json.loads(steps_file.read_text()) if steps_file.is_file() else {}
+    if not (work / "q").is_dir():  # the exports and calibration were removed: only the steps file is left
+        steps = {}
+    for name in recipe_names:
+        if name in steps and steps[name].get("recipe") != json.loads(json.dumps(_recipe(name).to_dict())):
+            del steps[name]  # the recipe changed since (a scheme, a group size): measure it again
     common = ["--preset", preset, "--depth", str(depth), "--work", str(work)]
     common += ["--max-seq", str(max_seq)] if max_seq else []
     if "prepare" not in steps or set(steps["prepare"]["recipes"]) < set(recipe_names):

@@ -456,20 +456,21 @@ def _static(
             except Exception as err:  # symbolic shape inference does not know every op: quantize as exported
                 add_note(report, f"{src.name}: quant_pre_process failed ({err!r}); quantized without it")
                 prepared = src
-        quantize_static(
-            str(prepared),
-            str(dst),
-            reader,
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(COMPUTE_OPS),
-            per_channel=scheme.per_channel,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=list(excluded),
-            use_external_data_format=external,
-            calibrate_method=method[scheme.calibration_method],
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
-        )
+        with _without_preprocess_hint():
+            quantize_static(
+                str(prepared),
+                str(dst),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(COMPUTE_OPS),
+                per_channel=scheme.per_channel,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=list(excluded),
+                use_external_data_format=external,
+                calibrate_method=method[scheme.calibration_method],
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+            )
 
 
 def _dynamic(src: Path, dst: Path, excluded: dict[str, str], external: bool) -> None:
@@ -554,6 +555,28 @@ def _gemm_to_matmul(model: Any) -> int:
         del graph.initializer[:]
         graph.initializer.extend(keep)
     return rewritten
+
+
+class _PreprocessHint(logging.Filter):
+    """Drops ORT's "Please consider (to run) pre-processing before quantization" hint.
+
+    ``_static`` runs shape inference itself where a file needs it and skips ORT's optimiser on purpose (it
+    drops the module paths keep-float matches), so the hint, logged on the root logger twice per call, is
+    noise (120 lines for a per-layer pass over 60 layers).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_preprocess_hint() -> Iterator[None]:
+    root, hint = logging.getLogger(), _PreprocessHint()
+    root.addFilter(hint)
+    try:
+        yield
+    finally:
+        root.removeFilter(hint)
 
 
 @contextlib.contextmanager
