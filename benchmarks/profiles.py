@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from xsam_edge.runtime.backends import get_backend
+from xsam_edge.runtime.backends.coreml import CoreMLBackend
 from xsam_edge.runtime.backends.onnx import OnnxRuntimeBackend
 from xsam_edge.runtime.backends.openvino import OpenVinoBackend
 
@@ -76,6 +77,8 @@ class DeviceProfile:
                 return OnnxRuntimeBackend(self.onnx_providers)
             if backend == "openvino":
                 return OpenVinoBackend(self.openvino_device)
+            if backend == "coreml":
+                return CoreMLBackend(self.coreml_compute_units or "ALL")
             return get_backend(backend)
         except RuntimeError as err:
             raise RuntimeError(

@@ -56,7 +56,6 @@ def _exporters() -> dict[str, tuple[Exporter, tuple[str, ...]]]:
 
 
 BACKEND_NAMES = ("onnx", "openvino", "executorch", "coreml")
-RUNTIME_BACKENDS = ("onnx", "openvino", "executorch")  # the ones EdgeSession runs (Core ML needs macOS)
 
 
 def default_golden_requests(image: np.ndarray, slots: SlotConfig) -> list[SegmentationRequest]:
@@ -89,7 +88,7 @@ def export_bundle(
         tokenizer (XSamTokenizer): stored as ``tokenizer.json``.
         out (str | Path): bundle folder.
         backends (Sequence[str]): any of ``onnx``, ``openvino``, ``executorch``, ``coreml`` (Core ML is packed
-            with spec checks, but ``EdgeSession`` does not run it yet).
+            with spec checks here; ``EdgeSession`` runs it on macOS).
         slots (SlotConfig | None): fixed slot sizes (default ``SlotConfig()``).
         golden_requests (list[SegmentationRequest] | None): requests for the golden vectors (default: three
             requests on a ``shapes:val`` image).

@@ -22,6 +22,7 @@ from typing import Any
 from xsam_edge.data.sample import Example
 from xsam_edge.metrics import primary_metrics
 from xsam_edge.model.xsam import XSam
+from xsam_edge.runtime.backends import runnable_backends
 from xsam_edge.tokenizer import XSamTokenizer, atomic_write_text
 
 from .quantize import QuantizeResult, layer_sensitivity, model_fingerprint, quantize_bundle
@@ -32,7 +33,7 @@ from .schemes import Float16, Float32, Scheme
 __all__ = ["BundleScore", "FitResult", "evaluate_bundle", "fit_max_drop", "sensitivity", "task_drops"]
 
 log = logging.getLogger(__name__)
-RUNNABLE = ("onnx", "openvino", "executorch")  # backends EdgeSession runs on this machine's OS (Linux)
+RUNNABLE = runnable_backends()  # backends EdgeSession runs on this machine's OS (Core ML: macOS only)
 LAYERED = ("executorch", "onnx", "openvino")  # backends whose runtime runs here: layers can stay float
 
 

@@ -18,6 +18,7 @@ from xsam_edge.model.build import build_model  # noqa: E402
 from xsam_edge.model.xsam import XSam  # noqa: E402
 from xsam_edge.presets import TINY  # noqa: E402
 from xsam_edge.tokenizer import XSamTokenizer, tiny_tokenizer  # noqa: E402
+from xsam_edge.types import Box, MaskPrompt, Point, Scribble, SegmentationRequest, Task  # noqa: E402
 
 # One intra-op thread: the tiny model's ops take microseconds, and with two threads on a 2-core machine that
 # is also running anything else, OpenMP hand-offs make every op wait on a busy core (measured: a tiny
@@ -94,3 +95,25 @@ def tokenizer() -> XSamTokenizer:
 @pytest.fixture()
 def image() -> np.ndarray:
     return make_image()
+
+
+def every_task_requests(image: np.ndarray) -> list[SegmentationRequest]:
+    """One request per task (two interactive: the second has more prompts than 2 region slots)."""
+    h, w = image.shape[:2]
+    mask = np.zeros((h, w), bool)
+    mask[5:20, 10:40] = True
+    return [
+        SegmentationRequest(image, Task.REFERRING, text="the red circle"),
+        SegmentationRequest(image, Task.REASONING, text="the shape with the most corners"),
+        SegmentationRequest(image, Task.PANOPTIC, categories=["circle", "square", "sky"]),
+        SegmentationRequest(image, Task.INSTANCE, categories=["circle", "square"]),
+        SegmentationRequest(image, Task.SEMANTIC, categories=["circle", "sky"]),
+        SegmentationRequest(image, Task.OPEN_VOCABULARY, categories=["ring", "hexagon"]),
+        SegmentationRequest(image, Task.INTERACTIVE, prompts=[Point(30, 20), Box(5, 5, 40, 30)]),
+        SegmentationRequest(
+            image, Task.INTERACTIVE, prompts=[Scribble(((2, 2), (30, 20))), MaskPrompt(mask), Point(60, 10)]
+        ),  # 3 prompts for 2 region slots: the session batches
+        SegmentationRequest(image, Task.VISUAL_GROUNDED, prompts=[Point(40, 24)]),
+        SegmentationRequest(image, Task.GCG),
+        SegmentationRequest(image, Task.CHAT, text="how many objects are there?"),
+    ]

@@ -13,6 +13,7 @@ install. Only the ExecuTorch backend imports torch (its runtime takes torch tens
 
 from __future__ import annotations
 
+import platform
 from typing import Any
 
 from .base import GraphRunner, LLMRunner
@@ -30,6 +31,7 @@ __all__ = [
     "OnnxRuntimeBackend",
     "OpenVinoBackend",
     "get_backend",
+    "runnable_backends",
 ]
 
 BACKENDS: dict[str, type] = {
@@ -52,3 +54,8 @@ def get_backend(name: str) -> Any:
     except KeyError:
         raise ValueError(f"unknown backend {name!r}; registered backends: {', '.join(BACKENDS)}") from None
     return cls()
+
+
+def runnable_backends() -> tuple[str, ...]:
+    """Backends ``EdgeSession`` can run on this OS (Core ML: macOS only); their packages may be missing."""
+    return tuple(b for b in BACKENDS if b != "coreml" or platform.system() == "Darwin")
