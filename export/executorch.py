@@ -23,6 +23,7 @@ how many nodes went into XNNPACK delegates and which ops stayed on the portable 
 from __future__ import annotations
 
 import dataclasses
+import platform
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -89,14 +90,38 @@ def _adaptive_max_pool2d(x: torch.Tensor, output_size: Sequence[int]) -> tuple[t
 _DECOMPOSITIONS = {torch.ops.aten.adaptive_max_pool2d.default: _adaptive_max_pool2d}
 
 
-def _partitioners(partitioner: str) -> list[Any]:
+PARTITIONERS = ("xnnpack", "coreml", "none")
+# where a program lowered for a partitioner can run in the ExecuTorch runtime (its backend is registered)
+_RUNS_ON = {"coreml": "Darwin"}
+
+
+def _partitioners(partitioner: str, stateful: bool = False) -> list[Any]:
+    """The delegate partitioners of ``partitioner``; the MPS one is not in the executorch wheel.
+
+    ``coreml`` lowers to Core ML ML programs (iOS 18, fp16 compute); it lowers on Linux, but only an Apple
+    runtime has the Core ML backend registered. For the joint LLM program the cache buffers stay ExecuTorch's
+    (``take_over_mutable_buffer=False``): each method becomes its own Core ML model, and a cache taken over as
+    Core ML state would be one state per method, not the one cache every method shares.
+    """
     if partitioner == "xnnpack":
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
         return [XnnpackPartitioner()]
+    if partitioner == "coreml":
+        import coremltools as ct
+        from executorch.backends.apple.coreml.compiler import CoreMLBackend
+        from executorch.backends.apple.coreml.partition import CoreMLPartitioner
+
+        specs = CoreMLBackend.generate_compile_specs(minimum_deployment_target=ct.target.iOS18)
+        return [CoreMLPartitioner(compile_specs=specs, take_over_mutable_buffer=not stateful)]
     if partitioner == "none":
         return []
-    raise ValueError(f"unknown partitioner {partitioner!r}; use 'xnnpack' or 'none'")
+    if partitioner == "mps":
+        raise ValueError(
+            "the MPS partitioner is not in the executorch wheel (executorch.backends.apple.mps is missing); "
+            "use 'coreml' for Apple GPUs and the Neural Engine, or build ExecuTorch from source with MPS"
+        )
+    raise ValueError(f"unknown partitioner {partitioner!r}; use one of {', '.join(PARTITIONERS)}")
 
 
 def delegation_report(edge_manager: Any, method: str = "forward") -> dict[str, Any]:
@@ -188,7 +213,9 @@ def export_executorch(
         name (str): a graph of ``ET_GRAPHS``.
         slots (SlotConfig): the fixed slot sizes.
         out_dir (str | Path): destination folder (created).
-        partitioner (str): ``"xnnpack"`` (default) or ``"none"`` (portable kernels only).
+        partitioner (str): ``"xnnpack"`` (default), ``"coreml"`` (Core ML delegate; its runtime check runs
+            only on macOS, elsewhere ``placement["parity_skipped"]`` says why) or ``"none"`` (portable kernels
+            only).
         prepare (Callable[[torch.nn.Module], torch.nn.Module] | None): quantization's hook: maps the graph's
             wrapper to the module that is exported and checked (a quantized copy, a pt2e-converted module;
             for the LLM an ``LLMGraph``, which every method is traced around). With it, ``to_executorch``
@@ -229,7 +256,7 @@ def export_executorch(
         programs = {"forward": exported.run_decompositions(_DECOMPOSITIONS)}
     export_done = time.perf_counter()
     edge = to_edge_transform_and_lower(
-        programs if stateful else programs["forward"], partitioner=_partitioners(partitioner)
+        programs if stateful else programs["forward"], partitioner=_partitioners(partitioner, stateful)
     )
     config = ExecutorchBackendConfig(
         memory_planning_pass=MemoryPlanningPass(share_mutable_buffers=stateful),
@@ -251,9 +278,14 @@ def export_executorch(
         "methods": methods,
     }
 
-    program = load_program(path)
-    if stateful:
-        names, want, got = _llm_parity(model, slots, program, dtype)
+    runs_on = _RUNS_ON.get(partitioner)
+    if runs_on and platform.system() != runs_on:
+        placement["parity_skipped"] = (
+            f"a {partitioner}-delegated program runs only where ExecuTorch has that backend ({runs_on})"
+        )
+        names, want, got = [], [], []
+    elif stateful:
+        names, want, got = _llm_parity(model, slots, load_program(path), dtype)
     else:
         inputs = example_inputs(model.config, name, slots, dtype=dtype)
         with torch.no_grad():
@@ -261,7 +293,7 @@ def export_executorch(
         eager = eager if isinstance(eager, tuple | list) else (eager,)
         names = [s.name for s in spec.outputs]
         want = [_numpy(w) for w in eager]
-        got = run_method(program.load_method("forward"), inputs)
+        got = run_method(load_program(path).load_method("forward"), inputs)
     return ExportedGraph(
         name=LLM_PROGRAM if stateful else name,
         backend="executorch",
@@ -273,7 +305,7 @@ def export_executorch(
         input_dtypes=[s.dtype for s in spec.inputs],
         output_dtypes=[s.dtype for s in spec.outputs],
         export_seconds=seconds,
-        route="torch.export+to_edge_transform_and_lower"
+        route=f"torch.export+to_edge_transform_and_lower({partitioner})"
         + ("+multimethod_shared_buffers" if stateful else ""),
         parity=output_parity(names, want, got),
         placement=placement,

@@ -80,6 +80,7 @@ def export_bundle(
     progress: bool = True,
     lineage: dict | None = None,
     coreml_multifunction: bool = True,
+    executorch_partitioner: str = "xnnpack",
 ) -> tuple[Path, list[ExportedGraph]]:
     """Export ``model`` to ``backends`` and write the bundle folder ``out`` (replaced atomically).
 
@@ -97,6 +98,8 @@ def export_bundle(
         coreml_multifunction (bool): ship Core ML's stateful LLM as one ``llm.mlpackage`` with ``prefill`` and
             ``decode`` functions sharing the weights (``coreml.merge_llm_functions``); ``False`` keeps the two
             single-function packages (what ``coremltools.optimize`` needs as input).
+        executorch_partitioner (str): the ExecuTorch delegate: ``xnnpack`` (CPU, every platform) or
+            ``coreml`` (Apple's Core ML delegate: lowers here, runs only on Apple devices).
 
     Returns:
         tuple[Path, list[ExportedGraph]]: the bundle folder and every exported graph (parity, placement).
@@ -120,8 +123,9 @@ def export_bundle(
         for backend, graph in bar:
             bar.set_postfix_str(f"{backend}/{graph}")
             exporter = exporters[backend][0]
+            options = {"partitioner": executorch_partitioner} if backend == "executorch" else {}
             with torch.no_grad():
-                exported.append(exporter(model, graph, slots, staging / backend))
+                exported.append(exporter(model, graph, slots, staging / backend, **options))
         tokenizer.save(staging)
         requests = golden_requests or default_golden_requests(_golden_image(), slots)
         _write_golden(model, tokenizer, requests, staging / GOLDEN_DIR)

@@ -161,6 +161,18 @@ def test_executorch_needs_the_cache_methods(et_bundle):
 
 
 @pytest.mark.slow
+def test_a_coreml_delegated_program_is_refused_off_macos(et_bundle):
+    if platform.system() == "Darwin":
+        pytest.skip("Macs run the Core ML delegate")
+    manifest = load_bundle(et_bundle, verify=False)
+    manifest.graph("region", "executorch").placement["partitioner"] = "coreml"
+    with pytest.raises(
+        RuntimeError, match="Core ML delegate, which only Apple devices run.*--et-partitioner"
+    ):
+        get_backend("executorch").graph(manifest, "region")
+
+
+@pytest.mark.slow
 def test_run_cli_on_executorch(et_bundle, tmp_path):
     from PIL import Image
 

@@ -194,6 +194,28 @@ def test_et_rejects_kvio_and_unknown(tiny_model, tmp_path):
         export_executorch(tiny_model, "nope", SLOTS, tmp_path)
     with pytest.raises(ValueError, match="unknown partitioner"):
         export_executorch(tiny_model, "embed", SLOTS, tmp_path, partitioner="qnn")
+    with pytest.raises(ValueError, match="MPS partitioner is not in the executorch wheel"):
+        export_executorch(tiny_model, "embed", SLOTS, tmp_path, partitioner="mps")
+
+
+def test_et_coreml_partitioner_lowers_the_region_graph(tiny_model, tmp_path):
+    """The Core ML delegate lowers here; its program runs only where ExecuTorch registers Core ML (Apple)."""
+    pytest.importorskip("executorch")
+    pytest.importorskip("coremltools")
+    import platform
+
+    from xsam_edge.export.executorch import export_executorch
+
+    graph = export_executorch(tiny_model, "region", SLOTS, tmp_path, partitioner="coreml")
+    method = graph.placement["methods"]["forward"]
+    assert graph.placement["partitioner"] == "coreml" and "(coreml)" in graph.route
+    assert method["delegated_nodes"] > 0 and method["portable_nodes"] == 0, method
+    assert "CoreMLBackend" in graph.files[0].read_bytes().decode("latin-1")  # the delegate's id in the .pte
+    if platform.system() != "Darwin":
+        assert (
+            graph.parity == []
+            and "runs only where ExecuTorch has that backend" in graph.placement["parity_skipped"]
+        )
 
 
 # -- Core ML -----------------------------------------------------------------------------------------------

@@ -268,6 +268,12 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--preset", help="preset with RANDOM weights (export smoke runs)")
     p.add_argument("--backend", default="all", help="onnx, openvino, or all (comma-separated list allowed)")
     p.add_argument("--out", required=True, help="bundle folder (replaced atomically)")
+    p.add_argument(
+        "--et-partitioner",
+        default="xnnpack",
+        choices=("xnnpack", "coreml", "none"),
+        help="ExecuTorch delegate: xnnpack (CPU, everywhere), coreml (Apple devices only), none (portable)",
+    )
     _slot_arguments(p)
     p.set_defaults(run=_export)
 
@@ -304,12 +310,18 @@ def _export(args: argparse.Namespace) -> None:
     predictor = load_predictor(model_dir=args.model, preset=args.preset)
     lineage = read_lineage(args.model) if args.model else None
     bundle, graphs = export_bundle(
-        predictor.model, predictor.tokenizer, args.out, backends=backends, slots=slots, lineage=lineage
+        predictor.model,
+        predictor.tokenizer,
+        args.out,
+        backends=backends,
+        slots=slots,
+        lineage=lineage,
+        executorch_partitioner=args.et_partitioner,
     )
     for g in graphs:
         print(
             f"{g.backend:<10} {g.name:<18} {g.export_seconds:6.1f} s  "
-            + (f"min PSNR {g.min_psnr_db:7.1f} dB  " if g.parity else "parity n/a (needs macOS)  ")
+            + (f"min PSNR {g.min_psnr_db:7.1f} dB  " if g.parity else "parity n/a (needs an Apple device)  ")
             + g.route
         )
     files = {f"{g.backend}/{g.name}": g.files[0] for g in graphs if g.backend in ("onnx", "openvino")}
@@ -319,7 +331,8 @@ def _export(args: argparse.Namespace) -> None:
         if g.backend == "executorch":
             for method, info in g.placement.get("methods", {}).items():
                 print(
-                    f"executorch/{g.name}.{method}: {info['delegated_nodes']} nodes in XNNPACK, "
+                    f"executorch/{g.name}.{method}: {info['delegated_nodes']} nodes in "
+                    f"{g.placement.get('partitioner', 'xnnpack')}, "
                     f"{info['portable_nodes']} portable ({', '.join(list(info['portable_ops'])[:6])})"
                 )
         elif g.backend == "coreml":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import platform
 from typing import Any
 
 import numpy as np
@@ -102,6 +103,17 @@ class ExecuTorchBackend:
                 pool._unsafe_reset_threadpool(wanted)
 
     def _load(self, manifest: Manifest, entry: GraphEntry) -> Any:
+        """Load the program; one lowered for Apple's Core ML delegate is refused off macOS with the reason.
+
+        Raises:
+            RuntimeError: the program's delegate is not registered in this platform's ExecuTorch runtime.
+        """
+        partitioner = entry.placement.get("partitioner", "xnnpack")
+        if partitioner == "coreml" and platform.system() != "Darwin":
+            raise RuntimeError(
+                f"executorch/{entry.name} was lowered to the Core ML delegate, which only Apple devices run; "
+                "export an XNNPACK bundle for this machine (xsam-edge export --et-partitioner xnnpack)"
+            )
         return self.runtime.load_program(str(manifest.path(entry.files[0])))
 
     def graph(self, manifest: Manifest, name: str) -> GraphRunner:
