@@ -28,6 +28,7 @@ from xsam_edge.tokenizer import atomic_write_text
 
 EXPORTERS = ("onnx", "openvino", "executorch", "coreml")
 _PLACEMENT_KEYS = (
+    "methods",  # ExecuTorch: per method, delegated and portable nodes and ops
     "delegated_nodes",
     "portable_nodes",
     "delegate_subgraphs",

@@ -1,0 +1,132 @@
+"""Student decoder variants: distil ``shapes-student`` with other decoder sizes and score each on test.
+
+Run: ``python -m xsam_edge.benchmarks.student_variants --variant q16l4:16:4 [--variant NAME:QUERIES:LAYERS]
+[--losses feature,embed,logit,output,gt] [--steps 1400] [--data shapes:test] [--out PATH]``. Each variant is
+``shapes-student`` with its mask decoder's query count and depth replaced, registered as the preset
+``shapes-student-NAME`` for this process. It is distilled from the cached teacher (``ensure_teacher``) into
+``outputs/student-variants/NAME-<losses>`` (resumable: a stopped run continues from its checkpoint), then
+evaluated, and the teacher with it. The results file is rewritten after every variant; a variant already in
+it with the same settings is not run again. Why: the >= 95 % goal is missed on instance and visual-grounded
+AP, and the decoder is the part the student keeps closest to the teacher's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import time
+from pathlib import Path
+
+from xsam_edge.tokenizer import atomic_write_text
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A student whose mask decoder has ``queries`` queries and ``layers`` decoder layers."""
+
+    name: str
+    queries: int
+    layers: int
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        try:
+            name, queries, layers = text.split(":")
+            return cls(name, int(queries), int(layers))
+        except ValueError:
+            raise ValueError(f"--variant {text!r}: write NAME:QUERIES:LAYERS, e.g. q16l4:16:4") from None
+
+
+def register(variant: Variant, base: str = "shapes-student") -> str:
+    """Register ``base`` with the variant's decoder as a preset of this process; returns its name."""
+    from xsam_edge import presets
+
+    config = presets.get_preset(base)
+    decoder = dataclasses.replace(config.decoder, num_queries=variant.queries, decoder_layers=variant.layers)
+    name = f"{base}-{variant.name}"
+    presets.PRESETS[name] = dataclasses.replace(config, name=name, decoder=decoder)
+    return name
+
+
+def run_variant(variant: Variant, losses: tuple[str, ...], steps: int, data: str, teacher: Path) -> dict:
+    """Distil and score one variant; its row of the results file."""
+    from xsam_edge.data.registry import load_dataset
+    from xsam_edge.distill.config import DistillConfig
+    from xsam_edge.distill.run import distill_run
+    from xsam_edge.evaluate import evaluate_model
+    from xsam_edge.inference import XSamPredictor
+    from xsam_edge.info import info_json
+    from xsam_edge.metrics import primary_metrics
+    from xsam_edge.presets import get_preset
+
+    preset = register(variant)
+    out = Path("outputs/student-variants") / f"{variant.name}-{'-'.join(losses)}"
+    config = DistillConfig(steps=steps, checkpoint_every=max(steps // 4, 1), losses=losses)
+    start = time.perf_counter()
+    model_dir = distill_run(out=out, student_preset=preset, config=config, teacher_dir=teacher)
+    train_s = time.perf_counter() - start
+    report = evaluate_model(XSamPredictor.from_pretrained(model_dir), load_dataset(data), progress=False)
+    return {
+        **dataclasses.asdict(variant),
+        "losses": list(losses),
+        "steps": steps,
+        "macs": info_json(get_preset(preset))["total_macs"],
+        "train_s": train_s,
+        "model": str(model_dir),
+        "primary": primary_metrics(report["tasks"]),
+    }
+
+
+def main() -> None:
+    import torch
+
+    from xsam_edge.data.registry import load_dataset
+    from xsam_edge.evaluate import evaluate_model
+    from xsam_edge.inference import XSamPredictor
+    from xsam_edge.info import info_json
+    from xsam_edge.metrics import primary_metrics
+    from xsam_edge.presets import get_preset
+    from xsam_edge.teacher import ensure_teacher
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", action="append", required=True, help="NAME:QUERIES:LAYERS")
+    parser.add_argument("--losses", default="feature,embed,logit,output,gt")
+    parser.add_argument("--steps", type=int, default=1400)
+    parser.add_argument("--data", default="shapes:test")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", help="results JSON (default results/student-variants-<date>.json)")
+    args = parser.parse_args()
+    variants = [Variant.parse(v) for v in args.variant]  # every spelling checked before hours of training
+    torch.set_num_threads(args.threads)
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+    out = Path(args.out or Path(__file__).parent / "results" / f"student-variants-{date}.json")
+    result = json.loads(out.read_text()) if out.is_file() else {"date": date, "data": args.data, "rows": []}
+    teacher = ensure_teacher()
+    if "teacher" not in result:
+        predictor = XSamPredictor.from_pretrained(teacher)
+        report = evaluate_model(predictor, load_dataset(args.data), progress=False)
+        result["teacher"] = {
+            "macs": info_json(get_preset("shapes-teacher"))["total_macs"],
+            "primary": primary_metrics(report["tasks"]),
+        }
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    losses = tuple(args.losses.split(","))
+    for variant in variants:
+        key = {**dataclasses.asdict(variant), "losses": list(losses), "steps": args.steps}
+        if any(all(row.get(k) == v for k, v in key.items()) for row in result["rows"]):
+            print(f"{variant.name}: already in {out}")
+            continue
+        row = run_variant(variant, losses, args.steps, args.data, teacher)
+        result["rows"].append(row)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+        teacher_scores = result["teacher"]["primary"]
+        share = {task: round(100 * v / max(teacher_scores[task], 1e-9)) for task, v in row["primary"].items()}
+        print(json.dumps({"variant": variant.name, "share_of_teacher_%": share}))
+
+
+if __name__ == "__main__":
+    main()
