@@ -358,3 +358,21 @@ def test_cli_distill_reports_user_errors(tmp_path, teacher_dir, capsys):
     )
     assert code == 2
     assert "known presets" in capsys.readouterr().err
+
+
+def test_student_variant_registers_a_preset_with_that_decoder_and_refuses_a_bad_spelling():
+    from xsam_edge.benchmarks.student_variants import Variant, register
+
+    variant = Variant.parse("q16l4:16:4")
+    name = register(variant)
+    try:
+        config = get_preset(name)
+        base = get_preset("shapes-student")
+        assert (config.decoder.num_queries, config.decoder.decoder_layers) == (16, 4)
+        sizes = {"num_queries": base.decoder.num_queries, "decoder_layers": base.decoder.decoder_layers}
+        assert dataclasses.replace(config.decoder, **sizes) == base.decoder  # only the decoder sizes change
+        assert info_json(config)["total_macs"] > info_json(base)["total_macs"]
+    finally:
+        PRESETS.pop(name)
+    with pytest.raises(ValueError, match="NAME:QUERIES:LAYERS"):
+        Variant.parse("q16l4:16")
