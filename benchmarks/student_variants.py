@@ -120,8 +120,9 @@ def main() -> None:
             print(f"{variant.name}: already in {out}")
             continue
         row = run_variant(variant, losses, args.steps, args.data, teacher)
+        if out.is_file():  # re-read: another run may have added its rows while this one trained
+            result["rows"] = json.loads(out.read_text())["rows"]
         result["rows"].append(row)
-        out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out, json.dumps(result, indent=2) + "\n")
         teacher_scores = result["teacher"]["primary"]
         share = {task: round(100 * v / max(teacher_scores[task], 1e-9)) for task, v in row["primary"].items()}
