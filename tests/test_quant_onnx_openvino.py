@@ -351,7 +351,10 @@ def test_layer_sensitivity_finds_the_outlier_layer(backend, tmp_path):
     print(base, *ranked, sep="\n")
     assert len({s.module for s in scores}) == len(scores) > 10  # every quantized op, once
     assert [s.gain_db for s in scores] == sorted((s.gain_db for s in scores), reverse=True)
-    assert scores[0].module == outlier and scores[0].gain_db > 3 * max(scores[1].gain_db, 1), ranked
+    # INT4 on OpenVINO also rounds every layer, lm_head included, and lm_head is sensitive on its own
+    # (1.6 dB here; 2.1 dB on the trained teacher), so the planted layer leads by less than W8A8's 3x there
+    margin = 3 if backend == "onnx" else 1.5
+    assert scores[0].module == outlier and scores[0].gain_db > margin * max(scores[1].gain_db, 1), ranked
     assert not list((tmp_path / "work").iterdir()), "the trials are removed"
     # that name in keep_float (what a recipe's float_layers does) keeps exactly that op float
     _, report = handler.quantize_graph(
