@@ -50,16 +50,23 @@ def register(variant: Variant, base: str = "shapes-student") -> str:
     return name
 
 
-def run_variant(variant: Variant, losses: tuple[str, ...], steps: int, data: str, teacher: Path) -> dict:
-    """Distil and score one variant; its row of the results file."""
+def score(model_dir: Path, preset: str, data: str) -> dict:
+    """MACs per referring query of ``preset`` and the primary metric per task of ``model_dir`` on ``data``."""
     from xsam_edge.data.registry import load_dataset
-    from xsam_edge.distill.config import DistillConfig
-    from xsam_edge.distill.run import distill_run
     from xsam_edge.evaluate import evaluate_model
     from xsam_edge.inference import XSamPredictor
     from xsam_edge.info import info_json
     from xsam_edge.metrics import primary_metrics
     from xsam_edge.presets import get_preset
+
+    report = evaluate_model(XSamPredictor.from_pretrained(model_dir), load_dataset(data), progress=False)
+    return {"macs": info_json(get_preset(preset))["total_macs"], "primary": primary_metrics(report["tasks"])}
+
+
+def run_variant(variant: Variant, losses: tuple[str, ...], steps: int, data: str, teacher: Path) -> dict:
+    """Distil and score one variant; its row of the results file."""
+    from xsam_edge.distill.config import DistillConfig
+    from xsam_edge.distill.run import distill_run
 
     preset = register(variant)
     out = Path("outputs/student-variants") / f"{variant.name}-{'-'.join(losses)}"
@@ -67,27 +74,21 @@ def run_variant(variant: Variant, losses: tuple[str, ...], steps: int, data: str
     start = time.perf_counter()
     model_dir = distill_run(out=out, student_preset=preset, config=config, teacher_dir=teacher)
     train_s = time.perf_counter() - start
-    report = evaluate_model(XSamPredictor.from_pretrained(model_dir), load_dataset(data), progress=False)
+    scores = score(model_dir, preset, data)
     return {
         **dataclasses.asdict(variant),
         "losses": list(losses),
         "steps": steps,
-        "macs": info_json(get_preset(preset))["total_macs"],
+        "macs": scores["macs"],
         "train_s": train_s,
         "model": str(model_dir),
-        "primary": primary_metrics(report["tasks"]),
+        "primary": scores["primary"],
     }
 
 
 def main() -> None:
     import torch
 
-    from xsam_edge.data.registry import load_dataset
-    from xsam_edge.evaluate import evaluate_model
-    from xsam_edge.inference import XSamPredictor
-    from xsam_edge.info import info_json
-    from xsam_edge.metrics import primary_metrics
-    from xsam_edge.presets import get_preset
     from xsam_edge.teacher import ensure_teacher
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -105,12 +106,7 @@ def main() -> None:
     result = json.loads(out.read_text()) if out.is_file() else {"date": date, "data": args.data, "rows": []}
     teacher = ensure_teacher()
     if "teacher" not in result:
-        predictor = XSamPredictor.from_pretrained(teacher)
-        report = evaluate_model(predictor, load_dataset(args.data), progress=False)
-        result["teacher"] = {
-            "macs": info_json(get_preset("shapes-teacher"))["total_macs"],
-            "primary": primary_metrics(report["tasks"]),
-        }
+        result["teacher"] = score(teacher, "shapes-teacher", args.data)
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     losses = tuple(args.losses.split(","))
