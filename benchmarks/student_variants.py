@@ -21,6 +21,8 @@ from pathlib import Path
 
 from xsam_edge.tokenizer import atomic_write_text
 
+DEFAULT_STEPS = 1400
+
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
@@ -69,7 +71,9 @@ def run_variant(variant: Variant, losses: tuple[str, ...], steps: int, data: str
     from xsam_edge.distill.run import distill_run
 
     preset = register(variant)
-    out = Path("outputs/student-variants") / f"{variant.name}-{'-'.join(losses)}"
+    # the schedule depends on the step count: a run of other length gets its own folder
+    suffix = "" if steps == DEFAULT_STEPS else f"-s{steps}"
+    out = Path("outputs/student-variants") / f"{variant.name}-{'-'.join(losses)}{suffix}"
     config = DistillConfig(steps=steps, checkpoint_every=max(steps // 4, 1), losses=losses)
     start = time.perf_counter()
     model_dir = distill_run(out=out, student_preset=preset, config=config, teacher_dir=teacher)
@@ -94,7 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", action="append", required=True, help="NAME:QUERIES:LAYERS")
     parser.add_argument("--losses", default="feature,embed,logit,output,gt")
-    parser.add_argument("--steps", type=int, default=1400)
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--data", default="shapes:test")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="results JSON (default results/student-variants-<date>.json)")

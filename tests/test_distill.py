@@ -325,6 +325,19 @@ def test_a_checkpoint_of_another_student_is_refused_before_any_step(tmp_path, te
         )
 
 
+def test_a_checkpoint_of_a_run_with_other_settings_is_refused_before_any_step(tmp_path, teacher_dir):
+    """A longer run resumed from a shorter one's checkpoint would follow another learning-rate schedule."""
+    _run(tmp_path / "run", teacher_dir, stop_after=1)
+    with pytest.raises(ValueError, match=r"other settings \(steps=4\); .*new --out"):
+        _run(tmp_path / "run", teacher_dir, steps=8)
+    with pytest.raises(
+        ValueError, match=r"other settings \(losses=\['feature', 'embed', 'logit', 'output', 'gt'\]"
+    ):
+        _run(tmp_path / "run", teacher_dir, losses=("feature", "gt"))
+    _run(tmp_path / "run", teacher_dir, stop_after=1, log_every=2, checkpoint_every=2)  # not the recipe
+    assert json.loads((tmp_path / "run" / CHECKPOINT_DIR / "state.json").read_text())["step"] == 2
+
+
 def test_cli_prune_writes_a_loadable_smaller_model(tmp_path, teacher_dir, capsys):
     out = tmp_path / "pruned"
     code = main(

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -177,6 +178,25 @@ def _identity(model: XSam) -> str:
     return hashlib.sha256(model.config.to_json().encode()).hexdigest()[:16]
 
 
+# settings that only say how often to log, checkpoint, or where to run: a resumed run may change them
+_NOT_RECIPE = ("checkpoint_every", "log_every", "device", "sharding")
+
+
+def run_recipe(config: DistillConfig) -> dict:
+    """What a run computes, as JSON: losses, weights, schedule, data. A checkpoint resumes only under it."""
+    return {
+        f.name: json.loads(json.dumps(getattr(config, f.name), default=_jsonable))
+        for f in dataclasses.fields(config)
+        if f.name not in _NOT_RECIPE
+    }
+
+
+def _jsonable(value: object) -> object:
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    return str(value)
+
+
 def checkpoint_view(
     step_module: DistillStep, optimizer: torch.optim.Optimizer, sharded: bool
 ) -> tuple[XSam, dict[str, torch.Tensor], dict]:
@@ -213,6 +233,7 @@ def save_checkpoint(
     teacher_id: str,
     tokenizer: XSamTokenizer,
     sharding: str = "ddp",
+    recipe: dict | None = None,
 ) -> Path:
     """Write ``out/checkpoint`` whole or not at all (temporary folder, then rename)."""
     target = out / CHECKPOINT_DIR
@@ -227,6 +248,7 @@ def save_checkpoint(
             "student_config": _identity(student),
             "teacher": teacher_id,
             "sharding": sharding,
+            "recipe": recipe,
         }
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
         old = out / f".{CHECKPOINT_DIR}.old"
@@ -241,12 +263,16 @@ def save_checkpoint(
     return target
 
 
-def read_checkpoint_state(out: Path, student: XSam, teacher_id: str, sharding: str = "ddp") -> dict | None:
+def read_checkpoint_state(
+    out: Path, student: XSam, teacher_id: str, sharding: str = "ddp", recipe: dict | None = None
+) -> dict | None:
     """The checkpoint's ``state.json``, after checking it was written for this student, teacher and sharding.
 
     Raises:
-        ValueError: the checkpoint belongs to another student config (preset), another teacher, or was
-            written under another sharding (the optimizer states are stored differently).
+        ValueError: the checkpoint belongs to another student config (preset), another teacher, another run
+            recipe (losses, weights, steps, learning rate: the schedule would no longer be the one it was
+            written under), or was written under another sharding (the optimizer states are stored
+            differently).
     """
     path = out / CHECKPOINT_DIR / STATE_FILE
     if not path.is_file():
@@ -262,6 +288,14 @@ def read_checkpoint_state(out: Path, student: XSam, teacher_id: str, sharding: s
         raise ValueError(
             f"{out} holds a checkpoint distilled from teacher {state['teacher']!r}, not {teacher_id!r}; "
             "resume with the same teacher, or use a new --out"
+        )
+    saved_recipe = state.get("recipe")  # absent in checkpoints written before it was recorded
+    if recipe is not None and saved_recipe is not None and saved_recipe != recipe:
+        keys = sorted(recipe.keys() | saved_recipe.keys())
+        was = ", ".join(f"{k}={saved_recipe.get(k)}" for k in keys if recipe.get(k) != saved_recipe.get(k))
+        raise ValueError(
+            f"{out} holds a checkpoint of a run with other settings ({was}); resume with the same "
+            "settings, or use a new --out (a longer run is a new run: its learning-rate schedule differs)"
         )
     saved_sharding = state.get("sharding", "ddp")
     if saved_sharding != sharding:
@@ -415,7 +449,8 @@ def distill(
     sharded = config.sharding == "fsdp2" and runtime.world > 1
     # what the checkpoint's optimizer state looks like: one process runs fsdp2 as plain (ddp-style) state
     sharding = "fsdp2" if sharded else "ddp"
-    state = read_checkpoint_state(out, student, teacher_id, sharding)
+    recipe = run_recipe(config)
+    state = read_checkpoint_state(out, student, teacher_id, sharding, recipe)
     optim_state = load_checkpoint(out, step_module) if state is not None else None
     step = state["step"] if state is not None else 0
     if state is not None:
@@ -513,6 +548,7 @@ def distill(
                     teacher_id,
                     student_tokenizer,
                     sharding,
+                    recipe,
                 )
                 record = {"step": step, "checkpoint": True, "rank_checksums": sums, "rank_elements": held}
                 _append_log(out, record)
