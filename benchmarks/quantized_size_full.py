@@ -1,15 +1,21 @@
 """Quantized bundle size at full X-SAM size: per recipe and graph, bytes before and after (random weights).
 
 Run: ``python -m xsam_edge.benchmarks.quantized_size_full [--recipes intel-openvino,int8-openvino,…]
-[--depths 1,2] [--work DIR] [--out PATH]``.
+[--depths 1,2] [--encoder-depths 1,2] [--work DIR] [--out PATH]``.
 
 A full-size float model (18.5 GB) and its exports do not fit this 24 GB machine, so the LLM is built at full
-width with ``--depths`` decoder layers (two depths), and everything else at full size. Each depth runs the
-real ``quantize_bundle`` (float export, calibration through the float session, the backend's quantizer, the
-bundle). Decoder layers are identical in shape, so every graph's bytes are linear in the depth: the two depths
-give the per-layer bytes, and the table extrapolates them to the preset's own depth (32 for Phi-3-mini). The
-fit is exact only if nothing but the decoder layers grows with depth; the results file keeps the slope of
-every graph, and graphs other than the LLM must show zero.
+width with ``--depths`` decoder layers (two depths). With ``--encoder-depths`` the two image encoders are
+built at full width with that many blocks run too (SAM ViT-L's and SigLIP's; ExecuTorch's export of the
+full image encoder alone peaks at 21 GB); without it they are at full size. Each point runs the real
+``quantize_bundle`` (float export, calibration through the float session, the backend's quantizer, the
+bundle). A stack's blocks are identical in shape, so every graph's bytes are linear in each stack's depth:
+the points give the bytes per block, and the table extrapolates them to the preset's own depths (Phi-3-mini's
+32 layers; the 24 SAM and 26 SigLIP blocks X-SAM runs). Encoder depths need three points: (LLM, SAM, SigLIP)
+at (low, low, low), (high, high, low) and (high, high, high). The LLM and SAM grow together, since they are in
+different graphs. The fit is exact if only the stacks grow. The results file keeps every graph's slope per
+stack, and the graphs built from no stack must show zero. Two small exceptions are ignored: SAM's four
+global-attention blocks hold relative-position tables 51 KB larger than a window block's, and the points
+use window blocks only.
 
 Sizes do not depend on the weights or on how many images calibrate, so weights are random and calibration uses
 one image; accuracy is measured on the trained teacher (``benchmarks/quantization.py``), not here.
@@ -70,15 +76,50 @@ def _goal(recipe) -> str:
     return "int8" if labels["llm"].startswith("w8") else "int4-llm"
 
 
-def _model(preset: str, depth: int, meta: bool):
-    """``preset`` with ``depth`` LLM layers and seeded random weights (std 0.02), or on the meta device."""
+# which repeated stacks each graph holds (graphs not named hold none: their bytes must not change)
+GRAPH_STACKS = {"llm": ("llm",), "encode_image": ("sam", "siglip")}
+STACKS = ("llm", "sam", "siglip")
+
+
+def full_depths(config) -> dict[str, int]:
+    """Blocks of each stack in the exported graphs: the LLM's layers, and the encoder blocks X-SAM runs."""
+    return {
+        "llm": config.llm.num_layers,
+        "sam": config.seg_encoder.layers_run,
+        "siglip": config.global_encoder.layers_run,
+    }
+
+
+def config_at(config, point: dict[str, int]):
+    """``config`` with each stack cut to ``point``'s depth (full width; SAM taps all at its last block)."""
+    llm = dataclasses.replace(config.llm, num_layers=point["llm"])
+    config = dataclasses.replace(config, llm=llm)
+    full = full_depths(config)
+    if point["sam"] != full["sam"]:
+        sam = point["sam"]
+        seg = dataclasses.replace(
+            config.seg_encoder,
+            num_layers=sam,
+            global_attn_indexes=(),
+            projector_layer=sam,
+            connector_layers=(sam,) * len(config.seg_encoder.connector_layers),
+        )
+        config = dataclasses.replace(config, seg_encoder=seg)
+    if point["siglip"] != full["siglip"]:
+        spare = config.global_encoder.num_layers - full["siglip"]  # blocks after select_layer (never run)
+        glob = dataclasses.replace(config.global_encoder, num_layers=point["siglip"] + spare)
+        config = dataclasses.replace(config, global_encoder=glob)
+    return config
+
+
+def _model(preset: str, point: dict[str, int], meta: bool):
+    """``preset`` cut to ``point`` with seeded random weights (std 0.02), or on the meta device."""
     import torch
 
     from xsam_edge.model.build import build_model
     from xsam_edge.presets import get_preset
 
-    config = get_preset(preset)
-    config = dataclasses.replace(config, llm=dataclasses.replace(config.llm, num_layers=depth))
+    config = config_at(get_preset(preset), point)
     torch.manual_seed(0)  # 1-D parameters keep their constructors' random init: the fingerprint must repeat
     if meta:
         with torch.device("meta"):
@@ -88,35 +129,50 @@ def _model(preset: str, depth: int, meta: bool):
     return model
 
 
-def prepare_depth(preset: str, depth: int, recipe_names: list[str], work: Path, slots) -> dict:
+def _stage_work(work: Path, recipe) -> Path:
+    """The quantize stage's work folder, one per backend (its float bundle holds that backend's graphs)."""
+    return work / "q" / recipe.backend
+
+
+def prepare_point(preset: str, point: dict, recipe_names: list[str], work: Path, slots) -> dict:
     """Child process 1: the real model's float export for every recipe, and its fingerprint."""
     from xsam_edge.checkpoint import model_fingerprint
     from xsam_edge.quantization.quantize import prepare
     from xsam_edge.tokenizer import tiny_tokenizer
 
     start = time.perf_counter()
-    model = _model(preset, depth, meta=False)
+    model = _model(preset, point, meta=False)
     fingerprint = model_fingerprint(model)
     tokenizer = tiny_tokenizer(model.config.tokens)  # ids only index the embedding; its size does not matter
     for name in recipe_names:
-        prepare(model, tokenizer, _recipe(name), work / "q", slots, fingerprint=fingerprint, calibrate=False)
+        recipe = _recipe(name)
+        prepare(
+            model,
+            tokenizer,
+            recipe,
+            _stage_work(work, recipe),
+            slots,
+            fingerprint=fingerprint,
+            calibrate=False,
+        )
     return {"fingerprint": fingerprint, "seconds": time.perf_counter() - start, "peak_rss_bytes": _peak_rss()}
 
 
-def calibrate_depth(preset: str, depth: int, recipe_names: list[str], fingerprint: str, work: Path, slots):
+def calibrate_point(preset: str, point: dict, recipe_names: list[str], fingerprint: str, work: Path, slots):
     """Child process 2: calibration through the float sessions, the model on the meta device."""
     from xsam_edge.quantization.quantize import prepare
     from xsam_edge.tokenizer import tiny_tokenizer
 
     start = time.perf_counter()
-    model = _model(preset, depth, meta=True)
+    model = _model(preset, point, meta=True)
     tokenizer = tiny_tokenizer(model.config.tokens)
     for name in recipe_names:
-        prepare(model, tokenizer, _recipe(name), work / "q", slots, fingerprint=fingerprint)
+        recipe = _recipe(name)
+        prepare(model, tokenizer, recipe, _stage_work(work, recipe), slots, fingerprint=fingerprint)
     return {"seconds": time.perf_counter() - start, "peak_rss_bytes": _peak_rss()}
 
 
-def quantize_depth(preset: str, depth: int, name: str, fingerprint: str, work: Path, slots) -> dict:
+def quantize_point(preset: str, point: dict, name: str, fingerprint: str, work: Path, slots) -> dict:
     """Child process 3 (one per recipe): quantize from the prepared work folder; bytes per graph.
 
     File-based quantizers (OpenVINO, ONNX, Core ML) get the model on the meta device, so this process holds
@@ -128,12 +184,11 @@ def quantize_depth(preset: str, depth: int, name: str, fingerprint: str, work: P
     from xsam_edge.tokenizer import tiny_tokenizer
 
     recipe = _recipe(name)
-    model = _model(preset, depth, meta=recipe.backend != "executorch")
+    model = _model(preset, point, meta=recipe.backend != "executorch")
     start = time.perf_counter()
-    result = quantize_bundle(
-        model, tiny_tokenizer(model.config.tokens), recipe, work / "bundles" / name, work / "q", slots,
-        fingerprint=fingerprint,
-    )  # fmt: skip
+    tokenizer, stage = tiny_tokenizer(model.config.tokens), _stage_work(work, recipe)
+    bundle = work / "bundles" / name
+    result = quantize_bundle(model, tokenizer, recipe, bundle, stage, slots, fingerprint=fingerprint)
     fp32, bundle = load_bundle(result.fp32_bundle), load_bundle(result.bundle)
     graphs = {}
     for report in result.reports:
@@ -159,6 +214,40 @@ def quantize_depth(preset: str, depth: int, name: str, fingerprint: str, work: P
     }
 
 
+def coreml_fp32_point(preset: str, point: dict, name: str, fingerprint: str, work: Path, slots) -> dict:
+    """Child process (Core ML recipes): every Core ML graph converted at fp32 compute, bytes per recipe graph.
+
+    The stage's float Core ML bundle computes and stores in fp16, so its bytes are half of FP32's; the size
+    goal is against FP32. The stateful LLM pair is merged into one package as the bundle ships it.
+    """
+    import shutil
+
+    from xsam_edge.bundle import load_bundle
+    from xsam_edge.export.coreml import export_coreml, merge_llm_functions
+    from xsam_edge.export.to_bundle import graph_entry
+    from xsam_edge.quantization.quantize import prepare
+    from xsam_edge.quantization.report import files_bytes
+    from xsam_edge.tokenizer import tiny_tokenizer
+
+    start = time.perf_counter()
+    model = _model(preset, point, meta=False)
+    recipe = _recipe(name)  # its float bundle (exported by the prepare step) names the graphs
+    tokenizer = tiny_tokenizer(model.config.tokens)
+    stage = prepare(
+        model, tokenizer, recipe, _stage_work(work, recipe), slots, fingerprint=fingerprint, calibrate=False
+    )
+    names = [e.name for e in load_bundle(stage / "fp32").graphs if e.backend == "coreml"]
+    out = work / "coreml-fp32"
+    shutil.rmtree(out, ignore_errors=True)
+    entries = [graph_entry(export_coreml(model, n, slots, out, precision="fp32"), out) for n in names]
+    sizes: dict[str, int] = {}
+    for entry in merge_llm_functions(entries, out):
+        graph = "llm" if entry.name.startswith("llm") else entry.name
+        sizes[graph] = sizes.get(graph, 0) + files_bytes([out / f for f in entry.files])
+    shutil.rmtree(out)
+    return {"seconds": time.perf_counter() - start, "peak_rss_bytes": _peak_rss(), "bytes_fp32": sizes}
+
+
 def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
@@ -174,13 +263,19 @@ def _child(args: list[str], timeout: int) -> dict:
     return json.loads(lines[-1])
 
 
-def measure_depth(
-    preset: str, depth: int, recipe_names: list[str], work: Path, max_seq: int | None, timeout: int
+def point_name(point: dict[str, int]) -> str:
+    return "-".join(f"{stack}{point[stack]}" for stack in STACKS)
+
+
+def measure_point(
+    preset: str, point: dict, recipe_names: list[str], work: Path, max_seq: int | None, timeout: int
 ) -> dict:
-    """Every recipe at one LLM depth, resumable: each finished step is kept in ``work/steps.json``.
+    """Every recipe at one point (stack depths), resumable: finished steps are kept in ``work/steps.json``.
 
     A recipe's step is reused only while the recipe is unchanged (its dict is kept with the step), and the
-    prepare and calibrate steps only while their work folder is still there.
+    prepare and calibrate steps only while their work folder is still there. Core ML recipes' float bytes
+    are replaced by the fp32-compute packages' (``coreml_fp32_point``); the fp16 ones are kept as
+    ``bytes_fp16``.
     """
     steps_file = work / "steps.json"
     steps = json.loads(steps_file.read_text()) if steps_file.is_file() else {}
@@ -189,49 +284,96 @@ def measure_depth(
     for name in recipe_names:
         if name in steps and steps[name].get("recipe") != json.loads(json.dumps(_recipe(name).to_dict())):
             del steps[name]  # the recipe changed since (a scheme, a group size): measure it again
-    common = ["--preset", preset, "--depth", str(depth), "--work", str(work)]
+    common = ["--preset", preset, "--point", json.dumps(point), "--work", str(work)]
     common += ["--max-seq", str(max_seq)] if max_seq else []
+
+    def save() -> None:
+        work.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(steps_file, json.dumps(steps, indent=2))
+
     if "prepare" not in steps or set(steps["prepare"]["recipes"]) < set(recipe_names):
         steps["prepare"] = {
             **_child(["--child", "prepare", "--recipes", ",".join(recipe_names), *common], timeout),
             "recipes": recipe_names,
         }
-        work.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(steps_file, json.dumps(steps, indent=2))
+        save()
     fingerprint = steps["prepare"]["fingerprint"]
     if "calibrate" not in steps or set(steps["calibrate"]["recipes"]) < set(recipe_names):
         args = ["--child", "calibrate", "--recipes", ",".join(recipe_names), "--fingerprint", fingerprint]
         steps["calibrate"] = {**_child([*args, *common], timeout), "recipes": recipe_names}
-        atomic_write_text(steps_file, json.dumps(steps, indent=2))
+        save()
+    coreml = [n for n in recipe_names if _recipe(n).backend == "coreml"]
+    if coreml and "coreml-fp32" not in steps:
+        args = ["--child", "coreml-fp32", "--recipes", coreml[0], "--fingerprint", fingerprint]
+        steps["coreml-fp32"] = _child([*args, *common], timeout)
+        save()
     for name in recipe_names:
         if name not in steps:
             steps[name] = _child(
                 ["--child", "quantize", "--recipes", name, "--fingerprint", fingerprint, *common], timeout
             )
-            atomic_write_text(steps_file, json.dumps(steps, indent=2))
-        print(json.dumps({"depth": depth, "recipe": name, "seconds": steps[name]["seconds"]}), flush=True)
-    return {"depth": depth, "prepare": steps["prepare"], "recipes": {n: steps[n] for n in recipe_names}}
+            save()
+        print(json.dumps({"point": point, "recipe": name, "seconds": steps[name]["seconds"]}), flush=True)
+    recipes = {}
+    for name in recipe_names:
+        rec = json.loads(json.dumps(steps[name]))
+        if rec["backend"] == "coreml":
+            for graph, row in rec["graphs"].items():
+                row["bytes_fp16"] = row["bytes_fp32"]
+                row["bytes_fp32"] = steps["coreml-fp32"]["bytes_fp32"][graph]
+        recipes[name] = rec
+    return {"point": point, "prepare": steps["prepare"], "recipes": recipes}
 
 
-def extrapolate(low: dict, high: dict, depth: int) -> dict:
-    """Per recipe and graph, bytes at ``depth`` layers from two measured depths (linear in the depth)."""
-    d0, d1 = low["depth"], high["depth"]
+def _fit(points: list[dict[str, int]], values: list[float], stacks: tuple[str, ...], full: dict) -> dict:
+    """Least-squares line in the stacks that vary over ``points``; the value at ``full`` and each slope.
+
+    A stack that does not vary must already be at its full depth (nothing to extrapolate), and the stacks
+    that do vary must be told apart by the points.
+    """
+    import numpy as np
+
+    varying = [k for k in stacks if len({p[k] for p in points}) > 1]
+    for k in stacks:
+        if k not in varying and points[0][k] != full[k]:
+            raise ValueError(
+                f"{k} is measured at one depth ({points[0][k]}, not its full {full[k]}): cannot fit"
+            )
+    design = np.array([[1.0, *(p[k] for k in varying)] for p in points])
+    if np.linalg.matrix_rank(design) < design.shape[1]:
+        raise ValueError(f"the points {points} do not tell apart the stacks {varying}")
+    coef, *_ = np.linalg.lstsq(design, np.array(values, dtype=float), rcond=None)
+    at_full = coef[0] + sum(c * full[k] for c, k in zip(coef[1:], varying, strict=True))
+    residual = float(np.max(np.abs(design @ coef - np.array(values)))) if values else 0.0
+    return {
+        "value": round(float(at_full)),
+        "slopes": {k: float(c) for c, k in zip(coef[1:], varying, strict=True)},
+        "residual": residual,
+    }
+
+
+def extrapolate(measured: list[dict], full: dict[str, int]) -> dict:
+    """Per recipe and graph, bytes at the ``full`` stack depths from the measured points (linear in each)."""
+    points = [m["point"] for m in measured]
     table = {}
-    for name, rec in low["recipes"].items():
+    for name, first in measured[0]["recipes"].items():
         graphs = {}
-        for graph, a in rec["graphs"].items():
-            b = high["recipes"][name]["graphs"][graph]
+        for graph, a in first["graphs"].items():
+            rows = [m["recipes"][name]["graphs"][graph] for m in measured]
             row = {"scheme": a["scheme"]}
-            for key in ("bytes_fp32", "bytes_quant"):
-                slope = (b[key] - a[key]) / (d1 - d0)
-                row[f"{key}_per_layer"] = slope
-                row[key] = round(a[key] + slope * (depth - d0))
+            for key in ("bytes_fp32", "bytes_quant", "bytes_fp16"):
+                if key not in a:
+                    continue
+                fit = _fit(points, [r[key] for r in rows], GRAPH_STACKS.get(graph, ()), full)
+                row[key] = fit["value"]
+                row[f"{key}_per_block"] = fit["slopes"]
+                row[f"{key}_fit_residual"] = fit["residual"]  # graphs of no stack: bytes that changed anyway
             graphs[graph] = row
         fp32 = sum(g["bytes_fp32"] for g in graphs.values())
         quant = sum(g["bytes_quant"] for g in graphs.values())
-        goal = rec["goal"]
+        goal = first["goal"]
         table[name] = {
-            "backend": rec["backend"],
+            "backend": first["backend"],
             "goal": goal,
             "graphs": graphs,
             "bytes_fp32": fp32,
@@ -245,11 +387,14 @@ def extrapolate(low: dict, high: dict, depth: int) -> dict:
 
 def markdown(result: dict) -> str:
     gb = 1e9
+    full = result["full_depths"]
+    points = ", ".join("(" + ", ".join(str(p[k]) for k in STACKS) + ")" for p in result["points"])
     lines = [
         f"# Quantized bundle size at full `{result['preset']}` size ({result['date']})",
         "",
-        f"LLM measured at {result['depths'][0]} and {result['depths'][1]} layers (full width), extrapolated "
-        f"to {result['full_depth']}; every other graph at full size. Random weights, one calibration image.",
+        f"Measured at (LLM layers, SAM blocks, SigLIP blocks) = {points}, full width; extrapolated linearly "
+        f"to ({full['llm']}, {full['sam']}, {full['siglip']}). Everything else at full size. Random weights, "
+        "one calibration image. Core ML's FP32 side is the fp32-compute package.",
         "",
         "| recipe | backend | encode_image | embed | region | llm | segment | bundle FP32 → quantized | "
         "smaller by | goal |",
@@ -268,11 +413,33 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _pair(text: str, what: str, parser: argparse.ArgumentParser) -> list[int]:
+    depths = [int(d) for d in text.split(",")]
+    if len(depths) != 2 or depths[0] == depths[1] or min(depths) < 1:
+        parser.error(f"{what} needs two different positive block counts, e.g. 1,2")
+    return depths
+
+
+def plan_points(llm: list[int], encoders: list[int] | None, full: dict[str, int]) -> list[dict[str, int]]:
+    """The points to measure: the LLM's two depths (encoders full), or three that vary the encoders too."""
+    if encoders is None:
+        return [{"llm": d, "sam": full["sam"], "siglip": full["siglip"]} for d in llm]
+    (l0, l1), (e0, e1) = llm, encoders
+    return [
+        {"llm": l0, "sam": e0, "siglip": e0},
+        {"llm": l1, "sam": e1, "siglip": e0},
+        {"llm": l1, "sam": e1, "siglip": e1},
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="x-sam-phi3")
     parser.add_argument("--recipes", default="intel-openvino,int8-openvino,android-xnnpack,jetson-trt")
     parser.add_argument("--depths", default="1,2", help="two LLM depths to measure (layers)")
+    parser.add_argument(
+        "--encoder-depths", help="two depths (blocks run) of both image encoders; default: full encoders"
+    )
     parser.add_argument(
         "--max-seq",
         type=int,
@@ -281,8 +448,10 @@ def main() -> None:
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per step")
     parser.add_argument("--work", default="outputs/quantized-size-full", help="intermediates (resumable)")
     parser.add_argument("--out", help="results JSON (default: results/quantized-size-full-<date>.json)")
-    parser.add_argument("--child", choices=("prepare", "calibrate", "quantize"), help=argparse.SUPPRESS)
-    parser.add_argument("--depth", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", choices=("prepare", "calibrate", "quantize", "coreml-fp32"), help=argparse.SUPPRESS
+    )
+    parser.add_argument("--point", type=json.loads, help=argparse.SUPPRESS)
     parser.add_argument("--fingerprint", help=argparse.SUPPRESS)
     args = parser.parse_args()
     from xsam_edge.export.graphs import SlotConfig
@@ -292,35 +461,35 @@ def main() -> None:
     for name in names:
         _recipe(name)  # an unknown recipe fails here, before any model is built
     slots = SlotConfig(max_seq=args.max_seq)
-    if args.child == "prepare":
-        print(json.dumps(prepare_depth(args.preset, args.depth, names, Path(args.work), slots)))
-        return
-    if args.child == "calibrate":
-        row = calibrate_depth(args.preset, args.depth, names, args.fingerprint, Path(args.work), slots)
-        print(json.dumps(row))
-        return
-    if args.child == "quantize":
-        row = quantize_depth(args.preset, args.depth, names[0], args.fingerprint, Path(args.work), slots)
-        print(json.dumps(row))
-        return
-    depths = [int(d) for d in args.depths.split(",")]
-    if len(depths) != 2 or depths[0] == depths[1] or min(depths) < 1:
-        parser.error("--depths needs two different positive layer counts, e.g. 1,2")
     work = Path(args.work)
+    children = {
+        "prepare": lambda: prepare_point(args.preset, args.point, names, work, slots),
+        "calibrate": lambda: calibrate_point(args.preset, args.point, names, args.fingerprint, work, slots),
+        "quantize": lambda: quantize_point(args.preset, args.point, names[0], args.fingerprint, work, slots),
+        "coreml-fp32": lambda: coreml_fp32_point(
+            args.preset, args.point, names[0], args.fingerprint, work, slots
+        ),
+    }
+    if args.child:
+        print(json.dumps(children[args.child]()))
+        return
+    llm = _pair(args.depths, "--depths", parser)
+    encoders = _pair(args.encoder_depths, "--encoder-depths", parser) if args.encoder_depths else None
+    full = full_depths(get_preset(args.preset))
+    points = plan_points(llm, encoders, full)
     measured = [
-        measure_depth(args.preset, d, names, work / f"depth-{d}", args.max_seq, args.timeout) for d in depths
+        measure_point(args.preset, p, names, work / point_name(p), args.max_seq, args.timeout) for p in points
     ]
-    full_depth = get_preset(args.preset).llm.num_layers
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     result = {
         "date": date,
         "preset": args.preset,
-        "depths": depths,
-        "full_depth": full_depth,
+        "points": points,
+        "full_depths": full,
         "max_seq": args.max_seq,
         "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
         "measured": measured,
-        "full": extrapolate(measured[0], measured[1], full_depth),
+        "full": extrapolate(measured, full),
     }
     out = Path(args.out or RESULTS / f"quantized-size-full-{date}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

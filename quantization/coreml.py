@@ -154,16 +154,33 @@ def compress_package(
             if size > threshold:
                 kept.append(f"{name}: keep_float pattern {pattern!r}")
     compress = cto.palettize_weights if isinstance(scheme, Palettize) else cto.linear_quantize_weights
+    notes = []
+    try:
+        compressed = _compress(compress, mlmodel, config, skipped)
+    except AttributeError as error:
+        # coremltools 9.0's conv-bias fusion reads the weight of conv → transpose → add(constant) and fails
+        # when that weight is compressed: a ViT patch embedding whose position table is at or below the size
+        # threshold, so it stays a plain constant (tiny models). Keep the patch-embedding convs float.
+        patch = [n for n in constants if n.startswith(_PARAMETER_PREFIX) and "patch_embed" in n]
+        if not patch or "dtype" not in str(error):
+            raise
+        skipped.update(dict.fromkeys(patch))
+        reason = "coremltools' conv-bias fusion fails on it compressed"
+        kept += [f"{n}: {reason}" for n in patch if constants[n][0] > threshold]
+        notes.append(f"{src.name}: patch-embedding convs kept float (coremltools conv-bias fusion)")
+        compressed = _compress(compress, mlmodel, config, skipped)
+    _save_atomic(compressed, dst)
+    if buffers:
+        notes.append(f"{src.name}: {buffers} non-parameter constants (RoPE tables, mask fills …) kept float")
+    return kept, notes
+
+
+def _compress(compress, mlmodel, config, skipped: dict):
+    import coremltools.optimize.coreml as cto
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        compressed = compress(mlmodel, cto.OptimizationConfig(global_config=config, op_name_configs=skipped))
-    _save_atomic(compressed, dst)
-    notes = (
-        [f"{src.name}: {buffers} non-parameter constants (RoPE tables, mask fills …) kept float"]
-        if buffers
-        else []
-    )
-    return kept, notes
+        return compress(mlmodel, cto.OptimizationConfig(global_config=config, op_name_configs=skipped))
 
 
 def _evidence(files: Sequence[Path]) -> dict[str, int]:

@@ -111,6 +111,8 @@ def _float_bundle(
         manifest = load_bundle(path)
         if set(backends) <= set(manifest.backends):
             return manifest
+        # the new bundle replaces this one: keep the backends another recipe exported into it
+        backends = sorted(set(backends) | set(manifest.backends))
     # Core ML stays two single-function LLM packages here: coremltools.optimize refuses multifunction ones
     export_bundle(
         model, tokenizer, path, backends=backends, slots=slots, progress=progress, coreml_multifunction=False

@@ -359,6 +359,21 @@ def test_coreml_quantized_llm_part_is_one_multifunction_package(coreml_llm, tiny
     assert again.entries == part.entries  # the finished part is reused, merged as it was saved
 
 
+def test_coreml_w8_image_encoder_with_a_position_table_below_the_size_threshold(tiny_model, tmp_path):
+    """tiny's SAM position table (2048 values) stays a plain constant, and coremltools 9.0's conv-bias
+    fusion then fails on the compressed patch-embedding conv before it: the stage keeps that conv float."""
+    pytest.importorskip("coremltools")
+    from xsam_edge.export.coreml import export_coreml
+    from xsam_edge.quantization.coreml import quantize_graph
+
+    package = export_coreml(tiny_model, "encode_image", SLOTS, tmp_path / "fp").file
+    files, report = quantize_graph("encode_image", {"encode_image": [package]}, Int8WeightOnly(), (), {}, {},
+                                   tmp_path / "q")  # fmt: skip
+    assert report.integer_ops.get("constexpr_blockwise_shift_scale", 0) > 0
+    assert any("patch_embed" in k and "conv-bias fusion" in k for k in report.kept_float), report.kept_float
+    assert report.bytes_quant < report.bytes_fp32
+
+
 def test_coreml_fp16_copies_and_bad_requests_fail(coreml_llm, tmp_path):
     from xsam_edge.quantization.coreml import quantize_graph, quantize_module
 

@@ -125,6 +125,18 @@ def test_prepared_work_quantizes_with_the_model_on_the_meta_device(model, tmp_pa
     assert load_bundle(result.bundle).quantization["recipe"]["name"] == "w8a8-seg"
 
 
+def test_a_recipe_of_another_backend_keeps_the_float_graphs_already_exported(model, tmp_path):
+    """Two recipes sharing a work folder: the second backend's export must not drop the first's graphs."""
+    pytest.importorskip("openvino")
+    from xsam_edge.quantization.quantize import prepare
+
+    fingerprint = model_fingerprint(model)
+    onnx, openvino = Recipe("a", "onnx", default=Float32()), Recipe("b", "openvino", default=Float32())
+    work = prepare(model, tiny_tokenizer(), onnx, tmp_path / "w", SLOTS, False, fingerprint)
+    prepare(model, tiny_tokenizer(), openvino, tmp_path / "w", SLOTS, False, fingerprint)
+    assert load_bundle(work / "fp32").backends == ["onnx", "openvino"]
+
+
 def test_calibrated_recipe_checks_its_data_before_exporting(model, tmp_path):
     recipe = Recipe("x", "onnx", {"segment": Int8Static()}, calibration=Calibration("nowhere:val", 2))
     with pytest.raises(ValueError, match="unknown dataset 'nowhere:val'"):
