@@ -445,6 +445,11 @@ def main() -> None:
         type=int,
         help="KV cache length (default: the LLM's; sizes do not depend on it, memory does)",
     )
+    parser.add_argument(
+        "--only-point",
+        type=int,
+        help="measure only this point (0-based) and write no table: points can run in parallel processes",
+    )
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per step")
     parser.add_argument("--work", default="outputs/quantized-size-full", help="intermediates (resumable)")
     parser.add_argument("--out", help="results JSON (default: results/quantized-size-full-<date>.json)")
@@ -477,6 +482,10 @@ def main() -> None:
     encoders = _pair(args.encoder_depths, "--encoder-depths", parser) if args.encoder_depths else None
     full = full_depths(get_preset(args.preset))
     points = plan_points(llm, encoders, full)
+    if args.only_point is not None:
+        point = points[args.only_point]
+        measure_point(args.preset, point, names, work / point_name(point), args.max_seq, args.timeout)
+        return
     measured = [
         measure_point(args.preset, p, names, work / point_name(p), args.max_seq, args.timeout) for p in points
     ]
