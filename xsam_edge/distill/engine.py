@@ -289,6 +289,13 @@ def read_checkpoint_state(
             f"{out} holds a checkpoint distilled from teacher {state['teacher']!r}, not {teacher_id!r}; "
             "resume with the same teacher, or use a new --out"
         )
+    saved_sharding = state.get("sharding", "ddp")
+    if saved_sharding != sharding:
+        raise ValueError(
+            f"{out} holds a checkpoint written with --sharding {saved_sharding} (fsdp2 counts only on more "
+            f"than one rank), not {sharding}; resume with --sharding {saved_sharding} on as many ranks, or "
+            "use a new --out"
+        )
     saved_recipe = state.get("recipe")  # absent in checkpoints written before it was recorded
     if recipe is not None and saved_recipe is not None and saved_recipe != recipe:
         keys = sorted(recipe.keys() | saved_recipe.keys())
@@ -296,13 +303,6 @@ def read_checkpoint_state(
         raise ValueError(
             f"{out} holds a checkpoint of a run with other settings ({was}); resume with the same "
             "settings, or use a new --out (a longer run is a new run: its learning-rate schedule differs)"
-        )
-    saved_sharding = state.get("sharding", "ddp")
-    if saved_sharding != sharding:
-        raise ValueError(
-            f"{out} holds a checkpoint written with --sharding {saved_sharding} (fsdp2 counts only on more "
-            f"than one rank), not {sharding}; resume with --sharding {saved_sharding} on as many ranks, or "
-            "use a new --out"
         )
     return state
 
