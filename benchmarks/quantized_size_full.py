@@ -344,7 +344,7 @@ def _fit(points: list[dict[str, int]], values: list[float], stacks: tuple[str, .
         raise ValueError(f"the points {points} do not tell apart the stacks {varying}")
     coef, *_ = np.linalg.lstsq(design, np.array(values, dtype=float), rcond=None)
     at_full = coef[0] + sum(c * full[k] for c, k in zip(coef[1:], varying, strict=True))
-    residual = float(np.max(np.abs(design @ coef - np.array(values)))) if values else 0.0
+    residual = float(np.max(np.abs(design @ coef - np.array(values))))
     return {
         "value": round(float(at_full)),
         "slopes": {k: float(c) for c, k in zip(coef[1:], varying, strict=True)},

@@ -184,17 +184,8 @@ _NOT_RECIPE = ("checkpoint_every", "log_every", "device", "sharding")
 
 def run_recipe(config: DistillConfig) -> dict:
     """What a run computes, as JSON: losses, weights, schedule, data. A checkpoint resumes only under it."""
-    return {
-        f.name: json.loads(json.dumps(getattr(config, f.name), default=_jsonable))
-        for f in dataclasses.fields(config)
-        if f.name not in _NOT_RECIPE
-    }
-
-
-def _jsonable(value: object) -> object:
-    if dataclasses.is_dataclass(value):
-        return dataclasses.asdict(value)
-    return str(value)
+    values = json.loads(json.dumps(dataclasses.asdict(config)))
+    return {k: v for k, v in values.items() if k not in _NOT_RECIPE}
 
 
 def checkpoint_view(
