@@ -261,7 +261,9 @@ def export_executorch(
     config = ExecutorchBackendConfig(
         memory_planning_pass=MemoryPlanningPass(share_mutable_buffers=stateful),
         emit_mutable_buffer_names=stateful,
-        do_quant_fusion_and_const_prop=prepare is not None,
+        # constant propagation runs per method: it would fold read_cache's copy of a cache buffer (which that
+        # method only reads) into a zero constant; XNNPACK lowers the LLM's quantized ops without it
+        do_quant_fusion_and_const_prop=prepare is not None and not stateful,
     )
     methods = {m: delegation_report(edge, m) for m in programs}  # before to_executorch adds out-vars
     et_program = edge.to_executorch(config)
