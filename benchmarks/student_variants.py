@@ -1,13 +1,13 @@
 """Student decoder variants: distil ``shapes-student`` with other decoder sizes and score each on test.
 
 Run: ``python -m xsam_edge.benchmarks.student_variants --variant q16l4:16:4 [--variant NAME:QUERIES:LAYERS]
-[--losses feature,embed,logit,output,gt] [--steps 1400] [--data shapes:test] [--out PATH]``. Each variant is
-``shapes-student`` with its mask decoder's query count and depth replaced, registered as the preset
-``shapes-student-NAME`` for this process. It is distilled from the cached teacher (``ensure_teacher``) into
-``outputs/student-variants/NAME-<losses>`` (resumable: a stopped run continues from its checkpoint), then
-evaluated, and the teacher with it. The results file is rewritten after every variant; a variant already in
-it with the same settings is not run again. Why: the >= 95 % goal is missed on instance and visual-grounded
-AP, and the decoder is the part the student keeps closest to the teacher's.
+[--losses feature,embed,logit,output,gt] [--steps 1400] [--gate-output-by-labels] [--data shapes:test]
+[--out PATH]``. Each variant is ``shapes-student`` with its mask decoder's query count and depth replaced,
+registered as the preset ``shapes-student-NAME`` for this process. It is distilled from the cached teacher
+(``ensure_teacher``) into ``outputs/student-variants/NAME-<losses>`` (resumable: a stopped run continues
+from its checkpoint), then evaluated, and the teacher with it. The results file is rewritten after every
+variant; a variant already in it with the same settings is not run again. Why: the >= 95 % goal is missed
+on instance and visual-grounded AP, and the decoder is the part the student keeps closest to the teacher's.
 """
 
 from __future__ import annotations
@@ -65,16 +65,20 @@ def score(model_dir: Path, preset: str, data: str) -> dict:
     return {"macs": info_json(get_preset(preset))["total_macs"], "primary": primary_metrics(report["tasks"])}
 
 
-def run_variant(variant: Variant, losses: tuple[str, ...], steps: int, data: str, teacher: Path) -> dict:
-    """Distil and score one variant; its row of the results file."""
+def run_variant(
+    variant: Variant, losses: tuple[str, ...], steps: int, data: str, teacher: Path, gated: bool = False
+) -> dict:
+    """Distil and score one variant; its row of the results file (``gated``: output loss gated by labels)."""
     from xsam_edge.distill.config import DistillConfig
     from xsam_edge.distill.run import distill_run
 
     preset = register(variant)
     # the schedule depends on the step count: a run of other length gets its own folder
-    suffix = "" if steps == DEFAULT_STEPS else f"-s{steps}"
+    suffix = ("" if steps == DEFAULT_STEPS else f"-s{steps}") + ("-gated" if gated else "")
     out = Path("outputs/student-variants") / f"{variant.name}-{'-'.join(losses)}{suffix}"
-    config = DistillConfig(steps=steps, checkpoint_every=max(steps // 4, 1), losses=losses)
+    config = DistillConfig(
+        steps=steps, checkpoint_every=max(steps // 4, 1), losses=losses, gate_output_by_labels=gated
+    )
     start = time.perf_counter()
     model_dir = distill_run(out=out, student_preset=preset, config=config, teacher_dir=teacher)
     train_s = time.perf_counter() - start
@@ -83,6 +87,7 @@ def run_variant(variant: Variant, losses: tuple[str, ...], steps: int, data: str
         **dataclasses.asdict(variant),
         "losses": list(losses),
         "steps": steps,
+        **({"gated": True} if gated else {}),
         "macs": scores["macs"],
         "train_s": train_s,
         "model": str(model_dir),
@@ -99,6 +104,7 @@ def main() -> None:
     parser.add_argument("--variant", action="append", required=True, help="NAME:QUERIES:LAYERS")
     parser.add_argument("--losses", default="feature,embed,logit,output,gt")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    parser.add_argument("--gate-output-by-labels", action="store_true", help="see DistillConfig")
     parser.add_argument("--data", default="shapes:test")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="results JSON (default results/student-variants-<date>.json)")
@@ -116,10 +122,15 @@ def main() -> None:
     losses = tuple(args.losses.split(","))
     for variant in variants:
         key = {**dataclasses.asdict(variant), "losses": list(losses), "steps": args.steps}
-        if any(all(row.get(k) == v for k, v in key.items()) for row in result["rows"]):
+        if args.gate_output_by_labels:
+            key["gated"] = True
+        if any(
+            row.get("gated", False) == ("gated" in key) and all(row.get(k) == v for k, v in key.items())
+            for row in result["rows"]
+        ):
             print(f"{variant.name}: already in {out}")
             continue
-        row = run_variant(variant, losses, args.steps, args.data, teacher)
+        row = run_variant(variant, losses, args.steps, args.data, teacher, args.gate_output_by_labels)
         if out.is_file():  # re-read: another run may have added its rows while this one trained
             result["rows"] = json.loads(out.read_text())["rows"]
         result["rows"].append(row)

@@ -19,6 +19,7 @@ from xsam_edge.distill.losses import (
     embed_loss,
     feature_loss,
     hard_prompt_weights,
+    label_trust,
     logit_kd_loss,
     output_loss,
 )
@@ -201,6 +202,47 @@ def test_output_loss_with_fewer_student_queries_and_hard_prompt_weights(same_for
     assert disagreement.shape == (cls.shape[0],) and bool((disagreement > 0).all())
 
 
+def test_label_trust_is_class_probability_times_mask_iou():
+    gt = torch.zeros(2, 8, 8)
+    gt[0, :4, :4] = 1
+    gt[1, 4:, 4:] = 1
+    big = 20.0
+    t_cls = torch.full((3, 4), -big)
+    t_cls[0, 1] = big  # query 0: class 1, mask = ground truth 0 (class 1): right
+    t_cls[1, 2] = big  # query 1: class 2, mask = ground truth 0 (class 1): wrong class
+    t_cls[2, 3] = big  # query 2: background
+    t_mask = torch.full((3, 4, 4), -big)
+    t_mask[0, :2, :2] = big
+    t_mask[1, :2, :2] = big
+    trust = label_trust(t_cls, t_mask.flatten(1), torch.tensor([1, 0]), gt)
+    assert trust[0] == pytest.approx(1.0, abs=1e-4)
+    assert float(trust[1]) < 1e-4 and float(trust[2]) < 1e-4
+    assert torch.equal(
+        label_trust(t_cls, t_mask.flatten(1), torch.zeros(0, dtype=torch.long), gt[:0]), torch.zeros(3)
+    )
+
+
+def test_label_gated_output_loss_copies_no_mask_the_labels_reject(same_forward):
+    _, batch, out, _ = same_forward
+    cls, mask = out.levels[-1]
+    mask = mask.clone().requires_grad_(True)
+    student = dataclasses.replace(out, levels=[(cls * 0.5, mask)])
+    args = (2.0, DistillConfig().set_loss_config, False, 0.0, 4.0)
+    n = cls.shape[0]
+    side = batch.seg_pixels.shape[-1]
+    no_labels = ([torch.zeros(0, dtype=torch.long)] * n, [torch.zeros(0, side, side)] * n)
+    loss, _ = output_loss(student, out, *args, labels=no_labels)
+    (grad,) = torch.autograd.grad(loss, mask)
+    assert float(grad.abs().max()) == 0.0  # labels say nothing is there: no teacher mask is copied
+    labels = [batch.gt_labels[i] for i in out.segmented], [batch.gt_masks[i] for i in out.segmented]
+    gated, _ = output_loss(student, out, *args, labels=labels)
+    (grad,) = torch.autograd.grad(gated, mask)
+    ungated, _ = output_loss(student, out, *args)
+    assert float(grad.abs().max()) > 0 and float(gated.detach()) <= float(ungated.detach())
+    with pytest.raises(ValueError, match="output loss"):
+        DistillConfig(losses=("feature", "gt"), gate_output_by_labels=True)
+
+
 def test_hard_prompt_weights():
     d = torch.tensor([1.0, 2.0, 3.0, 10.0])
     w = hard_prompt_weights(d, gamma=1.0, cap=2.0)
@@ -296,6 +338,13 @@ def test_resume_after_a_stop_reaches_the_uninterrupted_result(tmp_path, teacher_
     assert {"feature", "embed", "logit", "gt_lm"} <= set().union(*losses)
 
 
+def test_a_label_gated_run_distils_outputs(tmp_path, teacher_dir):
+    _run(tmp_path / "gated", teacher_dir, steps=2, losses=("output", "gt"), gate_output_by_labels=True)
+    records = [json.loads(line) for line in (tmp_path / "gated" / LOG_FILE).read_text().splitlines()]
+    losses = [r for r in records if "loss" in r]
+    assert [r["step"] for r in losses] == [1, 2] and any("output" in r for r in losses)
+
+
 def test_a_checkpoint_of_another_student_is_refused_before_any_step(tmp_path, teacher_dir):
     _run(tmp_path / "run", teacher_dir, stop_after=1)
     teacher = from_pretrained(teacher_dir)
@@ -351,26 +400,18 @@ def test_cli_prune_writes_a_loadable_smaller_model(tmp_path, teacher_dir, capsys
 
 
 def test_cli_distill_reports_user_errors(tmp_path, teacher_dir, capsys):
-    code = main(
-        [
-            "distill",
-            "--teacher",
-            str(teacher_dir),
-            "--student-preset",
-            STUDENT,
-            "--out",
-            str(tmp_path / "x"),
-            "--data",
-            "shapes:nosuch",
-        ]
-    )
-    assert code == 2
+    def distill_cli(preset: str, out: str, *extra: str) -> int:
+        return main(
+            ["distill", "--teacher", str(teacher_dir), "--student-preset", preset, "--out", out, *extra]
+        )
+
+    assert distill_cli(STUDENT, str(tmp_path / "x"), "--data", "shapes:nosuch") == 2
     assert "unknown shapes split" in capsys.readouterr().err
-    code = main(
-        ["distill", "--teacher", str(teacher_dir), "--student-preset", "nope", "--out", str(tmp_path)]
-    )
-    assert code == 2
+    assert distill_cli("nope", str(tmp_path)) == 2
     assert "known presets" in capsys.readouterr().err
+    assert distill_cli(STUDENT, str(tmp_path / "y"), "--losses", "feature,gt", "--gate-output-by-labels") == 2
+    assert "switch on the output loss" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
 
 
 def test_student_variant_registers_a_preset_with_that_decoder_and_refuses_a_bad_spelling():

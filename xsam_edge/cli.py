@@ -601,6 +601,11 @@ def _distill_parser(sub: argparse._SubParsersAction) -> None:
         default=default.hard_prompt_gamma,
         help="0: no hard-prompt upweighting",
     )
+    p.add_argument(
+        "--gate-output-by-labels",
+        action="store_true",
+        help="copy teacher answers in proportion to how right the labels say they are (a weak teacher)",
+    )
     p.add_argument("--decoder-adapter", action="store_true", help="allow another decoder width via adapters")
     p.add_argument(
         "--no-init-from-teacher", action="store_true", help="do not copy the pruned teacher decoder"
@@ -632,6 +637,7 @@ def _distill(args: argparse.Namespace) -> None:
         lr=args.lr,
         temperature=args.temperature,
         hard_prompt_gamma=args.hard_prompt_gamma,
+        gate_output_by_labels=args.gate_output_by_labels,
         decoder_adapter=args.decoder_adapter,
         init_from_teacher=not args.no_init_from_teacher,
         checkpoint_every=args.checkpoint_every,

@@ -79,6 +79,10 @@ class DistillConfig:
         hard_prompt_gamma (float): per-example output-loss weight ∝ (disagreement / batch mean)^gamma, so the
             requests where student and teacher disagree most count more; 0 weighs every request alike.
         hard_prompt_max (float): cap of that weight (before renormalising to mean 1).
+        gate_output_by_labels (bool): copy each teacher answer in proportion to how right the labels say it
+            is (class probability × mask IoU with the best ground-truth mask), for a teacher weaker than the
+            labels; needs the ``output`` loss and labelled data (an example with no masks copies only
+            "background").
         deep_supervision (bool): distil the teacher's final output into every student prediction level.
         decoder_adapter (bool): allow a student decoder width other than the teacher's by learning linear
             adapters into the teacher's decoder space (off: such a pair is refused).
@@ -107,6 +111,7 @@ class DistillConfig:
     temperature: float = 2.0
     hard_prompt_gamma: float = 1.0
     hard_prompt_max: float = 4.0
+    gate_output_by_labels: bool = False
     deep_supervision: bool = True
     decoder_adapter: bool = False
     init_from_teacher: bool = True
@@ -131,6 +136,8 @@ class DistillConfig:
             raise ValueError("checkpoint_every and log_every must be positive")
         if self.temperature <= 0 or self.hard_prompt_gamma < 0 or self.hard_prompt_max < 1:
             raise ValueError("temperature must be > 0, hard_prompt_gamma ≥ 0 and hard_prompt_max ≥ 1")
+        if self.gate_output_by_labels and not self.on("output"):
+            raise ValueError("gate_output_by_labels weighs the output loss: switch on the output loss too")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.sharding not in SHARDINGS:

@@ -154,6 +154,11 @@ class DistillStep(nn.Module):
                 cfg.deep_supervision,
                 cfg.hard_prompt_gamma,
                 cfg.hard_prompt_max,
+                labels=(
+                    ([batch.gt_labels[i] for i in out.segmented], [batch.gt_masks[i] for i in out.segmented])
+                    if cfg.gate_output_by_labels
+                    else None
+                ),
             )
             losses["output"] = w.output * loss
             self.stats["output_max_disagreement"] = float(disagreement.max())

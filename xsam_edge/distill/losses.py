@@ -155,8 +155,38 @@ def logit_kd_loss(
     return kl * temperature**2
 
 
+def label_trust(t_cls: Tensor, t_mask: Tensor, gt_labels: Tensor, gt_masks: Tensor) -> Tensor:
+    """How right each teacher query is by the labels, in [0, 1] (no gradient).
+
+    The best, over the example's ground-truth masks, of the teacher's probability for that mask's class
+    times its soft mask IoU with that mask; 0 for every query of an example without labels.
+
+    Args:
+        t_cls (Tensor): (Q_t, C+1) teacher class logits.
+        t_mask (Tensor): (Q_t, P) teacher mask logits on an m × m grid, flattened.
+        gt_labels (Tensor): (N,) class (condition) index of each ground-truth mask.
+        gt_masks (Tensor): (N, S, S) ground-truth masks in the letterboxed input frame.
+    """
+    with torch.no_grad():
+        if gt_labels.numel() == 0:
+            return t_cls.new_zeros(t_cls.shape[0], dtype=torch.float32)
+        side = int(round(t_mask.shape[-1] ** 0.5))
+        gt = resize_maps(gt_masks[None].float(), (side, side))[0].flatten(1)  # (N, P) area fractions
+        probs = t_cls.float().softmax(-1)[:, gt_labels.to(t_cls.device)]  # (Q_t, N)
+        pred = t_mask.float().sigmoid()
+        inter = pred @ gt.T
+        union = pred.sum(-1, keepdim=True) + gt.sum(-1) - inter
+        return (probs * inter / union.clamp_min(1e-6)).max(-1).values
+
+
 def _output_one(
-    s_cls: Tensor, s_mask: Tensor, t_cls: Tensor, t_mask: Tensor, temperature: float, cfg: SetLossConfig
+    s_cls: Tensor,
+    s_mask: Tensor,
+    t_cls: Tensor,
+    t_mask: Tensor,
+    temperature: float,
+    cfg: SetLossConfig,
+    trust: Tensor | None = None,
 ) -> Tensor:
     """One example, one student level: match student queries to teacher queries, then class KL + mask losses.
 
@@ -167,6 +197,8 @@ def _output_one(
         t_mask (Tensor): (Q_t, P) teacher mask logits at the student's resolution.
         temperature (float): class softmax temperature.
         cfg (SetLossConfig): class / mask / dice weights (as the ground-truth set loss).
+        trust (Tensor | None): (Q_t,) :func:`label_trust` of each teacher query: a foreground answer is
+            copied in proportion to it (its class and its mask); ``None`` trusts the teacher everywhere.
     """
     log_ps = (s_cls.float() / temperature).log_softmax(-1)
     log_pt = (t_cls.float() / temperature).log_softmax(-1)
@@ -182,13 +214,16 @@ def _output_one(
     rows = torch.as_tensor(rows, device=s_cls.device)
     cols = torch.as_tensor(cols, device=s_cls.device)
     kl = F.kl_div(log_ps[rows], log_pt[cols], log_target=True, reduction="none").sum(-1)  # (K,)
-    loss = cfg.class_weight * kl.mean() * temperature**2
     # a teacher query that predicts background has no mask worth copying: weight masks by its foreground prob
     fg = 1 - t_cls[cols].float().softmax(-1)[:, -1]  # (K,)
+    copied = fg if trust is None else fg * trust[cols]
+    # its class is copied fully when it says "background", in proportion to the trust when it names a class
+    class_w = torch.ones_like(fg) if trust is None else (1 - fg) + copied
+    loss = cfg.class_weight * (kl * class_w).mean() * temperature**2
     bce = F.binary_cross_entropy_with_logits(s_mask[rows], target[cols], reduction="none").mean(-1)
     probs = s_mask[rows].sigmoid()
     dice = 1 - (2 * (probs * target[cols]).sum(-1) + 1) / (probs.sum(-1) + target[cols].sum(-1) + 1)
-    loss = loss + ((cfg.mask_weight * bce + cfg.dice_weight * dice) * fg).sum() / fg.sum().clamp_min(1.0)
+    loss = loss + ((cfg.mask_weight * bce + cfg.dice_weight * dice) * copied).sum() / fg.sum().clamp_min(1.0)
     unmatched = torch.ones(s_cls.shape[0], dtype=torch.bool, device=s_cls.device)
     unmatched[rows] = False
     if unmatched.any():  # a student with more queries than the teacher: the extra ones learn "background"
@@ -214,11 +249,25 @@ def output_loss(
     deep_supervision: bool,
     hard_gamma: float,
     hard_cap: float,
+    labels: tuple[list[Tensor], list[Tensor]] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Output distillation with prompts in the loop, hard requests upweighted.
 
     The teacher's final class and mask logits of each decoded request are the targets of the student's
-    final prediction (and of every earlier level with ``deep_supervision``).
+    final prediction (and of every earlier level with ``deep_supervision``). With ``labels`` each teacher
+    answer is copied in proportion to its :func:`label_trust`, so a teacher weaker than the labels does not
+    teach its mistakes.
+
+    Args:
+        student (XSamForward): the student's forward (its ``levels``).
+        teacher (XSamForward): the teacher's forward on the same requests.
+        temperature (float): class softmax temperature.
+        cfg (SetLossConfig): class / mask / dice weights.
+        deep_supervision (bool): distil into every student level, not only the last.
+        hard_gamma (float): see :func:`hard_prompt_weights`.
+        hard_cap (float): see :func:`hard_prompt_weights`.
+        labels (tuple[list[Tensor], list[Tensor]] | None): ground-truth class indices (N_i,) and masks
+            (N_i, S, S) of each decoded example, in the order of ``student.levels``.
 
     Returns:
         tuple[Tensor, Tensor]: the weighted loss and the per-example disagreement (B_s,) behind the weights.
@@ -227,13 +276,16 @@ def output_loss(
     levels = student.levels if deep_supervision else student.levels[-1:]
     size = tuple(levels[-1][1].shape[-2:])
     t_mask = resize_maps(t_mask.float(), size).flatten(2)  # (B_s, Q_t, P)
+    trust: list[Tensor | None] = [None] * t_cls.shape[0]
+    if labels is not None:
+        trust = [label_trust(t_cls[i], t_mask[i], *pair) for i, pair in enumerate(zip(*labels, strict=True))]
     per_level = []
     for s_cls, s_mask in levels:
         flat = s_mask.flatten(2)
         per_level.append(
             torch.stack(
                 [
-                    _output_one(s_cls[i], flat[i], t_cls[i], t_mask[i], temperature, cfg)
+                    _output_one(s_cls[i], flat[i], t_cls[i], t_mask[i], temperature, cfg, trust[i])
                     for i in range(s_cls.shape[0])
                 ]
             )
