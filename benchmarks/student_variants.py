@@ -87,7 +87,7 @@ def run_variant(
         **dataclasses.asdict(variant),
         "losses": list(losses),
         "steps": steps,
-        **({"gated": True} if gated else {}),
+        "gated": gated,
         "macs": scores["macs"],
         "train_s": train_s,
         "model": str(model_dir),
@@ -121,13 +121,14 @@ def main() -> None:
         atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     losses = tuple(args.losses.split(","))
     for variant in variants:
-        key = {**dataclasses.asdict(variant), "losses": list(losses), "steps": args.steps}
-        if args.gate_output_by_labels:
-            key["gated"] = True
-        if any(
-            row.get("gated", False) == ("gated" in key) and all(row.get(k) == v for k, v in key.items())
-            for row in result["rows"]
-        ):
+        key = {
+            **dataclasses.asdict(variant),
+            "losses": list(losses),
+            "steps": args.steps,
+            "gated": args.gate_output_by_labels,
+        }
+        # rows written before gating existed have no "gated": they were not gated
+        if any(all(row.get(k, False) == v for k, v in key.items()) for row in result["rows"]):
             print(f"{variant.name}: already in {out}")
             continue
         row = run_variant(variant, losses, args.steps, args.data, teacher, args.gate_output_by_labels)

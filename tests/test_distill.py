@@ -214,12 +214,10 @@ def test_label_trust_is_class_probability_times_mask_iou():
     t_mask = torch.full((3, 4, 4), -big)
     t_mask[0, :2, :2] = big
     t_mask[1, :2, :2] = big
-    trust = label_trust(t_cls, t_mask.flatten(1), torch.tensor([1, 0]), gt)
+    trust = label_trust(t_cls, t_mask, torch.tensor([1, 0]), gt)
     assert trust[0] == pytest.approx(1.0, abs=1e-4)
     assert float(trust[1]) < 1e-4 and float(trust[2]) < 1e-4
-    assert torch.equal(
-        label_trust(t_cls, t_mask.flatten(1), torch.zeros(0, dtype=torch.long), gt[:0]), torch.zeros(3)
-    )
+    assert torch.equal(label_trust(t_cls, t_mask, torch.zeros(0, dtype=torch.long), gt[:0]), torch.zeros(3))
 
 
 def test_label_gated_output_loss_copies_no_mask_the_labels_reject(same_forward):

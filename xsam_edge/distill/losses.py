@@ -163,17 +163,16 @@ def label_trust(t_cls: Tensor, t_mask: Tensor, gt_labels: Tensor, gt_masks: Tens
 
     Args:
         t_cls (Tensor): (Q_t, C+1) teacher class logits.
-        t_mask (Tensor): (Q_t, P) teacher mask logits on an m × m grid, flattened.
+        t_mask (Tensor): (Q_t, m, m) teacher mask logits.
         gt_labels (Tensor): (N,) class (condition) index of each ground-truth mask.
         gt_masks (Tensor): (N, S, S) ground-truth masks in the letterboxed input frame.
     """
     with torch.no_grad():
         if gt_labels.numel() == 0:
             return t_cls.new_zeros(t_cls.shape[0], dtype=torch.float32)
-        side = int(round(t_mask.shape[-1] ** 0.5))
-        gt = resize_maps(gt_masks[None].float(), (side, side))[0].flatten(1)  # (N, P) area fractions
+        gt = resize_maps(gt_masks[None].float(), t_mask.shape[-2:])[0].flatten(1)  # (N, m²) area fractions
         probs = t_cls.float().softmax(-1)[:, gt_labels.to(t_cls.device)]  # (Q_t, N)
-        pred = t_mask.float().sigmoid()
+        pred = t_mask.float().flatten(1).sigmoid()
         inter = pred @ gt.T
         union = pred.sum(-1, keepdim=True) + gt.sum(-1) - inter
         return (probs * inter / union.clamp_min(1e-6)).max(-1).values
@@ -275,10 +274,11 @@ def output_loss(
     t_cls, t_mask = teacher.levels[-1]
     levels = student.levels if deep_supervision else student.levels[-1:]
     size = tuple(levels[-1][1].shape[-2:])
-    t_mask = resize_maps(t_mask.float(), size).flatten(2)  # (B_s, Q_t, P)
+    t_mask = resize_maps(t_mask.float(), size)  # (B_s, Q_t, m, m)
     trust: list[Tensor | None] = [None] * t_cls.shape[0]
     if labels is not None:
         trust = [label_trust(t_cls[i], t_mask[i], *pair) for i, pair in enumerate(zip(*labels, strict=True))]
+    t_mask = t_mask.flatten(2)  # (B_s, Q_t, P)
     per_level = []
     for s_cls, s_mask in levels:
         flat = s_mask.flatten(2)
