@@ -70,13 +70,20 @@ def main() -> None:
     args = parser.parse_args()
     models = parse_models(args.model)
     pairs = parse_pairs(args.pair, models)  # every spelling checked before minutes of inference
+    missing = [
+        f"{name}={path}" for name, path in models.items() if path != "teacher" and not Path(path).is_dir()
+    ]
+    if missing:
+        raise SystemExit(
+            f"no model folder at {', '.join(missing)}: give a distil or train run's model/ folder"
+        )
 
     import torch
 
     from xsam_edge.data.registry import load_dataset
     from xsam_edge.evaluate import predict_all
     from xsam_edge.inference import XSamPredictor
-    from xsam_edge.significance import paired_bootstrap
+    from xsam_edge.significance import bootstrap, compare
     from xsam_edge.teacher import ensure_teacher
 
     torch.set_num_threads(args.threads)
@@ -90,8 +97,9 @@ def main() -> None:
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     out = Path(args.out or Path(__file__).parent / "results" / f"paired-bootstrap-{date}.json")
     report = {"date": date, "data": args.data, "resamples": args.resamples, "seed": args.seed, "pairs": []}
+    boot = bootstrap(examples, results, args.resamples, seed=args.seed)  # one set of draws for all pairs
     for a, b in pairs:
-        diffs = paired_bootstrap(examples, results[a], results[b], args.resamples, seed=args.seed)
+        diffs = compare(boot, a, b)
         entry = {
             "a": a,
             "b": b,

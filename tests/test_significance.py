@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from xsam_edge.data.sample import Example, Target
-from xsam_edge.significance import paired_bootstrap
+from xsam_edge.significance import bootstrap, compare, paired_bootstrap
 from xsam_edge.types import SegmentationRequest, SegmentationResult, Task
 
 HW = (8, 8)
@@ -65,7 +65,7 @@ def test_a_whole_image_is_drawn_with_all_its_examples():
 
 def test_bad_input_is_refused_with_what_to_do():
     a = [answer(True)] * 20
-    with pytest.raises(ValueError, match="same examples"):
+    with pytest.raises(ValueError, match="results for B"):
         paired_bootstrap(EXAMPLES, a, a[:19])
     with pytest.raises(ValueError, match="empty"):
         paired_bootstrap([], [], [])
@@ -82,3 +82,16 @@ def test_the_benchmark_checks_its_arguments_before_inference():
         parse_models(["outputs/a/model"])
     with pytest.raises(SystemExit, match="among the --model names"):
         parse_pairs(["t:gated"], models)
+
+
+def test_one_bootstrap_of_several_models_gives_each_pair_its_paired_comparison():
+    models = {
+        "t": [answer(True)] * 20,
+        "s1": [answer(k < 10) for k in range(20)],
+        "s2": [answer(k < 15) for k in range(20)],
+    }
+    boot = bootstrap(EXAMPLES, models, resamples=60, seed=1)
+    assert compare(boot, "s1", "s2") == paired_bootstrap(EXAMPLES, models["s1"], models["s2"], 60, seed=1)
+    assert compare(boot, "t", "s2")["referring"].share_high < 100  # s2 keeps 75 % of t, clearly under 100
+    with pytest.raises(ValueError, match="not in the bootstrap"):
+        compare(boot, "t", "s3")

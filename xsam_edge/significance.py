@@ -10,7 +10,7 @@ bootstrap, as used for MT and detection ablations).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -48,6 +48,109 @@ class Difference:
         return "tie"
 
 
+@dataclasses.dataclass(frozen=True)
+class Bootstrap:
+    """Each model's primary metric per task on the full set (``full``) and on every draw (``draws``).
+
+    All models are scored on the same draws of images, so any two of them can be compared pairwise.
+    """
+
+    full: dict[str, dict[str, float]]
+    draws: dict[str, list[dict[str, float]]]
+
+
+def bootstrap(
+    examples: Sequence[Example],
+    results: Mapping[str, Sequence[SegmentationResult]],
+    resamples: int = 200,
+    seed: int = 0,
+) -> Bootstrap:
+    """Score every model on ``resamples`` draws of whole images with replacement, the same draws for all.
+
+    Args:
+        examples: the evaluated examples.
+        results: model name -> its answer to each example, in order.
+        resamples: bootstrap draws.
+        seed: the draws' seed, so a table can be reproduced.
+
+    Raises:
+        ValueError: a model's answers do not match the examples in number, there are no examples or no
+            models, or ``resamples`` < 1.
+    """
+    if not examples:
+        raise ValueError("no examples to compare: the dataset is empty")
+    if not results:
+        raise ValueError("no models to compare")
+    for name, answers in results.items():
+        if len(answers) != len(examples):
+            raise ValueError(
+                f"{len(examples)} examples but {len(answers)} results for {name}: "
+                "score every model on the same examples"
+            )
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    by_image: dict[object, list[int]] = {}
+    for i, example in enumerate(examples):
+        by_image.setdefault(example.image_id, []).append(i)
+    images = list(by_image.values())
+
+    def score(rows: list[int]) -> dict[str, dict[str, float]]:
+        return {
+            name: primary_metrics(evaluate([(examples[i], answers[i]) for i in rows]))
+            for name, answers in results.items()
+        }
+
+    full = score([i for rows in images for i in rows])
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[dict[str, float]]] = {name: [] for name in results}
+    for _ in range(resamples):
+        drawn = rng.integers(0, len(images), len(images))
+        for name, metrics in score([i for k in drawn for i in images[k]]).items():
+            draws[name].append(metrics)
+    return Bootstrap(full, draws)
+
+
+def compare(boot: Bootstrap, a: str, b: str, level: float = 0.95) -> dict[str, Difference]:
+    """B − A per task from a bootstrap of both (tasks either model lacks are left out).
+
+    Raises:
+        ValueError: ``a`` or ``b`` is not in the bootstrap, or ``level`` is not in (0, 1).
+    """
+    for name in (a, b):
+        if name not in boot.full:
+            raise ValueError(f"model {name!r} is not in the bootstrap; it has {', '.join(boot.full)}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    tail = 100 * (1 - level) / 2
+    out = {}
+    for task in boot.full[a]:
+        if task not in boot.full[b]:
+            continue
+        pairs = np.asarray(
+            [(da[task], db[task]) for da, db in zip(boot.draws[a], boot.draws[b], strict=True)], np.float64
+        )
+        pairs = pairs[np.isfinite(pairs).all(1)]  # a draw without a sample of the task has no metric
+        if not len(pairs):
+            pairs = np.full((1, 2), np.nan)
+        spread = pairs[:, 1] - pairs[:, 0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = 100 * pairs[:, 1] / pairs[:, 0]
+        share = share[np.isfinite(share)]  # a draw where A scored 0 has no share
+        share_low, share_high = np.percentile(share, [tail, 100 - tail]) if len(share) else (np.nan, np.nan)
+        full_a, full_b = boot.full[a][task], boot.full[b][task]
+        out[task] = Difference(
+            a=full_a,
+            b=full_b,
+            delta=round(full_b - full_a, 2),
+            low=round(float(np.percentile(spread, tail)), 2),
+            high=round(float(np.percentile(spread, 100 - tail)), 2),
+            b_ahead=round(float(np.mean(spread > 0)), 3),
+            share_low=round(float(share_low), 1),
+            share_high=round(float(share_high), 1),
+        )
+    return out
+
+
 def paired_bootstrap(
     examples: Sequence[Example],
     results_a: Sequence[SegmentationResult],
@@ -56,64 +159,12 @@ def paired_bootstrap(
     level: float = 0.95,
     seed: int = 0,
 ) -> dict[str, Difference]:
-    """Bootstrap B − A per task's primary metric, resampling whole images with replacement.
-
-    Args:
-        examples: the evaluated examples.
-        results_a: model A's answer to each example, in order.
-        results_b: model B's answer to each example, in order.
-        resamples: bootstrap draws; 200 gives the 95 % interval's ends to about ±0.1 of a point here.
-        level: the central interval's coverage, in (0, 1).
-        seed: the draws' seed, so a table can be reproduced.
+    """B − A per task's primary metric: ``bootstrap`` of the two models, then ``compare``.
 
     Raises:
-        ValueError: the lists differ in length, are empty, or ``resamples`` / ``level`` are out of range.
+        ValueError: as ``bootstrap`` and ``compare``.
     """
-    if not len(examples) == len(results_a) == len(results_b):
-        raise ValueError(
-            f"{len(examples)} examples but {len(results_a)} results for A and {len(results_b)} for B: "
-            "score both models on the same examples"
-        )
-    if not examples:
-        raise ValueError("no examples to compare: the dataset is empty")
-    if resamples < 1 or not 0 < level < 1:
-        raise ValueError(f"resamples must be >= 1 and level in (0, 1), got {resamples} and {level}")
-    by_image: dict[object, list[int]] = {}
-    for i, example in enumerate(examples):
-        by_image.setdefault(example.image_id, []).append(i)
-    images = list(by_image.values())
-
-    def score(rows: list[int]) -> tuple[dict[str, float], dict[str, float]]:
-        a = primary_metrics(evaluate([(examples[i], results_a[i]) for i in rows]))
-        b = primary_metrics(evaluate([(examples[i], results_b[i]) for i in rows]))
-        return a, b
-
-    full_a, full_b = score([i for rows in images for i in rows])
-    rng = np.random.default_rng(seed)
-    drawn_scores: dict[str, list[tuple[float, float]]] = {task: [] for task in full_a}
-    for _ in range(resamples):
-        drawn = rng.integers(0, len(images), len(images))
-        a, b = score([i for k in drawn for i in images[k]])
-        for task, values in drawn_scores.items():
-            if task in a and task in b and np.isfinite(a[task]) and np.isfinite(b[task]):
-                values.append((a[task], b[task]))
-    tail = 100 * (1 - level) / 2
-    out = {}
-    for task, values in drawn_scores.items():
-        pairs = np.asarray(values) if values else np.full((1, 2), np.nan)
-        spread = pairs[:, 1] - pairs[:, 0]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            share = 100 * pairs[:, 1] / pairs[:, 0]
-        share = share[np.isfinite(share)]  # a draw where A scored 0 has no share
-        share_low, share_high = np.percentile(share, [tail, 100 - tail]) if len(share) else (np.nan, np.nan)
-        out[task] = Difference(
-            a=full_a[task],
-            b=full_b[task],
-            delta=round(full_b[task] - full_a[task], 2),
-            low=round(float(np.percentile(spread, tail)), 2),
-            high=round(float(np.percentile(spread, 100 - tail)), 2),
-            b_ahead=round(float(np.mean(spread > 0)), 3),
-            share_low=round(float(share_low), 1),
-            share_high=round(float(share_high), 1),
-        )
-    return out
+    if not 0 < level < 1:  # checked before the draws, which take minutes on a full test set
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    boot = bootstrap(examples, {"A": results_a, "B": results_b}, resamples, seed)
+    return compare(boot, "A", "B", level)
