@@ -1,13 +1,14 @@
 """Student decoder variants: distil ``shapes-student`` with other decoder sizes and score each on test.
 
 Run: ``python -m xsam_edge.benchmarks.student_variants --variant q16l4:16:4 [--variant NAME:QUERIES:LAYERS]
-[--losses feature,embed,logit,output,gt] [--steps 1400] [--gate-output-by-labels] [--data shapes:test]
-[--out PATH]``. Each variant is ``shapes-student`` with its mask decoder's query count and depth replaced,
-registered as the preset ``shapes-student-NAME`` for this process. It is distilled from the cached teacher
-(``ensure_teacher``) into ``outputs/student-variants/NAME-<losses>`` (resumable: a stopped run continues
-from its checkpoint), then evaluated, and the teacher with it. The results file is rewritten after every
-variant; a variant already in it with the same settings is not run again. Why: the >= 95 % goal is missed
-on instance and visual-grounded AP, and the decoder is the part the student keeps closest to the teacher's.
+[--losses feature,embed,logit,output,gt] [--steps 1400] [--gate-output-by-labels] [--seed 0] [--data
+shapes:test] [--out PATH]``. Each variant is ``shapes-student`` with its mask decoder's query count and depth
+replaced, registered as the preset ``shapes-student-NAME`` for this process. It is distilled from the cached
+teacher (``ensure_teacher``) into ``outputs/student-variants/NAME-<losses>[-sSTEPS][-gated][-seedN]``
+(resumable: a stopped run continues from its checkpoint), then evaluated, and the teacher with it. The results
+file is rewritten after every variant; a variant already in it with the same settings is not run again. Why:
+the >= 95 % goal is missed on instance and visual-grounded AP, and the decoder is the part the student keeps
+closest to the teacher's.
 """
 
 from __future__ import annotations
@@ -65,19 +66,39 @@ def score(model_dir: Path, preset: str, data: str) -> dict:
     return {"macs": info_json(get_preset(preset))["total_macs"], "primary": primary_metrics(report["tasks"])}
 
 
+def run_folder(
+    variant: Variant, losses: tuple[str, ...], steps: int, gated: bool = False, seed: int = 0
+) -> Path:
+    """Where one run trains: every setting that changes the weights is in the name, so runs never share one.
+
+    Seed 0 and the default step count add nothing, so folders of earlier runs keep their names.
+    """
+    suffix = ("" if steps == DEFAULT_STEPS else f"-s{steps}") + ("-gated" if gated else "")
+    suffix += "" if seed == 0 else f"-seed{seed}"
+    return Path("outputs/student-variants") / f"{variant.name}-{'-'.join(losses)}{suffix}"
+
+
 def run_variant(
-    variant: Variant, losses: tuple[str, ...], steps: int, data: str, teacher: Path, gated: bool = False
+    variant: Variant,
+    losses: tuple[str, ...],
+    steps: int,
+    data: str,
+    teacher: Path,
+    gated: bool = False,
+    seed: int = 0,
 ) -> dict:
     """Distil and score one variant; its row of the results file (``gated``: output loss gated by labels)."""
     from xsam_edge.distill.config import DistillConfig
     from xsam_edge.distill.run import distill_run
 
     preset = register(variant)
-    # the schedule depends on the step count: a run of other length gets its own folder
-    suffix = ("" if steps == DEFAULT_STEPS else f"-s{steps}") + ("-gated" if gated else "")
-    out = Path("outputs/student-variants") / f"{variant.name}-{'-'.join(losses)}{suffix}"
+    out = run_folder(variant, losses, steps, gated, seed)
     config = DistillConfig(
-        steps=steps, checkpoint_every=max(steps // 4, 1), losses=losses, gate_output_by_labels=gated
+        steps=steps,
+        checkpoint_every=max(steps // 4, 1),
+        losses=losses,
+        gate_output_by_labels=gated,
+        seed=seed,
     )
     start = time.perf_counter()
     model_dir = distill_run(out=out, student_preset=preset, config=config, teacher_dir=teacher)
@@ -88,6 +109,7 @@ def run_variant(
         "losses": list(losses),
         "steps": steps,
         "gated": gated,
+        "seed": seed,
         "macs": scores["macs"],
         "train_s": train_s,
         "model": str(model_dir),
@@ -105,6 +127,9 @@ def main() -> None:
     parser.add_argument("--losses", default="feature,embed,logit,output,gt")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--gate-output-by-labels", action="store_true", help="see DistillConfig")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="model init, data order, sampling (seed-to-seed noise)"
+    )
     parser.add_argument("--data", default="shapes:test")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="results JSON (default results/student-variants-<date>.json)")
@@ -126,12 +151,16 @@ def main() -> None:
             "losses": list(losses),
             "steps": args.steps,
             "gated": args.gate_output_by_labels,
+            "seed": args.seed,
         }
-        # rows written before gating existed have no "gated": they were not gated
-        if any(all(row.get(k, False) == v for k, v in key.items()) for row in result["rows"]):
+        # rows written before gating or seeds existed have neither: they were not gated, and seed 0
+        defaults = {"gated": False, "seed": 0}
+        if any(all(row.get(k, defaults.get(k)) == v for k, v in key.items()) for row in result["rows"]):
             print(f"{variant.name}: already in {out}")
             continue
-        row = run_variant(variant, losses, args.steps, args.data, teacher, args.gate_output_by_labels)
+        row = run_variant(
+            variant, losses, args.steps, args.data, teacher, args.gate_output_by_labels, args.seed
+        )
         if out.is_file():  # re-read: another run may have added its rows while this one trained
             result["rows"] = json.loads(out.read_text())["rows"]
         result["rows"].append(row)

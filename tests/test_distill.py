@@ -428,3 +428,16 @@ def test_student_variant_registers_a_preset_with_that_decoder_and_refuses_a_bad_
         PRESETS.pop(name)
     with pytest.raises(ValueError, match="NAME:QUERIES:LAYERS"):
         Variant.parse("q16l4:16")
+
+
+def test_student_variant_folders_keep_runs_apart():
+    from xsam_edge.benchmarks.student_variants import DEFAULT_STEPS, Variant, run_folder
+
+    variant, losses = Variant.parse("q16l4:16:4"), ("feature", "gt")
+    # earlier runs (seed 0, ungated) keep their folder names, so the benchmark still finds and resumes them
+    assert run_folder(variant, losses, DEFAULT_STEPS).name == "q16l4-feature-gt"
+    assert run_folder(variant, losses, 2800, gated=True).name == "q16l4-feature-gt-s2800-gated"
+    folders = {
+        run_folder(variant, losses, 2800, gated, seed) for gated in (False, True) for seed in (0, 1, 2)
+    }
+    assert len(folders) == 6  # another seed never resumes from, or overwrites, another seed's checkpoints
