@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from xsam_edge.data.sample import Example, Target
-from xsam_edge.significance import bootstrap, compare, paired_bootstrap
+from xsam_edge.significance import average, bootstrap, compare, paired_bootstrap
 from xsam_edge.types import SegmentationRequest, SegmentationResult, Task
 
 HW = (8, 8)
@@ -76,10 +76,15 @@ def test_bad_input_is_refused_with_what_to_do():
 def test_the_benchmark_checks_its_arguments_before_inference():
     from xsam_edge.benchmarks.paired_bootstrap import parse_models, parse_pairs
 
-    models = parse_models(["enc=outputs/a/model", "t=teacher"])
-    assert parse_pairs(["t:enc"], models) == [("t", "enc")]
+    models = parse_models(["enc=outputs/a/model", "t=teacher", "lf=runs/s0/model,runs/s1/model"])
+    assert models["lf"] == ["runs/s0/model", "runs/s1/model"]
+    assert parse_pairs(["t:enc", "enc:lf"], models) == [("t", "enc"), ("enc", "lf")]
     with pytest.raises(SystemExit, match="NAME=MODEL_DIR"):
         parse_models(["outputs/a/model"])
+    with pytest.raises(SystemExit, match="used once"):
+        parse_models(["enc=a", "enc=b"])
+    with pytest.raises(SystemExit, match="teacher is one model"):
+        parse_models(["t=teacher,outputs/a/model"])
     with pytest.raises(SystemExit, match="among the --model names"):
         parse_pairs(["t:gated"], models)
 
@@ -95,3 +100,32 @@ def test_one_bootstrap_of_several_models_gives_each_pair_its_paired_comparison()
     assert compare(boot, "t", "s2")["referring"].share_high < 100  # s2 keeps 75 % of t, clearly under 100
     with pytest.raises(ValueError, match="not in the bootstrap"):
         compare(boot, "t", "s3")
+
+
+def test_seed_groups_are_scored_as_the_mean_of_their_models_on_the_same_draws():
+    from xsam_edge.benchmarks.paired_bootstrap import member_names, pair_entry, table
+
+    models = {  # recipe A at two seeds: right on 10 and 12 images; recipe B: on 14 and 16
+        "a#0": [answer(k < 10) for k in range(20)],
+        "a#1": [answer(k < 12) for k in range(20)],
+        "b#0": [answer(k < 14) for k in range(20)],
+        "b#1": [answer(k < 16) for k in range(20)],
+    }
+    boot = bootstrap(EXAMPLES, models, resamples=60, seed=2)
+    groups = {"a": member_names("a", ["r0", "r1"]), "b": member_names("b", ["r0", "r1"])}
+    mean = average(boot, groups)
+    assert mean.full["a"]["referring"] == 55.0 and mean.full["b"]["referring"] == 75.0
+    for k in range(60):  # each draw's group metric is its seeds' mean on that same draw
+        draw = [boot.draws[m][k]["referring"] for m in groups["a"]]
+        assert mean.draws["a"][k]["referring"] == pytest.approx(np.mean(draw))
+    entry = pair_entry(boot, groups, {"a": ["r0", "r1"], "b": ["r0", "r1"]}, "a", "b")
+    assert entry["tasks"]["referring"]["delta"] == 20.0 and entry["tasks"]["referring"]["ahead"] == "b"
+    assert entry["per_seed_delta"] == {"referring": [20.0, 20.0]}
+    assert "+20.00, +20.00" in table(entry)
+    assert member_names("t", ["teacher"]) == ["t"]  # one model keeps its name: no seed column
+    one = pair_entry(boot, {"t": ["a#0"], "b": groups["b"]}, {"t": ["r0"], "b": ["r0", "r1"]}, "t", "b")
+    assert "per_seed_delta" not in one and one["a_model"] == "r0" and one["b_model"] == ["r0", "r1"]
+    with pytest.raises(ValueError, match="not in the bootstrap"):
+        average(boot, {"a": ["a#0", "a#2"]})
+    with pytest.raises(ValueError, match="no models"):
+        average(boot, {"a": []})

@@ -110,6 +110,38 @@ def bootstrap(
     return Bootstrap(full, draws)
 
 
+def average(boot: Bootstrap, groups: Mapping[str, Sequence[str]]) -> Bootstrap:
+    """Each group's metric as the mean of its models' (e.g. one recipe trained at several seeds), per draw.
+
+    Why: two recipes trained once each differ by their seeds as well as by the recipe. Averaging each
+    recipe's seeds before comparing shrinks the seed-to-seed part of the gap; the interval then covers the
+    test split's noise of that mean (three seeds cannot measure seed noise itself, so show them one by one
+    too). A task is kept only where every model of the group has it; a draw where any model lacks a
+    metric gives the group none.
+
+    Raises:
+        ValueError: an empty group, or a model not in the bootstrap.
+    """
+    out_full: dict[str, dict[str, float]] = {}
+    out_draws: dict[str, list[dict[str, float]]] = {}
+    for group, members in groups.items():
+        if not members:
+            raise ValueError(f"group {group!r} has no models")
+        for name in members:
+            if name not in boot.full:
+                raise ValueError(f"model {name!r} of group {group!r} is not in the bootstrap")
+        tasks = [t for t in boot.full[members[0]] if all(t in boot.full[m] for m in members)]
+
+        def mean(metrics: Sequence[Mapping[str, float]], tasks: list[str] = tasks) -> dict[str, float]:
+            return {t: float(np.mean([m[t] for m in metrics])) for t in tasks}
+
+        out_full[group] = mean([boot.full[m] for m in members])
+        out_draws[group] = [
+            mean(per_draw) for per_draw in zip(*(boot.draws[m] for m in members), strict=True)
+        ]
+    return Bootstrap(out_full, out_draws)
+
+
 def compare(boot: Bootstrap, a: str, b: str, level: float = 0.95) -> dict[str, Difference]:
     """B − A per task from a bootstrap of both (tasks either model lacks are left out).
 
