@@ -9,6 +9,11 @@ import dataclasses
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One thread everywhere, subprocesses included: torch (below), and ORT, OpenVINO and ExecuTorch through
+# XSAM_EDGE_THREADS. pytest-xdist runs one worker per core, so a second thread per worker only adds hand-offs.
+TEST_THREADS = os.environ.get("XSAM_EDGE_TEST_THREADS", "1")
+os.environ.setdefault("XSAM_EDGE_THREADS", TEST_THREADS)
+os.environ.setdefault("OMP_NUM_THREADS", TEST_THREADS)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -23,7 +28,7 @@ from xsam_edge.types import Box, MaskPrompt, Point, Scribble, SegmentationReques
 # One intra-op thread: the tiny model's ops take microseconds, and with two threads on a 2-core machine that
 # is also running anything else, OpenMP hand-offs make every op wait on a busy core (measured: a tiny
 # referring request 14 ms with one thread, 1.9 s with two while another process held one core).
-torch.set_num_threads(int(os.environ.get("XSAM_EDGE_TEST_THREADS", "1")))
+torch.set_num_threads(int(TEST_THREADS))
 
 # the test image: H x W, deliberately not square so the letterbox and the crop back are exercised
 IMAGE_HW = (48, 80)
@@ -79,6 +84,23 @@ def make_image(hw: tuple[int, int] = IMAGE_HW) -> np.ndarray:
     image[disk] = (220, 30, 30)
     image[h // 4 : 3 * h // 4, int(w * 0.6) : int(w * 0.9)] = (30, 40, 210)
     return image
+
+
+# Modules that take minutes (``--durations``): they start first, so xdist's workers finish together instead
+# of one running a late heavy module while the other idles. The rest keep their collection order.
+HEAVY_MODULES_FIRST = (
+    "test_quant_pipeline.py",
+    "test_bundle_runtime.py",
+    "test_export_executorch_coreml.py",
+    "test_quant_executorch_coreml.py",
+    "test_bench.py",
+    "test_pipeline.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(HEAVY_MODULES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module keeps its order
 
 
 @pytest.fixture(scope="session")

@@ -40,14 +40,6 @@ HOLDOUT_SEEDS = (9,)
 FRAGILE_LINEARS = 4  # sampling_offsets + attention_weights in each of the 2 pixel-decoder encoder layers
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """ORT and OpenVINO PSNR runs read XSAM_EDGE_THREADS; keep them on one core like torch."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("XSAM_EDGE_THREADS", os.environ.get("XSAM_EDGE_TEST_THREADS", "1"))
-        yield
-
-
 def _samples(tiny_model, name: str, seeds: tuple[int, ...]) -> list[list[np.ndarray]]:
     return [[t.numpy() for t in example_inputs(tiny_model.config, name, SLOTS, seed=s)] for s in seeds]
 

@@ -1,6 +1,7 @@
 """The quantization stage around the handlers: calibration from a real session, bundles, resume, budgets."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,7 +13,6 @@ from conftest import make_tiny_model  # noqa: E402
 from xsam_edge.bundle import load_bundle  # noqa: E402
 from xsam_edge.data.shapes import load_shapes  # noqa: E402
 from xsam_edge.export.graphs import SlotConfig  # noqa: E402
-from xsam_edge.export.to_bundle import export_bundle  # noqa: E402
 from xsam_edge.quantization.calibration import CalibrationSet, record_calibration  # noqa: E402
 from xsam_edge.quantization.quantize import model_fingerprint, quantize_bundle  # noqa: E402
 from xsam_edge.quantization.recipes import Calibration, Recipe  # noqa: E402
@@ -35,11 +35,28 @@ def examples():
 
 
 @pytest.fixture(scope="module")
-def fp32_bundle(model, tmp_path_factory):
-    path, _ = export_bundle(
-        model, tiny_tokenizer(), tmp_path_factory.mktemp("q") / "fp32", ["onnx"], SLOTS, progress=False
-    )
-    return path
+def float_work(model, tmp_path_factory):
+    """A work folder holding the model's float ONNX export: the export every test here starts from (~40 s)."""
+    from xsam_edge.quantization.quantize import prepare
+
+    folder = tmp_path_factory.mktemp("q") / "work"
+    prepare(model, tiny_tokenizer(), Recipe("float", "onnx", default=Float32()), folder, SLOTS, False)
+    return folder
+
+
+@pytest.fixture()
+def seeded_work(float_work, tmp_path):
+    """A copy of ``float_work`` for a test to change: the stage finds the float export and skips it."""
+
+    def copy(name: str = "work"):
+        return shutil.copytree(float_work, tmp_path / name)
+
+    return copy
+
+
+@pytest.fixture(scope="module")
+def fp32_bundle(float_work):
+    return next(float_work.glob("*/fp32"))
 
 
 def test_calibration_records_every_graph_from_a_real_session(fp32_bundle, examples, tmp_path):
@@ -74,9 +91,10 @@ def test_calibration_records_every_graph_from_a_real_session(fp32_bundle, exampl
         record_calibration(fp32_bundle, [], progress=False)
 
 
-def test_float_recipe_bundle_runs_like_the_export_and_resumes(model, examples, tmp_path):
+def test_float_recipe_bundle_runs_like_the_export_and_resumes(model, examples, seeded_work, tmp_path):
     recipe = Recipe("float", "onnx", default=Float32())
-    first = quantize_bundle(model, tiny_tokenizer(), recipe, tmp_path / "b", slots=SLOTS, progress=False)
+    work = seeded_work()
+    first = quantize_bundle(model, tiny_tokenizer(), recipe, tmp_path / "b", work, SLOTS, progress=False)
     manifest = load_bundle(first.bundle)
     assert manifest.backends == ["onnx"]
     assert manifest.quantization["recipe"]["name"] == "float"
@@ -94,11 +112,11 @@ def test_float_recipe_bundle_runs_like_the_export_and_resumes(model, examples, t
     # a second run reuses the float export and every finished graph (no file is rewritten)
     part = next((first.work_dir / "graphs" / "onnx").glob("segment-*")) / "part.json"
     stamp = part.stat().st_mtime_ns
-    again = quantize_bundle(model, tiny_tokenizer(), recipe, tmp_path / "b", slots=SLOTS, progress=False)
+    again = quantize_bundle(model, tiny_tokenizer(), recipe, tmp_path / "b", work, SLOTS, progress=False)
     assert again.work_dir == first.work_dir and part.stat().st_mtime_ns == stamp
 
 
-def test_prepared_work_quantizes_with_the_model_on_the_meta_device(model, tmp_path):
+def test_prepared_work_quantizes_with_the_model_on_the_meta_device(model, seeded_work, tmp_path):
     """A full-size model on a small machine: export, then calibrate and quantize without weights."""
     import torch
 
@@ -109,9 +127,7 @@ def test_prepared_work_quantizes_with_the_model_on_the_meta_device(model, tmp_pa
         "w8a8-seg", "onnx", {"segment": Int8Static()}, calibration=Calibration("shapes:val-fast", 1)
     )
     fingerprint = model_fingerprint(model)
-    work = prepare(
-        model, tiny_tokenizer(), recipe, tmp_path / "w", SLOTS, False, fingerprint, calibrate=False
-    )
+    work = prepare(model, tiny_tokenizer(), recipe, seeded_work("w"), SLOTS, False, fingerprint, False)
     assert (work / "fp32" / "manifest.json").is_file() and not list(work.glob("calibration-*.npz"))
     with torch.device("meta"):
         weightless = build_model(model.config).eval()
@@ -125,15 +141,16 @@ def test_prepared_work_quantizes_with_the_model_on_the_meta_device(model, tmp_pa
     assert load_bundle(result.bundle).quantization["recipe"]["name"] == "w8a8-seg"
 
 
-def test_a_recipe_of_another_backend_keeps_the_float_graphs_already_exported(model, tmp_path):
+def test_a_recipe_of_another_backend_keeps_the_float_graphs_already_exported(model, seeded_work):
     """Two recipes sharing a work folder: the second backend's export must not drop the first's graphs."""
     pytest.importorskip("openvino")
     from xsam_edge.quantization.quantize import prepare
 
     fingerprint = model_fingerprint(model)
     onnx, openvino = Recipe("a", "onnx", default=Float32()), Recipe("b", "openvino", default=Float32())
-    work = prepare(model, tiny_tokenizer(), onnx, tmp_path / "w", SLOTS, False, fingerprint)
-    prepare(model, tiny_tokenizer(), openvino, tmp_path / "w", SLOTS, False, fingerprint)
+    folder = seeded_work()  # the ONNX recipe's float export is already there
+    work = prepare(model, tiny_tokenizer(), onnx, folder, SLOTS, False, fingerprint)
+    prepare(model, tiny_tokenizer(), openvino, folder, SLOTS, False, fingerprint)
     assert load_bundle(work / "fp32").backends == ["onnx", "openvino"]
 
 
@@ -150,7 +167,7 @@ def test_fingerprint_tells_weights_apart(model):
     assert model_fingerprint(model) != model_fingerprint(other)
 
 
-def test_sensitivity_and_budget_on_a_real_recipe(model, examples, tmp_path):
+def test_sensitivity_and_budget_on_a_real_recipe(model, examples, seeded_work, tmp_path):
     from xsam_edge.quantization.accuracy import fit_max_drop, sensitivity
     from xsam_edge.quantization.schemes import Int4WeightOnly
 
@@ -160,7 +177,7 @@ def test_sensitivity_and_budget_on_a_real_recipe(model, examples, tmp_path):
         {"segment": Int8Static(), "llm": Int4WeightOnly(group_size=16)},
         calibration=Calibration("shapes:val-fast", 1),
     )
-    work = tmp_path / "work"
+    work = seeded_work()
     report = sensitivity(model, tiny_tokenizer(), recipe, examples[:6], tmp_path / "s", SLOTS, False, work)
     assert list(report["graphs"]) and set(report["graphs"]) == {"segment", "llm"}
     worst = [g["worst"] for g in report["graphs"].values()]
@@ -175,7 +192,7 @@ def test_sensitivity_and_budget_on_a_real_recipe(model, examples, tmp_path):
         examples[:6],
         0.0,
         tmp_path / "out",
-        work_dir=tmp_path / "fit",
+        work_dir=seeded_work("fit"),
         slots=SLOTS,
         progress=False,
     )
