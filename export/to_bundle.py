@@ -81,6 +81,7 @@ def export_bundle(
     lineage: dict | None = None,
     coreml_multifunction: bool = True,
     executorch_partitioner: str = "xnnpack",
+    keep: Manifest | None = None,
 ) -> tuple[Path, list[ExportedGraph]]:
     """Export ``model`` to ``backends`` and write the bundle folder ``out`` (replaced atomically).
 
@@ -100,12 +101,15 @@ def export_bundle(
             single-function packages (what ``coremltools.optimize`` needs as input).
         executorch_partitioner (str): the ExecuTorch delegate: ``xnnpack`` (CPU, every platform) or
             ``coreml`` (Apple's Core ML delegate: lowers here, runs only on Apple devices).
+        keep (Manifest | None): a bundle of the same weights and slots (``out`` itself, say): its graphs for
+            backends not in ``backends`` are copied into the new bundle instead of exported again. Adding a
+            backend to a full-size model's bundle then costs that backend's export only.
 
     Returns:
         tuple[Path, list[ExportedGraph]]: the bundle folder and every exported graph (parity, placement).
 
     Raises:
-        ValueError: an unknown backend (nothing is written).
+        ValueError: an unknown backend, or a ``keep`` bundle of other weights or slots (nothing is written).
     """
     exporters = _exporters()
     unknown = [b for b in backends if b not in exporters]
@@ -113,11 +117,16 @@ def export_bundle(
         raise ValueError(f"unknown backend(s) {unknown}; exportable here: {', '.join(exporters)}")
     slots = slots or SlotConfig()
     model = model.eval()
+    source = model_source(model, lineage)
+    kept = _kept_graphs(keep, backends, model, slots, source)
     target = Path(out).resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         exported: list[ExportedGraph] = []
+        for entry in kept:
+            for relative in entry.files:
+                _copy_into(keep.path(relative), staging / relative)
         jobs = [(b, g) for b in backends for g in exporters[b][1]]
         bar = tqdm(jobs, desc="export", disable=not progress)
         for backend, graph in bar:
@@ -138,9 +147,9 @@ def export_bundle(
             model,
             tokenizer,
             slots,
-            entries,
+            [*kept, *entries],
             golden=[f"{GOLDEN_DIR}/requests.json", f"{GOLDEN_DIR}/outputs.npz"],
-            lineage=lineage,
+            source=source,
         )
         bundle = finalize_bundle(staging, target, manifest)
         shipped = {(e.backend, e.name): e.files for e in manifest.graphs}
@@ -188,6 +197,32 @@ def bundle_manifest(
         golden=golden or [],
         source=source or model_source(model, lineage),
     )
+
+
+def _kept_graphs(
+    keep: Manifest | None, backends: Sequence[str], model: XSam, slots: SlotConfig, source: dict
+) -> list[GraphEntry]:
+    """The entries of ``keep`` for backends not being exported, if its weights and slots are the model's."""
+    if keep is None:
+        return []
+    if keep.source.get("fingerprint") != source["fingerprint"]:
+        raise ValueError(
+            f"cannot keep the graphs of {keep.root}: they come from other weights "
+            f"({keep.source.get('fingerprint')}, this model {source['fingerprint']}); export every backend"
+        )
+    wanted = {**dataclasses.asdict(slots), "max_seq": slots.seq_len(model.config)}
+    if keep.slots != wanted:
+        raise ValueError(f"cannot keep the graphs of {keep.root}: its slots {keep.slots} are not {wanted}")
+    return [dataclasses.replace(e) for e in keep.graphs if e.backend not in backends]
+
+
+def _copy_into(source: Path, target: Path) -> None:
+    """Copy a graph file, or a folder (Core ML's ``.mlpackage``), to ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        shutil.copy2(source, target)
 
 
 def model_source(model: XSam, lineage: dict | None = None) -> dict:

@@ -107,15 +107,23 @@ def _float_bundle(
     from xsam_edge.export.to_bundle import export_bundle
 
     path = work / "fp32"
+    kept = None
     if (path / "manifest.json").is_file():
-        manifest = load_bundle(path)
-        if set(backends) <= set(manifest.backends):
-            return manifest
-        # the new bundle replaces this one: keep the backends another recipe exported into it
-        backends = sorted(set(backends) | set(manifest.backends))
+        kept = load_bundle(path)
+        if set(backends) <= set(kept.backends):
+            return kept
+        # another recipe exported other backends here: copy their graphs, export only the missing ones
+        backends = sorted(set(backends) - set(kept.backends))
     # Core ML stays two single-function LLM packages here: coremltools.optimize refuses multifunction ones
     export_bundle(
-        model, tokenizer, path, backends=backends, slots=slots, progress=progress, coreml_multifunction=False
+        model,
+        tokenizer,
+        path,
+        backends=backends,
+        slots=slots,
+        progress=progress,
+        coreml_multifunction=False,
+        keep=kept,
     )
     return load_bundle(path)
 

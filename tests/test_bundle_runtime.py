@@ -236,6 +236,17 @@ def test_export_refuses_an_unknown_backend_before_any_work(model, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_kept_bundle_of_other_weights_or_slots_is_refused_before_any_work(model, bundle, tmp_path):
+    kept, out = load_bundle(bundle), tmp_path / "x"
+    other = make_tiny_model(seed=4)
+    with pytest.raises(ValueError, match="other weights"):
+        export_bundle(other, tiny_tokenizer(), out, ("executorch",), SLOTS, progress=False, keep=kept)
+    wider = SlotConfig(max_regions=3, max_conditions=4, prefill_len=16)
+    with pytest.raises(ValueError, match="slots"):
+        export_bundle(model, tiny_tokenizer(), out, ("executorch",), wider, progress=False, keep=kept)
+    assert not (tmp_path / "x").exists() and not list(tmp_path.iterdir())
+
+
 def test_the_runtime_runs_without_torch(bundle, tmp_path):
     """The edge runtime imports numpy, onnxruntime, the tokenizer and the spec: never torch."""
     code = (

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -142,7 +143,7 @@ def test_prepared_work_quantizes_with_the_model_on_the_meta_device(model, seeded
 
 
 def test_a_recipe_of_another_backend_keeps_the_float_graphs_already_exported(model, seeded_work):
-    """Two recipes sharing a work folder: the second backend's export must not drop the first's graphs."""
+    """Two recipes sharing a work folder: the second backend's export keeps the first's graphs, as copies."""
     pytest.importorskip("openvino")
     from xsam_edge.quantization.quantize import prepare
 
@@ -150,8 +151,17 @@ def test_a_recipe_of_another_backend_keeps_the_float_graphs_already_exported(mod
     onnx, openvino = Recipe("a", "onnx", default=Float32()), Recipe("b", "openvino", default=Float32())
     folder = seeded_work()  # the ONNX recipe's float export is already there
     work = prepare(model, tiny_tokenizer(), onnx, folder, SLOTS, False, fingerprint)
+    before = load_bundle(work / "fp32")
+    segment = before.path(before.graph("segment", "onnx").files[0])
+    digest = before.files[before.graph("segment", "onnx").files[0]]
+    stamp = segment.stat().st_mtime_ns
     prepare(model, tiny_tokenizer(), openvino, folder, SLOTS, False, fingerprint)
-    assert load_bundle(work / "fp32").backends == ["onnx", "openvino"]
+    after = load_bundle(work / "fp32")  # checksums verified
+    assert after.backends == ["onnx", "openvino"]
+    # the ONNX graphs were copied (same bytes, same time stamp), not exported again
+    assert after.files[after.graph("segment", "onnx").files[0]] == digest
+    assert segment.stat().st_mtime_ns == stamp
+    assert [asdict(e) for e in after.graphs if e.backend == "onnx"] == [asdict(e) for e in before.graphs]
 
 
 def test_calibrated_recipe_checks_its_data_before_exporting(model, tmp_path):
