@@ -190,13 +190,18 @@ def bundle_manifest(
             "eos": tokenizer.eos_id,
             "pad": tokenizer.pad_id,
         },
-        slots={**dataclasses.asdict(slots), "max_seq": slots.seq_len(model.config)},
+        slots=_slots_entry(slots, model),
         graphs=graphs,
         files={},
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         golden=golden or [],
         source=source or model_source(model, lineage),
     )
+
+
+def _slots_entry(slots: SlotConfig, model: XSam) -> dict:
+    """The manifest's ``slots``: the slot sizes with the sequence length they give this model."""
+    return {**dataclasses.asdict(slots), "max_seq": slots.seq_len(model.config)}
 
 
 def _kept_graphs(
@@ -210,7 +215,7 @@ def _kept_graphs(
             f"cannot keep the graphs of {keep.root}: they come from other weights "
             f"({keep.source.get('fingerprint')}, this model {source['fingerprint']}); export every backend"
         )
-    wanted = {**dataclasses.asdict(slots), "max_seq": slots.seq_len(model.config)}
+    wanted = _slots_entry(slots, model)
     if keep.slots != wanted:
         raise ValueError(f"cannot keep the graphs of {keep.root}: its slots {keep.slots} are not {wanted}")
     return [dataclasses.replace(e) for e in keep.graphs if e.backend not in backends]
