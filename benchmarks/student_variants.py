@@ -88,18 +88,13 @@ def run_variant(
     seed: int = 0,
 ) -> dict:
     """Distil and score one variant; its row of the results file (``gated``: output loss gated by labels)."""
-    from xsam_edge.distill.config import DistillConfig
+    from xsam_edge.distill.config import StudentRecipe
     from xsam_edge.distill.run import distill_run
 
     preset = register(variant)
     out = run_folder(variant, losses, steps, gated, seed)
-    config = DistillConfig(
-        steps=steps,
-        checkpoint_every=max(steps // 4, 1),
-        losses=losses,
-        gate_output_by_labels=gated,
-        seed=seed,
-    )
+    recipe = StudentRecipe(out.name, preset, steps, losses, gate_output_by_labels=gated)
+    config = dataclasses.replace(recipe.distill_config(), seed=seed)  # as the pipeline's named recipes
     start = time.perf_counter()
     model_dir = distill_run(out=out, student_preset=preset, config=config, teacher_dir=teacher)
     train_s = time.perf_counter() - start

@@ -415,12 +415,12 @@ def test_cli_distill_reports_user_errors(tmp_path, teacher_dir, capsys):
 def test_student_variant_registers_a_preset_with_that_decoder_and_refuses_a_bad_spelling():
     from xsam_edge.benchmarks.student_variants import Variant, register
 
-    variant = Variant.parse("q16l4:16:4")
+    variant = Variant.parse("q20l4:20:4")
     name = register(variant)
     try:
         config = get_preset(name)
         base = get_preset("shapes-student")
-        assert (config.decoder.num_queries, config.decoder.decoder_layers) == (16, 4)
+        assert (config.decoder.num_queries, config.decoder.decoder_layers) == (20, 4)
         sizes = {"num_queries": base.decoder.num_queries, "decoder_layers": base.decoder.decoder_layers}
         assert dataclasses.replace(config.decoder, **sizes) == base.decoder  # only the decoder sizes change
         assert info_json(config)["total_macs"] > info_json(base)["total_macs"]
@@ -428,6 +428,33 @@ def test_student_variant_registers_a_preset_with_that_decoder_and_refuses_a_bad_
         PRESETS.pop(name)
     with pytest.raises(ValueError, match="NAME:QUERIES:LAYERS"):
         Variant.parse("q16l4:16")
+
+
+def test_the_measured_student_is_a_preset_and_its_recipe_resumes_the_benchmarks_runs():
+    """The q16l4 variant the benchmark measured is the static preset, so its model folders load by name,
+    and the pipeline's gated-5600 recipe computes what the benchmark's run did (its checkpoints resume)."""
+    from xsam_edge.benchmarks.student_variants import Variant, register, run_folder
+    from xsam_edge.distill.config import get_student_recipe
+    from xsam_edge.distill.engine import run_recipe
+
+    static = PRESETS["shapes-student-q16l4"]
+    try:
+        assert get_preset(register(Variant.parse("q16l4:16:4"))) == static
+    finally:
+        PRESETS["shapes-student-q16l4"] = static
+    recipe = get_student_recipe("gated-5600")
+    assert recipe.preset == "shapes-student-q16l4"
+    teacher = info_json(get_preset("shapes-teacher"))["total_macs"]
+    assert teacher / info_json(static)["total_macs"] >= 5  # the issue's MACs goal
+    benchmark_run = run_folder(Variant.parse("q16l4:16:4"), recipe.losses, recipe.steps, gated=True)
+    assert benchmark_run.name == "q16l4-feature-output-gt-s5600-gated"  # the README's measured folder
+    # the config that run trained under (README's command): a changed recipe no longer names what was measured
+    measured = DistillConfig(
+        steps=5600, checkpoint_every=1400, losses=("feature", "output", "gt"), gate_output_by_labels=True
+    )
+    assert run_recipe(recipe.distill_config()) == run_recipe(measured)
+    with pytest.raises(ValueError, match="known recipes: quick, gated-5600"):
+        get_student_recipe("fast")
 
 
 def test_student_variant_folders_keep_runs_apart():

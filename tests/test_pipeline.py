@@ -4,6 +4,7 @@ import os
 import pytest
 
 from xsam_edge.cli import main
+from xsam_edge.distill.config import StudentRecipe
 from xsam_edge.pipeline import run_pipeline
 from xsam_edge.teacher import TeacherRecipe, cache_root, ensure_teacher
 from xsam_edge.types import Task
@@ -42,8 +43,7 @@ def test_pipeline_writes_a_report_and_resumes(cache, tmp_path):
         teacher=TINY_RECIPE,
         recipes=("jetson-trt",),
         quant_limit=1,
-        student_preset="tiny-student",
-        student_steps=2,
+        student=StudentRecipe("tiny", "tiny-student", 2),
         bench_repeats=1,
     )
     report = run_pipeline(out, **options)
@@ -52,11 +52,12 @@ def test_pipeline_writes_a_report_and_resumes(cache, tmp_path):
     assert "## Quantization recipes" in text and "| jetson-trt | onnx |" in text
     # every bundle benched against the teacher's golden reference: float, the recipe, the student
     assert "## Bench against the golden reference" in text
-    for row in ("| float | onnx |", "| jetson-trt | onnx |", "| student | onnx |"):
+    for row in ("| float | onnx |", "| jetson-trt | onnx |", "| student-tiny | onnx |"):
         assert row in text, text
     bench = {r["label"]: r for r in json.loads((out / "report.json").read_text())["bench"]}
     assert (
-        bench["float"]["golden"]["relation"] == "same" and bench["student"]["golden"]["relation"] == "student"
+        bench["float"]["golden"]["relation"] == "same"
+        and bench["student-tiny"]["golden"]["relation"] == "student"
     )
     assert bench["float"]["accuracy"]["flagged_graphs"] == []
     assert all(r["latency"]["first_query"]["p50_ms"] > 0 for r in bench.values())
@@ -68,7 +69,7 @@ def test_pipeline_writes_a_report_and_resumes(cache, tmp_path):
     before = (out / "teacher_eval.json").stat().st_mtime_ns
     recipe_row = out / "quantization" / "jetson-trt.json"
     row_stamp = recipe_row.stat().st_mtime_ns
-    bench_row = out / "bench" / "student-onnx.json"
+    bench_row = out / "bench" / "student-tiny-onnx.json"
     bench_stamp = bench_row.stat().st_mtime_ns
     bench_row.unlink()  # as if killed before the student's bench finished
     (out / "report.md").unlink()
@@ -76,7 +77,13 @@ def test_pipeline_writes_a_report_and_resumes(cache, tmp_path):
     assert (out / "teacher_eval.json").stat().st_mtime_ns == before  # a finished step is not redone
     assert recipe_row.stat().st_mtime_ns == row_stamp
     assert (out / "bench" / "float-onnx.json").is_file() and bench_row.stat().st_mtime_ns != bench_stamp
-    assert "| student | onnx |" in (out / "report.md").read_text()
+    assert "| student-tiny | onnx |" in (out / "report.md").read_text()
+    assert summary["student"]["recipe"]["preset"] == "tiny-student" and "## Student `tiny`" in text
+    # another student recipe in the same folder is distilled anew, never mistaken for the first
+    other = run_pipeline(out, **options | {"student": StudentRecipe("other", "tiny-student", 3)})
+    text = other.read_text()
+    assert "| student-other | onnx |" in text and "| student-tiny | onnx |" not in text
+    assert (out / "student-other" / "model").is_dir() and (out / "student-tiny" / "model").is_dir()
 
 
 def test_eval_unknown_dataset_is_a_clear_error(cache, capsys):

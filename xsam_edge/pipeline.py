@@ -11,6 +11,7 @@ prediction needs macOS) are listed in the report as not run, never faked.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import importlib.util
 import json
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 
 from xsam_edge.data.registry import load_dataset
+from xsam_edge.distill.config import STUDENT_RECIPES, StudentRecipe
 from xsam_edge.evaluate import eval_table, evaluate_model
 from xsam_edge.image_io import load_image, save_overlay
 from xsam_edge.inference import XSamPredictor
@@ -35,7 +37,6 @@ NOT_BUILT = (
     "benches on Jetson, Apple Silicon and Android: the device profiles say how (xsam-edge bench "
     "--list-profiles); this run benches this machine's CPU only",
 )
-STUDENT_PRESET = "shapes-student"
 # the named recipes the main job runs: every one whose runtime runs here, then the Core ML ones (bundle,
 # sizes and handler reports; their metrics need macOS)
 PIPELINE_RECIPES = ("intel-openvino", "jetson-trt", "android-xnnpack", "apple-gpu", "apple-ane")
@@ -64,9 +65,8 @@ def run_pipeline(
     teacher: TeacherRecipe | None = None,
     recipes: tuple[str, ...] = PIPELINE_RECIPES,
     quant_limit: int | None = 16,
-    student_steps: int = 600,
+    student: StudentRecipe | None = STUDENT_RECIPES["quick"],
     bench_repeats: int = 2,
-    student_preset: str = STUDENT_PRESET,
 ) -> Path:
     """Run every built stage and write ``report.md`` + ``report.json`` into ``out_dir``.
 
@@ -79,8 +79,9 @@ def run_pipeline(
             float and quantized bundles on ``data``).
         quant_limit (int | None): at most this many images of ``data`` for each recipe's evaluation, the
             golden reference and the benches.
-        student_steps (int): distillation steps of the student (0: no student).
-        student_preset (str): the student's preset (its teacher is the embedded teacher).
+        student (StudentRecipe | None): the student distilled from the teacher and benched (``None``: no
+            student). Its run, bundle and bench row are named after the recipe, so another recipe in the
+            same ``out_dir`` is distilled anew, never mistaken for the first.
         bench_repeats (int): timed passes of each bench over the golden samples.
 
     Returns:
@@ -117,11 +118,11 @@ def run_pipeline(
         )
         recipes = ()
     golden = _reference_stage(model_dir, out, data, quant_limit)
-    student = _student_stage(model_dir, out, student_preset, student_steps) if student_steps else None
+    students = {} if student is None else {f"student-{student.name}": _student_stage(model_dir, out, student)}
     quantization = _quantize_stage(model_dir, out, recipes, data, quant_limit)
-    bench_rows = (
-        [] if missing else _bench_stage(model_dir, out, golden, student, quantization, bench_repeats, not_run)
-    )
+    bench_rows = []
+    if not missing:
+        bench_rows = _bench_stage(model_dir, out, golden, students, quantization, bench_repeats, not_run)
     plots = _plots(bench_rows, out / "bench")
 
     summary = {
@@ -132,7 +133,9 @@ def run_pipeline(
         "examples": examples,
         "quantization": {"data": data, "limit": quant_limit, "rows": quantization},
         "golden": str(golden),
-        "student": None if student is None else str(student),
+        "student": None
+        if student is None
+        else {"recipe": dataclasses.asdict(student), "model": str(*students.values())},
         "bench": bench_rows,
         "plots": [str(p.relative_to(out)) for p in plots],
         "not_run": not_run,
@@ -175,25 +178,24 @@ def _reference_stage(model_dir: Path, out: Path, data: str, limit: int | None) -
     return golden
 
 
-def _student_stage(model_dir: Path, out: Path, preset: str, steps: int) -> Path:
+def _student_stage(model_dir: Path, out: Path, recipe: StudentRecipe) -> Path:
     """The student distilled from the teacher (resumes from its last checkpoint)."""
-    from xsam_edge.distill.config import DistillConfig
     from xsam_edge.distill.run import distill_run
 
-    run = out / "student"
+    run = out / f"student-{recipe.name}"
     final = run / "model"
     if (final / "lineage.json").is_file():
         return final
-    log.info("distilling %s for %d steps", preset, steps)
-    config = DistillConfig(steps=steps, checkpoint_every=max(steps // 4, 1))
-    return distill_run(out=run, student_preset=preset, config=config, teacher_dir=model_dir)
+    log.info("distilling %s for %d steps (student recipe %s)", recipe.preset, recipe.steps, recipe.name)
+    config = recipe.distill_config()
+    return distill_run(out=run, student_preset=recipe.preset, config=config, teacher_dir=model_dir)
 
 
 def _bench_stage(
     model_dir: Path,
     out: Path,
     golden: Path,
-    student: Path | None,
+    students: dict[str, Path],
     quantization: list[dict],
     repeats: int,
     not_run: list[str],
@@ -214,8 +216,8 @@ def _bench_stage(
     backends = tuple(dict.fromkeys(["onnx", *(j[2] for j in jobs)]))
     floats = _float_bundle(model_dir, out, backends)
     jobs = [("float", str(floats), b) for b in backends] + jobs
-    if student is not None:
-        jobs.append(("student", str(_student_bundle(student, out)), "onnx"))
+    for label, student in students.items():  # on ONNX, the CPU runtime every install has
+        jobs.append((label, str(_export_once(student, out / "bundles" / label, ("onnx",))), "onnx"))
     rows = []
     for label, bundle, backend in jobs:
         path = out / "bench" / f"{label}-{backend}.json"
@@ -254,11 +256,6 @@ def _export_once(model_dir: Path, bundle: Path, backends: tuple[str, ...]) -> Pa
 def _float_bundle(model_dir: Path, out: Path, backends: tuple[str, ...]) -> Path:
     """The teacher in float on every backend the recipes bench on (the rows they are compared with)."""
     return _export_once(model_dir, out / "bundles" / "float", backends)
-
-
-def _student_bundle(student: Path, out: Path) -> Path:
-    """The student exported to ONNX (the CPU runtime every install has), once."""
-    return _export_once(student, out / "bundles" / "student", ("onnx",))
 
 
 def _plots(rows: list[dict], folder: Path) -> list[Path]:
@@ -301,6 +298,16 @@ def _markdown(summary: dict) -> str:
     for name, example in summary["examples"].items():
         masks = ", ".join(f"{m['label']} ({m['score']:.2f})" for m in example["masks"]) or "no mask"
         lines.append(f"- {name}: `{example['file']}`: {masks}")
+    if summary["student"]:
+        recipe = summary["student"]["recipe"]
+        gated = ", output gated by the labels" if recipe["gate_output_by_labels"] else ""
+        lines += [
+            "",
+            f"## Student `{recipe['name']}`",
+            "",
+            f"`{recipe['preset']}` distilled from the teacher for {recipe['steps']} steps with the "
+            f"{', '.join(recipe['losses'])} losses{gated}: `{summary['student']['model']}`.",
+        ]
     quant = summary["quantization"]
     if quant["rows"]:
         from xsam_edge.benchmarks.quantization import markdown as quant_table
