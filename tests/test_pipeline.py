@@ -111,3 +111,26 @@ def test_eval_and_cache_cli(cache, capsys):
     assert capsys.readouterr().out.strip() == str(cache)
     assert main(["cache", "--clear"]) == 0
     assert not cache.exists()
+
+
+def test_pipeline_cli_picks_the_student_recipe_by_name(monkeypatch, tmp_path, capsys):
+    """`--student NAME` reaches run_pipeline as that recipe, `none` as no student; a typo is refused."""
+    import xsam_edge.pipeline
+    from xsam_edge.distill.config import STUDENT_RECIPES
+
+    calls = []
+
+    def record(out, **kwargs):  # the wiring only: the pipeline itself runs in the test above
+        calls.append(kwargs)
+        report = tmp_path / "report.md"
+        report.write_text("# report\n")
+        return report
+
+    monkeypatch.setattr(xsam_edge.pipeline, "run_pipeline", record)
+    assert main(["pipeline", "--out", str(tmp_path), "--student", "gated-5600"]) == 0
+    assert main(["pipeline", "--out", str(tmp_path), "--student", "none"]) == 0
+    assert main(["pipeline", "--out", str(tmp_path)]) == 0
+    assert [c["student"] for c in calls] == [STUDENT_RECIPES["gated-5600"], None, STUDENT_RECIPES["quick"]]
+    with pytest.raises(SystemExit):
+        main(["pipeline", "--student", "fast"])
+    assert "invalid choice: 'fast'" in capsys.readouterr().err
