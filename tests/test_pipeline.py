@@ -71,6 +71,7 @@ def test_pipeline_writes_a_report_and_resumes(cache, tmp_path):
     row_stamp = recipe_row.stat().st_mtime_ns
     bench_row = out / "bench" / "student-tiny-onnx.json"
     bench_stamp = bench_row.stat().st_mtime_ns
+    eval_stamp = (out / "student-tiny" / "eval.json").stat().st_mtime_ns
     bench_row.unlink()  # as if killed before the student's bench finished
     (out / "report.md").unlink()
     run_pipeline(out, **options)
@@ -79,6 +80,11 @@ def test_pipeline_writes_a_report_and_resumes(cache, tmp_path):
     assert (out / "bench" / "float-onnx.json").is_file() and bench_row.stat().st_mtime_ns != bench_stamp
     assert "| student-tiny | onnx |" in (out / "report.md").read_text()
     assert summary["student"]["recipe"]["preset"] == "tiny-student" and "## Student `tiny`" in text
+    # the student scored on the teacher's data, task by task, next to the teacher and as a share of it
+    student_eval = summary["student"]["eval"]
+    assert set(student_eval["tasks"]) == set(summary["teacher_eval"]["tasks"])
+    assert "| task | metric | teacher | student | student / teacher |" in text and "| panoptic | pq |" in text
+    assert (out / "student-tiny" / "eval.json").stat().st_mtime_ns == eval_stamp  # not redone on resume
     # another student recipe in the same folder is distilled anew, never mistaken for the first
     other = run_pipeline(out, **options | {"student": StudentRecipe("other", "tiny-student", 3)})
     text = other.read_text()

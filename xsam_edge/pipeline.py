@@ -93,13 +93,7 @@ def run_pipeline(
     model_dir = ensure_teacher(teacher)
     predictor = XSamPredictor.from_pretrained(model_dir)
 
-    eval_path = out / "teacher_eval.json"
-    if eval_path.is_file():
-        report = json.loads(eval_path.read_text())
-    else:
-        report = evaluate_model(predictor, load_dataset(data, limit=limit))
-        report["data"] = data
-        atomic_write_text(eval_path, json.dumps(report, indent=2) + "\n")
+    report = _evaluate_once(model_dir, out / "teacher_eval.json", data, limit)
 
     image = load_image(EXAMPLE_IMAGE)
     examples = {}
@@ -118,7 +112,15 @@ def run_pipeline(
         )
         recipes = ()
     golden = _reference_stage(model_dir, out, data, quant_limit)
-    students = {} if student is None else {f"student-{student.name}": _student_stage(model_dir, out, student)}
+    students, student_summary = {}, None  # bench label -> model folder; the report's student section
+    if student is not None:
+        label = f"student-{student.name}"
+        students[label] = _student_stage(model_dir, out / label, student)
+        student_summary = {
+            "recipe": dataclasses.asdict(student),
+            "model": str(students[label]),
+            "eval": _evaluate_once(students[label], out / label / "eval.json", data, limit),
+        }
     quantization = _quantize_stage(model_dir, out, recipes, data, quant_limit)
     bench_rows = []
     if not missing:
@@ -133,9 +135,7 @@ def run_pipeline(
         "examples": examples,
         "quantization": {"data": data, "limit": quant_limit, "rows": quantization},
         "golden": str(golden),
-        "student": None
-        if student is None
-        else {"recipe": dataclasses.asdict(student), "model": str(*students.values())},
+        "student": student_summary,
         "bench": bench_rows,
         "plots": [str(p.relative_to(out)) for p in plots],
         "not_run": not_run,
@@ -144,6 +144,17 @@ def run_pipeline(
     markdown = _markdown(summary)
     atomic_write_text(out / "report.md", markdown)
     return out / "report.md"
+
+
+def _evaluate_once(model_dir: Path, path: Path, data: str, limit: int | None) -> dict:
+    """``model_dir`` evaluated on ``data``, once: the report is kept at ``path`` and reused by a rerun."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    report = evaluate_model(XSamPredictor.from_pretrained(model_dir), load_dataset(data, limit=limit))
+    report["data"] = data
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+    return report
 
 
 def _quantize_stage(
@@ -178,11 +189,10 @@ def _reference_stage(model_dir: Path, out: Path, data: str, limit: int | None) -
     return golden
 
 
-def _student_stage(model_dir: Path, out: Path, recipe: StudentRecipe) -> Path:
-    """The student distilled from the teacher (resumes from its last checkpoint)."""
+def _student_stage(model_dir: Path, run: Path, recipe: StudentRecipe) -> Path:
+    """The student distilled from the teacher in ``run`` (resumes from its last checkpoint)."""
     from xsam_edge.distill.run import distill_run
 
-    run = out / f"student-{recipe.name}"
     final = run / "model"
     if (final / "lineage.json").is_file():
         return final
@@ -275,6 +285,26 @@ def _machine() -> dict:
     }
 
 
+def _student_table(teacher: dict, student: dict) -> list[str]:
+    """Each task's primary metric, teacher and student on the same data, and the student's share of it."""
+    from xsam_edge.metrics import PRIMARY_METRIC, primary_metrics
+
+    ours, theirs = primary_metrics(student["tasks"]), primary_metrics(teacher["tasks"])
+    lines = [
+        f"On {student.get('data', '?')} ({student['num_examples']} examples); the goal is ≥ 95 % of the "
+        "teacher on every task.",
+        "",
+        "| task | metric | teacher | student | student / teacher |",
+        "|---|---|---|---|---|",
+    ]
+    for task, value in ours.items():
+        base = theirs.get(task)
+        share = f"{100 * value / base:.0f} %" if base else "-"  # no share of a teacher at 0 or without it
+        shown = "-" if base is None else f"{base:.2f}"
+        lines.append(f"| {task} | {PRIMARY_METRIC[task]} | {shown} | {value:.2f} | {share} |")
+    return lines
+
+
 def _markdown(summary: dict) -> str:
     machine = summary["machine"]
     lines = [
@@ -307,6 +337,8 @@ def _markdown(summary: dict) -> str:
             "",
             f"`{recipe['preset']}` distilled from the teacher for {recipe['steps']} steps with the "
             f"{', '.join(recipe['losses'])} losses{gated}: `{summary['student']['model']}`.",
+            "",
+            *_student_table(summary["teacher_eval"], summary["student"]["eval"]),
         ]
     quant = summary["quantization"]
     if quant["rows"]:
