@@ -302,6 +302,68 @@ def test_instance_ap_degenerate_inputs():
         instance_ap([(m[None], ["x"])], [])
 
 
+def _random_instances(seed: int, images: int = 6, hw=(16, 16)):
+    """Images with 0-3 boxes of three labels, and detections that are jittered copies, misses and strays."""
+    rng = np.random.default_rng(seed)
+
+    def rand_box():
+        y, x = rng.integers(0, hw[0] - 4, 2)
+        h, w = rng.integers(3, 8, 2)
+        return box(hw, y, y + h, x, x + w)
+
+    gts, preds = [], []
+    for _ in range(images):
+        labels = [str(c) for c in rng.choice(list("abc"), rng.integers(0, 4))]
+        masks = [rand_box() for _ in labels]
+        dt_masks, dt_labels = [], []
+        for mask, label in zip(masks, labels, strict=True):
+            if rng.random() < 0.8:  # found, a pixel row shifted at most
+                dt_masks.append(np.roll(mask, int(rng.integers(-1, 2)), axis=0))
+                dt_labels.append(label if rng.random() < 0.85 else "c")
+        for _ in range(rng.integers(0, 3)):  # strays
+            dt_masks.append(rand_box())
+            dt_labels.append(str(rng.choice(list("abc"))))
+        gts.append((np.array(masks, bool).reshape(-1, *hw), labels))
+        preds.append((np.array(dt_masks, bool).reshape(-1, *hw), dt_labels, rng.random(len(dt_labels))))
+    return gts, preds
+
+
+@pytest.mark.parametrize("image_local", [False, True])
+def test_instance_matches_score_a_draw_as_its_images_listed_again(image_local):
+    # a bootstrap draw scored from the cached matches must equal COCOeval run from scratch on the drawn
+    # images, repeats and all; image-local labels make each repeat its own categories, as in that run
+    from xsam_edge.metrics import InstanceMatches
+
+    gts, preds = _random_instances(seed=4)
+    matches = InstanceMatches(gts, preds, image_local=image_local)
+    assert matches.ap() == pytest.approx(instance_ap(gts, preds, image_local))
+    assert 5 < matches.ap()["ap"] < 95  # a case where pooling order and repeats could matter
+    for draw in ([0, 0, 3, 5, 5, 5], [2, 1, 4, 4, 0, 3], [3], [1, 1]):
+        scratch = instance_ap([gts[k] for k in draw], [preds[k] for k in draw], image_local)
+        assert matches.ap(draw) == pytest.approx(scratch), draw
+
+
+def test_scorer_scores_any_rows_as_evaluate_does_on_those_pairs():
+    from xsam_edge.metrics import Scorer
+
+    gts, preds = _random_instances(seed=7, images=5)
+    pairs = []
+    for k, ((gt_masks, gt_labels), (dt_masks, dt_labels, scores)) in enumerate(zip(gts, preds, strict=True)):
+        cats = ["a", "b", "c"]
+        ids = [cats.index(label) for label in gt_labels]
+        inst = example(Task.INSTANCE, gt_masks, ids, hw=(16, 16), categories=cats)
+        dt_ids = [cats.index(label) for label in dt_labels]
+        pairs.append((inst, result(dt_masks, dt_ids, scores=scores, hw=(16, 16))))
+        vgd = example(Task.VISUAL_GROUNDED, gt_masks, ids, hw=(16, 16), prompts=[Point(1, 1)] * 3)
+        pairs.append((vgd, result(dt_masks, dt_ids, scores=scores, hw=(16, 16))))
+        ref = example(Task.REFERRING, gt_masks[:1], [0] * min(1, len(gt_masks)), hw=(16, 16), text=f"x{k}")
+        pairs.append((ref, result(dt_masks[:1], [0] * min(1, len(dt_masks)), hw=(16, 16))))
+    scorer = Scorer(pairs)
+    assert scorer.evaluate() == evaluate(pairs)
+    for rows in ([0, 1, 2, 0, 1, 2, 9, 10], [14, 13, 12, 3, 3, 4], [5]):
+        assert scorer.evaluate(rows) == evaluate([pairs[i] for i in rows]), rows
+
+
 # -- agreement -----------------------------------------------------------------------------------------
 
 

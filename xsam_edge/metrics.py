@@ -21,6 +21,9 @@ no model: nothing here imports torch.
 * chat: ``exact_match``, normalised ``result.text`` == normalised ``target.answer`` (``normalize_text``);
   examples without an answer are skipped.
 
+``Scorer`` scores any rows of one list of pairs (a bootstrap draw, repeats allowed) as ``evaluate`` would
+score those pairs, with COCO AP's per-image matching done once for all draws.
+
 Void pixels (panoptic, open-vocabulary, semantic): none by default, so predictions on pixels no target mask
 covers are false positives. ``example.meta["void"]`` may be an (H, W) bool mask, or ``"unlabeled"`` to make
 every pixel no target mask covers void (COCO / ADE panoptic PNG semantics, what panopticapi and upstream's
@@ -37,7 +40,7 @@ import numpy as np
 
 from xsam_edge.config import TokenConfig
 from xsam_edge.data.sample import Example
-from xsam_edge.metrics_instance import instance_ap
+from xsam_edge.metrics_instance import InstanceMatches, instance_ap
 from xsam_edge.metrics_masks import (
     NO_LABEL,
     IouStat,
@@ -55,7 +58,9 @@ __all__ = [
     "NO_LABEL",
     "PRIMARY_METRIC",
     "IouStat",
+    "InstanceMatches",
     "PanopticStat",
+    "Scorer",
     "SemanticStat",
     "baseline_mask",
     "baseline_results",
@@ -222,21 +227,21 @@ def _semantic(pairs: list[Pair]) -> dict[str, float]:
     return {"miou": stat.miou}
 
 
-def _instance(pairs: list[Pair]) -> dict[str, float]:
+def _instance_matches(pairs: list[Pair]) -> InstanceMatches:
     gts, preds = [], []
-    for k, (ex, res) in enumerate(pairs):
+    for ex, res in pairs:
         hw = ex.request.image_size
         if ex.task is Task.VISUAL_GROUNDED:
-            # prompt k of one image and prompt k of another are unrelated: each prompt is its own category
-            gt_labels: list[Hashable] = [(k, int(i)) for i in ex.target.label_ids]
-            dt_labels: list[Hashable] = [(k, int(i)) for i in res.label_ids]
+            gt_labels: list[Hashable] = [int(i) for i in ex.target.label_ids]
+            dt_labels: list[Hashable] = [int(i) for i in res.label_ids]
         else:
             gt_labels = list(_names(ex, ex.target.label_ids, "target"))
             dt_labels = list(_names(ex, res.label_ids, "result"))
         gts.append((ex.target.masks, gt_labels))
         preds.append((_result_masks(res, hw), dt_labels, np.asarray(res.scores).reshape(-1)))
-    ap = instance_ap(gts, preds)
-    return {key: value / 100.0 for key, value in ap.items()}
+    # prompt k of one image and prompt k of another are unrelated: each visual-grounded prompt is its own
+    # category
+    return InstanceMatches(gts, preds, image_local=pairs[0][0].task is Task.VISUAL_GROUNDED)
 
 
 def _gcg(pairs: list[Pair]) -> dict[str, float]:
@@ -269,14 +274,14 @@ def _chat(pairs: list[Pair]) -> dict[str, float]:
     return {"exact_match": float(np.mean(hits)) if hits else float("nan")}
 
 
+# instance AP's per-image matching is done once per evaluation (``Scorer``), whatever the rows scored
+_MATCHED_TASKS = (Task.INSTANCE, Task.VISUAL_GROUNDED)
 _TASK_METRICS: dict[Task, Callable[[list[Pair]], dict[str, float]]] = {
     Task.REFERRING: _referring,
     Task.REASONING: _referring,
     Task.INTERACTIVE: _interactive,
     Task.PANOPTIC: _panoptic,
     Task.OPEN_VOCABULARY: _panoptic,
-    Task.INSTANCE: _instance,
-    Task.VISUAL_GROUNDED: _instance,
     Task.SEMANTIC: _semantic,
     Task.GCG: _gcg,
     Task.CHAT: _chat,
@@ -303,6 +308,48 @@ def primary_metrics(tasks: dict[str, dict[str, float]]) -> dict[str, float]:
     return {task: metrics[PRIMARY_METRIC[task]] for task, metrics in tasks.items() if task in PRIMARY_METRIC}
 
 
+class Scorer:
+    """``evaluate`` over any rows of one fixed list of pairs, repeats allowed, with AP's matching done once.
+
+    Why: a paired bootstrap rescores hundreds of draws of the same test images, and most of an evaluation
+    is COCO AP's per-image matching of masks, which no draw changes (``InstanceMatches``).
+
+    Raises:
+        ValueError: as ``evaluate``, when built.
+    """
+
+    def __init__(self, pairs: Iterable[Pair]) -> None:
+        self.pairs = list(pairs)
+        rows_of: dict[Task, list[int]] = {}
+        self._index_in_task: list[int] = []  # row -> its position among its task's rows
+        for row, (example, result) in enumerate(self.pairs):
+            _check_pair(example, result)
+            self._index_in_task.append(len(rows_of.setdefault(example.task, [])))
+            rows_of[example.task].append(row)
+        self._matches = {
+            task: _instance_matches([self.pairs[i] for i in rows])
+            for task, rows in rows_of.items()
+            if task in _MATCHED_TASKS
+        }
+
+    def evaluate(self, rows: Iterable[int] | None = None) -> dict[str, dict[str, float]]:
+        """``evaluate([pairs[i] for i in rows])``; ``None`` scores every pair once."""
+        groups: dict[Task, list[int]] = {}
+        for row in range(len(self.pairs)) if rows is None else rows:
+            groups.setdefault(self.pairs[row][0].task, []).append(row)
+        out: dict[str, dict[str, float]] = {}
+        for task, group in groups.items():
+            if task in self._matches:
+                ap = self._matches[task].ap([self._index_in_task[i] for i in group])
+                values = {key: value / 100.0 for key, value in ap.items()}
+            else:
+                values = _TASK_METRICS[task]([self.pairs[i] for i in group])
+            out[task.value] = {key: round(100.0 * value, 2) for key, value in values.items()} | {
+                "n": len(group)
+            }
+        return out
+
+
 def evaluate(pairs: Iterable[Pair]) -> dict[str, dict[str, float]]:
     """Score results against their targets, grouped by task (the table in the module docstring).
 
@@ -317,15 +364,7 @@ def evaluate(pairs: Iterable[Pair]) -> dict[str, dict[str, float]]:
     Raises:
         ValueError: a result or target does not match its image size, or a label_id indexes no category.
     """
-    groups: dict[Task, list[Pair]] = {}
-    for example, result in pairs:
-        _check_pair(example, result)
-        groups.setdefault(example.task, []).append((example, result))
-    out: dict[str, dict[str, float]] = {}
-    for task, group in groups.items():
-        values = _TASK_METRICS[task](group)
-        out[task.value] = {key: round(100.0 * value, 2) for key, value in values.items()} | {"n": len(group)}
-    return out
+    return Scorer(pairs).evaluate()
 
 
 # -- baselines ---------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from xsam_edge.data.sample import Example
-from xsam_edge.metrics import evaluate, primary_metrics
+from xsam_edge.metrics import Scorer, primary_metrics
 from xsam_edge.types import SegmentationResult
 
 
@@ -94,11 +94,10 @@ def bootstrap(
         by_image.setdefault(example.image_id, []).append(i)
     images = list(by_image.values())
 
+    scorers = {name: Scorer(zip(examples, answers, strict=True)) for name, answers in results.items()}
+
     def score(rows: list[int]) -> dict[str, dict[str, float]]:
-        return {
-            name: primary_metrics(evaluate([(examples[i], answers[i]) for i in rows]))
-            for name, answers in results.items()
-        }
+        return {name: primary_metrics(scorer.evaluate(rows)) for name, scorer in scorers.items()}
 
     full = score([i for rows in images for i in rows])
     rng = np.random.default_rng(seed)
