@@ -1,14 +1,20 @@
 """Student decoder variants: distil ``shapes-student`` with other decoder sizes and score each on test.
 
 Run: ``python -m xsam_edge.benchmarks.student_variants --variant q16l4:16:4 [--variant NAME:QUERIES:LAYERS]
-[--losses feature,embed,logit,output,gt] [--steps 1400] [--gate-output-by-labels] [--seed 0] [--data
-shapes:test] [--out PATH]``. Each variant is ``shapes-student`` with its mask decoder's query count and depth
-replaced, registered as the preset ``shapes-student-NAME`` for this process. It is distilled from the cached
-teacher (``ensure_teacher``) into ``outputs/student-variants/NAME-<losses>[-sSTEPS][-gated][-seedN]``
-(resumable: a stopped run continues from its checkpoint), then evaluated, and the teacher with it. The results
-file is rewritten after every variant; a variant already in it with the same settings is not run again. Why:
-the >= 95 % goal is missed on instance and visual-grounded AP, and the decoder is the part the student keeps
-closest to the teacher's.
+[--losses feature,embed,logit,output,gt] [--steps 1400] [--gate-output-by-labels] [--seed 0]
+[--teacher-steps 600,300,1200] [--data shapes:test] [--out PATH]``. Each variant is ``shapes-student``
+with its mask decoder's query count and depth replaced, registered as the preset ``shapes-student-NAME`` for
+this process. It is distilled from the cached teacher (``ensure_teacher``) into
+``outputs/student-variants/NAME-<losses>[-sSTEPS][-gated][-seedN][-tA-B-C]`` (resumable: a stopped run
+continues from its checkpoint), then evaluated, and the teacher with it. The results file is rewritten after
+every variant; a variant already in it with the same settings is not run again. Why: the >= 95 % goal was
+missed on instance and visual-grounded AP, and the decoder is the part the student keeps closest to the
+teacher's.
+
+``--teacher-steps A,B,C`` trains (and caches) a teacher with other steps per stage than the default recipe:
+output distillation from a teacher the student outgrows on labels alone is not EdgeSAM's setting, where the
+teacher is the stronger model. A results file holds rows against one teacher; another teacher needs another
+``--out``.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ import json
 import time
 from pathlib import Path
 
+from xsam_edge.teacher_recipe import TeacherRecipe
 from xsam_edge.tokenizer import atomic_write_text
 
 DEFAULT_STEPS = 1400
+DEFAULT_TEACHER = TeacherRecipe()  # the cached embedded teacher every other benchmark scores against
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,14 +75,22 @@ def score(model_dir: Path, preset: str, data: str) -> dict:
 
 
 def run_folder(
-    variant: Variant, losses: tuple[str, ...], steps: int, gated: bool = False, seed: int = 0
+    variant: Variant,
+    losses: tuple[str, ...],
+    steps: int,
+    gated: bool = False,
+    seed: int = 0,
+    teacher: TeacherRecipe = DEFAULT_TEACHER,
 ) -> Path:
     """Where one run trains: every setting that changes the weights is in the name, so runs never share one.
 
-    Seed 0 and the default step count add nothing, so folders of earlier runs keep their names.
+    Seed 0, the default step count and the default teacher add nothing, so folders of earlier runs keep their
+    names.
     """
     suffix = ("" if steps == DEFAULT_STEPS else f"-s{steps}") + ("-gated" if gated else "")
     suffix += "" if seed == 0 else f"-seed{seed}"
+    if teacher != DEFAULT_TEACHER:
+        suffix += "-t" + "-".join(map(str, teacher.steps))
     return Path("outputs/student-variants") / f"{variant.name}-{'-'.join(losses)}{suffix}"
 
 
@@ -86,13 +102,14 @@ def run_variant(
     teacher: Path,
     gated: bool = False,
     seed: int = 0,
+    teacher_recipe: TeacherRecipe = DEFAULT_TEACHER,
 ) -> dict:
     """Distil and score one variant; its row of the results file (``gated``: output loss gated by labels)."""
     from xsam_edge.distill.config import StudentRecipe
     from xsam_edge.distill.run import distill_run
 
     preset = register(variant)
-    out = run_folder(variant, losses, steps, gated, seed)
+    out = run_folder(variant, losses, steps, gated, seed, teacher_recipe)
     recipe = StudentRecipe(out.name, preset, steps, losses, gate_output_by_labels=gated)
     config = dataclasses.replace(recipe.distill_config(), seed=seed)  # as the pipeline's named recipes
     start = time.perf_counter()
@@ -112,6 +129,27 @@ def run_variant(
     }
 
 
+def parse_teacher_steps(text: str) -> tuple[int, int, int]:
+    """``A,B,C`` → the teacher's steps for its segmentor, alignment and mixed stages."""
+    try:
+        steps = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        steps = ()
+    if len(steps) != 3 or min(steps) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: write three positive step counts, e.g. 600,300,4200")
+    return steps  # type: ignore[return-value]
+
+
+def check_same_teacher(result: dict, recipe: dict, out: Path) -> None:
+    """Refuse to add rows distilled from one teacher to a results file scored against another."""
+    held = result.get("teacher_recipe", dataclasses.asdict(DEFAULT_TEACHER))  # older files: the default
+    if json.dumps(held, sort_keys=True) != json.dumps(recipe, sort_keys=True):  # a tuple read back is a list
+        raise SystemExit(
+            f"{out} holds rows distilled from the teacher recipe {held}, not {recipe}: "
+            "give --out another results file for this teacher"
+        )
+
+
 def main() -> None:
     import torch
 
@@ -125,6 +163,13 @@ def main() -> None:
     parser.add_argument(
         "--seed", type=int, default=0, help="model init, data order, sampling (seed-to-seed noise)"
     )
+    parser.add_argument(
+        "--teacher-steps",
+        type=parse_teacher_steps,
+        default=DEFAULT_TEACHER.steps,
+        help="the teacher's steps per stage (segmentor,align,mixed); other than the default, a "
+        "longer-trained teacher is trained and cached first",
+    )
     parser.add_argument("--data", default="shapes:test")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="results JSON (default results/student-variants-<date>.json)")
@@ -133,8 +178,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     out = Path(args.out or Path(__file__).parent / "results" / f"student-variants-{date}.json")
-    result = json.loads(out.read_text()) if out.is_file() else {"date": date, "data": args.data, "rows": []}
-    teacher = ensure_teacher()
+    teacher_recipe = dataclasses.replace(DEFAULT_TEACHER, steps=args.teacher_steps)
+    recipe_fields = dataclasses.asdict(teacher_recipe)
+    fresh = {"date": date, "data": args.data, "teacher_recipe": recipe_fields, "rows": []}
+    result = json.loads(out.read_text()) if out.is_file() else fresh
+    check_same_teacher(result, recipe_fields, out)  # before any training
+    teacher = ensure_teacher(teacher_recipe)
     if "teacher" not in result:
         result["teacher"] = score(teacher, "shapes-teacher", args.data)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +203,14 @@ def main() -> None:
             print(f"{variant.name}: already in {out}")
             continue
         row = run_variant(
-            variant, losses, args.steps, args.data, teacher, args.gate_output_by_labels, args.seed
+            variant,
+            losses,
+            args.steps,
+            args.data,
+            teacher,
+            args.gate_output_by_labels,
+            args.seed,
+            teacher_recipe,
         )
         if out.is_file():  # re-read: another run may have added its rows while this one trained
             result["rows"] = json.loads(out.read_text())["rows"]

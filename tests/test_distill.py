@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import itertools
 import json
@@ -31,6 +32,7 @@ from xsam_edge.info import info_json
 from xsam_edge.model.build import build_model
 from xsam_edge.presets import PRESETS, TINY, get_preset
 from xsam_edge.teacher import shapes_source
+from xsam_edge.teacher_recipe import TeacherRecipe
 from xsam_edge.tokenizer import tiny_tokenizer
 from xsam_edge.train import xsam_forward
 from xsam_edge.training.collate import Collator
@@ -468,3 +470,24 @@ def test_student_variant_folders_keep_runs_apart():
         run_folder(variant, losses, 2800, gated, seed) for gated in (False, True) for seed in (0, 1, 2)
     }
     assert len(folders) == 6  # another seed never resumes from, or overwrites, another seed's checkpoints
+    longer = TeacherRecipe(steps=(600, 300, 4200))
+    named = run_folder(variant, losses, 2800, True, 0, longer).name
+    assert named == "q16l4-feature-gt-s2800-gated-t600-300-4200"  # never resumes a default teacher's run
+
+
+def test_student_variants_keep_one_teacher_per_results_file(tmp_path):
+    """Rows distilled from a longer-trained teacher never land in a file scored against another teacher."""
+    from xsam_edge.benchmarks.student_variants import check_same_teacher, parse_teacher_steps
+
+    out = tmp_path / "variants.json"
+    longer = dataclasses.asdict(TeacherRecipe(steps=parse_teacher_steps("600,300,4200")))
+    written = json.loads(json.dumps({"teacher_recipe": longer, "rows": []}))  # as read back from the file
+    check_same_teacher(written, longer, out)
+    check_same_teacher({"rows": []}, dataclasses.asdict(TeacherRecipe()), out)  # files before the option
+    with pytest.raises(SystemExit, match="give --out another results file"):
+        check_same_teacher({"rows": []}, longer, out)
+    with pytest.raises(SystemExit, match="give --out another results file"):
+        check_same_teacher(written, dataclasses.asdict(TeacherRecipe()), out)
+    for bad in ("600,300", "600,x,1200", "600,0,1200"):
+        with pytest.raises(argparse.ArgumentTypeError, match="three positive step counts"):
+            parse_teacher_steps(bad)
