@@ -1,14 +1,16 @@
 """Which gaps between models are real: a paired bootstrap over test images, per task, for pairs of models.
 
 Run: ``python -m xsam_edge.benchmarks.paired_bootstrap --model NAME=MODEL_DIR[,MODEL_DIR...] [--model ...]
---pair A:B [--pair ...] [--data shapes:test] [--resamples 200] [--threads 1] [--out PATH]``. ``NAME=teacher``
-stands for the cached embedded teacher (``ensure_teacher``). Several folders under one name (the same recipe
-trained at several seeds) make a group scored as the mean of its models. Each model answers every example
-once; each pair is then rescored on ``--resamples`` draws of the test images (``xsam_edge.significance``).
-The results file gets one entry per pair: per task, A, B, B − A with its 95 % interval, the share of draws
-where B is ahead, and B as a share of A with its interval; two groups of the same size also get B − A seed
-by seed (the i-th folder of each, in the order given). Why: ablation rows a point apart, on 256 images, can
-be the split's luck, and one training run each can be its seed's.
+--pair A:B [--pair ...] [--data shapes:test] [--resamples 200] [--threads 1] [--teacher-steps A,B,C] [--out
+PATH]``. ``NAME=teacher`` stands for the cached embedded teacher (``ensure_teacher``; with
+``--teacher-steps``, the one trained with those steps per stage, as ``student_variants --teacher-steps``
+distils from). Several folders under one name (the same recipe trained at several seeds) make a group scored
+as the mean of its models. Each model answers every example once; each pair is then rescored on
+``--resamples`` draws of the test images (``xsam_edge.significance``). The results file gets one entry per
+pair: per task, A, B, B − A with its 95 % interval, the share of draws where B is ahead, and B as a share of A
+with its interval; two groups of the same size also get B − A seed by seed (the i-th folder of each, in the
+order given). Why: ablation rows a point apart, on 256 images, can be the split's luck, and one training run
+each can be its seed's.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from xsam_edge.teacher_recipe import TeacherRecipe, parse_teacher_steps
 from xsam_edge.tokenizer import atomic_write_text
 
 if TYPE_CHECKING:
@@ -113,6 +116,12 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--teacher-steps",
+        type=parse_teacher_steps,
+        default=TeacherRecipe().steps,
+        help="steps per stage of the teacher NAME=teacher stands for (trained and cached if missing)",
+    )
     parser.add_argument("--out", help="results JSON (default results/paired-bootstrap-<date>.json)")
     args = parser.parse_args()
     models = parse_models(args.model)
@@ -139,7 +148,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     examples = load_dataset(args.data)
     needed = sorted({name for pair in pairs for name in pair})
-    paths = {name: [str(ensure_teacher()) if p == "teacher" else p for p in models[name]] for name in needed}
+    teacher_recipe = dataclasses.replace(TeacherRecipe(), steps=args.teacher_steps)
+    paths = {
+        name: [str(ensure_teacher(teacher_recipe)) if p == "teacher" else p for p in models[name]]
+        for name in needed
+    }
     groups = {name: member_names(name, paths[name]) for name in needed}
     results = {}
     for name in needed:
@@ -148,7 +161,10 @@ def main() -> None:
             results[member] = predict_all(XSamPredictor.from_pretrained(path), examples, progress=False)
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     out = Path(args.out or Path(__file__).parent / "results" / f"paired-bootstrap-{date}.json")
-    report = {"date": date, "data": args.data, "resamples": args.resamples, "seed": args.seed, "pairs": []}
+    report = {"date": date, "data": args.data, "resamples": args.resamples, "seed": args.seed}
+    if any(p == "teacher" for name in needed for p in models[name]):
+        report["teacher_recipe"] = dataclasses.asdict(teacher_recipe)
+    report["pairs"] = []
     boot = bootstrap(examples, results, args.resamples, seed=args.seed)  # one set of draws for all pairs
     for a, b in pairs:
         entry = pair_entry(boot, groups, paths, a, b)

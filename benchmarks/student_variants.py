@@ -26,7 +26,7 @@ import json
 import time
 from pathlib import Path
 
-from xsam_edge.teacher_recipe import TeacherRecipe
+from xsam_edge.teacher_recipe import TeacherRecipe, parse_teacher_steps
 from xsam_edge.tokenizer import atomic_write_text
 
 DEFAULT_STEPS = 1400
@@ -127,17 +127,6 @@ def run_variant(
         "model": str(model_dir),
         "primary": scores["primary"],
     }
-
-
-def parse_teacher_steps(text: str) -> tuple[int, int, int]:
-    """``A,B,C`` → the teacher's steps for its segmentor, alignment and mixed stages."""
-    try:
-        steps = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        steps = ()
-    if len(steps) != 3 or min(steps) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: write three positive step counts, e.g. 600,300,4200")
-    return steps  # type: ignore[return-value]
 
 
 def check_same_teacher(result: dict, recipe: dict, out: Path) -> None:

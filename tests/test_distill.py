@@ -477,7 +477,8 @@ def test_student_variant_folders_keep_runs_apart():
 
 def test_student_variants_keep_one_teacher_per_results_file(tmp_path):
     """Rows distilled from a longer-trained teacher never land in a file scored against another teacher."""
-    from xsam_edge.benchmarks.student_variants import check_same_teacher, parse_teacher_steps
+    from xsam_edge.benchmarks.student_variants import check_same_teacher
+    from xsam_edge.teacher_recipe import parse_teacher_steps
 
     out = tmp_path / "variants.json"
     longer = dataclasses.asdict(TeacherRecipe(steps=parse_teacher_steps("600,300,4200")))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -22,3 +23,14 @@ class TeacherRecipe:
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def parse_teacher_steps(text: str) -> tuple[int, int, int]:
+    """``--teacher-steps A,B,C`` → the teacher's steps per stage (segmentor, align, mixed)."""
+    try:
+        steps = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        steps = ()
+    if len(steps) != 3 or min(steps) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: write three positive step counts, e.g. 600,300,4200")
+    return steps  # type: ignore[return-value]
