@@ -2,19 +2,22 @@
 
 Run: ``python -m xsam_edge.benchmarks.student_variants --variant q16l4:16:4 [--variant NAME:QUERIES:LAYERS]
 [--losses feature,embed,logit,output,gt] [--steps 1400] [--gate-output-by-labels] [--seed 0]
-[--teacher-steps 600,300,1200] [--data shapes:test] [--out PATH]``. Each variant is ``shapes-student``
-with its mask decoder's query count and depth replaced, registered as the preset ``shapes-student-NAME`` for
-this process. It is distilled from the cached teacher (``ensure_teacher``) into
-``outputs/student-variants/NAME-<losses>[-sSTEPS][-gated][-seedN][-tA-B-C]`` (resumable: a stopped run
-continues from its checkpoint), then evaluated, and the teacher with it. The results file is rewritten after
-every variant; a variant already in it with the same settings is not run again. Why: the >= 95 % goal was
-missed on instance and visual-grounded AP, and the decoder is the part the student keeps closest to the
-teacher's.
+[--label-fraction 1.0] [--teacher-steps 600,300,1200] [--data shapes:test] [--out PATH]``. Each variant
+is ``shapes-student`` with its mask decoder's query count and depth replaced, registered as the preset
+``shapes-student-NAME`` for this process. It is distilled from the cached teacher (``ensure_teacher``) into
+``outputs/student-variants/NAME-<losses>[-sSTEPS][-gated][-seedN][-lFRACTION][-tA-B-C]`` (resumable: a
+stopped run continues from its checkpoint), then evaluated, and the teacher with it. The results file is
+rewritten after every variant; a variant already in it with the same settings is not run again. Why: the
+>= 95 % goal was missed on instance and visual-grounded AP, and the decoder is the part the student keeps
+closest to the teacher's.
 
 ``--teacher-steps A,B,C`` trains (and caches) a teacher with other steps per stage than the default recipe:
 output distillation from a teacher the student outgrows on labels alone is not EdgeSAM's setting, where the
 teacher is the stronger model. A results file holds rows against one teacher; another teacher needs another
 ``--out``.
+
+``--label-fraction F`` uses the labels of a fixed share F of the training images only (the teacher's answers
+on all): few labels and many unlabelled images, the setting of the anchors' prompt-in-the-loop results.
 """
 
 from __future__ import annotations
@@ -81,14 +84,16 @@ def run_folder(
     gated: bool = False,
     seed: int = 0,
     teacher: TeacherRecipe = DEFAULT_TEACHER,
+    label_fraction: float = 1.0,
 ) -> Path:
     """Where one run trains: every setting that changes the weights is in the name, so runs never share one.
 
-    Seed 0, the default step count and the default teacher add nothing, so folders of earlier runs keep their
-    names.
+    Seed 0, the default step count, all labels and the default teacher add nothing, so folders of earlier
+    runs keep their names.
     """
     suffix = ("" if steps == DEFAULT_STEPS else f"-s{steps}") + ("-gated" if gated else "")
     suffix += "" if seed == 0 else f"-seed{seed}"
+    suffix += "" if label_fraction == 1 else f"-l{label_fraction:g}"
     if teacher != DEFAULT_TEACHER:
         suffix += "-t" + "-".join(map(str, teacher.steps))
     return Path("outputs/student-variants") / f"{variant.name}-{'-'.join(losses)}{suffix}"
@@ -103,15 +108,17 @@ def run_variant(
     gated: bool = False,
     seed: int = 0,
     teacher_recipe: TeacherRecipe = DEFAULT_TEACHER,
+    label_fraction: float = 1.0,
 ) -> dict:
     """Distil and score one variant; its row of the results file (``gated``: output loss gated by labels)."""
     from xsam_edge.distill.config import StudentRecipe
     from xsam_edge.distill.run import distill_run
 
     preset = register(variant)
-    out = run_folder(variant, losses, steps, gated, seed, teacher_recipe)
+    out = run_folder(variant, losses, steps, gated, seed, teacher_recipe, label_fraction)
     recipe = StudentRecipe(out.name, preset, steps, losses, gate_output_by_labels=gated)
-    config = dataclasses.replace(recipe.distill_config(), seed=seed)  # as the pipeline's named recipes
+    # as the pipeline's named recipes
+    config = dataclasses.replace(recipe.distill_config(), seed=seed, label_fraction=label_fraction)
     start = time.perf_counter()
     model_dir = distill_run(out=out, student_preset=preset, config=config, teacher_dir=teacher)
     train_s = time.perf_counter() - start
@@ -122,6 +129,7 @@ def run_variant(
         "steps": steps,
         "gated": gated,
         "seed": seed,
+        "label_fraction": label_fraction,
         "macs": scores["macs"],
         "train_s": train_s,
         "model": str(model_dir),
@@ -151,6 +159,9 @@ def main() -> None:
     parser.add_argument("--gate-output-by-labels", action="store_true", help="see DistillConfig")
     parser.add_argument(
         "--seed", type=int, default=0, help="model init, data order, sampling (seed-to-seed noise)"
+    )
+    parser.add_argument(
+        "--label-fraction", type=float, default=1.0, help="share of training images whose labels are used"
     )
     parser.add_argument(
         "--teacher-steps",
@@ -185,9 +196,10 @@ def main() -> None:
             "steps": args.steps,
             "gated": args.gate_output_by_labels,
             "seed": args.seed,
+            "label_fraction": args.label_fraction,
         }
-        # rows written before gating or seeds existed have neither: they were not gated, and seed 0
-        defaults = {"gated": False, "seed": 0}
+        # rows written before gating, seeds or label fractions existed: not gated, seed 0, all labels
+        defaults = {"gated": False, "seed": 0, "label_fraction": 1.0}
         if any(all(row.get(k, defaults.get(k)) == v for k, v in key.items()) for row in result["rows"]):
             print(f"{variant.name}: already in {out}")
             continue
@@ -200,6 +212,7 @@ def main() -> None:
             args.gate_output_by_labels,
             args.seed,
             teacher_recipe,
+            args.label_fraction,
         )
         if out.is_file():  # re-read: another run may have added its rows while this one trained
             result["rows"] = json.loads(out.read_text())["rows"]

@@ -15,7 +15,7 @@ from xsam_edge.checkpoint import from_pretrained, save_pretrained
 from xsam_edge.cli import main
 from xsam_edge.config import XSamConfig
 from xsam_edge.distill.config import LOSS_NAMES, DistillConfig, LossWeights
-from xsam_edge.distill.engine import CHECKPOINT_DIR, LOG_FILE, distill
+from xsam_edge.distill.engine import CHECKPOINT_DIR, LOG_FILE, distill, labelled_part
 from xsam_edge.distill.losses import (
     embed_loss,
     feature_loss,
@@ -34,8 +34,9 @@ from xsam_edge.presets import PRESETS, TINY, get_preset
 from xsam_edge.teacher import shapes_source
 from xsam_edge.teacher_recipe import TeacherRecipe
 from xsam_edge.tokenizer import tiny_tokenizer
-from xsam_edge.train import xsam_forward
+from xsam_edge.train import gt_losses, xsam_forward
 from xsam_edge.training.collate import Collator
+from xsam_edge.training.losses import SetLossConfig
 from xsam_edge.types import Task
 
 STUDENT = "tiny-student"
@@ -230,17 +231,54 @@ def test_label_gated_output_loss_copies_no_mask_the_labels_reject(same_forward):
     args = (2.0, DistillConfig().set_loss_config, False, 0.0, 4.0)
     n = cls.shape[0]
     side = batch.seg_pixels.shape[-1]
-    no_labels = ([torch.zeros(0, dtype=torch.long)] * n, [torch.zeros(0, side, side)] * n)
+    no_labels = [(torch.zeros(0, dtype=torch.long), torch.zeros(0, side, side))] * n
     loss, _ = output_loss(student, out, *args, labels=no_labels)
     (grad,) = torch.autograd.grad(loss, mask)
     assert float(grad.abs().max()) == 0.0  # labels say nothing is there: no teacher mask is copied
-    labels = [batch.gt_labels[i] for i in out.segmented], [batch.gt_masks[i] for i in out.segmented]
+    labels = [(batch.gt_labels[i], batch.gt_masks[i]) for i in out.segmented]
     gated, _ = output_loss(student, out, *args, labels=labels)
     (grad,) = torch.autograd.grad(gated, mask)
     ungated, _ = output_loss(student, out, *args)
     assert float(grad.abs().max()) > 0 and float(gated.detach()) <= float(ungated.detach())
+    # an example whose labels the run does not use is copied ungated, whatever its labels would say
+    unused = output_loss(student, out, *args, labels=[None] * n)[0]
+    assert float(unused.detach()) == pytest.approx(float(ungated.detach()), rel=1e-6)
+    with pytest.raises(ValueError, match="were decoded"):
+        output_loss(student, out, *args, labels=labels[:-1])
     with pytest.raises(ValueError, match="output loss"):
         DistillConfig(losses=("feature", "gt"), gate_output_by_labels=True)
+
+
+def test_label_fraction_picks_one_fixed_share_of_the_images():
+    ids = [f"train/{i:06d}" for i in range(4000)]
+    quarter = [DistillConfig(label_fraction=0.25).labelled(i) for i in ids]
+    assert 0.22 < sum(quarter) / len(ids) < 0.28
+    assert quarter == [DistillConfig(label_fraction=0.25, seed=3).labelled(i) for i in ids]  # any seed
+    tenth = [DistillConfig(label_fraction=0.1).labelled(i) for i in ids]
+    # nested: a smaller share labels a subset of the images a larger one labels
+    assert 0 < sum(tenth) < sum(quarter) and all(q for q, t in zip(quarter, tenth, strict=True) if t)
+    assert all(DistillConfig().labelled(i) for i in ids)
+    with pytest.raises(ValueError, match=r"label_fraction must be in \(0, 1\]"):
+        DistillConfig(label_fraction=0)
+    with pytest.raises(ValueError, match="switch on the gt loss"):
+        DistillConfig(losses=("feature", "output"), label_fraction=0.5)
+
+
+def test_ground_truth_losses_see_only_the_labelled_examples(same_forward):
+    model, batch, out, _ = same_forward
+    hidden = out.hidden.clone().requires_grad_(True)
+    levels = [(c.clone().requires_grad_(True), m.clone().requires_grad_(True)) for c, m in out.levels]
+    leaf = dataclasses.replace(out, hidden=hidden, levels=levels)
+    labelled = [i % 2 == 0 for i in range(len(batch))]
+    decoded = [labelled[i] for i in out.segmented]
+    assert any(decoded) and not all(decoded)
+    cut, cut_batch, share, decoded_share = labelled_part(leaf, batch, labelled)
+    assert share == 0.5 and decoded_share == pytest.approx(sum(decoded) / len(decoded))
+    parts = gt_losses(model, cut, cut_batch, share, decoded_share, SetLossConfig(), torch.Generator())
+    hidden_grad, class_grad = torch.autograd.grad(sum(parts.values()), [hidden, levels[-1][0]])
+    assert (hidden_grad.abs().flatten(1).sum(1) > 0).tolist() == labelled
+    assert (class_grad.abs().flatten(1).sum(1) > 0).tolist() == decoded
+    assert labelled_part(out, batch, [True] * len(batch))[2:] == (1.0, 1.0)
 
 
 def test_hard_prompt_weights():
@@ -343,6 +381,23 @@ def test_a_label_gated_run_distils_outputs(tmp_path, teacher_dir):
     records = [json.loads(line) for line in (tmp_path / "gated" / LOG_FILE).read_text().splitlines()]
     losses = [r for r in records if "loss" in r]
     assert [r["step"] for r in losses] == [1, 2] and any("output" in r for r in losses)
+
+
+def test_a_partly_labelled_run_trains_and_older_checkpoints_still_resume(tmp_path, teacher_dir):
+    partly = dict(steps=2, losses=("output", "gt"), gate_output_by_labels=True, label_fraction=0.5)
+    _run(tmp_path / "partly", teacher_dir, **partly)
+    records = [json.loads(line) for line in (tmp_path / "partly" / LOG_FILE).read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2]
+    with pytest.raises(ValueError, match=r"other settings \(label_fraction=0.5\)"):
+        _run(tmp_path / "partly", teacher_dir, **{**partly, "label_fraction": 1.0})
+    # a checkpoint written before label_fraction was recorded ran with every label: it resumes as such
+    _run(tmp_path / "old", teacher_dir, stop_after=1)
+    state_file = tmp_path / "old" / CHECKPOINT_DIR / "state.json"
+    state = json.loads(state_file.read_text())
+    del state["recipe"]["label_fraction"]
+    state_file.write_text(json.dumps(state))
+    _run(tmp_path / "old", teacher_dir, stop_after=1)
+    assert json.loads(state_file.read_text())["step"] == 2
 
 
 def test_a_checkpoint_of_another_student_is_refused_before_any_step(tmp_path, teacher_dir):
@@ -473,6 +528,8 @@ def test_student_variant_folders_keep_runs_apart():
     longer = TeacherRecipe(steps=(600, 300, 4200))
     named = run_folder(variant, losses, 2800, True, 0, longer).name
     assert named == "q16l4-feature-gt-s2800-gated-t600-300-4200"  # never resumes a default teacher's run
+    partly = run_folder(variant, losses, 2800, True, 1, longer, label_fraction=0.1).name
+    assert partly == "q16l4-feature-gt-s2800-gated-seed1-l0.1-t600-300-4200"
 
 
 def test_student_variants_keep_one_teacher_per_results_file(tmp_path):

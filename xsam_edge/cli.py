@@ -617,6 +617,12 @@ def _distill_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="copy teacher answers in proportion to how right the labels say they are (a weak teacher)",
     )
+    p.add_argument(
+        "--label-fraction",
+        type=float,
+        default=default.label_fraction,
+        help="share of the training images whose labels are used (the rest: teacher only), e.g. 0.1",
+    )
     p.add_argument("--decoder-adapter", action="store_true", help="allow another decoder width via adapters")
     p.add_argument(
         "--no-init-from-teacher", action="store_true", help="do not copy the pruned teacher decoder"
@@ -649,6 +655,7 @@ def _distill(args: argparse.Namespace) -> None:
         temperature=args.temperature,
         hard_prompt_gamma=args.hard_prompt_gamma,
         gate_output_by_labels=args.gate_output_by_labels,
+        label_fraction=args.label_fraction,
         decoder_adapter=args.decoder_adapter,
         init_from_teacher=not args.no_init_from_teacher,
         checkpoint_every=args.checkpoint_every,

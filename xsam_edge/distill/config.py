@@ -5,6 +5,7 @@ No torch import: the CLI reads these defaults while building its parser.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
@@ -83,6 +84,12 @@ class DistillConfig:
             is (class probability × mask IoU with the best ground-truth mask), for a teacher weaker than the
             labels; needs the ``output`` loss and labelled data (an example with no masks copies only
             "background").
+        label_fraction (float): share of the training images whose labels are used (by the ``gt`` losses
+            and the label gate); the rest are distilled from the teacher only, its answers copied ungated.
+            Which images is fixed by a hash of the image id (:meth:`labelled`), so every seed, rank and
+            resumed run sees the same labelled set. Why: few labelled images among many unlabelled ones is
+            the setting where EdgeSAM-style output distillation is meant to pay off. A labelled example
+            weighs in the ground-truth losses as it would in a fully labelled run.
         deep_supervision (bool): distil the teacher's final output into every student prediction level.
         decoder_adapter (bool): allow a student decoder width other than the teacher's by learning linear
             adapters into the teacher's decoder space (off: such a pair is refused).
@@ -112,6 +119,7 @@ class DistillConfig:
     hard_prompt_gamma: float = 1.0
     hard_prompt_max: float = 4.0
     gate_output_by_labels: bool = False
+    label_fraction: float = 1.0
     deep_supervision: bool = True
     decoder_adapter: bool = False
     init_from_teacher: bool = True
@@ -138,6 +146,16 @@ class DistillConfig:
             raise ValueError("temperature must be > 0, hard_prompt_gamma ≥ 0 and hard_prompt_max ≥ 1")
         if self.gate_output_by_labels and not self.on("output"):
             raise ValueError("gate_output_by_labels weighs the output loss: switch on the output loss too")
+        if not 0 < self.label_fraction <= 1:
+            raise ValueError(
+                f"label_fraction must be in (0, 1], got {self.label_fraction}; "
+                "for no labels at all, drop the gt loss and the label gate"
+            )
+        if self.label_fraction < 1 and not (self.on("gt") or self.gate_output_by_labels):
+            raise ValueError(
+                "label_fraction < 1 changes only the gt loss and the label gate: switch on the gt loss "
+                "or gate_output_by_labels"
+            )
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.sharding not in SHARDINGS:
@@ -153,6 +171,13 @@ class DistillConfig:
     def on(self, name: str) -> bool:
         """Whether loss ``name`` is switched on."""
         return name in self.losses
+
+    def labelled(self, image_id: str) -> bool:
+        """Whether the run uses image ``image_id``'s labels (a hash of the id against ``label_fraction``)."""
+        if self.label_fraction >= 1:
+            return True
+        digest = hashlib.sha256(image_id.encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < self.label_fraction
 
     @staticmethod
     def parse_losses(text: str) -> tuple[str, ...]:

@@ -43,8 +43,16 @@ from xsam_edge.distill.losses import embed_loss, feature_loss, logit_kd_loss, ou
 from xsam_edge.distill.pairing import Adapters, check_pair
 from xsam_edge.model.xsam import XSam
 from xsam_edge.tokenizer import XSamTokenizer
-from xsam_edge.train import ExampleSource, _batches, _to_device, balanced_stream, gt_losses, xsam_forward
-from xsam_edge.training.collate import Batch, Collator
+from xsam_edge.train import (
+    ExampleSource,
+    XSamForward,
+    _batches,
+    _to_device,
+    balanced_stream,
+    gt_losses,
+    xsam_forward,
+)
+from xsam_edge.training.collate import IGNORE_INDEX, Batch, Collator
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +112,12 @@ class DistillStep(nn.Module):
         self.cover_every_parameter = False  # set when the module is sharded (FSDP2)
 
     def forward(
-        self, batch: Batch, teacher_batch: Batch, teacher_out, gen: torch.Generator
+        self,
+        batch: Batch,
+        teacher_batch: Batch,
+        teacher_out,
+        gen: torch.Generator,
+        labelled: list[bool] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Every switched-on loss on one local batch.
 
@@ -113,6 +126,8 @@ class DistillStep(nn.Module):
             teacher_batch (Batch): the same examples collated for the teacher.
             teacher_out (XSamForward): the teacher's forward on ``teacher_batch`` (no gradient).
             gen (torch.Generator): the student's region sampler and the set loss's point sampling.
+            labelled (list[bool] | None): whether the run uses each example's labels
+                (:meth:`DistillConfig.labelled`); ``None``: every example's.
 
         Returns:
             dict[str, torch.Tensor]: weighted loss terms; their sum is the training loss.
@@ -120,6 +135,7 @@ class DistillStep(nn.Module):
         cfg, w = self.config, self.config.weights
         teacher = self._teacher[0]
         student = self.student
+        labelled = [True] * len(batch) if labelled is None else labelled
         gt_mask = cfg.on("gt") and w.gt_mask > 0
         decode = cfg.on("embed") or cfg.on("output") or cfg.on("feature") or gt_mask
         # every prediction level is needed by deep supervision and by the ground-truth set loss
@@ -155,15 +171,18 @@ class DistillStep(nn.Module):
                 cfg.hard_prompt_gamma,
                 cfg.hard_prompt_max,
                 labels=(
-                    ([batch.gt_labels[i] for i in out.segmented], [batch.gt_masks[i] for i in out.segmented])
+                    [(batch.gt_labels[i], batch.gt_masks[i]) if labelled[i] else None for i in out.segmented]
                     if cfg.gate_output_by_labels
                     else None
                 ),
             )
             losses["output"] = w.output * loss
             self.stats["output_max_disagreement"] = float(disagreement.max())
-        if cfg.on("gt"):
-            gt = gt_losses(student, out, batch, w.gt_lm, w.gt_mask, cfg.set_loss_config, gen)
+        if cfg.on("gt") and any(labelled):
+            out_l, batch_l, share, decoded_share = labelled_part(out, batch, labelled)
+            gt = gt_losses(
+                student, out_l, batch_l, w.gt_lm * share, w.gt_mask * decoded_share, cfg.set_loss_config, gen
+            )
             losses.update({f"gt_{k}": v for k, v in gt.items()})
         if not losses:  # nothing to compare in this local batch: a zero that still reaches the parameters
             losses["none"] = out.hidden.sum() * 0
@@ -177,6 +196,27 @@ class DistillStep(nn.Module):
         return losses
 
 
+def labelled_part(
+    out: XSamForward, batch: Batch, labelled: list[bool]
+) -> tuple[XSamForward, Batch, float, float]:
+    """The forward and batch cut down to the labelled examples, for the ground-truth losses.
+
+    Returns the cut forward (decoded levels of labelled examples only), the batch with the unlabelled
+    answers ignored by the LM loss, and the labelled share of the batch and of its decoded examples. Why the
+    shares: both losses average over what they see, so scaling by the share makes a labelled example weigh
+    what it would in a fully labelled batch, and an unlabelled one nothing.
+    """
+    if all(labelled):
+        return out, batch, 1.0, 1.0
+    unused = torch.tensor([not flag for flag in labelled], device=batch.lm_labels.device)
+    lm_labels = batch.lm_labels.masked_fill(unused[:, None], IGNORE_INDEX)
+    keep = [j for j, i in enumerate(out.segmented) if labelled[i]]
+    levels = [(cls[keep], mask[keep]) for cls, mask in out.levels] if keep else []
+    cut = dataclasses.replace(out, levels=levels, segmented=[out.segmented[j] for j in keep])
+    decoded_share = len(keep) / max(1, len(out.segmented))
+    return cut, dataclasses.replace(batch, lm_labels=lm_labels), sum(labelled) / len(labelled), decoded_share
+
+
 # -- checkpoints -------------------------------------------------------------------------------------------
 def _identity(model: XSam) -> str:
     """Short fingerprint of a config (what a checkpoint must have been written for)."""
@@ -185,6 +225,8 @@ def _identity(model: XSam) -> str:
 
 # settings that only say how often to log, checkpoint, or where to run: a resumed run may change them
 _NOT_RECIPE = ("checkpoint_every", "log_every", "device", "sharding")
+# recipe settings added after checkpoints recorded recipes, with the value those checkpoints ran under
+_ADDED_SETTINGS = {"label_fraction": 1.0}
 
 
 def run_recipe(config: DistillConfig) -> dict:
@@ -293,6 +335,8 @@ def read_checkpoint_state(
             "use a new --out"
         )
     saved_recipe = state.get("recipe")  # absent in checkpoints written before it was recorded
+    if saved_recipe is not None:  # settings added since: an older checkpoint ran at their defaults
+        saved_recipe = {**_ADDED_SETTINGS, **saved_recipe}
     if recipe is not None and saved_recipe is not None and saved_recipe != recipe:
         keys = sorted(recipe.keys() | saved_recipe.keys())
         was = ", ".join(f"{k}={saved_recipe.get(k)}" for k in keys if recipe.get(k) != saved_recipe.get(k))
@@ -496,6 +540,7 @@ def distill(
         if stop_after is not None and done_this_call >= stop_after:
             break
         examples = next(stream)[runtime.rank :: runtime.world]
+        labelled = [config.labelled(e.image_id) for e in examples]
         batch = _to_device(collate_s(examples), runtime.device)
         teacher_batch = _to_device(collate_t(examples), runtime.device)
         gen = _step_generator(config.seed, runtime.rank, step)
@@ -506,7 +551,7 @@ def distill(
         for group in optimizer.param_groups:
             group["lr"] = config.lr * _lr_factor(config, step)
         with autocast:
-            losses = wrapped(batch, teacher_batch, teacher_out, gen)
+            losses = wrapped(batch, teacher_batch, teacher_out, gen, labelled)
         loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -248,7 +248,7 @@ def output_loss(
     deep_supervision: bool,
     hard_gamma: float,
     hard_cap: float,
-    labels: tuple[list[Tensor], list[Tensor]] | None = None,
+    labels: list[tuple[Tensor, Tensor] | None] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Output distillation with prompts in the loop, hard requests upweighted.
 
@@ -265,8 +265,9 @@ def output_loss(
         deep_supervision (bool): distil into every student level, not only the last.
         hard_gamma (float): see :func:`hard_prompt_weights`.
         hard_cap (float): see :func:`hard_prompt_weights`.
-        labels (tuple[list[Tensor], list[Tensor]] | None): ground-truth class indices (N_i,) and masks
-            (N_i, S, S) of each decoded example, in the order of ``student.levels``.
+        labels (list[tuple[Tensor, Tensor] | None] | None): ground-truth class indices (N_i,) and masks
+            (N_i, S, S) of each decoded example, in the order of ``student.levels``; ``None`` for an
+            example whose labels the run does not use (its teacher answer is copied ungated).
 
     Returns:
         tuple[Tensor, Tensor]: the weighted loss and the per-example disagreement (B_s,) behind the weights.
@@ -277,7 +278,9 @@ def output_loss(
     t_mask = resize_maps(t_mask.float(), size)  # (B_s, Q_t, m, m)
     trust: list[Tensor | None] = [None] * t_cls.shape[0]
     if labels is not None:
-        trust = [label_trust(t_cls[i], t_mask[i], *pair) for i, pair in enumerate(zip(*labels, strict=True))]
+        if len(labels) != t_cls.shape[0]:
+            raise ValueError(f"labels for {len(labels)} examples, but {t_cls.shape[0]} were decoded")
+        trust = [None if p is None else label_trust(t_cls[i], t_mask[i], *p) for i, p in enumerate(labels)]
     t_mask = t_mask.flatten(2)  # (B_s, Q_t, P)
     per_level = []
     for s_cls, s_mask in levels:
