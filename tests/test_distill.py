@@ -383,9 +383,11 @@ def test_a_label_gated_run_distils_outputs(tmp_path, teacher_dir):
     assert [r["step"] for r in losses] == [1, 2] and any("output" in r for r in losses)
 
 
-def test_a_partly_labelled_run_trains_and_older_checkpoints_still_resume(tmp_path, teacher_dir):
+def test_a_partly_labelled_run_trains_and_older_checkpoints_still_resume(tmp_path, teacher_dir, caplog):
     partly = dict(steps=2, losses=("output", "gt"), gate_output_by_labels=True, label_fraction=0.5)
-    _run(tmp_path / "partly", teacher_dir, **partly)
+    with caplog.at_level("WARNING", logger="xsam_edge.distill.engine"):
+        _run(tmp_path / "partly", teacher_dir, **partly)
+    assert "without the logit loss" in caplog.text  # the answer text would come from half the images
     records = [json.loads(line) for line in (tmp_path / "partly" / LOG_FILE).read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [1, 2]
     with pytest.raises(ValueError, match=r"other settings \(label_fraction=0.5\)"):

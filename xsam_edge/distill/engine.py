@@ -479,6 +479,13 @@ def distill(
         ValueError: the pair cannot be distilled, or ``out_dir`` holds a checkpoint of another run.
     """
     check_pair(teacher.config, student.config, teacher_tokenizer, student_tokenizer, config)
+    if config.label_fraction < 1 and not config.on("logit"):
+        # measured on shapes at 0.1 (README): without it, chat exact match and GCG mIoU fell to 0
+        log.warning(
+            "label_fraction %.2f without the logit loss: the student learns its answer text from the "
+            "labelled images only; add logit to distil the teacher's text on the others",
+            config.label_fraction,
+        )
     runtime = setup_runtime(config.device)
     if config.batch_size % runtime.world:
         raise ValueError(f"batch_size {config.batch_size} must divide by the {runtime.world} ranks")
