@@ -15,12 +15,13 @@ from xsam_edge.checkpoint import from_pretrained, save_pretrained
 from xsam_edge.cli import main
 from xsam_edge.config import XSamConfig
 from xsam_edge.distill.config import LOSS_NAMES, DistillConfig, LossWeights
-from xsam_edge.distill.engine import CHECKPOINT_DIR, LOG_FILE, distill, labelled_part
+from xsam_edge.distill.engine import CHECKPOINT_DIR, LOG_FILE, distill
 from xsam_edge.distill.losses import (
     embed_loss,
     feature_loss,
     hard_prompt_weights,
     label_trust,
+    labelled_part,
     logit_kd_loss,
     output_loss,
 )

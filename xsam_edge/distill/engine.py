@@ -39,20 +39,12 @@ from tqdm import tqdm
 
 from xsam_edge.checkpoint import WEIGHTS_FILE, read_config, save_pretrained
 from xsam_edge.distill.config import DistillConfig
-from xsam_edge.distill.losses import embed_loss, feature_loss, logit_kd_loss, output_loss
+from xsam_edge.distill.losses import embed_loss, feature_loss, labelled_part, logit_kd_loss, output_loss
 from xsam_edge.distill.pairing import Adapters, check_pair
 from xsam_edge.model.xsam import XSam
 from xsam_edge.tokenizer import XSamTokenizer
-from xsam_edge.train import (
-    ExampleSource,
-    XSamForward,
-    _batches,
-    _to_device,
-    balanced_stream,
-    gt_losses,
-    xsam_forward,
-)
-from xsam_edge.training.collate import IGNORE_INDEX, Batch, Collator
+from xsam_edge.train import ExampleSource, _batches, _to_device, balanced_stream, gt_losses, xsam_forward
+from xsam_edge.training.collate import Batch, Collator
 
 log = logging.getLogger(__name__)
 
@@ -194,27 +186,6 @@ class DistillStep(nn.Module):
             zero = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
             losses[first] = losses[first] + zero
         return losses
-
-
-def labelled_part(
-    out: XSamForward, batch: Batch, labelled: list[bool]
-) -> tuple[XSamForward, Batch, float, float]:
-    """The forward and batch cut down to the labelled examples, for the ground-truth losses.
-
-    Returns the cut forward (decoded levels of labelled examples only), the batch with the unlabelled
-    answers ignored by the LM loss, and the labelled share of the batch and of its decoded examples. Why the
-    shares: both losses average over what they see, so scaling by the share makes a labelled example weigh
-    what it would in a fully labelled batch, and an unlabelled one nothing.
-    """
-    if all(labelled):
-        return out, batch, 1.0, 1.0
-    unused = torch.tensor([not flag for flag in labelled], device=batch.lm_labels.device)
-    lm_labels = batch.lm_labels.masked_fill(unused[:, None], IGNORE_INDEX)
-    keep = [j for j, i in enumerate(out.segmented) if labelled[i]]
-    levels = [(cls[keep], mask[keep]) for cls, mask in out.levels] if keep else []
-    cut = dataclasses.replace(out, levels=levels, segmented=[out.segmented[j] for j in keep])
-    decoded_share = len(keep) / max(1, len(out.segmented))
-    return cut, dataclasses.replace(batch, lm_labels=lm_labels), sum(labelled) / len(labelled), decoded_share
 
 
 # -- checkpoints -------------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ Hungarian algorithm (the student may have fewer).
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
@@ -297,3 +299,24 @@ def output_loss(
     weights = hard_prompt_weights(disagreement, hard_gamma, hard_cap)
     loss = sum((weights * losses).mean() for losses in per_level)
     return loss, disagreement
+
+
+def labelled_part(
+    out: XSamForward, batch: Batch, labelled: list[bool]
+) -> tuple[XSamForward, Batch, float, float]:
+    """The forward and batch cut down to the labelled examples, for the ground-truth losses.
+
+    Returns the cut forward (decoded levels of labelled examples only), the batch with the unlabelled
+    answers ignored by the LM loss, and the labelled share of the batch and of its decoded examples. Why the
+    shares: both losses average over what they see, so scaling by the share makes a labelled example weigh
+    what it would in a fully labelled batch, and an unlabelled one nothing.
+    """
+    if all(labelled):
+        return out, batch, 1.0, 1.0
+    unused = torch.tensor([not flag for flag in labelled], device=batch.lm_labels.device)
+    lm_labels = batch.lm_labels.masked_fill(unused[:, None], IGNORE_INDEX)
+    keep = [j for j, i in enumerate(out.segmented) if labelled[i]]
+    levels = [(cls[keep], mask[keep]) for cls, mask in out.levels] if keep else []
+    cut = dataclasses.replace(out, levels=levels, segmented=[out.segmented[j] for j in keep])
+    decoded_share = len(keep) / max(1, len(out.segmented))
+    return cut, dataclasses.replace(batch, lm_labels=lm_labels), sum(labelled) / len(labelled), decoded_share
