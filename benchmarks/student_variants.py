@@ -2,14 +2,14 @@
 
 Run: ``python -m xsam_edge.benchmarks.student_variants --variant q16l4:16:4 [--variant NAME:QUERIES:LAYERS]
 [--losses feature,embed,logit,output,gt] [--steps 1400] [--gate-output-by-labels] [--seed 0]
-[--label-fraction 1.0] [--teacher-steps 600,300,1200] [--data shapes:test] [--out PATH]``. Each variant
-is ``shapes-student`` with its mask decoder's query count and depth replaced, registered as the preset
-``shapes-student-NAME`` for this process. It is distilled from the cached teacher (``ensure_teacher``) into
-``outputs/student-variants/NAME-<losses>[-sSTEPS][-gated][-seedN][-lFRACTION][-tA-B-C]`` (resumable: a
-stopped run continues from its checkpoint), then evaluated, and the teacher with it. The results file is
-rewritten after every variant; a variant already in it with the same settings is not run again. Why: the
->= 95 % goal was missed on instance and visual-grounded AP, and the decoder is the part the student keeps
-closest to the teacher's.
+[--label-fraction 1.0] [--weights output=0.3] [--teacher-steps 600,300,1200] [--data shapes:test]
+[--out PATH]``. Each variant is ``shapes-student`` with its mask decoder's query count and depth replaced,
+registered as the preset ``shapes-student-NAME`` for this process. It is distilled from the cached teacher
+(``ensure_teacher``) into ``outputs/student-variants/NAME-<losses>[-sSTEPS][-gated][-seedN][-lFRACTION]
+[-wLOSSWEIGHT][-tA-B-C]`` (resumable: a stopped run continues from its checkpoint), then evaluated, and the
+teacher with it. The results file is rewritten after every variant; a variant already in it with the same
+settings is not run again. Why: the >= 95 % goal was missed on instance and visual-grounded AP, and the
+decoder is the part the student keeps closest to the teacher's.
 
 ``--teacher-steps A,B,C`` trains (and caches) a teacher with other steps per stage than the default recipe:
 output distillation from a teacher the student outgrows on labels alone is not EdgeSAM's setting, where the
@@ -18,6 +18,8 @@ teacher is the stronger model. A results file holds rows against one teacher; an
 
 ``--label-fraction F`` uses the labels of a fixed share F of the training images only (the teacher's answers
 on all): few labels and many unlabelled images, the setting of the anchors' prompt-in-the-loop results.
+``--weights NAME=VALUE,...`` changes loss weights (e.g. how much the teacher's answers count against the
+labelled share).
 """
 
 from __future__ import annotations
@@ -28,9 +30,13 @@ import datetime
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 from xsam_edge.teacher_recipe import TeacherRecipe, parse_teacher_steps
 from xsam_edge.tokenizer import atomic_write_text
+
+if TYPE_CHECKING:
+    from xsam_edge.distill.config import DistillConfig
 
 DEFAULT_STEPS = 1400
 DEFAULT_TEACHER = TeacherRecipe()  # the cached embedded teacher every other benchmark scores against
@@ -77,59 +83,96 @@ def score(model_dir: Path, preset: str, data: str) -> dict:
     return {"macs": info_json(get_preset(preset))["total_macs"], "primary": primary_metrics(report["tasks"])}
 
 
-def run_folder(
-    variant: Variant,
-    losses: tuple[str, ...],
-    steps: int,
-    gated: bool = False,
-    seed: int = 0,
-    teacher: TeacherRecipe = DEFAULT_TEACHER,
-    label_fraction: float = 1.0,
-) -> Path:
-    """Where one run trains: every setting that changes the weights is in the name, so runs never share one.
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """Every setting of one run that changes the student's weights, said once (the variant aside).
 
-    Seed 0, the default step count, all labels and the default teacher add nothing, so folders of earlier
-    runs keep their names.
+    ``weights`` holds only the loss weights that differ from :class:`LossWeights`' defaults, so a run at the
+    defaults names and keys as it did before the option existed.
     """
-    suffix = ("" if steps == DEFAULT_STEPS else f"-s{steps}") + ("-gated" if gated else "")
-    suffix += "" if seed == 0 else f"-seed{seed}"
-    suffix += "" if label_fraction == 1 else f"-l{label_fraction:g}"
-    if teacher != DEFAULT_TEACHER:
-        suffix += "-t" + "-".join(map(str, teacher.steps))
-    return Path("outputs/student-variants") / f"{variant.name}-{'-'.join(losses)}{suffix}"
+
+    losses: tuple[str, ...]
+    steps: int = DEFAULT_STEPS
+    gated: bool = False
+    seed: int = 0
+    teacher: TeacherRecipe = DEFAULT_TEACHER
+    label_fraction: float = 1.0
+    weights: tuple[tuple[str, float], ...] = ()
+
+    # what rows written before an option existed ran with
+    ROW_DEFAULTS: ClassVar[dict] = {"gated": False, "seed": 0, "label_fraction": 1.0, "weights": {}}
+
+    @staticmethod
+    def parse_weights(text: str) -> tuple[tuple[str, float], ...]:
+        """``"output=0.3"`` → the weights that differ from the defaults (checked by ``LossWeights.parse``)."""
+        from xsam_edge.distill.config import LossWeights
+
+        parsed, default = LossWeights.parse(text), LossWeights()
+        return tuple(
+            (f.name, getattr(parsed, f.name))
+            for f in dataclasses.fields(LossWeights)
+            if getattr(parsed, f.name) != getattr(default, f.name)
+        )
+
+    def folder(self, variant: Variant) -> Path:
+        """Where the run trains: every setting is in the name, so runs never share one.
+
+        Seed 0, the default step count, all labels, the default weights and teacher add nothing, so folders
+        of earlier runs keep their names.
+        """
+        suffix = ("" if self.steps == DEFAULT_STEPS else f"-s{self.steps}") + ("-gated" if self.gated else "")
+        suffix += "" if self.seed == 0 else f"-seed{self.seed}"
+        suffix += "" if self.label_fraction == 1 else f"-l{self.label_fraction:g}"
+        suffix += "".join(f"-w{name}{value:g}" for name, value in self.weights)
+        if self.teacher != DEFAULT_TEACHER:
+            suffix += "-t" + "-".join(map(str, self.teacher.steps))
+        return Path("outputs/student-variants") / f"{variant.name}-{'-'.join(self.losses)}{suffix}"
+
+    def row_fields(self) -> dict:
+        """The settings as a results row records them (the teacher is recorded once per file)."""
+        return {
+            "losses": list(self.losses),
+            "steps": self.steps,
+            "gated": self.gated,
+            "seed": self.seed,
+            "label_fraction": self.label_fraction,
+            "weights": dict(self.weights),
+        }
+
+    def distill_config(self, preset: str, name: str) -> DistillConfig:
+        """The run's config: the pipeline's named recipes' schedule with these settings."""
+        from xsam_edge.distill.config import LossWeights, StudentRecipe
+
+        recipe = StudentRecipe(name, preset, self.steps, self.losses, gate_output_by_labels=self.gated)
+        return dataclasses.replace(
+            recipe.distill_config(),
+            seed=self.seed,
+            label_fraction=self.label_fraction,
+            weights=LossWeights(**dict(self.weights)),
+        )
 
 
-def run_variant(
-    variant: Variant,
-    losses: tuple[str, ...],
-    steps: int,
-    data: str,
-    teacher: Path,
-    gated: bool = False,
-    seed: int = 0,
-    teacher_recipe: TeacherRecipe = DEFAULT_TEACHER,
-    label_fraction: float = 1.0,
-) -> dict:
-    """Distil and score one variant; its row of the results file (``gated``: output loss gated by labels)."""
-    from xsam_edge.distill.config import StudentRecipe
+def already_run(rows: list[dict], variant: Variant, settings: RunSettings) -> bool:
+    """Whether ``rows`` hold this variant under these settings (older rows read with the defaults)."""
+    key = {**dataclasses.asdict(variant), **settings.row_fields()}
+    defaults = RunSettings.ROW_DEFAULTS
+    return any(all(row.get(k, defaults.get(k)) == v for k, v in key.items()) for row in rows)
+
+
+def run_variant(variant: Variant, settings: RunSettings, data: str, teacher: Path) -> dict:
+    """Distil and score one variant; its row of the results file."""
     from xsam_edge.distill.run import distill_run
 
     preset = register(variant)
-    out = run_folder(variant, losses, steps, gated, seed, teacher_recipe, label_fraction)
-    recipe = StudentRecipe(out.name, preset, steps, losses, gate_output_by_labels=gated)
-    # as the pipeline's named recipes
-    config = dataclasses.replace(recipe.distill_config(), seed=seed, label_fraction=label_fraction)
+    out = settings.folder(variant)
+    config = settings.distill_config(preset, out.name)
     start = time.perf_counter()
     model_dir = distill_run(out=out, student_preset=preset, config=config, teacher_dir=teacher)
     train_s = time.perf_counter() - start
     scores = score(model_dir, preset, data)
     return {
         **dataclasses.asdict(variant),
-        "losses": list(losses),
-        "steps": steps,
-        "gated": gated,
-        "seed": seed,
-        "label_fraction": label_fraction,
+        **settings.row_fields(),
         "macs": scores["macs"],
         "train_s": train_s,
         "model": str(model_dir),
@@ -170,11 +213,20 @@ def main() -> None:
         help="the teacher's steps per stage (segmentor,align,mixed); other than the default, a "
         "longer-trained teacher is trained and cached first",
     )
+    parser.add_argument(
+        "--weights",
+        default="",
+        help="loss weights other than the defaults, e.g. output=0.3 (see LossWeights)",
+    )
     parser.add_argument("--data", default="shapes:test")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="results JSON (default results/student-variants-<date>.json)")
     args = parser.parse_args()
     variants = [Variant.parse(v) for v in args.variant]  # every spelling checked before hours of training
+    try:
+        weights = RunSettings.parse_weights(args.weights)
+    except ValueError as err:
+        parser.error(f"--weights: {err}")
     torch.set_num_threads(args.threads)
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     out = Path(args.out or Path(__file__).parent / "results" / f"student-variants-{date}.json")
@@ -183,37 +235,25 @@ def main() -> None:
     fresh = {"date": date, "data": args.data, "teacher_recipe": recipe_fields, "rows": []}
     result = json.loads(out.read_text()) if out.is_file() else fresh
     check_same_teacher(result, recipe_fields, out)  # before any training
+    settings = RunSettings(
+        losses=tuple(args.losses.split(",")),
+        steps=args.steps,
+        gated=args.gate_output_by_labels,
+        seed=args.seed,
+        teacher=teacher_recipe,
+        label_fraction=args.label_fraction,
+        weights=weights,
+    )
     teacher = ensure_teacher(teacher_recipe)
     if "teacher" not in result:
         result["teacher"] = score(teacher, "shapes-teacher", args.data)
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out, json.dumps(result, indent=2) + "\n")
-    losses = tuple(args.losses.split(","))
     for variant in variants:
-        key = {
-            **dataclasses.asdict(variant),
-            "losses": list(losses),
-            "steps": args.steps,
-            "gated": args.gate_output_by_labels,
-            "seed": args.seed,
-            "label_fraction": args.label_fraction,
-        }
-        # rows written before gating, seeds or label fractions existed: not gated, seed 0, all labels
-        defaults = {"gated": False, "seed": 0, "label_fraction": 1.0}
-        if any(all(row.get(k, defaults.get(k)) == v for k, v in key.items()) for row in result["rows"]):
+        if already_run(result["rows"], variant, settings):
             print(f"{variant.name}: already in {out}")
             continue
-        row = run_variant(
-            variant,
-            losses,
-            args.steps,
-            args.data,
-            teacher,
-            args.gate_output_by_labels,
-            args.seed,
-            teacher_recipe,
-            args.label_fraction,
-        )
+        row = run_variant(variant, settings, args.data, teacher)
         if out.is_file():  # re-read: another run may have added its rows while this one trained
             result["rows"] = json.loads(out.read_text())["rows"]
         result["rows"].append(row)

@@ -493,7 +493,7 @@ def test_student_variant_registers_a_preset_with_that_decoder_and_refuses_a_bad_
 def test_the_measured_student_is_a_preset_and_its_recipe_resumes_the_benchmarks_runs():
     """The q16l4 variant the benchmark measured is the static preset, so its model folders load by name,
     and the pipeline's gated-5600 recipe computes what the benchmark's run did (its checkpoints resume)."""
-    from xsam_edge.benchmarks.student_variants import Variant, register, run_folder
+    from xsam_edge.benchmarks.student_variants import RunSettings, Variant, register
     from xsam_edge.distill.config import get_student_recipe
     from xsam_edge.distill.engine import run_recipe
 
@@ -506,33 +506,52 @@ def test_the_measured_student_is_a_preset_and_its_recipe_resumes_the_benchmarks_
     assert recipe.preset == "shapes-student-q16l4"
     teacher = info_json(get_preset("shapes-teacher"))["total_macs"]
     assert teacher / info_json(static)["total_macs"] >= 5  # the issue's MACs goal
-    benchmark_run = run_folder(Variant.parse("q16l4:16:4"), recipe.losses, recipe.steps, gated=True)
+    settings = RunSettings(recipe.losses, recipe.steps, gated=True)
+    benchmark_run = settings.folder(Variant.parse("q16l4:16:4"))
     assert benchmark_run.name == "q16l4-feature-output-gt-s5600-gated"  # the README's measured folder
     # the config that run trained under (README's command): a changed recipe no longer names what was measured
     measured = DistillConfig(
         steps=5600, checkpoint_every=1400, losses=("feature", "output", "gt"), gate_output_by_labels=True
     )
     assert run_recipe(recipe.distill_config()) == run_recipe(measured)
+    assert run_recipe(settings.distill_config(recipe.preset, benchmark_run.name)) == run_recipe(measured)
     with pytest.raises(ValueError, match="known recipes: quick, gated-5600"):
         get_student_recipe("fast")
 
 
-def test_student_variant_folders_keep_runs_apart():
-    from xsam_edge.benchmarks.student_variants import DEFAULT_STEPS, Variant, run_folder
+def test_student_variant_folders_and_rows_keep_runs_apart():
+    from xsam_edge.benchmarks.student_variants import DEFAULT_STEPS, RunSettings, Variant, already_run
 
     variant, losses = Variant.parse("q16l4:16:4"), ("feature", "gt")
     # earlier runs (seed 0, ungated) keep their folder names, so the benchmark still finds and resumes them
-    assert run_folder(variant, losses, DEFAULT_STEPS).name == "q16l4-feature-gt"
-    assert run_folder(variant, losses, 2800, gated=True).name == "q16l4-feature-gt-s2800-gated"
-    folders = {
-        run_folder(variant, losses, 2800, gated, seed) for gated in (False, True) for seed in (0, 1, 2)
-    }
+    assert RunSettings(losses, DEFAULT_STEPS).folder(variant).name == "q16l4-feature-gt"
+    assert RunSettings(losses, 2800, gated=True).folder(variant).name == "q16l4-feature-gt-s2800-gated"
+    pairs = itertools.product((False, True), (0, 1, 2))
+    folders = {RunSettings(losses, 2800, gated, seed).folder(variant) for gated, seed in pairs}
     assert len(folders) == 6  # another seed never resumes from, or overwrites, another seed's checkpoints
     longer = TeacherRecipe(steps=(600, 300, 4200))
-    named = run_folder(variant, losses, 2800, True, 0, longer).name
+    named = RunSettings(losses, 2800, True, 0, longer).folder(variant).name
     assert named == "q16l4-feature-gt-s2800-gated-t600-300-4200"  # never resumes a default teacher's run
-    partly = run_folder(variant, losses, 2800, True, 1, longer, label_fraction=0.1).name
-    assert partly == "q16l4-feature-gt-s2800-gated-seed1-l0.1-t600-300-4200"
+    partly = RunSettings(losses, 2800, True, 1, longer, label_fraction=0.1)
+    assert partly.folder(variant).name == "q16l4-feature-gt-s2800-gated-seed1-l0.1-t600-300-4200"
+    # loss weights: only those off their defaults name the folder and key the row; bad ones are refused
+    assert RunSettings.parse_weights("output=1, gt_mask=1") == ()
+    output = ("feature", "output", "gt")
+    less_output = RunSettings.parse_weights("output=0.3,feature=1")
+    weighted = RunSettings(output, 2800, True, 1, longer, 0.1, less_output)
+    assert weighted.weights == (("output", 0.3),)
+    name = "q16l4-feature-output-gt-s2800-gated-seed1-l0.1-woutput0.3-t600-300-4200"
+    assert weighted.folder(variant).name == name
+    assert weighted.distill_config("shapes-student", "x").weights == LossWeights(output=0.3)
+    with pytest.raises(ValueError, match="bad loss weight"):
+        RunSettings.parse_weights("outputs=0.3")
+    # a row written before gating, seeds, label fractions or weights existed counts as their defaults
+    old_row = {**dataclasses.asdict(variant), "losses": list(losses), "steps": 2800}
+    assert already_run([old_row], variant, RunSettings(losses, 2800))
+    assert not already_run([old_row], variant, RunSettings(losses, 2800, weights=(("output", 0.3),)))
+    new_row = {**dataclasses.asdict(variant), **weighted.row_fields()}
+    assert already_run([json.loads(json.dumps(new_row))], variant, weighted)  # as read back from the file
+    assert not already_run([new_row], variant, dataclasses.replace(weighted, weights=()))
 
 
 def test_student_variants_keep_one_teacher_per_results_file(tmp_path):
