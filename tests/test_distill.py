@@ -206,6 +206,25 @@ def test_output_loss_with_fewer_student_queries_and_hard_prompt_weights(same_for
     assert disagreement.shape == (cls.shape[0],) and bool((disagreement > 0).all())
 
 
+def test_hard_teacher_masks_copy_the_thresholded_masks(same_forward):
+    """``hard_masks`` is the loss against a teacher whose masks are already binary (EdgeSAM's targets)."""
+    _, _, out, _ = same_forward
+    cls, mask = out.levels[-1]
+    gen = torch.Generator().manual_seed(1)
+    noisy_cls = cls + 0.3 * torch.randn(cls.shape, generator=gen)
+    student = dataclasses.replace(out, levels=[(noisy_cls, mask * 0.5)])
+    args = (2.0, DistillConfig().set_loss_config, False, 0.0, 4.0)
+    soft, _ = output_loss(student, out, *args)
+    hard, _ = output_loss(student, out, *args, hard_masks=True)
+    # logits pushed far from 0 keep their sign: the sigmoid of the teacher is then the thresholded mask
+    saturated = dataclasses.replace(out, levels=[(cls, torch.where(mask > 0, 1e4, -1e4))])
+    binary, _ = output_loss(student, saturated, *args)
+    assert torch.allclose(hard, binary, atol=1e-5)
+    assert not torch.allclose(hard, soft, atol=1e-3)
+    with pytest.raises(ValueError, match="switch on the output loss"):
+        DistillConfig(losses=("feature", "gt"), hard_teacher_masks=True)
+
+
 def test_label_trust_is_class_probability_times_mask_iou():
     gt = torch.zeros(2, 8, 8)
     gt[0, :4, :4] = 1
@@ -552,6 +571,10 @@ def test_student_variant_folders_and_rows_keep_runs_apart():
     new_row = {**dataclasses.asdict(variant), **weighted.row_fields()}
     assert already_run([json.loads(json.dumps(new_row))], variant, weighted)  # as read back from the file
     assert not already_run([new_row], variant, dataclasses.replace(weighted, weights=()))
+    hard = dataclasses.replace(weighted, hard_masks=True)
+    assert hard.folder(variant).name == name.replace("-t600", "-hardmasks-t600")
+    assert hard.distill_config("shapes-student", "x").hard_teacher_masks
+    assert not already_run([new_row], variant, hard)
 
 
 def test_student_variants_keep_one_teacher_per_results_file(tmp_path):

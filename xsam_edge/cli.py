@@ -618,6 +618,11 @@ def _distill_parser(sub: argparse._SubParsersAction) -> None:
         help="copy teacher answers in proportion to how right the labels say they are (a weak teacher)",
     )
     p.add_argument(
+        "--hard-teacher-masks",
+        action="store_true",
+        help="the output loss copies the teacher's masks thresholded, not its soft probabilities (EdgeSAM)",
+    )
+    p.add_argument(
         "--label-fraction",
         type=float,
         default=default.label_fraction,
@@ -655,6 +660,7 @@ def _distill(args: argparse.Namespace) -> None:
         temperature=args.temperature,
         hard_prompt_gamma=args.hard_prompt_gamma,
         gate_output_by_labels=args.gate_output_by_labels,
+        hard_teacher_masks=args.hard_teacher_masks,
         label_fraction=args.label_fraction,
         decoder_adapter=args.decoder_adapter,
         init_from_teacher=not args.no_init_from_teacher,

@@ -167,6 +167,7 @@ class DistillStep(nn.Module):
                     if cfg.gate_output_by_labels
                     else None
                 ),
+                hard_masks=cfg.hard_teacher_masks,
             )
             losses["output"] = w.output * loss
             self.stats["output_max_disagreement"] = float(disagreement.max())
@@ -197,7 +198,7 @@ def _identity(model: XSam) -> str:
 # settings that only say how often to log, checkpoint, or where to run: a resumed run may change them
 _NOT_RECIPE = ("checkpoint_every", "log_every", "device", "sharding")
 # recipe settings added after checkpoints recorded recipes, with the value those checkpoints ran under
-_ADDED_SETTINGS = {"label_fraction": 1.0}
+_ADDED_SETTINGS = {"label_fraction": 1.0, "hard_teacher_masks": False}
 
 
 def run_recipe(config: DistillConfig) -> dict:

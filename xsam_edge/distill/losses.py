@@ -188,6 +188,7 @@ def _output_one(
     temperature: float,
     cfg: SetLossConfig,
     trust: Tensor | None = None,
+    hard_masks: bool = False,
 ) -> Tensor:
     """One example, one student level: match student queries to teacher queries, then class KL + mask losses.
 
@@ -200,10 +201,12 @@ def _output_one(
         cfg (SetLossConfig): class / mask / dice weights (as the ground-truth set loss).
         trust (Tensor | None): (Q_t,) :func:`label_trust` of each teacher query: a foreground answer is
             copied in proportion to it (its class and its mask); ``None`` trusts the teacher everywhere.
+        hard_masks (bool): copy the teacher's masks thresholded at logit 0 rather than its probabilities.
     """
     log_ps = (s_cls.float() / temperature).log_softmax(-1)
     log_pt = (t_cls.float() / temperature).log_softmax(-1)
-    target = t_mask.float().sigmoid()  # (Q_t, P) soft teacher masks
+    # (Q_t, P) the teacher's masks: soft probabilities, or as the binary masks it would answer with
+    target = (t_mask > 0).float() if hard_masks else t_mask.float().sigmoid()
     s_mask = s_mask.float()
     with torch.no_grad():
         cost = (
@@ -251,6 +254,7 @@ def output_loss(
     hard_gamma: float,
     hard_cap: float,
     labels: list[tuple[Tensor, Tensor] | None] | None = None,
+    hard_masks: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Output distillation with prompts in the loop, hard requests upweighted.
 
@@ -270,6 +274,7 @@ def output_loss(
         labels (list[tuple[Tensor, Tensor] | None] | None): ground-truth class indices (N_i,) and masks
             (N_i, S, S) of each decoded example, in the order of ``student.levels``; ``None`` for an
             example whose labels the run does not use (its teacher answer is copied ungated).
+        hard_masks (bool): see :func:`_output_one`.
 
     Returns:
         tuple[Tensor, Tensor]: the weighted loss and the per-example disagreement (B_s,) behind the weights.
@@ -290,7 +295,9 @@ def output_loss(
         per_level.append(
             torch.stack(
                 [
-                    _output_one(s_cls[i], flat[i], t_cls[i], t_mask[i], temperature, cfg, trust[i])
+                    _output_one(
+                        s_cls[i], flat[i], t_cls[i], t_mask[i], temperature, cfg, trust[i], hard_masks
+                    )
                     for i in range(s_cls.shape[0])
                 ]
             )
