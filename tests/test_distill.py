@@ -577,6 +577,25 @@ def test_student_variant_folders_and_rows_keep_runs_apart():
     assert not already_run([new_row], variant, hard)
 
 
+def test_mask_recall_matches_answers_to_the_ground_truth():
+    import numpy as np
+
+    from xsam_edge.benchmarks.mask_recall import match_stats
+
+    gt = np.zeros((2, 4, 4), bool)
+    gt[0, :2, :2] = True  # 4 pixels
+    gt[1, 2:, 2:] = True
+    pred = np.zeros((3, 4, 4), bool)
+    pred[0, :2, :2] = True  # ground truth 0 exactly
+    pred[1, 2:, 2:3] = True  # half of ground truth 1: IoU 0.5, a hit
+    pred[2, 0, 3] = True  # nothing
+    stats = match_stats(pred, np.array([0.9, 0.6, 0.2], np.float32), gt)
+    assert stats["best_iou"] == pytest.approx([1.0, 0.5])
+    assert stats["hit_score"] == pytest.approx([0.9, 0.6]) and stats["miss_score"] == pytest.approx([0.2])
+    assert match_stats(pred[:0], np.zeros(0, np.float32), gt)["best_iou"] == [0.0, 0.0]  # nothing answered
+    assert match_stats(pred, np.ones(3, np.float32), gt[:0])["miss_score"] == [1.0, 1.0, 1.0]
+
+
 def test_student_variants_keep_one_teacher_per_results_file(tmp_path):
     """Rows distilled from a longer-trained teacher never land in a file scored against another teacher."""
     from xsam_edge.benchmarks.student_variants import check_same_teacher
