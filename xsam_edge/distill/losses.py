@@ -184,11 +184,10 @@ def _output_one(
     s_cls: Tensor,
     s_mask: Tensor,
     t_cls: Tensor,
-    t_mask: Tensor,
+    target: Tensor,
     temperature: float,
     cfg: SetLossConfig,
     trust: Tensor | None = None,
-    hard_masks: bool = False,
 ) -> Tensor:
     """One example, one student level: match student queries to teacher queries, then class KL + mask losses.
 
@@ -196,17 +195,14 @@ def _output_one(
         s_cls (Tensor): (Q_s, C+1) student class logits.
         s_mask (Tensor): (Q_s, P) student mask logits, flattened.
         t_cls (Tensor): (Q_t, C+1) teacher class logits (padded classes hold a large negative logit in both).
-        t_mask (Tensor): (Q_t, P) teacher mask logits at the student's resolution.
+        target (Tensor): (Q_t, P) the teacher's masks to copy at the student's resolution, in [0, 1].
         temperature (float): class softmax temperature.
         cfg (SetLossConfig): class / mask / dice weights (as the ground-truth set loss).
         trust (Tensor | None): (Q_t,) :func:`label_trust` of each teacher query: a foreground answer is
             copied in proportion to it (its class and its mask); ``None`` trusts the teacher everywhere.
-        hard_masks (bool): copy the teacher's masks thresholded at logit 0 rather than its probabilities.
     """
     log_ps = (s_cls.float() / temperature).log_softmax(-1)
     log_pt = (t_cls.float() / temperature).log_softmax(-1)
-    # (Q_t, P) the teacher's masks: soft probabilities, or as the binary masks it would answer with
-    target = (t_mask > 0).float() if hard_masks else t_mask.float().sigmoid()
     s_mask = s_mask.float()
     with torch.no_grad():
         cost = (
@@ -274,7 +270,8 @@ def output_loss(
         labels (list[tuple[Tensor, Tensor] | None] | None): ground-truth class indices (N_i,) and masks
             (N_i, S, S) of each decoded example, in the order of ``student.levels``; ``None`` for an
             example whose labels the run does not use (its teacher answer is copied ungated).
-        hard_masks (bool): see :func:`_output_one`.
+        hard_masks (bool): copy the teacher's masks thresholded at logit 0 (the binary masks it would
+            answer with) rather than its probabilities.
 
     Returns:
         tuple[Tensor, Tensor]: the weighted loss and the per-example disagreement (B_s,) behind the weights.
@@ -288,16 +285,16 @@ def output_loss(
         if len(labels) != t_cls.shape[0]:
             raise ValueError(f"labels for {len(labels)} examples, but {t_cls.shape[0]} were decoded")
         trust = [None if p is None else label_trust(t_cls[i], t_mask[i], *p) for i, p in enumerate(labels)]
-    t_mask = t_mask.flatten(2)  # (B_s, Q_t, P)
+    # (B_s, Q_t, P) the targets, made once for every student level
+    target = (t_mask > 0).float() if hard_masks else t_mask.sigmoid()
+    target = target.flatten(2)
     per_level = []
     for s_cls, s_mask in levels:
         flat = s_mask.flatten(2)
         per_level.append(
             torch.stack(
                 [
-                    _output_one(
-                        s_cls[i], flat[i], t_cls[i], t_mask[i], temperature, cfg, trust[i], hard_masks
-                    )
+                    _output_one(s_cls[i], flat[i], t_cls[i], target[i], temperature, cfg, trust[i])
                     for i in range(s_cls.shape[0])
                 ]
             )
