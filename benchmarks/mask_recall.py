@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xsam_edge.benchmarks.paired_bootstrap import check_model_folders, parse_models
 from xsam_edge.teacher_recipe import TeacherRecipe, parse_teacher_steps
 from xsam_edge.tokenizer import atomic_write_text
 
@@ -27,14 +28,13 @@ DEFAULT_TASKS = "instance,visual_grounded,interactive"
 
 def match_stats(pred_masks: np.ndarray, scores: np.ndarray, gt_masks: np.ndarray) -> dict[str, list[float]]:
     """One example: each ground truth's best IoU, and the scores of answers that hit and that miss."""
+    from xsam_edge.metrics_masks import pairwise_iou
+
     if not len(pred_masks):
         return {"best_iou": [0.0] * len(gt_masks), "hit_score": [], "miss_score": []}
     if not len(gt_masks):
         return {"best_iou": [], "hit_score": [], "miss_score": list(map(float, scores))}
-    gt = gt_masks.reshape(len(gt_masks), -1).astype(np.float32)
-    pred = pred_masks.reshape(len(pred_masks), -1).astype(np.float32)
-    inter = pred @ gt.T
-    iou = inter / np.maximum(pred.sum(1)[:, None] + gt.sum(1)[None] - inter, 1)
+    iou = pairwise_iou(pred_masks, gt_masks)  # (answers, ground truths)
     hit = iou.max(1) >= 0.5
     return {
         "best_iou": list(map(float, iou.max(0))),
@@ -84,9 +84,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="results JSON (default results/mask-recall-<date>.json)")
     args = parser.parse_args()
-    models = dict(item.partition("=")[::2] for item in args.model)
-    if any(not name or not path for name, path in models.items()) or len(models) != len(args.model):
-        parser.error("--model: write NAME=MODEL_DIR (or NAME=teacher), each NAME once")
+    groups = parse_models(args.model)
+    if any(len(paths) > 1 for paths in groups.values()):
+        parser.error("--model: one MODEL_DIR per NAME here (seeds are compared by paired_bootstrap)")
+    check_model_folders(groups)
+    models = {name: paths[0] for name, paths in groups.items()}
     try:
         tasks = {Task(t) for t in args.tasks.split(",")}
     except ValueError as err:

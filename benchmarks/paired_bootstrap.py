@@ -46,6 +46,20 @@ def parse_models(items: list[str]) -> dict[str, list[str]]:
     return models
 
 
+def check_model_folders(models: dict[str, list[str]]) -> None:
+    """Refuse, before any inference, a model folder that is not there (``teacher`` is trained if missing)."""
+    missing = [
+        f"{name}={path}"
+        for name, group in models.items()
+        for path in group
+        if path != "teacher" and not Path(path).is_dir()
+    ]
+    if missing:
+        raise SystemExit(
+            f"no model folder at {', '.join(missing)}: give a distil or train run's model/ folder"
+        )
+
+
 def member_names(name: str, paths: list[str]) -> list[str]:
     """The names a group's models are scored under: the group's own for one model, ``NAME#i`` for seeds."""
     return [name] if len(paths) == 1 else [f"{name}#{i}" for i in range(len(paths))]
@@ -126,16 +140,7 @@ def main() -> None:
     args = parser.parse_args()
     models = parse_models(args.model)
     pairs = parse_pairs(args.pair, models)  # every spelling checked before minutes of inference
-    missing = [
-        f"{name}={path}"
-        for name, group in models.items()
-        for path in group
-        if path != "teacher" and not Path(path).is_dir()
-    ]
-    if missing:
-        raise SystemExit(
-            f"no model folder at {', '.join(missing)}: give a distil or train run's model/ folder"
-        )
+    check_model_folders(models)
 
     import torch
 

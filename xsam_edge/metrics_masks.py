@@ -200,7 +200,7 @@ def _greedy_match(ious: np.ndarray) -> list[tuple[int, int]]:
     return pairs
 
 
-def _pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(Na, Nb) IoU matrix of two mask stacks (empty-vs-empty = 1.0)."""
     pixels = int(np.prod(a.shape[1:]))  # not -1: a stack may hold no mask
     fa = a.reshape(a.shape[0], pixels).astype(np.float64)
@@ -247,7 +247,7 @@ def mask_agreement(
         ids_a, ids_b = np.asarray(a.label_ids).reshape(-1), np.asarray(b.label_ids).reshape(-1)
         for label in np.union1d(ids_a, ids_b):
             sel_a, sel_b = ma[ids_a == label], mb[ids_b == label]
-            ious = _pairwise_iou(sel_a, sel_b)
+            ious = pairwise_iou(sel_a, sel_b)
             pairs = _greedy_match(ious)
             matched.extend(float(ious[i, j]) for i, j in pairs)
             matched.extend([0.0] * (len(sel_a) + len(sel_b) - 2 * len(pairs)))
