@@ -30,7 +30,7 @@ import datetime
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 from xsam_edge.teacher_recipe import TeacherRecipe, parse_teacher_steps
 from xsam_edge.tokenizer import atomic_write_text
@@ -100,15 +100,6 @@ class RunSettings:
     weights: tuple[tuple[str, float], ...] = ()
     hard_masks: bool = False
 
-    # what rows written before an option existed ran with
-    ROW_DEFAULTS: ClassVar[dict] = {
-        "gated": False,
-        "seed": 0,
-        "label_fraction": 1.0,
-        "weights": {},
-        "hard_masks": False,
-    }
-
     @staticmethod
     def parse_weights(text: str) -> tuple[tuple[str, float], ...]:
         """``"output=0.3"`` → the weights that differ from the defaults (checked by ``LossWeights.parse``)."""
@@ -165,7 +156,7 @@ class RunSettings:
 def already_run(rows: list[dict], variant: Variant, settings: RunSettings) -> bool:
     """Whether ``rows`` hold this variant under these settings (older rows read with the defaults)."""
     key = {**dataclasses.asdict(variant), **settings.row_fields()}
-    defaults = RunSettings.ROW_DEFAULTS
+    defaults = RunSettings(losses=()).row_fields()  # what rows written before an option existed ran with
     return any(all(row.get(k, defaults.get(k)) == v for k, v in key.items()) for row in rows)
 
 
