@@ -1,15 +1,16 @@
 """Student decoder variants: distil ``shapes-student`` with other decoder sizes and score each on test.
 
 Run: ``python -m xsam_edge.benchmarks.student_variants --variant q16l4:16:4 [--variant NAME:QUERIES:LAYERS]
-[--losses feature,embed,logit,output,gt] [--steps 1400] [--gate-output-by-labels] [--seed 0]
-[--label-fraction 1.0] [--weights output=0.3] [--hard-teacher-masks] [--teacher-steps 600,300,1200]
-[--data shapes:test] [--out PATH]``. Each variant is ``shapes-student`` with its mask decoder's query count
-and depth replaced, registered as the preset ``shapes-student-NAME`` for this process. It is distilled from
-the cached teacher (``ensure_teacher``) into ``outputs/student-variants/NAME-<losses>[-sSTEPS][-gated]
-[-seedN][-lFRACTION][-wLOSSWEIGHT][-hardmasks][-tA-B-C]`` (resumable: a stopped run continues from its
-checkpoint), then evaluated, and the teacher with it. The results file is rewritten after every variant; a
-variant already in it with the same settings is not run again. Why: the >= 95 % goal was missed on instance
-and visual-grounded AP, and the decoder is the part the student keeps closest to the teacher's.
+[--losses feature,embed,logit,output,gt] [--steps 1400] [--gate-output-by-labels] [--seed 0] [--label-fraction
+1.0] [--weights output=0.3] [--hard-teacher-masks] [--output-min-foreground 0.5] [--teacher-steps
+600,300,1200] [--data shapes:test] [--out PATH]``. Each variant is ``shapes-student`` with its mask decoder's
+query count and depth replaced, registered as the preset ``shapes-student-NAME`` for this process. It is
+distilled from the cached teacher (``ensure_teacher``) into
+``outputs/student-variants/NAME-<losses>[-sSTEPS][-gated][-seedN][-lFRACTION][-wLOSSWEIGHT][-hardmasks]
+[-fgMIN][-tA-B-C]`` (resumable: a stopped run continues from its checkpoint), then evaluated, and the teacher
+with it. The results file is rewritten after every variant; a variant already in it with the same settings is
+not run again. Why: the >= 95 % goal was missed on instance and visual-grounded AP, and the decoder is the
+part the student keeps closest to the teacher's.
 
 ``--teacher-steps A,B,C`` trains (and caches) a teacher with other steps per stage than the default recipe:
 output distillation from a teacher the student outgrows on labels alone is not EdgeSAM's setting, where the
@@ -19,7 +20,8 @@ teacher is the stronger model. A results file holds rows against one teacher; an
 ``--label-fraction F`` uses the labels of a fixed share F of the training images only (the teacher's answers
 on all): few labels and many unlabelled images, the setting of the anchors' prompt-in-the-loop results.
 ``--weights NAME=VALUE,...`` changes loss weights (e.g. how much the teacher's answers count against the
-labelled share); ``--hard-teacher-masks`` copies the teacher's masks thresholded (EdgeSAM's default).
+labelled share); ``--hard-teacher-masks`` copies the teacher's masks thresholded (EdgeSAM's default);
+``--output-min-foreground P`` copies only the teacher queries at least P sure of a foreground class.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ class RunSettings:
     label_fraction: float = 1.0
     weights: tuple[tuple[str, float], ...] = ()
     hard_masks: bool = False
+    min_foreground: float = 0.0
 
     @staticmethod
     def parse_weights(text: str) -> tuple[tuple[str, float], ...]:
@@ -123,6 +126,7 @@ class RunSettings:
         suffix += "" if self.label_fraction == 1 else f"-l{self.label_fraction:g}"
         suffix += "".join(f"-w{name}{value:g}" for name, value in self.weights)
         suffix += "-hardmasks" if self.hard_masks else ""
+        suffix += f"-fg{self.min_foreground:g}" if self.min_foreground else ""
         if self.teacher != DEFAULT_TEACHER:
             suffix += "-t" + "-".join(map(str, self.teacher.steps))
         return Path("outputs/student-variants") / f"{variant.name}-{'-'.join(self.losses)}{suffix}"
@@ -137,6 +141,7 @@ class RunSettings:
             "label_fraction": self.label_fraction,
             "weights": dict(self.weights),
             "hard_masks": self.hard_masks,
+            "min_foreground": self.min_foreground,
         }
 
     def distill_config(self, preset: str, name: str) -> DistillConfig:
@@ -150,6 +155,7 @@ class RunSettings:
             label_fraction=self.label_fraction,
             weights=LossWeights(**dict(self.weights)),
             hard_teacher_masks=self.hard_masks,
+            output_min_foreground=self.min_foreground,
         )
 
 
@@ -222,6 +228,12 @@ def main() -> None:
     parser.add_argument(
         "--hard-teacher-masks", action="store_true", help="copy thresholded teacher masks (DistillConfig)"
     )
+    parser.add_argument(
+        "--output-min-foreground",
+        type=float,
+        default=0.0,
+        help="copy only teacher queries at least this sure of a foreground class (DistillConfig)",
+    )
     parser.add_argument("--data", default="shapes:test")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="results JSON (default results/student-variants-<date>.json)")
@@ -248,6 +260,7 @@ def main() -> None:
         label_fraction=args.label_fraction,
         weights=weights,
         hard_masks=args.hard_teacher_masks,
+        min_foreground=args.output_min_foreground,
     )
     teacher = ensure_teacher(teacher_recipe)
     if "teacher" not in result:

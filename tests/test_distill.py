@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 
 import pytest
 import torch
@@ -221,6 +222,37 @@ def test_hard_teacher_masks_copy_the_thresholded_masks(same_forward):
     assert not torch.allclose(hard, soft, atol=1e-3)
     with pytest.raises(ValueError, match="switch on the output loss"):
         DistillConfig(losses=("feature", "gt"), hard_teacher_masks=True)
+
+
+def test_output_min_foreground_frees_the_queries_the_teacher_is_unsure_of(same_forward):
+    """Student queries left to unsure teacher queries learn only "background": their masks are not copied."""
+    _, _, out, _ = same_forward
+    cls, mask = out.levels[-1]
+    sure = torch.arange(cls.shape[1]) % 2 == 0  # even queries are sure of a class, odd ones 30 % sure
+    unsure_row = torch.full_like(cls[0, 0], -20.0)
+    unsure_row[0], unsure_row[-1] = 0.0, math.log(0.7 / 0.3)
+    cls = torch.where(
+        sure[None, :, None], cls.index_fill(-1, torch.tensor([cls.shape[-1] - 1]), -20.0), unsure_row
+    )
+    teacher = dataclasses.replace(out, levels=[(cls, mask)])
+    gen = torch.Generator().manual_seed(2)
+    redrawn = torch.where(sure[None, :, None, None], mask, 5 * torch.randn(mask.shape, generator=gen))
+    student = dataclasses.replace(out, levels=[(cls, redrawn)])
+    args = (2.0, DistillConfig().set_loss_config, False, 0.0, 4.0)
+    freed, _ = output_loss(student, teacher, *args, min_foreground=0.5)
+    exact, _ = output_loss(teacher, teacher, *args, min_foreground=0.5)
+    assert torch.allclose(freed, exact, atol=1e-5)  # the redrawn masks belong to freed queries
+    # copying every query weighs those masks too, by the teacher's foreground probability
+    assert (
+        float(output_loss(student, teacher, *args)[0]) > float(output_loss(teacher, teacher, *args)[0]) + 0.1
+    )
+    # a teacher sure of nothing: every student query learns "background"
+    nothing, _ = output_loss(student, teacher, *args, min_foreground=0.999)
+    assert torch.isfinite(nothing) and float(nothing) > 0
+    with pytest.raises(ValueError, match="switch on the output loss"):
+        DistillConfig(losses=("feature", "gt"), output_min_foreground=0.5)
+    with pytest.raises(ValueError, match=r"output_min_foreground must be in \[0, 1\)"):
+        DistillConfig(output_min_foreground=1.0)
 
 
 def test_label_trust_is_class_probability_times_mask_iou():

@@ -99,6 +99,10 @@ def test_student_variant_folders_and_rows_keep_runs_apart():
     assert hard.folder(variant).name == name.replace("-t600", "-hardmasks-t600")
     assert hard.distill_config("shapes-student", "x").hard_teacher_masks
     assert not already_run([new_row], variant, hard)
+    sure = dataclasses.replace(weighted, min_foreground=0.5)
+    assert sure.folder(variant).name == name.replace("-t600", "-fg0.5-t600")
+    assert sure.distill_config("shapes-student", "x").output_min_foreground == 0.5
+    assert not already_run([new_row], variant, sure)
 
 
 def test_mask_recall_matches_answers_to_the_ground_truth():

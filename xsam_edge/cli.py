@@ -623,6 +623,12 @@ def _distill_parser(sub: argparse._SubParsersAction) -> None:
         help="the output loss copies the teacher's masks thresholded, not its soft probabilities (EdgeSAM)",
     )
     p.add_argument(
+        "--output-min-foreground",
+        type=float,
+        default=default.output_min_foreground,
+        help="the output loss copies only teacher queries at least this sure of a foreground class (0: all)",
+    )
+    p.add_argument(
         "--label-fraction",
         type=float,
         default=default.label_fraction,
@@ -661,6 +667,7 @@ def _distill(args: argparse.Namespace) -> None:
         hard_prompt_gamma=args.hard_prompt_gamma,
         gate_output_by_labels=args.gate_output_by_labels,
         hard_teacher_masks=args.hard_teacher_masks,
+        output_min_foreground=args.output_min_foreground,
         label_fraction=args.label_fraction,
         decoder_adapter=args.decoder_adapter,
         init_from_teacher=not args.no_init_from_teacher,

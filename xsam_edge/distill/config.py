@@ -89,6 +89,12 @@ class DistillConfig:
             soft masks drew worse masks on the visual-prompt and instance tasks than students taught by a
             tenth of the labels, and a binary target has the labels' sharp edges. Measured there (README,
             three seeds): no better, instance and visual-grounded AP half a point lower.
+        output_min_foreground (float): the output loss copies only the teacher queries whose foreground
+            probability is at least this; the student's other queries learn "background" with the set loss's
+            no-object weight, as unmatched queries do against labels (0: copy every query). Why: copying
+            every query ties each student query to a teacher mask, the unsure ones included, where labels
+            leave unmatched queries free; semi-supervised detectors keep only confident pseudo-labels
+            (Unbiased Teacher: score ≥ 0.7).
         label_fraction (float): share of the training images whose labels are used (by the ``gt`` losses
             and the label gate); the rest are distilled from the teacher only, its answers copied ungated.
             Which images is fixed by a hash of the image id (:meth:`labelled`), so every seed, rank and
@@ -125,6 +131,7 @@ class DistillConfig:
     hard_prompt_max: float = 4.0
     gate_output_by_labels: bool = False
     hard_teacher_masks: bool = False
+    output_min_foreground: float = 0.0
     label_fraction: float = 1.0
     deep_supervision: bool = True
     decoder_adapter: bool = False
@@ -155,6 +162,12 @@ class DistillConfig:
         if self.hard_teacher_masks and not self.on("output"):
             raise ValueError(
                 "hard_teacher_masks changes the output loss's targets: switch on the output loss too"
+            )
+        if not 0 <= self.output_min_foreground < 1:
+            raise ValueError(f"output_min_foreground must be in [0, 1), got {self.output_min_foreground}")
+        if self.output_min_foreground > 0 and not self.on("output"):
+            raise ValueError(
+                "output_min_foreground picks the output loss's targets: switch on the output loss too"
             )
         if not 0 < self.label_fraction <= 1:
             raise ValueError(

@@ -168,6 +168,7 @@ class DistillStep(nn.Module):
                     else None
                 ),
                 hard_masks=cfg.hard_teacher_masks,
+                min_foreground=cfg.output_min_foreground,
             )
             losses["output"] = w.output * loss
             self.stats["output_max_disagreement"] = float(disagreement.max())
@@ -198,7 +199,7 @@ def _identity(model: XSam) -> str:
 # settings that only say how often to log, checkpoint, or where to run: a resumed run may change them
 _NOT_RECIPE = ("checkpoint_every", "log_every", "device", "sharding")
 # recipe settings added after checkpoints recorded recipes, with the value those checkpoints ran under
-_ADDED_SETTINGS = {"label_fraction": 1.0, "hard_teacher_masks": False}
+_ADDED_SETTINGS = {"label_fraction": 1.0, "hard_teacher_masks": False, "output_min_foreground": 0.0}
 
 
 def run_recipe(config: DistillConfig) -> dict:

@@ -188,6 +188,7 @@ def _output_one(
     temperature: float,
     cfg: SetLossConfig,
     trust: Tensor | None = None,
+    min_foreground: float = 0.0,
 ) -> Tensor:
     """One example, one student level: match student queries to teacher queries, then class KL + mask losses.
 
@@ -200,7 +201,16 @@ def _output_one(
         cfg (SetLossConfig): class / mask / dice weights (as the ground-truth set loss).
         trust (Tensor | None): (Q_t,) :func:`label_trust` of each teacher query: a foreground answer is
             copied in proportion to it (its class and its mask); ``None`` trusts the teacher everywhere.
+        min_foreground (float): copy only the teacher queries whose foreground probability is at least this;
+            the student queries left over learn "background" as in the ground-truth set loss (0: copy all).
     """
+    if min_foreground > 0:
+        keep = 1 - t_cls.float().softmax(-1)[:, -1] >= min_foreground
+        t_cls, target = t_cls[keep], target[keep]
+        trust = None if trust is None else trust[keep]
+    if t_cls.shape[0] == 0:  # nothing the teacher is sure of: every student query learns "background"
+        bg = torch.full((s_cls.shape[0],), s_cls.shape[1] - 1, device=s_cls.device)
+        return cfg.class_weight * cfg.no_object_weight * F.cross_entropy(s_cls.float(), bg)
     log_ps = (s_cls.float() / temperature).log_softmax(-1)
     log_pt = (t_cls.float() / temperature).log_softmax(-1)
     s_mask = s_mask.float()
@@ -251,6 +261,7 @@ def output_loss(
     hard_cap: float,
     labels: list[tuple[Tensor, Tensor] | None] | None = None,
     hard_masks: bool = False,
+    min_foreground: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """Output distillation with prompts in the loop, hard requests upweighted.
 
@@ -272,6 +283,8 @@ def output_loss(
             example whose labels the run does not use (its teacher answer is copied ungated).
         hard_masks (bool): copy the teacher's masks thresholded at logit 0 (the binary masks it would
             answer with) rather than its probabilities.
+        min_foreground (float): copy only teacher queries at least this sure of a foreground class
+            (:func:`_output_one`); 0 copies every query.
 
     Returns:
         tuple[Tensor, Tensor]: the weighted loss and the per-example disagreement (B_s,) behind the weights.
@@ -294,7 +307,9 @@ def output_loss(
         per_level.append(
             torch.stack(
                 [
-                    _output_one(s_cls[i], flat[i], t_cls[i], target[i], temperature, cfg, trust[i])
+                    _output_one(
+                        s_cls[i], flat[i], t_cls[i], target[i], temperature, cfg, trust[i], min_foreground
+                    )
                     for i in range(s_cls.shape[0])
                 ]
             )
