@@ -204,13 +204,13 @@ def _output_one(
         min_foreground (float): copy only the teacher queries whose foreground probability is at least this;
             the student queries left over learn "background" as in the ground-truth set loss (0: copy all).
     """
+    t_fg = 1 - t_cls.float().softmax(-1)[:, -1]  # (Q_t,) the teacher's foreground probability per query
     if min_foreground > 0:
-        keep = 1 - t_cls.float().softmax(-1)[:, -1] >= min_foreground
-        t_cls, target = t_cls[keep], target[keep]
+        keep = t_fg >= min_foreground
+        t_cls, target, t_fg = t_cls[keep], target[keep], t_fg[keep]
         trust = None if trust is None else trust[keep]
     if t_cls.shape[0] == 0:  # nothing the teacher is sure of: every student query learns "background"
-        bg = torch.full((s_cls.shape[0],), s_cls.shape[1] - 1, device=s_cls.device)
-        return cfg.class_weight * cfg.no_object_weight * F.cross_entropy(s_cls.float(), bg)
+        return _background_loss(s_cls, cfg)
     log_ps = (s_cls.float() / temperature).log_softmax(-1)
     log_pt = (t_cls.float() / temperature).log_softmax(-1)
     s_mask = s_mask.float()
@@ -225,7 +225,7 @@ def _output_one(
     cols = torch.as_tensor(cols, device=s_cls.device)
     kl = F.kl_div(log_ps[rows], log_pt[cols], log_target=True, reduction="none").sum(-1)  # (K,)
     # a teacher query that predicts background has no mask worth copying: weight masks by its foreground prob
-    fg = 1 - t_cls[cols].float().softmax(-1)[:, -1]  # (K,)
+    fg = t_fg[cols]  # (K,)
     copied = fg if trust is None else fg * trust[cols]
     # its class is copied fully when it says "background", in proportion to the trust when it names a class
     class_w = torch.ones_like(fg) if trust is None else (1 - fg) + copied
@@ -236,10 +236,15 @@ def _output_one(
     loss = loss + ((cfg.mask_weight * bce + cfg.dice_weight * dice) * copied).sum() / fg.sum().clamp_min(1.0)
     unmatched = torch.ones(s_cls.shape[0], dtype=torch.bool, device=s_cls.device)
     unmatched[rows] = False
-    if unmatched.any():  # a student with more queries than the teacher: the extra ones learn "background"
-        bg = torch.full((int(unmatched.sum()),), s_cls.shape[1] - 1, device=s_cls.device)
-        loss = loss + cfg.class_weight * cfg.no_object_weight * F.cross_entropy(s_cls[unmatched].float(), bg)
+    if unmatched.any():  # student queries left without a teacher query learn "background"
+        loss = loss + _background_loss(s_cls[unmatched], cfg)
     return loss
+
+
+def _background_loss(s_cls: Tensor, cfg: SetLossConfig) -> Tensor:
+    """Cross-entropy of (N, C+1) class logits against "background", at the set loss's no-object weight."""
+    bg = torch.full((s_cls.shape[0],), s_cls.shape[1] - 1, device=s_cls.device)
+    return cfg.class_weight * cfg.no_object_weight * F.cross_entropy(s_cls.float(), bg)
 
 
 def hard_prompt_weights(disagreement: Tensor, gamma: float, cap: float) -> Tensor:
