@@ -14,7 +14,7 @@ import torch.distributed
 from conftest import make_tiny_model
 
 from xsam_edge.checkpoint import from_pretrained, save_pretrained
-from xsam_edge.distill.engine import LOG_FILE
+from xsam_edge.distill.engine import LOG_FILE, check_gpu_per_rank
 from xsam_edge.tokenizer import tiny_tokenizer
 
 pytestmark = pytest.mark.skipif(
@@ -28,9 +28,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
+def _torchrun(args: list[str], ranks: int = 2) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks)]
     cmd += ["--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
     cmd += ["-m", "xsam_edge.cli", "distill", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
@@ -102,3 +102,32 @@ def test_fsdp2_shards_the_student_follows_ddp_and_resumes(tmp_path):
 
     other = _torchrun([*common, "--steps", "4", "--out", str(fsdp)])  # the default sharding is ddp
     assert other.returncode != 0 and "written with --sharding fsdp2" in other.stderr
+
+
+def test_one_rank_under_torchrun_runs_the_sharding_asked_for(tmp_path):
+    """One rank still joins a process group, so ``--sharding fsdp2`` shards (trivially) rather than falling
+    back to plain state: what a one-GPU machine can check of the NCCL/FSDP2 path. Same losses as DDP."""
+    teacher = save_pretrained(make_tiny_model(0), tmp_path / "teacher", tiny_tokenizer())
+    common = ["--teacher", str(teacher), "--student-preset", "tiny-student", "--steps", "2"]
+    common += ["--batch-size", "2", "--checkpoint-every", "2", "--log-every", "1", "--device", "cpu"]
+    runs = {name: tmp_path / name for name in ("ddp", "fsdp2")}
+    for name, out in runs.items():
+        done = _torchrun([*common, "--out", str(out), "--sharding", name], ranks=1)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert json.loads((out / "checkpoint" / "state.json").read_text())["sharding"] == name
+
+    def losses(run):
+        return [json.loads(line).get("loss") for line in (run / LOG_FILE).read_text().splitlines()]
+
+    assert [x for x in losses(runs["fsdp2"]) if x is not None] == pytest.approx(
+        [x for x in losses(runs["ddp"]) if x is not None], rel=1e-5
+    )
+
+
+def test_more_ranks_than_gpus_is_refused_with_what_to_run():
+    check_gpu_per_rank(0, 1, 1)  # one rank, one GPU: fine
+    check_gpu_per_rank(1, 2, 2)
+    with pytest.raises(RuntimeError, match="2 ranks on this node, but torch sees 1 GPU.*--nproc_per_node 1"):
+        check_gpu_per_rank(0, 2, 1)  # rank 0 also refuses: NCCL would fail on the duplicate GPU later
+    with pytest.raises(RuntimeError, match="--device cpu"):
+        check_gpu_per_rank(1, 2, 1)

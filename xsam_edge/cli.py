@@ -644,6 +644,12 @@ def _distill_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=default.seed)
     p.add_argument("--device", default=default.device, choices=["auto", "cpu", "cuda"])
     p.add_argument(
+        "--precision",
+        default=default.precision,
+        choices=["auto", "fp32", "bf16"],
+        help="autocast: auto is bf16 on CUDA and fp32 on CPU",
+    )
+    p.add_argument(
         "--sharding",
         default=default.sharding,
         choices=["ddp", "fsdp2"],
@@ -676,19 +682,26 @@ def _distill(args: argparse.Namespace) -> None:
         seed=args.seed,
         device=args.device,
         sharding=args.sharding,
+        precision=args.precision,
     )
-    model_dir = distill_run(
-        out=args.out,
-        student_preset=args.student_preset,
-        config=config,
-        data=args.data,
-        teacher_dir=args.teacher,
-        teacher_preset=args.teacher_preset,
-        student_init=args.student_init,
-        student_tokenizer_dir=args.student_tokenizer,
-        val_data=args.val_data,
-        stop_after=args.stop_after,
-    )
+    try:
+        model_dir = distill_run(
+            out=args.out,
+            student_preset=args.student_preset,
+            config=config,
+            data=args.data,
+            teacher_dir=args.teacher,
+            teacher_preset=args.teacher_preset,
+            student_init=args.student_init,
+            student_tokenizer_dir=args.student_tokenizer,
+            val_data=args.val_data,
+            stop_after=args.stop_after,
+        )
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():  # under torchrun: leave NCCL/gloo cleanly
+            dist.destroy_process_group()
     if int(os.environ.get("RANK", "0")) == 0:
         done = (model_dir / "config.json").is_file()
         print(f"wrote {model_dir}" if done else f"stopped; resume with the same command ({args.out})")

@@ -477,8 +477,8 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
     for name, value in vars(batch).items():
         if isinstance(value, torch.Tensor):
             value = value.to(device)
-        elif isinstance(value, list) and value and isinstance(value[0], torch.Tensor):
-            value = [v.to(device) for v in value]
+        elif isinstance(value, list):  # per-example tensors, some None (prompt masks of text-only examples)
+            value = [v.to(device) if isinstance(v, torch.Tensor) else v for v in value]
         moved[name] = value
     return Batch(**moved)
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 # output: class and mask logits of the same prompted request; gt: the training losses against the labels.
 LOSS_NAMES = ("feature", "embed", "logit", "output", "gt")
 SHARDINGS = ("ddp", "fsdp2")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,8 @@ class DistillConfig:
         sharding (str): how ranks hold the student under ``torchrun``: ``ddp`` (a full replica each,
             gradients all-reduced) or ``fsdp2`` (torch's ``fully_shard``: parameters, gradients and optimizer
             state split across ranks, for students too large to replicate).
+        precision (str): ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32``, or ``bf16`` (autocast on
+            either device; on CPU it is how the bf16 path is checked without a GPU).
     """
 
     losses: tuple[str, ...] = LOSS_NAMES
@@ -147,6 +150,7 @@ class DistillConfig:
     set_loss: SetLossConfig | None = None
     device: str = "auto"
     sharding: str = "ddp"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.losses if n not in LOSS_NAMES]
@@ -184,6 +188,8 @@ class DistillConfig:
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.sharding not in SHARDINGS:
             raise ValueError(f"sharding must be one of {', '.join(SHARDINGS)}, got {self.sharding!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     @property
     def set_loss_config(self) -> SetLossConfig:

@@ -27,7 +27,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,11 +58,16 @@ MODEL_DIR = "model"
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where this process runs: its rank among ``world`` processes and its device."""
+    """Where this process runs: its rank among ``world`` processes, its device, its process group.
+
+    ``distributed``: a process group was joined, always under ``torchrun`` (even with one rank, so DDP and
+    FSDP2 run as asked).
+    """
 
     rank: int
     world: int
     device: torch.device
+    distributed: bool = False
 
     @property
     def main(self) -> bool:
@@ -70,10 +75,10 @@ class Runtime:
 
 
 def setup_runtime(device: str) -> Runtime:
-    """Join the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1); pick the device.
+    """Join the process group when launched by ``torchrun`` (any number of ranks); pick the device.
 
     Raises:
-        RuntimeError: CUDA was asked for but is not available.
+        RuntimeError: CUDA was asked for but is not available, or this node runs more ranks than it has GPUs.
     """
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if use_cuda and not torch.cuda.is_available():
@@ -82,10 +87,30 @@ def setup_runtime(device: str) -> Runtime:
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
+        check_gpu_per_rank(local, int(os.environ.get("LOCAL_WORLD_SIZE", "1")), torch.cuda.device_count())
         torch.cuda.set_device(local)
-    if world > 1 and not dist.is_initialized():
+    under_torchrun = "LOCAL_WORLD_SIZE" in os.environ  # torchrun sets it; a plain process does not
+    if (world > 1 or under_torchrun) and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return Runtime(rank, world, torch.device("cuda", local) if use_cuda else torch.device("cpu"))
+    device_used = torch.device("cuda", local) if use_cuda else torch.device("cpu")
+    return Runtime(rank, world, device_used, distributed=dist.is_initialized())
+
+
+def check_gpu_per_rank(local_rank: int, local_ranks: int, gpus: int) -> None:
+    """Refuse more ranks on this node than GPUs, before ``set_device`` or NCCL fail less clearly.
+
+    NCCL needs one GPU per rank: a rank past the last GPU gets an invalid ordinal, two on one GPU a
+    "duplicate GPU" error from NCCL.
+
+    Raises:
+        RuntimeError: this node runs more ranks than it has GPUs.
+    """
+    if local_rank >= gpus or local_ranks > gpus:
+        raise RuntimeError(
+            f"torchrun started {max(local_ranks, local_rank + 1)} ranks on this node, but torch sees {gpus} "
+            f"GPU(s), and NCCL needs one GPU per rank; run torchrun --nproc_per_node {gpus} (or fewer), "
+            "or use --device cpu (gloo) for more ranks"
+        )
 
 
 class DistillStep(nn.Module):
@@ -197,9 +222,13 @@ def _identity(model: XSam) -> str:
 
 
 # settings that only say how often to log, checkpoint, or where to run: a resumed run may change them
-_NOT_RECIPE = ("checkpoint_every", "log_every", "device", "sharding")
+_NOT_RECIPE = ("checkpoint_every", "log_every", "device", "sharding", "precision")
 # recipe settings added after checkpoints recorded recipes, with the value those checkpoints ran under
-_ADDED_SETTINGS = {"label_fraction": 1.0, "hard_teacher_masks": False, "output_min_foreground": 0.0}
+_ADDED_SETTINGS = {
+    "label_fraction": 1.0,
+    "hard_teacher_masks": False,
+    "output_min_foreground": 0.0,
+}
 
 
 def run_recipe(config: DistillConfig) -> dict:
@@ -303,8 +332,8 @@ def read_checkpoint_state(
     saved_sharding = state.get("sharding", "ddp")
     if saved_sharding != sharding:
         raise ValueError(
-            f"{out} holds a checkpoint written with --sharding {saved_sharding} (fsdp2 counts only on more "
-            f"than one rank), not {sharding}; resume with --sharding {saved_sharding} on as many ranks, or "
+            f"{out} holds a checkpoint written with --sharding {saved_sharding} (fsdp2 counts only under "
+            f"torchrun), not {sharding}; resume with --sharding {saved_sharding} on as many ranks, or "
             "use a new --out"
         )
     saved_recipe = state.get("recipe")  # absent in checkpoints written before it was recorded
@@ -367,6 +396,13 @@ def _trim_log(out: Path, step: int) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(line + "\n" for line in keep))
     os.replace(tmp, path)
+
+
+def _autocast(precision: str, device: torch.device) -> AbstractContextManager:
+    """bf16 autocast where asked (``auto``: on CUDA only); parameters and optimizer state stay fp32."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def _global_mean(values: dict[str, float], runtime: Runtime) -> dict[str, float]:
@@ -466,8 +502,8 @@ def distill(
     out.mkdir(parents=True, exist_ok=True)
     adapters = Adapters(teacher.config, student.config)
     step_module = DistillStep(student, adapters, teacher, config)
-    sharded = config.sharding == "fsdp2" and runtime.world > 1
-    # what the checkpoint's optimizer state looks like: one process runs fsdp2 as plain (ddp-style) state
+    sharded = config.sharding == "fsdp2" and runtime.distributed
+    # what the checkpoint's optimizer state looks like: a process outside torchrun runs fsdp2 as plain state
     sharding = "fsdp2" if sharded else "ddp"
     recipe = run_recipe(config)
     state = read_checkpoint_state(out, student, teacher_id, sharding, recipe)
@@ -490,7 +526,7 @@ def distill(
         replicated = [p for _, p in sorted(step_module.named_parameters()) if p.dim() == 0]
         fully_shard(step_module, ignored_params=set(replicated) or None)
         step_module.cover_every_parameter = True
-    elif runtime.world > 1:
+    elif runtime.distributed:
         # find_unused_parameters: a local batch without a <SEG> answer leaves the decoder out of the graph
         wrapped = nn.parallel.DistributedDataParallel(step_module, find_unused_parameters=True)
     params = [p for p in step_module.parameters() if p.requires_grad]
@@ -509,9 +545,7 @@ def distill(
     stream = _batches(balanced_stream(source, config.tasks, config.seed), config.batch_size)
     for _ in range(step):  # skip consumed batches: data depends only on (seed, step)
         next(stream)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if runtime.device.type == "cuda" else nullcontext()
-    )
+    autocast = _autocast(config.precision, runtime.device)
     # the teacher's decoder output feeds the embedding, output and pixel-feature losses (final level only)
     decode = config.on("embed") or config.on("output") or config.on("feature")
     bar = tqdm(total=config.steps, initial=step, desc="distill", disable=not runtime.main)

@@ -220,7 +220,7 @@ def _output_one(
             + cfg.mask_weight * _pairwise_bce(s_mask, target)
             + cfg.dice_weight * _pairwise_dice(s_mask, target)
         )  # (Q_s, Q_t)
-        rows, cols = linear_sum_assignment(cost.cpu().numpy())
+        rows, cols = linear_sum_assignment(cost.float().cpu().numpy())  # bf16 under autocast
     rows = torch.as_tensor(rows, device=s_cls.device)
     cols = torch.as_tensor(cols, device=s_cls.device)
     kl = F.kl_div(log_ps[rows], log_pt[cols], log_target=True, reduction="none").sum(-1)  # (K,)

@@ -46,7 +46,8 @@ def sample_regions_random(
         if len(xs) <= num_points:  # max-pooling makes repeats pointless: keep every pixel
             pick = torch.arange(len(xs), device=xs.device)
         else:
-            pick = torch.randperm(len(xs), generator=generator, device=xs.device)[:num_points]
+            # drawn where the generator lives (CPU): the same picks on any device for the same seed
+            pick = torch.randperm(len(xs), generator=generator)[:num_points].to(xs.device)
         points = torch.stack([xs[pick], ys[pick]], dim=-1).to(grid.dtype)  # (P, 2) as (x, y), P ≤ num_points
         points = points / size * 2 - 1  # normalise to [-1, 1]
         sampled = F.grid_sample(
