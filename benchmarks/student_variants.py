@@ -1,16 +1,16 @@
 """Student decoder variants: distil ``shapes-student`` with other decoder sizes and score each on test.
 
 Run: ``python -m xsam_edge.benchmarks.student_variants --variant q16l4:16:4 [--variant NAME:QUERIES:LAYERS]
-[--losses feature,embed,logit,output,gt] [--steps 1400] [--gate-output-by-labels] [--seed 0] [--label-fraction
-1.0] [--weights output=0.3] [--hard-teacher-masks] [--output-min-foreground 0.5] [--teacher-steps
-600,300,1200] [--data shapes:test] [--out PATH]``. Each variant is ``shapes-student`` with its mask decoder's
-query count and depth replaced, registered as the preset ``shapes-student-NAME`` for this process. It is
-distilled from the cached teacher (``ensure_teacher``) into
+[--losses feature,embed,logit,output,gt] [--steps 1400] [--gate-output-by-labels] [--seed 0]
+[--label-fraction 1.0] [--weights output=0.3] [--hard-teacher-masks] [--output-min-foreground 0.5]
+[--output-temperature 1] [--teacher-steps 600,300,1200] [--data shapes:test] [--out PATH]``. Each variant is
+``shapes-student`` with its mask decoder's query count and depth replaced, registered as the preset
+``shapes-student-NAME`` for this process. It is distilled from the cached teacher (``ensure_teacher``) into
 ``outputs/student-variants/NAME-<losses>[-sSTEPS][-gated][-seedN][-lFRACTION][-wLOSSWEIGHT][-hardmasks]
-[-fgMIN][-tA-B-C]`` (resumable: a stopped run continues from its checkpoint), then evaluated, and the teacher
-with it. The results file is rewritten after every variant; a variant already in it with the same settings is
-not run again. Why: the >= 95 % goal was missed on instance and visual-grounded AP, and the decoder is the
-part the student keeps closest to the teacher's.
+[-fgMIN][-otT][-tA-B-C]`` (resumable: a stopped run continues from its checkpoint), then evaluated, and the
+teacher with it. The results file is rewritten after every variant; a variant already in it with the same
+settings is not run again. Why: the >= 95 % goal was missed on instance and visual-grounded AP, and the
+decoder is the part the student keeps closest to the teacher's.
 
 ``--teacher-steps A,B,C`` trains (and caches) a teacher with other steps per stage than the default recipe:
 output distillation from a teacher the student outgrows on labels alone is not EdgeSAM's setting, where the
@@ -21,7 +21,8 @@ teacher is the stronger model. A results file holds rows against one teacher; an
 on all): few labels and many unlabelled images, the setting of the anchors' prompt-in-the-loop results.
 ``--weights NAME=VALUE,...`` changes loss weights (e.g. how much the teacher's answers count against the
 labelled share); ``--hard-teacher-masks`` copies the teacher's masks thresholded (EdgeSAM's default);
-``--output-min-foreground P`` copies only the teacher queries at least P sure of a foreground class.
+``--output-min-foreground P`` copies only the teacher queries at least P sure of a foreground class;
+``--output-temperature T`` softens the teacher's classes in the output loss by T rather than by the text KD's.
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ class RunSettings:
     weights: tuple[tuple[str, float], ...] = ()
     hard_masks: bool = False
     min_foreground: float = 0.0
+    output_temperature: float | None = None
 
     @staticmethod
     def parse_weights(text: str) -> tuple[tuple[str, float], ...]:
@@ -127,6 +129,7 @@ class RunSettings:
         suffix += "".join(f"-w{name}{value:g}" for name, value in self.weights)
         suffix += "-hardmasks" if self.hard_masks else ""
         suffix += f"-fg{self.min_foreground:g}" if self.min_foreground else ""
+        suffix += "" if self.output_temperature is None else f"-ot{self.output_temperature:g}"
         if self.teacher != DEFAULT_TEACHER:
             suffix += "-t" + "-".join(map(str, self.teacher.steps))
         return Path("outputs/student-variants") / f"{variant.name}-{'-'.join(self.losses)}{suffix}"
@@ -142,6 +145,7 @@ class RunSettings:
             "weights": dict(self.weights),
             "hard_masks": self.hard_masks,
             "min_foreground": self.min_foreground,
+            "output_temperature": self.output_temperature,
         }
 
     def distill_config(self, preset: str, name: str) -> DistillConfig:
@@ -156,6 +160,7 @@ class RunSettings:
             weights=LossWeights(**dict(self.weights)),
             hard_teacher_masks=self.hard_masks,
             output_min_foreground=self.min_foreground,
+            output_temperature=self.output_temperature,
         )
 
 
@@ -234,6 +239,12 @@ def main() -> None:
         default=0.0,
         help="copy only teacher queries at least this sure of a foreground class (DistillConfig)",
     )
+    parser.add_argument(
+        "--output-temperature",
+        type=float,
+        default=None,
+        help="class KD temperature of the output loss (DistillConfig; default: the text KD's)",
+    )
     parser.add_argument("--data", default="shapes:test")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="results JSON (default results/student-variants-<date>.json)")
@@ -261,6 +272,7 @@ def main() -> None:
         weights=weights,
         hard_masks=args.hard_teacher_masks,
         min_foreground=args.output_min_foreground,
+        output_temperature=args.output_temperature,
     )
     teacher = ensure_teacher(teacher_recipe)
     if "teacher" not in result:

@@ -253,6 +253,10 @@ def test_output_min_foreground_frees_the_queries_the_teacher_is_unsure_of(same_f
         DistillConfig(losses=("feature", "gt"), output_min_foreground=0.5)
     with pytest.raises(ValueError, match=r"output_min_foreground must be in \[0, 1\)"):
         DistillConfig(output_min_foreground=1.0)
+    with pytest.raises(ValueError, match="output_temperature must be > 0"):
+        DistillConfig(output_temperature=0.0)
+    with pytest.raises(ValueError, match="switch on the output loss"):
+        DistillConfig(losses=("feature", "gt"), output_temperature=1.0)
 
 
 def test_label_trust_is_class_probability_times_mask_iou():

@@ -103,6 +103,11 @@ def test_student_variant_folders_and_rows_keep_runs_apart():
     assert sure.folder(variant).name == name.replace("-t600", "-fg0.5-t600")
     assert sure.distill_config("shapes-student", "x").output_min_foreground == 0.5
     assert not already_run([new_row], variant, sure)
+    sharp = dataclasses.replace(weighted, output_temperature=1.0)
+    assert sharp.folder(variant).name == name.replace("-t600", "-ot1-t600")
+    assert sharp.distill_config("shapes-student", "x").class_temperature == 1.0
+    assert weighted.distill_config("shapes-student", "x").class_temperature == 2.0  # the text KD's
+    assert not already_run([new_row], variant, sharp)
 
 
 def test_mask_recall_matches_answers_to_the_ground_truth():

@@ -629,6 +629,12 @@ def _distill_parser(sub: argparse._SubParsersAction) -> None:
         help="the output loss copies only teacher queries at least this sure of a foreground class (0: all)",
     )
     p.add_argument(
+        "--output-temperature",
+        type=float,
+        default=None,
+        help="class KD temperature of the output loss (default: --temperature)",
+    )
+    p.add_argument(
         "--label-fraction",
         type=float,
         default=default.label_fraction,
@@ -674,6 +680,7 @@ def _distill(args: argparse.Namespace) -> None:
         gate_output_by_labels=args.gate_output_by_labels,
         hard_teacher_masks=args.hard_teacher_masks,
         output_min_foreground=args.output_min_foreground,
+        output_temperature=args.output_temperature,
         label_fraction=args.label_fraction,
         decoder_adapter=args.decoder_adapter,
         init_from_teacher=not args.no_init_from_teacher,

@@ -78,6 +78,9 @@ class DistillConfig:
         batch_size (int): examples per step over all ranks (each rank takes ``batch_size / world_size``).
         lr (float): peak learning rate (AdamW, warmup then cosine).
         temperature (float): softmax temperature of the logit and class KD.
+        output_temperature (float | None): the class KD's own temperature (``None``: ``temperature``). The
+            scored tasks rank answers by class probability; a softer copy of the teacher's classes may blur
+            that ranking while the text KD still wants a soft target.
         hard_prompt_gamma (float): per-example output-loss weight ∝ (disagreement / batch mean)^gamma, so the
             requests where student and teacher disagree most count more; 0 weighs every request alike.
         hard_prompt_max (float): cap of that weight (before renormalising to mean 1).
@@ -131,6 +134,7 @@ class DistillConfig:
     batch_size: int = 8
     lr: float = 1e-3
     temperature: float = 2.0
+    output_temperature: float | None = None
     hard_prompt_gamma: float = 1.0
     hard_prompt_max: float = 4.0
     gate_output_by_labels: bool = False
@@ -162,6 +166,12 @@ class DistillConfig:
             raise ValueError("checkpoint_every and log_every must be positive")
         if self.temperature <= 0 or self.hard_prompt_gamma < 0 or self.hard_prompt_max < 1:
             raise ValueError("temperature must be > 0, hard_prompt_gamma ≥ 0 and hard_prompt_max ≥ 1")
+        if self.output_temperature is not None and self.output_temperature <= 0:
+            raise ValueError(f"output_temperature must be > 0, got {self.output_temperature}")
+        if self.output_temperature is not None and not self.on("output"):
+            raise ValueError(
+                "output_temperature softens the output loss's classes: switch on the output loss"
+            )
         if self.gate_output_by_labels and not self.on("output"):
             raise ValueError("gate_output_by_labels weighs the output loss: switch on the output loss too")
         if self.hard_teacher_masks and not self.on("output"):
@@ -190,6 +200,11 @@ class DistillConfig:
             raise ValueError(f"sharding must be one of {', '.join(SHARDINGS)}, got {self.sharding!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+    @property
+    def class_temperature(self) -> float:
+        """The output loss's class KD temperature."""
+        return self.temperature if self.output_temperature is None else self.output_temperature
 
     @property
     def set_loss_config(self) -> SetLossConfig:

@@ -182,7 +182,7 @@ class DistillStep(nn.Module):
             loss, disagreement = output_loss(
                 out,
                 teacher_out,
-                cfg.temperature,
+                cfg.class_temperature,
                 cfg.set_loss_config,
                 cfg.deep_supervision,
                 cfg.hard_prompt_gamma,
@@ -228,6 +228,7 @@ _ADDED_SETTINGS = {
     "label_fraction": 1.0,
     "hard_teacher_masks": False,
     "output_min_foreground": 0.0,
+    "output_temperature": None,
 }
 
 
