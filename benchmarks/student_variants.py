@@ -3,14 +3,14 @@
 Run: ``python -m xsam_edge.benchmarks.student_variants --variant q16l4:16:4 [--variant NAME:QUERIES:LAYERS]
 [--losses feature,embed,logit,output,gt] [--steps 1400] [--gate-output-by-labels] [--seed 0]
 [--label-fraction 1.0] [--weights output=0.3] [--hard-teacher-masks] [--output-min-foreground 0.5]
-[--output-temperature 1] [--teacher-steps 600,300,1200] [--data shapes:test] [--out PATH]``. Each variant is
-``shapes-student`` with its mask decoder's query count and depth replaced, registered as the preset
-``shapes-student-NAME`` for this process. It is distilled from the cached teacher (``ensure_teacher``) into
-``outputs/student-variants/NAME-<losses>[-sSTEPS][-gated][-seedN][-lFRACTION][-wLOSSWEIGHT][-hardmasks]
-[-fgMIN][-otT][-tA-B-C]`` (resumable: a stopped run continues from its checkpoint), then evaluated, and the
-teacher with it. The results file is rewritten after every variant; a variant already in it with the same
-settings is not run again. Why: the >= 95 % goal was missed on instance and visual-grounded AP, and the
-decoder is the part the student keeps closest to the teacher's.
+[--output-temperature 1] [--output-points 1024] [--teacher-steps 600,300,1200] [--data shapes:test]
+[--out PATH]``. Each variant is ``shapes-student`` with its mask decoder's query count and depth replaced,
+registered as the preset ``shapes-student-NAME`` for this process. It is distilled from the cached teacher
+(``ensure_teacher``) into ``outputs/student-variants/NAME-<losses>[-sSTEPS][-gated][-seedN][-lFRACTION]
+[-wLOSSWEIGHT][-hardmasks][-fgMIN][-otT][-opN][-tA-B-C]`` (resumable: a stopped run continues from its
+checkpoint), then evaluated, and the teacher with it. The results file is rewritten after every variant; a
+variant already in it with the same settings is not run again. Why: the >= 95 % goal was missed on instance
+and visual-grounded AP, and the decoder is the part the student keeps closest to the teacher's.
 
 ``--teacher-steps A,B,C`` trains (and caches) a teacher with other steps per stage than the default recipe:
 output distillation from a teacher the student outgrows on labels alone is not EdgeSAM's setting, where the
@@ -22,7 +22,8 @@ on all): few labels and many unlabelled images, the setting of the anchors' prom
 ``--weights NAME=VALUE,...`` changes loss weights (e.g. how much the teacher's answers count against the
 labelled share); ``--hard-teacher-masks`` copies the teacher's masks thresholded (EdgeSAM's default);
 ``--output-min-foreground P`` copies only the teacher queries at least P sure of a foreground class;
-``--output-temperature T`` softens the teacher's classes in the output loss by T rather than by the text KD's.
+``--output-temperature T`` softens the teacher's classes in the output loss by T rather than by the text KD's;
+``--output-points N`` compares the output loss's masks at N random points, each model's grid read bilinearly.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ class RunSettings:
     hard_masks: bool = False
     min_foreground: float = 0.0
     output_temperature: float | None = None
+    output_points: int = 0
 
     @staticmethod
     def parse_weights(text: str) -> tuple[tuple[str, float], ...]:
@@ -130,6 +132,7 @@ class RunSettings:
         suffix += "-hardmasks" if self.hard_masks else ""
         suffix += f"-fg{self.min_foreground:g}" if self.min_foreground else ""
         suffix += "" if self.output_temperature is None else f"-ot{self.output_temperature:g}"
+        suffix += f"-op{self.output_points}" if self.output_points else ""
         if self.teacher != DEFAULT_TEACHER:
             suffix += "-t" + "-".join(map(str, self.teacher.steps))
         return Path("outputs/student-variants") / f"{variant.name}-{'-'.join(self.losses)}{suffix}"
@@ -146,6 +149,7 @@ class RunSettings:
             "hard_masks": self.hard_masks,
             "min_foreground": self.min_foreground,
             "output_temperature": self.output_temperature,
+            "output_points": self.output_points,
         }
 
     def distill_config(self, preset: str, name: str) -> DistillConfig:
@@ -161,6 +165,7 @@ class RunSettings:
             hard_teacher_masks=self.hard_masks,
             output_min_foreground=self.min_foreground,
             output_temperature=self.output_temperature,
+            output_points=self.output_points,
         )
 
 
@@ -245,6 +250,12 @@ def main() -> None:
         default=None,
         help="class KD temperature of the output loss (DistillConfig; default: the text KD's)",
     )
+    parser.add_argument(
+        "--output-points",
+        type=int,
+        default=0,
+        help="compare the output loss's masks at this many random points (DistillConfig; 0: on the grid)",
+    )
     parser.add_argument("--data", default="shapes:test")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="results JSON (default results/student-variants-<date>.json)")
@@ -273,6 +284,7 @@ def main() -> None:
         hard_masks=args.hard_teacher_masks,
         min_foreground=args.output_min_foreground,
         output_temperature=args.output_temperature,
+        output_points=args.output_points,
     )
     teacher = ensure_teacher(teacher_recipe)
     if "teacher" not in result:

@@ -24,6 +24,7 @@ from xsam_edge.distill.losses import (
     labelled_part,
     logit_kd_loss,
     output_loss,
+    resize_maps,
 )
 from xsam_edge.distill.pairing import Adapters, ChannelAdapter, check_pair
 from xsam_edge.distill.prune import prune_decoder, query_usage, transplant
@@ -194,6 +195,30 @@ def test_output_loss_matches_queries_so_their_order_does_not_matter(same_forward
     exact, _ = output_loss(teacher, teacher, *args)
     assert torch.allclose(plain, permuted, atol=1e-5)
     assert float(exact) < float(plain)
+
+
+def test_output_loss_at_sampled_points_reads_each_models_own_grid(same_forward):
+    """With points, a student on a coarser grid is compared with the teacher's fine masks where they are
+    read, not with their resized copy: exact student → the smallest loss, and order still does not matter."""
+    _, _, out, _ = same_forward
+    teacher = dataclasses.replace(out, levels=out.levels[-1:])
+    cls, mask = out.levels[-1]
+    points = torch.rand(512, 2, generator=torch.Generator().manual_seed(1))
+    args = (2.0, DistillConfig().set_loss_config, False, 0.0, 4.0)
+    exact, _ = output_loss(teacher, teacher, *args, points=points)
+    coarse = resize_maps(mask, (mask.shape[-1] // 2, mask.shape[-1] // 2))  # what a smaller student answers
+    blurred, _ = output_loss(dataclasses.replace(out, levels=[(cls, coarse)]), teacher, *args, points=points)
+    on_grid, _ = output_loss(dataclasses.replace(out, levels=[(cls, coarse)]), teacher, *args)
+    perm = torch.randperm(cls.shape[1], generator=torch.Generator().manual_seed(2))
+    shuffled = dataclasses.replace(out, levels=[(cls[:, perm], coarse[:, perm])])
+    permuted, _ = output_loss(shuffled, teacher, *args, points=points)
+    assert float(exact) < float(blurred)
+    assert torch.allclose(blurred, permuted, atol=1e-5)
+    assert not torch.allclose(blurred, on_grid)  # on the grid the target is resized too: another loss
+    with pytest.raises(ValueError, match="output_points must be"):
+        DistillConfig(output_points=-1)
+    with pytest.raises(ValueError, match="switch on the output loss"):
+        DistillConfig(losses=("feature", "gt"), output_points=64)
 
 
 def test_output_loss_with_fewer_student_queries_and_hard_prompt_weights(same_forward):

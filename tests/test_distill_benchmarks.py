@@ -108,6 +108,10 @@ def test_student_variant_folders_and_rows_keep_runs_apart():
     assert sharp.distill_config("shapes-student", "x").class_temperature == 1.0
     assert weighted.distill_config("shapes-student", "x").class_temperature == 2.0  # the text KD's
     assert not already_run([new_row], variant, sharp)
+    sampled = dataclasses.replace(weighted, output_points=1024)
+    assert sampled.folder(variant).name == name.replace("-t600", "-op1024-t600")
+    assert sampled.distill_config("shapes-student", "x").output_points == 1024
+    assert not already_run([new_row], variant, sampled)
 
 
 def test_mask_recall_matches_answers_to_the_ground_truth():

@@ -635,6 +635,13 @@ def _distill_parser(sub: argparse._SubParsersAction) -> None:
         help="class KD temperature of the output loss (default: --temperature)",
     )
     p.add_argument(
+        "--output-points",
+        type=int,
+        default=default.output_points,
+        help="compare the output loss's masks at this many random points, each model's own grid read "
+        "bilinearly (0: on the student's grid)",
+    )
+    p.add_argument(
         "--label-fraction",
         type=float,
         default=default.label_fraction,
@@ -681,6 +688,7 @@ def _distill(args: argparse.Namespace) -> None:
         hard_teacher_masks=args.hard_teacher_masks,
         output_min_foreground=args.output_min_foreground,
         output_temperature=args.output_temperature,
+        output_points=args.output_points,
         label_fraction=args.label_fraction,
         decoder_adapter=args.decoder_adapter,
         init_from_teacher=not args.no_init_from_teacher,

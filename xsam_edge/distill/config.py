@@ -124,6 +124,9 @@ class DistillConfig:
         sharding (str): how ranks hold the student under ``torchrun``: ``ddp`` (a full replica each,
             gradients all-reduced) or ``fsdp2`` (torch's ``fully_shard``: parameters, gradients and optimizer
             state split across ranks, for students too large to replicate).
+        output_points (int): compare the output loss's masks at this many random points a step, each
+            model's logits read bilinearly from its own grid, as the ground-truth set loss reads its masks
+            (0: on the student's mask grid, the teacher's masks resized to it, which blurs their edges).
         precision (str): ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32``, or ``bf16`` (autocast on
             either device; on CPU it is how the bf16 path is checked without a GPU).
     """
@@ -140,6 +143,7 @@ class DistillConfig:
     gate_output_by_labels: bool = False
     hard_teacher_masks: bool = False
     output_min_foreground: float = 0.0
+    output_points: int = 0
     label_fraction: float = 1.0
     deep_supervision: bool = True
     decoder_adapter: bool = False
@@ -171,6 +175,12 @@ class DistillConfig:
         if self.output_temperature is not None and not self.on("output"):
             raise ValueError(
                 "output_temperature softens the output loss's classes: switch on the output loss"
+            )
+        if self.output_points < 0:
+            raise ValueError(f"output_points must be ≥ 0, got {self.output_points}")
+        if self.output_points and not self.on("output"):
+            raise ValueError(
+                "output_points sets where the output loss compares masks: switch on the output loss"
             )
         if self.gate_output_by_labels and not self.on("output"):
             raise ValueError("gate_output_by_labels weighs the output loss: switch on the output loss too")

@@ -13,7 +13,8 @@
 - Rank agreement: at every checkpoint the ranks compare a checksum of the full parameters and stop if they
   differ (a mismatch means a bug, not noise). The checksums and each rank's held parameter count go into
   the log.
-- Logging: ``log.jsonl`` (losses averaged over ranks) and a tqdm bar on rank 0. bf16 autocast on CUDA.
+- Logging: ``log.jsonl`` (losses averaged over ranks) and a tqdm bar on rank 0. bf16 autocast on CUDA
+  (``precision``; ``bf16`` also on CPU).
 """
 
 from __future__ import annotations
@@ -194,6 +195,11 @@ class DistillStep(nn.Module):
                 ),
                 hard_masks=cfg.hard_teacher_masks,
                 min_foreground=cfg.output_min_foreground,
+                points=(
+                    torch.rand(cfg.output_points, 2, generator=gen).to(out.hidden.device)
+                    if cfg.output_points
+                    else None
+                ),
             )
             losses["output"] = w.output * loss
             self.stats["output_max_disagreement"] = float(disagreement.max())
@@ -229,6 +235,7 @@ _ADDED_SETTINGS = {
     "hard_teacher_masks": False,
     "output_min_foreground": 0.0,
     "output_temperature": None,
+    "output_points": 0,
 }
 
 

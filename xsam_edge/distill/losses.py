@@ -21,7 +21,7 @@ from xsam_edge.distill.pairing import Adapters, adapt
 from xsam_edge.tokenizer import IMAGE_TOKEN_ID
 from xsam_edge.train import XSamForward
 from xsam_edge.training.collate import IGNORE_INDEX, Batch
-from xsam_edge.training.losses import SetLossConfig, _pairwise_bce, _pairwise_dice
+from xsam_edge.training.losses import SetLossConfig, _pairwise_bce, _pairwise_dice, point_sample
 
 
 def nmse(student: Tensor, teacher: Tensor) -> Tensor:
@@ -267,6 +267,7 @@ def output_loss(
     labels: list[tuple[Tensor, Tensor] | None] | None = None,
     hard_masks: bool = False,
     min_foreground: float = 0.0,
+    points: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Output distillation with prompts in the loop, hard requests upweighted.
 
@@ -290,25 +291,28 @@ def output_loss(
             answer with) rather than its probabilities.
         min_foreground (float): copy only teacher queries at least this sure of a foreground class
             (:func:`_output_one`); 0 copies every query.
+        points (Tensor | None): (P, 2) points in [0, 1]² where the masks are compared, each model's logits
+            read bilinearly from its own grid (as the ground-truth set loss reads its masks); ``None``
+            compares them on the student's grid, the teacher's masks resized to it.
 
     Returns:
         tuple[Tensor, Tensor]: the weighted loss and the per-example disagreement (B_s,) behind the weights.
     """
-    t_cls, t_mask = teacher.levels[-1]
+    t_cls, t_fine = teacher.levels[-1]
     levels = student.levels if deep_supervision else student.levels[-1:]
     size = tuple(levels[-1][1].shape[-2:])
-    t_mask = resize_maps(t_mask.float(), size)  # (B_s, Q_t, m, m)
+    t_mask = resize_maps(t_fine.float(), size)  # (B_s, Q_t, m, m)
     trust: list[Tensor | None] = [None] * t_cls.shape[0]
     if labels is not None:
         if len(labels) != t_cls.shape[0]:
             raise ValueError(f"labels for {len(labels)} examples, but {t_cls.shape[0]} were decoded")
         trust = [None if p is None else label_trust(t_cls[i], t_mask[i], *p) for i, p in enumerate(labels)]
-    # (B_s, Q_t, P) the targets, made once for every student level
-    target = (t_mask > 0).float() if hard_masks else t_mask.sigmoid()
-    target = target.flatten(2)
+    # (B_s, Q_t, P) the target logits at the compared places, made once for every student level
+    t_logits = t_mask.flatten(2) if points is None else _at_points(t_fine.float(), points)
+    target = (t_logits > 0).float() if hard_masks else t_logits.sigmoid()
     per_level = []
     for s_cls, s_mask in levels:
-        flat = s_mask.flatten(2)
+        flat = s_mask.flatten(2) if points is None else _at_points(s_mask.float(), points)
         per_level.append(
             torch.stack(
                 [
@@ -323,6 +327,13 @@ def output_loss(
     weights = hard_prompt_weights(disagreement, hard_gamma, hard_cap)
     loss = sum((weights * losses).mean() for losses in per_level)
     return loss, disagreement
+
+
+def _at_points(maps: Tensor, points: Tensor) -> Tensor:
+    """(B, Q, h, w) logit maps read bilinearly at (P, 2) points in [0, 1]² → (B, Q, P)."""
+    b, q = maps.shape[:2]
+    flat = maps.reshape(b * q, *maps.shape[2:])
+    return point_sample(flat, points[None].expand(b * q, -1, -1)).reshape(b, q, -1)
 
 
 def labelled_part(
