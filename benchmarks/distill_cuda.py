@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -105,9 +106,10 @@ def run_checks(
             first = _distill([*args, "--out", str(stopped), "--stop-after", str(steps // 2)], ranks=1)
             second = _distill([*args, "--out", str(stopped)], ranks=1)
         state = whole / "checkpoint" / "state.json"
+        whole_losses = _losses(whole)
         runs[sharding] = {
             **row,
-            "losses": _losses(whole),
+            "losses": whole_losses,
             "checkpoint_sharding": json.loads(state.read_text())["sharding"] if state.is_file() else None,
             "rank_elements": next(
                 (r["rank_elements"] for r in reversed(_log(whole)) if "rank_elements" in r), None
@@ -117,11 +119,11 @@ def run_checks(
                 "stderr_tail": first["stderr_tail"] + second["stderr_tail"],
             },
             "resumed_vs_whole": {
-                "max_rel_loss_gap": _loss_gap(_losses(stopped), _losses(whole)),
+                "max_rel_loss_gap": _loss_gap(_losses(stopped), whole_losses),
                 "max_abs_weight_gap": _weights_gap(stopped, whole),
             },
             "vs_plain": {
-                "max_rel_loss_gap": _loss_gap(_losses(whole), _losses(plain)),
+                "max_rel_loss_gap": _loss_gap(whole_losses, runs["plain"]["losses"]),
                 "max_abs_weight_gap": _weights_gap(whole, plain),
             },
         }
@@ -156,10 +158,7 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("distill_cuda needs a CUDA GPU: torch sees none")
     work = Path(args.work)
-    if work.exists():
-        import shutil
-
-        shutil.rmtree(work)
+    shutil.rmtree(work, ignore_errors=True)
     result = run_checks(
         args.teacher,
         args.student_preset,

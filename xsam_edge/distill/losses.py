@@ -220,7 +220,7 @@ def _output_one(
             + cfg.mask_weight * _pairwise_bce(s_mask, target)
             + cfg.dice_weight * _pairwise_dice(s_mask, target)
         )  # (Q_s, Q_t)
-        rows, cols = linear_sum_assignment(cost.float().cpu().numpy())  # bf16 under autocast
+        rows, cols = linear_sum_assignment(cost.float().cpu().numpy())  # numpy has no bf16 (autocast)
     rows = torch.as_tensor(rows, device=s_cls.device)
     cols = torch.as_tensor(cols, device=s_cls.device)
     kl = F.kl_div(log_ps[rows], log_pt[cols], log_target=True, reduction="none").sum(-1)  # (K,)
@@ -300,8 +300,10 @@ def output_loss(
     """
     t_cls, t_fine = teacher.levels[-1]
     levels = student.levels if deep_supervision else student.levels[-1:]
-    size = tuple(levels[-1][1].shape[-2:])
-    t_mask = resize_maps(t_fine.float(), size)  # (B_s, Q_t, m, m)
+    # the teacher's masks on the student's grid: compared there without points, and read by the label gate
+    t_mask = None
+    if points is None or labels is not None:
+        t_mask = resize_maps(t_fine.float(), tuple(levels[-1][1].shape[-2:]))  # (B_s, Q_t, m, m)
     trust: list[Tensor | None] = [None] * t_cls.shape[0]
     if labels is not None:
         if len(labels) != t_cls.shape[0]:

@@ -76,7 +76,7 @@ def hungarian_match(
         + config.mask_weight * _pairwise_bce(pred, gt)
         + config.dice_weight * _pairwise_dice(pred, gt)
     )
-    rows, cols = linear_sum_assignment(cost.float().cpu().numpy())  # bf16 under autocast: numpy has none
+    rows, cols = linear_sum_assignment(cost.float().cpu().numpy())  # numpy has no bf16 (autocast)
     return torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)
 
 
