@@ -3,11 +3,12 @@
 Run: ``python -m xsam_edge.benchmarks.student_variants --variant q16l4:16:4 [--variant NAME:QUERIES:LAYERS]
 [--losses feature,embed,logit,output,gt] [--steps 1400] [--gate-output-by-labels] [--seed 0]
 [--label-fraction 1.0] [--weights output=0.3] [--hard-teacher-masks] [--output-min-foreground 0.5]
-[--output-temperature 1] [--output-points 1024] [--teacher-steps 600,300,1200] [--data shapes:test]
-[--out PATH]``. Each variant is ``shapes-student`` with its mask decoder's query count and depth replaced,
-registered as the preset ``shapes-student-NAME`` for this process. It is distilled from the cached teacher
+[--output-temperature 1] [--output-points 1024 [--output-point-importance 0.75]]
+[--teacher-steps 600,300,1200] [--data shapes:test] [--out PATH]``. Each variant is ``shapes-student``
+with its mask decoder's query count and depth replaced, registered as the preset ``shapes-student-NAME`` for
+this process. It is distilled from the cached teacher
 (``ensure_teacher``) into ``outputs/student-variants/NAME-<losses>[-sSTEPS][-gated][-seedN][-lFRACTION]
-[-wLOSSWEIGHT][-hardmasks][-fgMIN][-otT][-opN][-tA-B-C]`` (resumable: a stopped run continues from its
+[-wLOSSWEIGHT][-hardmasks][-fgMIN][-otT][-opN][-opiI][-tA-B-C]`` (resumable: a stopped run continues from its
 checkpoint), then evaluated, and the teacher with it. The results file is rewritten after every variant; a
 variant already in it with the same settings is not run again. Why: the >= 95 % goal was missed on instance
 and visual-grounded AP, and the decoder is the part the student keeps closest to the teacher's.
@@ -23,7 +24,9 @@ on all): few labels and many unlabelled images, the setting of the anchors' prom
 labelled share); ``--hard-teacher-masks`` copies the teacher's masks thresholded (EdgeSAM's default);
 ``--output-min-foreground P`` copies only the teacher queries at least P sure of a foreground class;
 ``--output-temperature T`` softens the teacher's classes in the output loss by T rather than by the text KD's;
-``--output-points N`` compares the output loss's masks at N random points, each model's grid read bilinearly.
+``--output-points N`` compares the output loss's masks at N random points, each model's grid read bilinearly;
+``--output-point-importance I`` reads the matched masks' losses at points of their own, a share I of them
+where the student's mask is least sure (PointRend / Mask2Former importance sampling).
 """
 
 from __future__ import annotations
@@ -106,6 +109,7 @@ class RunSettings:
     min_foreground: float = 0.0
     output_temperature: float | None = None
     output_points: int = 0
+    output_point_importance: float = 0.0
 
     @staticmethod
     def parse_weights(text: str) -> tuple[tuple[str, float], ...]:
@@ -133,6 +137,7 @@ class RunSettings:
         suffix += f"-fg{self.min_foreground:g}" if self.min_foreground else ""
         suffix += "" if self.output_temperature is None else f"-ot{self.output_temperature:g}"
         suffix += f"-op{self.output_points}" if self.output_points else ""
+        suffix += f"-opi{self.output_point_importance:g}" if self.output_point_importance else ""
         if self.teacher != DEFAULT_TEACHER:
             suffix += "-t" + "-".join(map(str, self.teacher.steps))
         return Path("outputs/student-variants") / f"{variant.name}-{'-'.join(self.losses)}{suffix}"
@@ -150,6 +155,7 @@ class RunSettings:
             "min_foreground": self.min_foreground,
             "output_temperature": self.output_temperature,
             "output_points": self.output_points,
+            "output_point_importance": self.output_point_importance,
         }
 
     def distill_config(self, preset: str, name: str) -> DistillConfig:
@@ -166,6 +172,7 @@ class RunSettings:
             output_min_foreground=self.min_foreground,
             output_temperature=self.output_temperature,
             output_points=self.output_points,
+            output_point_importance=self.output_point_importance,
         )
 
 
@@ -256,6 +263,12 @@ def main() -> None:
         default=0,
         help="compare the output loss's masks at this many random points (DistillConfig; 0: on the grid)",
     )
+    parser.add_argument(
+        "--output-point-importance",
+        type=float,
+        default=0.0,
+        help="share of the matched masks' loss points picked where the student is unsure (DistillConfig)",
+    )
     parser.add_argument("--data", default="shapes:test")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="results JSON (default results/student-variants-<date>.json)")
@@ -285,6 +298,7 @@ def main() -> None:
         min_foreground=args.output_min_foreground,
         output_temperature=args.output_temperature,
         output_points=args.output_points,
+        output_point_importance=args.output_point_importance,
     )
     teacher = ensure_teacher(teacher_recipe)
     if "teacher" not in result:

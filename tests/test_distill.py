@@ -25,6 +25,7 @@ from xsam_edge.distill.losses import (
     logit_kd_loss,
     output_loss,
     resize_maps,
+    uncertain_points,
 )
 from xsam_edge.distill.pairing import Adapters, ChannelAdapter, check_pair
 from xsam_edge.distill.prune import prune_decoder, query_usage, transplant
@@ -219,6 +220,58 @@ def test_output_loss_at_sampled_points_reads_each_models_own_grid(same_forward):
         DistillConfig(output_points=-1)
     with pytest.raises(ValueError, match="switch on the output loss"):
         DistillConfig(losses=("feature", "gt"), output_points=64)
+
+
+def test_uncertain_points_gather_at_the_mask_edge():
+    """Importance sampling: the picked share lands where the logits are near 0, the rest is uniform."""
+    ramp = torch.linspace(-8, 8, 32)
+    edge = ramp[None, None, :].expand(3, 32, 32)  # logit 0 on the vertical line x = 0.5
+    gen = torch.Generator().manual_seed(0)
+    picked = uncertain_points(edge, 400, 0.75, gen)
+    assert picked.shape == (3, 400, 2) and bool(((picked >= 0) & (picked <= 1)).all())
+    # the picked 300 are the 300 of 1200 uniform candidates nearest the edge: about |x - 0.5| < 0.125
+    near = (picked[..., 0] - 0.5).abs() < 0.15  # 30 % of the square
+    assert float(near[:, :300].float().mean()) > 0.95
+    assert float(near[:, 300:].float().mean()) < 0.45  # the uniform quarter
+    uniform = uncertain_points(edge, 400, 0.0, torch.Generator().manual_seed(0))
+    assert float(((uniform[..., 0] - 0.5).abs() < 0.15).float().mean()) < 0.4
+    again = uncertain_points(edge, 400, 0.75, torch.Generator().manual_seed(0))
+    assert torch.equal(picked, again)  # a seed picks the same points
+
+
+def test_output_loss_at_uncertain_points_matches_on_shared_points_and_reads_pairs_at_their_edges(
+    same_forward,
+):
+    """``importance``: matching still uses the shared points; the matched masks are compared elsewhere."""
+    _, _, out, _ = same_forward
+    teacher = dataclasses.replace(out, levels=out.levels[-1:])
+    cls, mask = out.levels[-1]
+    points = torch.rand(256, 2, generator=torch.Generator().manual_seed(1))
+    args = (2.0, DistillConfig().set_loss_config, False, 0.0, 4.0)
+    coarse = dataclasses.replace(out, levels=[(cls, resize_maps(mask, (mask.shape[-1] // 2,) * 2))])
+
+    def loss(student, importance, seed=3, **kw):
+        gen = torch.Generator().manual_seed(seed)
+        return output_loss(
+            student, teacher, *args, points=points, importance=importance, generator=gen, **kw
+        )[0]
+
+    # each student is read where it is unsure, so losses of two students are at other points; an exact
+    # student still sits clearly below one whose masks are noise around the teacher's
+    noise = 4 * torch.randn(mask.shape, generator=torch.Generator().manual_seed(4))
+    noisy = dataclasses.replace(out, levels=[(cls, mask + noise)])
+    assert float(loss(teacher, 0.75)) + 0.1 < float(loss(noisy, 0.75))
+    assert torch.equal(loss(coarse, 0.75), loss(coarse, 0.75))  # seeded
+    assert not torch.allclose(loss(coarse, 0.75), loss(coarse, 0.0))  # other points, another loss
+    assert torch.allclose(loss(coarse, 0.0), output_loss(coarse, teacher, *args, points=points)[0])
+    # the surest teacher queries only: the pairs' targets come from the kept queries' own masks
+    assert torch.isfinite(loss(coarse, 0.75, min_foreground=0.5))
+    with pytest.raises(ValueError, match="give points too"):
+        output_loss(coarse, teacher, *args, importance=0.75)
+    with pytest.raises(ValueError, match="set output_points too"):
+        DistillConfig(output_point_importance=0.75)
+    with pytest.raises(ValueError, match=r"share in \[0, 1\]"):
+        DistillConfig(output_points=64, output_point_importance=1.5)
 
 
 def test_output_loss_with_fewer_student_queries_and_hard_prompt_weights(same_forward):
@@ -460,6 +513,20 @@ def test_a_label_gated_run_distils_outputs(tmp_path, teacher_dir):
     records = [json.loads(line) for line in (tmp_path / "gated" / LOG_FILE).read_text().splitlines()]
     losses = [r for r in records if "loss" in r]
     assert [r["step"] for r in losses] == [1, 2] and any("output" in r for r in losses)
+    # the same at sampled points, three quarters of each matched pair's where the student is unsure
+    sampled = dict(output_points=256, output_point_importance=0.75)
+    _run(
+        tmp_path / "unsure",
+        teacher_dir,
+        steps=2,
+        losses=("output", "gt"),
+        gate_output_by_labels=True,
+        **sampled,
+    )
+    records = [json.loads(line) for line in (tmp_path / "unsure" / LOG_FILE).read_text().splitlines()]
+    at_points = [r for r in records if "loss" in r]
+    assert all(math.isfinite(r["output"]) for r in at_points if "output" in r)
+    assert [r.get("output") for r in at_points] != [r.get("output") for r in losses]
 
 
 def test_bf16_autocast_runs_every_loss_and_follows_fp32(tmp_path, teacher_dir):

@@ -112,6 +112,10 @@ def test_student_variant_folders_and_rows_keep_runs_apart():
     assert sampled.folder(variant).name == name.replace("-t600", "-op1024-t600")
     assert sampled.distill_config("shapes-student", "x").output_points == 1024
     assert not already_run([new_row], variant, sampled)
+    unsure = dataclasses.replace(sampled, output_point_importance=0.75)
+    assert unsure.folder(variant).name == name.replace("-t600", "-op1024-opi0.75-t600")
+    assert unsure.distill_config("shapes-student", "x").output_point_importance == 0.75
+    assert not already_run([new_row], variant, unsure) and already_run([new_row], variant, weighted)
 
 
 def test_mask_recall_matches_answers_to_the_ground_truth():

@@ -642,6 +642,13 @@ def _distill_parser(sub: argparse._SubParsersAction) -> None:
         "bilinearly (0: on the student's grid)",
     )
     p.add_argument(
+        "--output-point-importance",
+        type=float,
+        default=default.output_point_importance,
+        help="with --output-points: read matched masks' losses at points of their own, this share where the "
+        "student is least sure (Mask2Former/EdgeSAM: 0.75), the rest uniform (0: at the shared points)",
+    )
+    p.add_argument(
         "--label-fraction",
         type=float,
         default=default.label_fraction,
@@ -689,6 +696,7 @@ def _distill(args: argparse.Namespace) -> None:
         output_min_foreground=args.output_min_foreground,
         output_temperature=args.output_temperature,
         output_points=args.output_points,
+        output_point_importance=args.output_point_importance,
         label_fraction=args.label_fraction,
         decoder_adapter=args.decoder_adapter,
         init_from_teacher=not args.no_init_from_teacher,

@@ -127,6 +127,10 @@ class DistillConfig:
         output_points (int): compare the output loss's masks at this many random points a step, each
             model's logits read bilinearly from its own grid, as the ground-truth set loss reads its masks
             (0: on the student's mask grid, the teacher's masks resized to it, which blurs their edges).
+        output_point_importance (float): with ``output_points``, the matched pairs' mask losses are read at
+            points of their own, this share of them where the student's mask is least sure (of 3× as many
+            uniform candidates; Mask2Former and EdgeSAM use 0.75), the rest uniform; matching stays on the
+            shared uniform points (0: the losses are read there too).
         precision (str): ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32``, or ``bf16`` (autocast on
             either device; on CPU it is how the bf16 path is checked without a GPU).
     """
@@ -144,6 +148,7 @@ class DistillConfig:
     hard_teacher_masks: bool = False
     output_min_foreground: float = 0.0
     output_points: int = 0
+    output_point_importance: float = 0.0
     label_fraction: float = 1.0
     deep_supervision: bool = True
     decoder_adapter: bool = False
@@ -181,6 +186,15 @@ class DistillConfig:
         if self.output_points and not self.on("output"):
             raise ValueError(
                 "output_points sets where the output loss compares masks: switch on the output loss"
+            )
+        if not 0 <= self.output_point_importance <= 1:
+            raise ValueError(
+                f"output_point_importance is a share in [0, 1], got {self.output_point_importance}"
+            )
+        if self.output_point_importance and not self.output_points:
+            raise ValueError(
+                "output_point_importance picks some of the output loss's points where the student is unsure: "
+                "set output_points too (e.g. 1024)"
             )
         if self.gate_output_by_labels and not self.on("output"):
             raise ValueError("gate_output_by_labels weighs the output loss: switch on the output loss too")

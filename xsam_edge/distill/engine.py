@@ -200,6 +200,8 @@ class DistillStep(nn.Module):
                     if cfg.output_points
                     else None
                 ),
+                importance=cfg.output_point_importance,
+                generator=gen,
             )
             losses["output"] = w.output * loss
             self.stats["output_max_disagreement"] = float(disagreement.max())
@@ -236,6 +238,7 @@ _ADDED_SETTINGS = {
     "output_min_foreground": 0.0,
     "output_temperature": None,
     "output_points": 0,
+    "output_point_importance": 0.0,
 }
 
 

@@ -10,6 +10,7 @@ Hungarian algorithm (the student may have fewer).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,9 @@ from xsam_edge.tokenizer import IMAGE_TOKEN_ID
 from xsam_edge.train import XSamForward
 from xsam_edge.training.collate import IGNORE_INDEX, Batch
 from xsam_edge.training.losses import SetLossConfig, _pairwise_bce, _pairwise_dice, point_sample
+
+# (student rows, teacher query indices) of matched pairs → their student logits and targets, (K, P) each
+PairMasks = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 def nmse(student: Tensor, teacher: Tensor) -> Tensor:
@@ -189,6 +193,7 @@ def _output_one(
     cfg: SetLossConfig,
     trust: Tensor | None = None,
     min_foreground: float = 0.0,
+    pair_masks: PairMasks | None = None,
 ) -> Tensor:
     """One example, one student level: match student queries to teacher queries, then class KL + mask losses.
 
@@ -203,11 +208,15 @@ def _output_one(
             copied in proportion to it (its class and its mask); ``None`` trusts the teacher everywhere.
         min_foreground (float): copy only the teacher queries whose foreground probability is at least this;
             the student queries left over learn "background" as in the ground-truth set loss (0: copy all).
+        pair_masks (PairMasks | None): after matching (on ``s_mask`` and ``target``), where the matched
+            pairs' mask losses are read: given (student rows, teacher query indices), the student's logits and
+            the targets at the pairs' own points; ``None`` reads them from ``s_mask`` and ``target``.
     """
     t_fg = 1 - t_cls.float().softmax(-1)[:, -1]  # (Q_t,) the teacher's foreground probability per query
+    t_index = torch.arange(t_cls.shape[0], device=t_cls.device)  # each kept query's index in the teacher's
     if min_foreground > 0:
         keep = t_fg >= min_foreground
-        t_cls, target, t_fg = t_cls[keep], target[keep], t_fg[keep]
+        t_cls, target, t_fg, t_index = t_cls[keep], target[keep], t_fg[keep], t_index[keep]
         trust = None if trust is None else trust[keep]
     if t_cls.shape[0] == 0:  # nothing the teacher is sure of: every student query learns "background"
         return _background_loss(s_cls, cfg)
@@ -230,9 +239,10 @@ def _output_one(
     # its class is copied fully when it says "background", in proportion to the trust when it names a class
     class_w = torch.ones_like(fg) if trust is None else (1 - fg) + copied
     loss = cfg.class_weight * (kl * class_w).mean() * temperature**2
-    bce = F.binary_cross_entropy_with_logits(s_mask[rows], target[cols], reduction="none").mean(-1)
-    probs = s_mask[rows].sigmoid()
-    dice = 1 - (2 * (probs * target[cols]).sum(-1) + 1) / (probs.sum(-1) + target[cols].sum(-1) + 1)
+    s_pair, t_pair = (s_mask[rows], target[cols]) if pair_masks is None else pair_masks(rows, t_index[cols])
+    bce = F.binary_cross_entropy_with_logits(s_pair, t_pair, reduction="none").mean(-1)
+    probs = s_pair.sigmoid()
+    dice = 1 - (2 * (probs * t_pair).sum(-1) + 1) / (probs.sum(-1) + t_pair.sum(-1) + 1)
     loss = loss + ((cfg.mask_weight * bce + cfg.dice_weight * dice) * copied).sum() / fg.sum().clamp_min(1.0)
     unmatched = torch.ones(s_cls.shape[0], dtype=torch.bool, device=s_cls.device)
     unmatched[rows] = False
@@ -268,6 +278,8 @@ def output_loss(
     hard_masks: bool = False,
     min_foreground: float = 0.0,
     points: Tensor | None = None,
+    importance: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Output distillation with prompts in the loop, hard requests upweighted.
 
@@ -294,6 +306,11 @@ def output_loss(
         points (Tensor | None): (P, 2) points in [0, 1]² where the masks are compared, each model's logits
             read bilinearly from its own grid (as the ground-truth set loss reads its masks); ``None``
             compares them on the student's grid, the teacher's masks resized to it.
+        importance (float): with ``points``, the matched pairs' mask losses are read at points of their own:
+            this share of them where the student is least sure (:func:`uncertain_points`), the rest uniform;
+            matching still uses ``points``. 0 reads the losses at ``points`` too.
+        generator (torch.Generator | None): draws the pairs' points (on the CPU, so a seed picks the same
+            points on any device).
 
     Returns:
         tuple[Tensor, Tensor]: the weighted loss and the per-example disagreement (B_s,) behind the weights.
@@ -311,15 +328,34 @@ def output_loss(
         trust = [None if p is None else label_trust(t_cls[i], t_mask[i], *p) for i, p in enumerate(labels)]
     # (B_s, Q_t, P) the target logits at the compared places, made once for every student level
     t_logits = t_mask.flatten(2) if points is None else _at_points(t_fine.float(), points)
-    target = (t_logits > 0).float() if hard_masks else t_logits.sigmoid()
+    to_target = (lambda logits: (logits > 0).float()) if hard_masks else torch.sigmoid
+    target = to_target(t_logits)
+    if importance > 0 and points is None:
+        raise ValueError("importance sampling picks among sampled points: give points too")
     per_level = []
     for s_cls, s_mask in levels:
         flat = s_mask.flatten(2) if points is None else _at_points(s_mask.float(), points)
+        pair_masks: list[PairMasks | None] = [None] * s_cls.shape[0]
+        if importance > 0:
+            pair_masks = [
+                _pairs_at_uncertain_points(
+                    s_mask[i], t_fine[i], points.shape[0], importance, to_target, generator
+                )
+                for i in range(s_cls.shape[0])
+            ]
         per_level.append(
             torch.stack(
                 [
                     _output_one(
-                        s_cls[i], flat[i], t_cls[i], target[i], temperature, cfg, trust[i], min_foreground
+                        s_cls[i],
+                        flat[i],
+                        t_cls[i],
+                        target[i],
+                        temperature,
+                        cfg,
+                        trust[i],
+                        min_foreground,
+                        pair_masks[i],
                     )
                     for i in range(s_cls.shape[0])
                 ]
@@ -329,6 +365,44 @@ def output_loss(
     weights = hard_prompt_weights(disagreement, hard_gamma, hard_cap)
     loss = sum((weights * losses).mean() for losses in per_level)
     return loss, disagreement
+
+
+def uncertain_points(
+    logits: Tensor, count: int, importance: float, generator: torch.Generator | None = None
+) -> Tensor:
+    """(K, h, w) mask logits → (K, count, 2) points in [0, 1]², PointRend / Mask2Former style (no gradient).
+
+    Of 3 × ``count`` uniform candidates, the ``importance`` share with the logits nearest 0 (where the mask
+    is least sure: its edges), topped up with fresh uniform points. Mask2Former's loss and EdgeSAM's
+    ``POINT_REND_SAMPLING`` use these defaults (oversample 3, importance 0.75), read on the student's masks.
+    """
+    k = logits.shape[0]
+    n_sure = int(round(importance * count))
+    candidates = torch.rand(k, 3 * count, 2, generator=generator).to(logits.device)
+    with torch.no_grad():
+        values = point_sample(logits.detach().float(), candidates)  # (K, 3·count)
+        picked = (-values.abs()).topk(n_sure, dim=1).indices
+    chosen = torch.gather(candidates, 1, picked[..., None].expand(-1, -1, 2))
+    uniform = torch.rand(k, count - n_sure, 2, generator=generator).to(logits.device)
+    return torch.cat([chosen, uniform], dim=1)
+
+
+def _pairs_at_uncertain_points(
+    s_grid: Tensor,
+    t_grid: Tensor,
+    count: int,
+    importance: float,
+    to_target: Callable[[Tensor], Tensor],
+    generator: torch.Generator | None,
+) -> PairMasks:
+    """One example's matched (student row, teacher query) pairs, read where the student is least sure."""
+
+    def read(rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
+        s_pair = s_grid[rows].float()
+        pts = uncertain_points(s_pair, count, importance, generator)
+        return point_sample(s_pair, pts), to_target(point_sample(t_grid[cols].float(), pts))
+
+    return read
 
 
 def _at_points(maps: Tensor, points: Tensor) -> Tensor:
