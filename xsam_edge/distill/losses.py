@@ -315,6 +315,8 @@ def output_loss(
     Returns:
         tuple[Tensor, Tensor]: the weighted loss and the per-example disagreement (B_s,) behind the weights.
     """
+    if importance > 0 and points is None:
+        raise ValueError("importance sampling picks among sampled points: give points too")
     t_cls, t_fine = teacher.levels[-1]
     levels = student.levels if deep_supervision else student.levels[-1:]
     # the teacher's masks on the student's grid: compared there without points, and read by the label gate
@@ -330,8 +332,6 @@ def output_loss(
     t_logits = t_mask.flatten(2) if points is None else _at_points(t_fine.float(), points)
     to_target = (lambda logits: (logits > 0).float()) if hard_masks else torch.sigmoid
     target = to_target(t_logits)
-    if importance > 0 and points is None:
-        raise ValueError("importance sampling picks among sampled points: give points too")
     per_level = []
     for s_cls, s_mask in levels:
         flat = s_mask.flatten(2) if points is None else _at_points(s_mask.float(), points)
@@ -377,13 +377,13 @@ def uncertain_points(
     ``POINT_REND_SAMPLING`` use these defaults (oversample 3, importance 0.75), read on the student's masks.
     """
     k = logits.shape[0]
-    n_sure = int(round(importance * count))
+    n_unsure = int(round(importance * count))
     candidates = torch.rand(k, 3 * count, 2, generator=generator).to(logits.device)
     with torch.no_grad():
         values = point_sample(logits.detach().float(), candidates)  # (K, 3·count)
-        picked = (-values.abs()).topk(n_sure, dim=1).indices
+        picked = (-values.abs()).topk(n_unsure, dim=1).indices
     chosen = torch.gather(candidates, 1, picked[..., None].expand(-1, -1, 2))
-    uniform = torch.rand(k, count - n_sure, 2, generator=generator).to(logits.device)
+    uniform = torch.rand(k, count - n_unsure, 2, generator=generator).to(logits.device)
     return torch.cat([chosen, uniform], dim=1)
 
 
