@@ -335,14 +335,6 @@ def output_loss(
     per_level = []
     for s_cls, s_mask in levels:
         flat = s_mask.flatten(2) if points is None else _at_points(s_mask.float(), points)
-        pair_masks: list[PairMasks | None] = [None] * s_cls.shape[0]
-        if importance > 0:
-            pair_masks = [
-                _pairs_at_uncertain_points(
-                    s_mask[i], t_fine[i], points.shape[0], importance, to_target, generator
-                )
-                for i in range(s_cls.shape[0])
-            ]
         per_level.append(
             torch.stack(
                 [
@@ -355,7 +347,11 @@ def output_loss(
                         cfg,
                         trust[i],
                         min_foreground,
-                        pair_masks[i],
+                        _pairs_at_uncertain_points(
+                            s_mask[i], t_fine[i], points.shape[0], importance, to_target, generator
+                        )
+                        if importance > 0
+                        else None,
                     )
                     for i in range(s_cls.shape[0])
                 ]
@@ -380,7 +376,7 @@ def uncertain_points(
     n_unsure = int(round(importance * count))
     candidates = torch.rand(k, 3 * count, 2, generator=generator).to(logits.device)
     with torch.no_grad():
-        values = point_sample(logits.detach().float(), candidates)  # (K, 3·count)
+        values = point_sample(logits.float(), candidates)  # (K, 3·count)
         picked = (-values.abs()).topk(n_unsure, dim=1).indices
     chosen = torch.gather(candidates, 1, picked[..., None].expand(-1, -1, 2))
     uniform = torch.rand(k, count - n_unsure, 2, generator=generator).to(logits.device)
