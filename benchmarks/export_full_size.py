@@ -1,6 +1,6 @@
 """Export cost at full X-SAM size: per graph, wall time, peak memory, file size and parity (random weights).
 
-Run: ``python -m xsam_edge.benchmarks.export_full_size [--preset x-sam-phi3] [--backend onnx]
+Run: ``python -m benchmarks.export_full_size [--preset x-sam-phi3] [--backend onnx]
 [--graphs encode_image,segment,llm_kvio_prefill] [--llm-layers N] [--timeout 500] [--out PATH]``. Each graph
 is exported in its own process (so its peak RSS is its own, and one that runs out of time or memory does not
 take the others down). Weights are random at std 0.02 (``randomize_like_trained``): export cost does not
@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from xsam_edge.tokenizer import atomic_write_text
+from benchmarks import RESULTS_DIR
+from xsam_edge.spec.tokenizer import atomic_write_text
 
 EXPORTERS = ("onnx", "openvino", "executorch", "coreml")
 _PLACEMENT_KEYS = (
@@ -66,7 +67,7 @@ def export_one(preset: str, backend: str, graph: str, out_dir: str, llm_layers: 
 
     from xsam_edge.export.graphs import SlotConfig
     from xsam_edge.model.build import build_model
-    from xsam_edge.presets import get_preset
+    from xsam_edge.model.presets import get_preset
 
     exporter = getattr(__import__(f"xsam_edge.export.{backend}", fromlist=["x"]), f"export_{backend}")
     start = time.perf_counter()
@@ -106,7 +107,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=int, default=500, help="seconds per graph")
     parser.add_argument("--llm-layers", type=int, help="LLM decoder layers (default: the preset's)")
     parser.add_argument(
-        "--out", help="results JSON (default benchmarks/results/export-full-size-<date>.json)"
+        "--out", help="results JSON (default docs/results/data/export-full-size-<date>.json)"
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: export this one graph
     args = parser.parse_args()
@@ -116,7 +117,7 @@ def main() -> None:
         return
     rows = []
     for graph in args.graphs.split(","):
-        command = [sys.executable, "-m", "xsam_edge.benchmarks.export_full_size", "--preset", args.preset,
+        command = [sys.executable, "-m", "benchmarks.export_full_size", "--preset", args.preset,
                    "--backend", args.backend, "--child", graph]  # fmt: skip
         command += ["--llm-layers", str(args.llm_layers)] if args.llm_layers is not None else []
         start = time.perf_counter()
@@ -135,7 +136,7 @@ def main() -> None:
         "date": date,
         "preset": args.preset,
         "backend": args.backend,
-        "command": "python -m xsam_edge.benchmarks.export_full_size " + " ".join(sys.argv[1:]),
+        "command": "python -m benchmarks.export_full_size " + " ".join(sys.argv[1:]),
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(),
@@ -143,7 +144,7 @@ def main() -> None:
         },
         "rows": rows,
     }
-    out = Path(args.out or Path(__file__).parent / "results" / f"export-full-size-{date}.json")
+    out = Path(args.out or RESULTS_DIR / f"export-full-size-{date}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
 

@@ -1,12 +1,12 @@
 """Per-layer sensitivity of recipe graphs on the trained embedded teacher: which layer causes the error.
 
-Run: ``python -m xsam_edge.benchmarks.layer_sensitivity [--graphs intel-openvino:llm,jetson-trt:encode_image]
+Run: ``python -m benchmarks.layer_sensitivity [--graphs intel-openvino:llm,jetson-trt:encode_image]
 [--work DIR] [--top N]``.
 
 Per ``recipe:graph`` it runs ``quantize.layer_sensitivity``: the graph quantized by the recipe as a whole,
 then once per quantized layer with that layer alone kept float, each compared with the float graph on the
 calibration set's held-out samples in the backend's runtime (ExecuTorch ranks modules in PyTorch). Writes
-``benchmarks/results/layer-sensitivity-<date>.json`` (every layer) and ``.md`` (the top ``N`` per graph).
+``docs/results/data/layer-sensitivity-<date>.json`` (every layer) and ``.md`` (the top ``N`` per graph).
 No thresholds: the README reads the ranking.
 """
 
@@ -21,13 +21,14 @@ import platform
 import time
 from pathlib import Path
 
-from xsam_edge.inference import XSamPredictor
+from benchmarks import RESULTS_DIR
+from xsam_edge.model.predictor import XSamPredictor
 from xsam_edge.quantization.quantize import layer_sensitivity
 from xsam_edge.quantization.recipes import get_recipe
-from xsam_edge.teacher import ensure_teacher
-from xsam_edge.tokenizer import atomic_write_text
+from xsam_edge.spec.tokenizer import atomic_write_text
+from xsam_edge.training.teacher import ensure_teacher
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = RESULTS_DIR
 DEFAULT = "intel-openvino:llm,intel-openvino:segment,intel-openvino:encode_image,jetson-trt:encode_image"
 
 

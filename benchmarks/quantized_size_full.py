@@ -1,6 +1,6 @@
 """Quantized bundle size at full X-SAM size: per recipe and graph, bytes before and after (random weights).
 
-Run: ``python -m xsam_edge.benchmarks.quantized_size_full [--recipes intel-openvino,int8-openvino,…]
+Run: ``python -m benchmarks.quantized_size_full [--recipes intel-openvino,int8-openvino,…]
 [--depths 1,2] [--encoder-depths 1,2] [--work DIR] [--out PATH]``.
 
 A full-size float model (18.5 GB) and its exports do not fit this 24 GB machine, so the LLM is built at full
@@ -20,7 +20,7 @@ use window blocks only.
 Sizes do not depend on the weights or on how many images calibrate, so weights are random and calibration uses
 one image; accuracy is measured on the trained teacher (``benchmarks/quantization.py``), not here.
 ``int8-openvino`` is INT8 everywhere (W8A8 encoders and decoder, INT8 weight-only LLM and embeddings): the
-recipe the "INT8-everything" goal is about. Writes ``benchmarks/results/quantized-size-full-<date>.json`` and
+recipe the "INT8-everything" goal is about. Writes ``docs/results/data/quantized-size-full-<date>.json`` and
 ``.md``.
 """
 
@@ -37,10 +37,11 @@ import sys
 import time
 from pathlib import Path
 
-from xsam_edge.benchmarks.export_full_size import randomize_like_trained
-from xsam_edge.tokenizer import atomic_write_text
+from benchmarks import RESULTS_DIR
+from benchmarks.export_full_size import randomize_like_trained
+from xsam_edge.spec.tokenizer import atomic_write_text
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = RESULTS_DIR
 GOALS = {"int8": 3.5, "int4-llm": 6.0}  # issue #5: smaller than FP32 by at least this, at full size
 
 
@@ -117,7 +118,7 @@ def _model(preset: str, point: dict[str, int], meta: bool):
     import torch
 
     from xsam_edge.model.build import build_model
-    from xsam_edge.presets import get_preset
+    from xsam_edge.model.presets import get_preset
 
     config = config_at(get_preset(preset), point)
     torch.manual_seed(0)  # 1-D parameters keep their constructors' random init: the fingerprint must repeat
@@ -136,9 +137,9 @@ def _stage_work(work: Path, recipe) -> Path:
 
 def prepare_point(preset: str, point: dict, recipe_names: list[str], work: Path, slots) -> dict:
     """Child process 1: the real model's float export for every recipe, and its fingerprint."""
-    from xsam_edge.checkpoint import model_fingerprint
+    from xsam_edge.model.checkpoint import model_fingerprint
     from xsam_edge.quantization.quantize import prepare
-    from xsam_edge.tokenizer import tiny_tokenizer
+    from xsam_edge.spec.tokenizer import tiny_tokenizer
 
     start = time.perf_counter()
     model = _model(preset, point, meta=False)
@@ -161,7 +162,7 @@ def prepare_point(preset: str, point: dict, recipe_names: list[str], work: Path,
 def calibrate_point(preset: str, point: dict, recipe_names: list[str], fingerprint: str, work: Path, slots):
     """Child process 2: calibration through the float sessions, the model on the meta device."""
     from xsam_edge.quantization.quantize import prepare
-    from xsam_edge.tokenizer import tiny_tokenizer
+    from xsam_edge.spec.tokenizer import tiny_tokenizer
 
     start = time.perf_counter()
     model = _model(preset, point, meta=True)
@@ -178,10 +179,10 @@ def quantize_point(preset: str, point: dict, name: str, fingerprint: str, work: 
     File-based quantizers (OpenVINO, ONNX, Core ML) get the model on the meta device, so this process holds
     only the calibration set and the quantizer's own copies; ExecuTorch quantizes modules and needs weights.
     """
-    from xsam_edge.bundle import load_bundle
     from xsam_edge.quantization.quantize import graph_entries, quantize_bundle
     from xsam_edge.quantization.report import files_bytes
-    from xsam_edge.tokenizer import tiny_tokenizer
+    from xsam_edge.spec.bundle import load_bundle
+    from xsam_edge.spec.tokenizer import tiny_tokenizer
 
     recipe = _recipe(name)
     model = _model(preset, point, meta=recipe.backend != "executorch")
@@ -222,12 +223,12 @@ def coreml_fp32_point(preset: str, point: dict, name: str, fingerprint: str, wor
     """
     import shutil
 
-    from xsam_edge.bundle import load_bundle
     from xsam_edge.export.coreml import export_coreml, merge_llm_functions
     from xsam_edge.export.to_bundle import graph_entry
     from xsam_edge.quantization.quantize import prepare
     from xsam_edge.quantization.report import files_bytes
-    from xsam_edge.tokenizer import tiny_tokenizer
+    from xsam_edge.spec.bundle import load_bundle
+    from xsam_edge.spec.tokenizer import tiny_tokenizer
 
     start = time.perf_counter()
     model = _model(preset, point, meta=False)
@@ -254,7 +255,7 @@ def _peak_rss() -> int:
 
 def _child(args: list[str], timeout: int) -> dict:
     """Run one step in its own process (its memory is its own and returned to the OS when it ends)."""
-    command = [sys.executable, "-m", "xsam_edge.benchmarks.quantized_size_full", *args]
+    command = [sys.executable, "-m", "benchmarks.quantized_size_full", *args]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -460,7 +461,7 @@ def main() -> None:
     parser.add_argument("--fingerprint", help=argparse.SUPPRESS)
     args = parser.parse_args()
     from xsam_edge.export.graphs import SlotConfig
-    from xsam_edge.presets import get_preset
+    from xsam_edge.model.presets import get_preset
 
     names = args.recipes.split(",")
     for name in names:

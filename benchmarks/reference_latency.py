@@ -1,6 +1,6 @@
 """The reference model's own cost where golden references are made: per-query latency and peak memory.
 
-Run: ``python -m xsam_edge.benchmarks.reference_latency [--model DIR | --preset x-sam-phi3] [--device cuda]
+Run: ``python -m benchmarks.reference_latency [--model DIR | --preset x-sam-phi3] [--device cuda]
 [--dtype bfloat16] [--repeats 10] [--out PATH]``. A preset gets random weights (latency does not depend on
 them) and the built-in tiny tokenizer when no tokenizer folder is given, so its text tokens are not Phi-3's;
 the image tokens, which dominate the LLM sequence, are the real count. Writes a JSON results file.
@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks import RESULTS_DIR
 from xsam_edge.data.shapes import load_shapes
-from xsam_edge.inference import XSamPredictor
 from xsam_edge.model.build import build_model
-from xsam_edge.presets import get_preset
-from xsam_edge.tokenizer import tiny_tokenizer
-from xsam_edge.types import SegmentationRequest, Task
+from xsam_edge.model.predictor import XSamPredictor
+from xsam_edge.model.presets import get_preset
+from xsam_edge.spec.tokenizer import tiny_tokenizer
+from xsam_edge.spec.types import SegmentationRequest, Task
 
 
 def _predictor(model_dir: str | None, preset: str | None, device: str, dtype: torch.dtype) -> XSamPredictor:
@@ -95,13 +96,13 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument(
-        "--out", help="results JSON (default benchmarks/results/reference-latency-<date>.json)"
+        "--out", help="results JSON (default docs/results/data/reference-latency-<date>.json)"
     )
     args = parser.parse_args()
     result = measure(args.model, args.preset, args.device, args.dtype, args.repeats)
     result["date"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     date = result["date"]
-    out = Path(args.out or Path(__file__).parent / "results" / f"reference-latency-{date}.json")
+    out = Path(args.out or RESULTS_DIR / f"reference-latency-{date}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

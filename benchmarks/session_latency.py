@@ -1,8 +1,8 @@
 """Encode once, query many: first query on a new image vs the next query on the same image, per backend.
 
-Run: ``python -m xsam_edge.benchmarks.session_latency --bundle B [--backend onnx,openvino,executorch]
+Run: ``python -m benchmarks.session_latency --bundle B [--backend onnx,openvino,executorch]
 [--repeats 10]`` (each backend must be in the bundle).
-Writes ``benchmarks/results/session-latency-<date>.json`` (or ``--out``) and prints a table. No timing
+Writes ``docs/results/data/session-latency-<date>.json`` (or ``--out``) and prints a table. No timing
 thresholds anywhere: this is a measurement, not a test.
 """
 
@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import RESULTS_DIR
 from xsam_edge.data.shapes import load_shapes
 from xsam_edge.runtime.session import EdgeSession
-from xsam_edge.types import SegmentationRequest, Task
+from xsam_edge.spec.types import SegmentationRequest, Task
 
 
 def _queries(image: np.ndarray) -> list[SegmentationRequest]:
@@ -60,7 +61,7 @@ def main() -> None:
     parser.add_argument("--bundle", required=True)
     parser.add_argument("--backend", default="onnx,openvino", help="comma list of the bundle's backends")
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--out", help="results JSON (default benchmarks/results/session-latency-<date>.json)")
+    parser.add_argument("--out", help="results JSON (default docs/results/data/session-latency-<date>.json)")
     args = parser.parse_args()
     rows = [measure(args.bundle, b.strip(), args.repeats) for b in args.backend.split(",")]
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
@@ -71,7 +72,7 @@ def main() -> None:
         "threads": os.environ.get("XSAM_EDGE_THREADS", "all cores"),
         "results": rows,
     }
-    out = Path(args.out or Path(__file__).parent / "results" / f"session-latency-{date}.json")
+    out = Path(args.out or RESULTS_DIR / f"session-latency-{date}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"{'backend':<10}{'first query p50':>18}{'next query p50':>17}{'speed-up':>10}")

@@ -20,10 +20,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from xsam_edge.model.build import build_model  # noqa: E402
+from xsam_edge.model.presets import TINY  # noqa: E402
 from xsam_edge.model.xsam import XSam  # noqa: E402
-from xsam_edge.presets import TINY  # noqa: E402
-from xsam_edge.tokenizer import XSamTokenizer, tiny_tokenizer  # noqa: E402
-from xsam_edge.types import Box, MaskPrompt, Point, Scribble, SegmentationRequest, Task  # noqa: E402
+from xsam_edge.spec.tokenizer import XSamTokenizer, tiny_tokenizer  # noqa: E402
+from xsam_edge.spec.types import Box, MaskPrompt, Point, Scribble, SegmentationRequest, Task  # noqa: E402
 
 # One intra-op thread: the tiny model's ops take microseconds, and with two threads on a 2-core machine that
 # is also running anything else, OpenMP hand-offs make every op wait on a busy core (measured: a tiny

@@ -16,17 +16,17 @@ pytest.importorskip("onnxruntime")
 
 from conftest import make_tiny_model, with_grid_sampler  # noqa: E402
 
-from xsam_edge.benchmarks.harness import BenchOptions, GoldenMismatchError, bench  # noqa: E402
-from xsam_edge.benchmarks.profiles import PROFILES, get_profile  # noqa: E402
-from xsam_edge.benchmarks.reference import make_reference  # noqa: E402
-from xsam_edge.benchmarks.report import graph_table, markdown_table  # noqa: E402
-from xsam_edge.bundle import BundleError  # noqa: E402
-from xsam_edge.checkpoint import save_pretrained, write_lineage  # noqa: E402
+from xsam_edge.bench.golden_set import GoldenError, decode_masks, encode_masks, load_golden_set  # noqa: E402
+from xsam_edge.bench.harness import BenchOptions, GoldenMismatchError, bench  # noqa: E402
+from xsam_edge.bench.profiles import PROFILES, get_profile  # noqa: E402
+from xsam_edge.bench.reference import make_reference  # noqa: E402
+from xsam_edge.bench.report import graph_table, markdown_table  # noqa: E402
 from xsam_edge.cli import main  # noqa: E402
 from xsam_edge.export.graphs import SlotConfig  # noqa: E402
 from xsam_edge.export.to_bundle import export_bundle  # noqa: E402
-from xsam_edge.golden_set import GoldenError, decode_masks, encode_masks, load_golden_set  # noqa: E402
-from xsam_edge.tokenizer import tiny_tokenizer  # noqa: E402
+from xsam_edge.model.checkpoint import save_pretrained, write_lineage  # noqa: E402
+from xsam_edge.spec.bundle import BundleError  # noqa: E402
+from xsam_edge.spec.tokenizer import tiny_tokenizer  # noqa: E402
 
 SLOTS = SlotConfig(max_regions=4, max_conditions=6, prefill_len=16)
 DATA = "shapes:val"
@@ -213,7 +213,7 @@ def test_bench_cli_refuses_a_corrupted_bundle(bundle, golden, tmp_path, capsys):
 
 def test_reference_resumes_after_a_kill(model_dir, tmp_path, monkeypatch):
     """A run stopped after the first sample continues from the samples it wrote."""
-    import xsam_edge.benchmarks.reference as reference
+    import xsam_edge.bench.reference as reference
 
     calls = {"n": 0}
     original = reference.sample_to_json

@@ -18,15 +18,15 @@ pytest.importorskip("openvino")
 
 from conftest import every_task_requests, make_image, make_tiny_model, with_grid_sampler  # noqa: E402
 
-from xsam_edge.bundle import MANIFEST_FILE, BundleError, load_bundle  # noqa: E402
 from xsam_edge.export.graphs import SlotConfig  # noqa: E402
 from xsam_edge.export.to_bundle import export_bundle  # noqa: E402
-from xsam_edge.golden import load_golden  # noqa: E402
-from xsam_edge.inference import XSamPredictor  # noqa: E402
+from xsam_edge.model.predictor import XSamPredictor  # noqa: E402
 from xsam_edge.runtime.backends import get_backend  # noqa: E402
 from xsam_edge.runtime.session import EdgeSession  # noqa: E402
-from xsam_edge.tokenizer import tiny_tokenizer  # noqa: E402
-from xsam_edge.types import SegmentationRequest, Task  # noqa: E402
+from xsam_edge.spec.bundle import MANIFEST_FILE, BundleError, load_bundle  # noqa: E402
+from xsam_edge.spec.golden import load_golden  # noqa: E402
+from xsam_edge.spec.tokenizer import tiny_tokenizer  # noqa: E402
+from xsam_edge.spec.types import SegmentationRequest, Task  # noqa: E402
 
 SLOTS = SlotConfig(max_regions=2, max_conditions=4, prefill_len=16)
 BACKENDS = ("onnx", "openvino")

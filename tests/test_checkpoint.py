@@ -14,7 +14,8 @@ import torch
 from conftest import make_tiny_model
 from safetensors.torch import load_file
 
-from xsam_edge.checkpoint import (
+from xsam_edge.model.build import build_model
+from xsam_edge.model.checkpoint import (
     CONFIG_FILE,
     TOKENIZER_FILE,
     WEIGHTS_FILE,
@@ -24,11 +25,10 @@ from xsam_edge.checkpoint import (
     read_state_dict,
     save_pretrained,
 )
-from xsam_edge.inference import XSamPredictor
-from xsam_edge.model.build import build_model
-from xsam_edge.presets import TINY
-from xsam_edge.tokenizer import TINY_WORDS, XSamTokenizer, build_word_tokenizer, tiny_tokenizer
-from xsam_edge.types import SegmentationRequest, Task
+from xsam_edge.model.predictor import XSamPredictor
+from xsam_edge.model.presets import TINY
+from xsam_edge.spec.tokenizer import TINY_WORDS, XSamTokenizer, build_word_tokenizer, tiny_tokenizer
+from xsam_edge.spec.types import SegmentationRequest, Task
 
 IGNORED_KEY = "segmentor.shared_image_embedding.positional_embedding"
 ARCHIVE_PREFIXES = (
@@ -341,7 +341,7 @@ def test_failed_save_keeps_the_old_folder(tmp_path, source, tokenizer, monkeypat
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("xsam_edge.checkpoint.save_model", broken)
+    monkeypatch.setattr("xsam_edge.model.checkpoint.save_model", broken)
     with pytest.raises(OSError, match="disk full"):
         save_pretrained(_target(), target, tokenizer)
     assert (target / WEIGHTS_FILE).read_bytes() == before

@@ -16,8 +16,8 @@ from conftest import make_image, make_tiny_model
 from PIL import Image
 
 from xsam_edge.cli import EXIT_USER_ERROR, main
-from xsam_edge.presets import TINY
-from xsam_edge.tokenizer import TINY_WORDS, XSamTokenizer, build_word_tokenizer, tiny_tokenizer
+from xsam_edge.model.presets import TINY
+from xsam_edge.spec.tokenizer import TINY_WORDS, XSamTokenizer, build_word_tokenizer, tiny_tokenizer
 
 
 @pytest.fixture()

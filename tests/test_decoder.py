@@ -17,7 +17,6 @@ from transformers.models.mask2former.modeling_mask2former import (  # noqa: E402
     Mask2FormerTransformerModule,
 )
 
-from xsam_edge.config import DecoderConfig  # noqa: E402
 from xsam_edge.model.mask_decoder import (  # noqa: E402
     MASKED_LOGIT,
     DecoderOutput,
@@ -26,7 +25,8 @@ from xsam_edge.model.mask_decoder import (  # noqa: E402
     release_full_rows,
 )
 from xsam_edge.model.pixel_decoder import PixelDecoder  # noqa: E402
-from xsam_edge.presets import TINY  # noqa: E402
+from xsam_edge.model.presets import TINY  # noqa: E402
+from xsam_edge.spec.config import DecoderConfig  # noqa: E402
 
 DEC = TINY.decoder
 CHANNELS = TINY.connector.out_channels  # finest first

@@ -11,9 +11,7 @@ import pytest
 import torch
 from conftest import make_tiny_model, rerandomize
 
-from xsam_edge.checkpoint import from_pretrained, save_pretrained
 from xsam_edge.cli import main
-from xsam_edge.config import XSamConfig
 from xsam_edge.distill.config import LOSS_NAMES, DistillConfig, LossWeights
 from xsam_edge.distill.engine import CHECKPOINT_DIR, LOG_FILE, distill
 from xsam_edge.distill.losses import (
@@ -31,15 +29,17 @@ from xsam_edge.distill.pairing import Adapters, ChannelAdapter, check_pair
 from xsam_edge.distill.prune import prune_decoder, query_usage, transplant
 from xsam_edge.distill.run import build_student, distill_run, example_source
 from xsam_edge.export.graphs import SlotConfig, build_graph, example_inputs, graph_specs
-from xsam_edge.info import info_json
 from xsam_edge.model.build import build_model
-from xsam_edge.presets import PRESETS, TINY, get_preset
-from xsam_edge.teacher import shapes_source
-from xsam_edge.tokenizer import tiny_tokenizer
-from xsam_edge.train import gt_losses, xsam_forward
+from xsam_edge.model.checkpoint import from_pretrained, save_pretrained
+from xsam_edge.model.info import info_json
+from xsam_edge.model.presets import PRESETS, TINY, get_preset
+from xsam_edge.spec.config import XSamConfig
+from xsam_edge.spec.tokenizer import tiny_tokenizer
+from xsam_edge.spec.types import Task
 from xsam_edge.training.collate import Collator
 from xsam_edge.training.losses import SetLossConfig
-from xsam_edge.types import Task
+from xsam_edge.training.teacher import shapes_source
+from xsam_edge.training.train import gt_losses, xsam_forward
 
 STUDENT = "tiny-student"
 SLOTS = SlotConfig(max_regions=2, max_conditions=4, max_seq=96, prefill_len=16)

@@ -10,13 +10,13 @@ import json
 import pytest
 
 from xsam_edge.distill.config import DistillConfig, LossWeights
-from xsam_edge.info import info_json
-from xsam_edge.presets import PRESETS, get_preset
-from xsam_edge.teacher_recipe import TeacherRecipe
+from xsam_edge.model.info import info_json
+from xsam_edge.model.presets import PRESETS, get_preset
+from xsam_edge.training.recipe import TeacherRecipe
 
 
 def test_student_variant_registers_a_preset_with_that_decoder_and_refuses_a_bad_spelling():
-    from xsam_edge.benchmarks.student_variants import Variant, register
+    from research.student_variants import Variant, register
 
     variant = Variant.parse("q20l4:20:4")
     name = register(variant)
@@ -36,7 +36,7 @@ def test_student_variant_registers_a_preset_with_that_decoder_and_refuses_a_bad_
 def test_the_measured_student_is_a_preset_and_its_recipe_resumes_the_benchmarks_runs():
     """The q16l4 variant the benchmark measured is the static preset, so its model folders load by name,
     and the pipeline's gated-5600 recipe computes what the benchmark's run did (its checkpoints resume)."""
-    from xsam_edge.benchmarks.student_variants import RunSettings, Variant, register
+    from research.student_variants import RunSettings, Variant, register
     from xsam_edge.distill.config import get_student_recipe
     from xsam_edge.distill.engine import run_recipe
 
@@ -63,7 +63,7 @@ def test_the_measured_student_is_a_preset_and_its_recipe_resumes_the_benchmarks_
 
 
 def test_student_variant_folders_and_rows_keep_runs_apart():
-    from xsam_edge.benchmarks.student_variants import DEFAULT_STEPS, RunSettings, Variant, already_run
+    from research.student_variants import DEFAULT_STEPS, RunSettings, Variant, already_run
 
     variant, losses = Variant.parse("q16l4:16:4"), ("feature", "gt")
     # earlier runs (seed 0, ungated) keep their folder names, so the benchmark still finds and resumes them
@@ -121,7 +121,7 @@ def test_student_variant_folders_and_rows_keep_runs_apart():
 def test_mask_recall_matches_answers_to_the_ground_truth():
     import numpy as np
 
-    from xsam_edge.benchmarks.mask_recall import match_stats
+    from research.mask_recall import match_stats
 
     gt = np.zeros((2, 4, 4), bool)
     gt[0, :2, :2] = True  # 4 pixels
@@ -139,8 +139,8 @@ def test_mask_recall_matches_answers_to_the_ground_truth():
 
 def test_student_variants_keep_one_teacher_per_results_file(tmp_path):
     """Rows distilled from a longer-trained teacher never land in a file scored against another teacher."""
-    from xsam_edge.benchmarks.student_variants import check_same_teacher
-    from xsam_edge.teacher_recipe import parse_teacher_steps
+    from research.student_variants import check_same_teacher
+    from xsam_edge.training.recipe import parse_teacher_steps
 
     out = tmp_path / "variants.json"
     longer = dataclasses.asdict(TeacherRecipe(steps=parse_teacher_steps("600,300,4200")))

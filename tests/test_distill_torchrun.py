@@ -13,9 +13,9 @@ import torch
 import torch.distributed
 from conftest import make_tiny_model
 
-from xsam_edge.checkpoint import from_pretrained, save_pretrained
 from xsam_edge.distill.engine import LOG_FILE, check_gpu_per_rank
-from xsam_edge.tokenizer import tiny_tokenizer
+from xsam_edge.model.checkpoint import from_pretrained, save_pretrained
+from xsam_edge.spec.tokenizer import tiny_tokenizer
 
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available(), reason="torch.distributed is not built into this torch"

@@ -268,9 +268,9 @@ def test_coreml_sam_l_window_geometry_converts_to_rank_5(tmp_path):
     14); coremltools must turn it into rank ≤ 5 steps or the device refuses the model. Full-size geometry,
     narrow widths (the rank does not depend on them)."""
     ct = pytest.importorskip("coremltools")
-    from xsam_edge.config import SegEncoderConfig
     from xsam_edge.export.coreml import max_tensor_rank
     from xsam_edge.model.seg_encoder import SegEncoder
+    from xsam_edge.spec.config import SegEncoderConfig
 
     config = SegEncoderConfig(
         image_size=1024,

@@ -30,10 +30,10 @@ from xsam_edge.export.placement import (  # noqa: E402
     placement_report,
     psnr,
 )
-from xsam_edge.inference import XSamPredictor  # noqa: E402
-from xsam_edge.postprocess import postprocess  # noqa: E402
-from xsam_edge.presets import TINY  # noqa: E402
-from xsam_edge.types import SegmentationRequest, Task  # noqa: E402
+from xsam_edge.model.predictor import XSamPredictor  # noqa: E402
+from xsam_edge.model.presets import TINY  # noqa: E402
+from xsam_edge.spec.postprocess import postprocess  # noqa: E402
+from xsam_edge.spec.types import SegmentationRequest, Task  # noqa: E402
 
 SLOTS = SlotConfig(max_regions=4, max_conditions=4, max_seq=128, prefill_len=16)
 MIN_PSNR_DB = 40.0  # the FP32 threshold, on every output

@@ -31,16 +31,16 @@ from xsam_edge.export.graphs import (
     splice_tokens,
 )
 from xsam_edge.export.graphs_llm import DecoderLM
-from xsam_edge.inference import XSamPredictor, expand_image_placeholder
 from xsam_edge.model.build import build_model
 from xsam_edge.model.llm import build_llm
+from xsam_edge.model.predictor import XSamPredictor, expand_image_placeholder
+from xsam_edge.model.presets import TINY
 from xsam_edge.model.projector import Projector
 from xsam_edge.model.region_sampler import sample_regions_grid
 from xsam_edge.model.xsam import DecoderInputs
-from xsam_edge.preprocess import PreprocessSpec
-from xsam_edge.presets import TINY
-from xsam_edge.prompts import build_request_prompt, image_prefix
-from xsam_edge.types import Box, Point, SegmentationRequest, Task
+from xsam_edge.spec.preprocess import PreprocessSpec
+from xsam_edge.spec.prompts import build_request_prompt, image_prefix
+from xsam_edge.spec.types import Box, Point, SegmentationRequest, Task
 
 # small slots keep the tests fast; prefill_len 16 makes a tiny prompt take several chunks
 SLOTS = SlotConfig(max_regions=4, max_conditions=4, max_seq=128, prefill_len=16)

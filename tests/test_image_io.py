@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from xsam_edge import image_io
-from xsam_edge.image_io import load_image, overlay, palette, save_overlay
-from xsam_edge.types import SegmentationResult
+from xsam_edge.spec import image_io
+from xsam_edge.spec.image_io import load_image, overlay, palette, save_overlay
+from xsam_edge.spec.types import SegmentationResult
 
 
 def _result(masks: np.ndarray) -> SegmentationResult:

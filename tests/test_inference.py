@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from conftest import IMAGE_HW, make_image
 
-from xsam_edge.inference import XSamPredictor, load_predictor
-from xsam_edge.postprocess import postprocess
-from xsam_edge.presets import TINY
-from xsam_edge.tokenizer import TINY_WORDS, XSamTokenizer, build_word_tokenizer
-from xsam_edge.types import (
+from xsam_edge.model.predictor import XSamPredictor, load_predictor
+from xsam_edge.model.presets import TINY
+from xsam_edge.spec.postprocess import postprocess
+from xsam_edge.spec.tokenizer import TINY_WORDS, XSamTokenizer, build_word_tokenizer
+from xsam_edge.spec.types import (
     Box,
     MaskPrompt,
     Point,

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from xsam_edge.config import SCHEMA_VERSION, XSamConfig
-from xsam_edge.info import info_json, info_table
 from xsam_edge.model.build import build_model
-from xsam_edge.presets import PRESETS, TINY, X_SAM_PHI3, get_preset
+from xsam_edge.model.info import info_json, info_table
+from xsam_edge.model.presets import PRESETS, TINY, X_SAM_PHI3, get_preset
+from xsam_edge.spec.config import SCHEMA_VERSION, XSamConfig
 
 B, M, G, T = 1e9, 1e6, 1e9, 1e12
 

@@ -22,8 +22,8 @@ from xsam_edge.data.coco_panoptic import load_coco_panoptic
 from xsam_edge.data.reasonseg import load_reasonseg
 from xsam_edge.data.refcoco import decode_segmentation, load_refcoco, load_refs
 from xsam_edge.data.registry import iter_dataset, load_dataset
-from xsam_edge.preprocess import rasterize_prompt
-from xsam_edge.types import Box, MaskPrompt, Point, Scribble, Task
+from xsam_edge.spec.preprocess import rasterize_prompt
+from xsam_edge.spec.types import Box, MaskPrompt, Point, Scribble, Task
 
 RNG = np.random.default_rng(0)
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from xsam_edge.data.sample import Example, Target
-from xsam_edge.metrics import (
+from xsam_edge.metrics.tasks import (
     BASELINE_KINDS,
     IouStat,
     PanopticStat,
@@ -23,7 +23,7 @@ from xsam_edge.metrics import (
     mask_agreement,
     normalize_text,
 )
-from xsam_edge.types import Box, Point, SegmentationRequest, SegmentationResult, Task
+from xsam_edge.spec.types import Box, Point, SegmentationRequest, SegmentationResult, Task
 
 
 def box(hw, y0, y1, x0, x1):
@@ -332,7 +332,7 @@ def _random_instances(seed: int, images: int = 6, hw=(16, 16)):
 def test_instance_matches_score_a_draw_as_its_images_listed_again(image_local):
     # a bootstrap draw scored from the cached matches must equal COCOeval run from scratch on the drawn
     # images, repeats and all; image-local labels make each repeat its own categories, as in that run
-    from xsam_edge.metrics import InstanceMatches
+    from xsam_edge.metrics.tasks import InstanceMatches
 
     gts, preds = _random_instances(seed=4)
     matches = InstanceMatches(gts, preds, image_local=image_local)
@@ -344,7 +344,7 @@ def test_instance_matches_score_a_draw_as_its_images_listed_again(image_local):
 
 
 def test_scorer_scores_any_rows_as_evaluate_does_on_those_pairs():
-    from xsam_edge.metrics import Scorer
+    from xsam_edge.metrics.tasks import Scorer
 
     gts, preds = _random_instances(seed=7, images=5)
     pairs = []
@@ -550,7 +550,7 @@ def test_evaluate_baselines():
 def test_metrics_import_no_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import xsam_edge.metrics\n"
+        "import xsam_edge.metrics.tasks\n"
         "assert sys.modules['torch'] is None\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

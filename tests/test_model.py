@@ -10,14 +10,14 @@ import torch
 import torch.nn.functional as F
 from transformers import SiglipVisionModel
 
-from xsam_edge.inference import XSamPredictor
 from xsam_edge.model.common import pixel_shuffle
 from xsam_edge.model.mask_decoder import MASKED_LOGIT
+from xsam_edge.model.predictor import XSamPredictor
+from xsam_edge.model.presets import TINY
 from xsam_edge.model.region_sampler import sample_regions_grid, sample_regions_random
 from xsam_edge.model.xsam import ImageFeatures
-from xsam_edge.preprocess import PreprocessSpec
-from xsam_edge.presets import TINY
-from xsam_edge.types import Box, SegmentationRequest, Task
+from xsam_edge.spec.preprocess import PreprocessSpec
+from xsam_edge.spec.types import Box, SegmentationRequest, Task
 
 CFG = TINY
 SEG_GRID = CFG.seg_encoder.image_size // CFG.seg_encoder.patch_size  # 8 SAM patches a side

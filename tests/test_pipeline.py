@@ -6,8 +6,8 @@ import pytest
 from xsam_edge.cli import main
 from xsam_edge.distill.config import StudentRecipe
 from xsam_edge.pipeline import run_pipeline
-from xsam_edge.teacher import TeacherRecipe, cache_root, ensure_teacher
-from xsam_edge.types import Task
+from xsam_edge.spec.types import Task
+from xsam_edge.training.teacher import TeacherRecipe, cache_root, ensure_teacher
 
 TINY_RECIPE = TeacherRecipe(preset="tiny", steps=(2, 2, 3), batch_size=2)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from xsam_edge.postprocess import (
+from xsam_edge.spec.postprocess import (
     Geometry,
     box_iou,
     masks_to_image,
@@ -20,7 +20,7 @@ from xsam_edge.postprocess import (
     postprocess_visual_grounded,
     resize_bilinear,
 )
-from xsam_edge.types import Task
+from xsam_edge.spec.types import Task
 
 BIG = 10.0  # a confident logit
 # 20×20 low-res masks, 40×40 input, 40×40 image: the chain is a plain ×2 upsample
@@ -249,7 +249,7 @@ def test_softmax_is_stable_for_huge_logits():
 def test_host_modules_import_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import xsam_edge.preprocess, xsam_edge.postprocess, xsam_edge.image_io\n"
+        "import xsam_edge.spec.preprocess, xsam_edge.spec.postprocess, xsam_edge.spec.image_io\n"
         "assert sys.modules['torch'] is None\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

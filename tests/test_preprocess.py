@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from xsam_edge.preprocess import (
+from xsam_edge.model.presets import TINY, X_SAM_PHI3
+from xsam_edge.spec.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     PreprocessSpec,
@@ -16,8 +17,7 @@ from xsam_edge.preprocess import (
     scaled_radius,
     scaled_size,
 )
-from xsam_edge.presets import TINY, X_SAM_PHI3
-from xsam_edge.types import Box, MaskPrompt, Point, Scribble
+from xsam_edge.spec.types import Box, MaskPrompt, Point, Scribble
 
 ROW = np.array([0, 100, 200, 252], np.uint8)
 # PIL bilinear ×2 along a row (align-corners-false taps, edges clamped): hand-computed, all exact integers

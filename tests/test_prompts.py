@@ -4,8 +4,8 @@ import sys
 import numpy as np
 import pytest
 
-from xsam_edge.config import TokenConfig
-from xsam_edge.prompts import (
+from xsam_edge.spec.config import TokenConfig
+from xsam_edge.spec.prompts import (
     GCG_QUESTION,
     TEMPLATES,
     ChatTemplate,
@@ -17,7 +17,7 @@ from xsam_edge.prompts import (
     image_prefix,
     is_generate_task,
 )
-from xsam_edge.types import Box, Point, SegmentationRequest, Task
+from xsam_edge.spec.types import Box, Point, SegmentationRequest, Task
 
 FIELDS = {"text": "the red circle", "categories": ["red circle", "square", "blue star"], "num_regions": 2}
 
@@ -154,7 +154,7 @@ def test_request_prompt():
 
 def test_spec_modules_import_no_torch_or_transformers():
     code = (
-        "import sys, xsam_edge.prompts, xsam_edge.tokenizer; "
+        "import sys, xsam_edge.spec.prompts, xsam_edge.spec.tokenizer; "
         "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

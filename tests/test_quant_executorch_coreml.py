@@ -344,12 +344,12 @@ def test_coreml_quantized_llm_part_is_one_multifunction_package(coreml_llm, tiny
     """The quantize stage compresses the two packages, then ships one; sizes compare merged with merged."""
     import shutil
 
-    from xsam_edge.bundle import finalize_bundle, load_bundle
     from xsam_edge.export.placement import ExportedGraph
     from xsam_edge.export.to_bundle import bundle_manifest, graph_entry
     from xsam_edge.quantization.quantize import _quantize_graph
     from xsam_edge.quantization.recipes import Recipe
-    from xsam_edge.tokenizer import tiny_tokenizer
+    from xsam_edge.spec.bundle import finalize_bundle, load_bundle
+    from xsam_edge.spec.tokenizer import tiny_tokenizer
 
     staging = tmp_path / "fp32-staging"
     entries = []

@@ -11,7 +11,6 @@ pytest.importorskip("onnxruntime")
 
 from conftest import make_tiny_model  # noqa: E402
 
-from xsam_edge.bundle import load_bundle  # noqa: E402
 from xsam_edge.data.shapes import load_shapes  # noqa: E402
 from xsam_edge.export.graphs import SlotConfig  # noqa: E402
 from xsam_edge.quantization.calibration import CalibrationSet, record_calibration  # noqa: E402
@@ -19,7 +18,8 @@ from xsam_edge.quantization.quantize import model_fingerprint, quantize_bundle  
 from xsam_edge.quantization.recipes import Calibration, Recipe  # noqa: E402
 from xsam_edge.quantization.schemes import Float32, Int8Static  # noqa: E402
 from xsam_edge.runtime.session import EdgeSession  # noqa: E402
-from xsam_edge.tokenizer import tiny_tokenizer  # noqa: E402
+from xsam_edge.spec.bundle import load_bundle  # noqa: E402
+from xsam_edge.spec.tokenizer import tiny_tokenizer  # noqa: E402
 
 SLOTS = SlotConfig(max_regions=2, max_conditions=16, prefill_len=16)  # shapes lists up to 16 categories
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from xsam_edge.benchmarks.quantized_size_full import (
+from benchmarks.quantized_size_full import (
     _goal,
     _recipe,
     config_at,
@@ -13,7 +13,7 @@ from xsam_edge.benchmarks.quantized_size_full import (
     markdown,
     plan_points,
 )
-from xsam_edge.presets import get_preset
+from xsam_edge.model.presets import get_preset
 
 FULL = {"llm": 32, "sam": 24, "siglip": 26}
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 from conftest import make_tiny_model
 
-from xsam_edge.benchmarks import roofline
-from xsam_edge.benchmarks.roofline import MachinePeak, graph_bytes, graph_roofline, measure_peak
+from xsam_edge.bench import roofline
+from xsam_edge.bench.roofline import MachinePeak, graph_bytes, graph_roofline, measure_peak
 from xsam_edge.export.graphs import SlotConfig, build_graph, example_inputs, graph_specs
 from xsam_edge.export.macs import graph_macs
-from xsam_edge.info import count_macs
+from xsam_edge.model.info import count_macs
 
 SLOTS = SlotConfig(max_regions=4, max_conditions=4, max_seq=128, prefill_len=16)
 # ridge point: 100e9 / 10e9 = 10 MACs per byte (fp32), 40 (int8)

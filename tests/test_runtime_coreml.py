@@ -42,8 +42,8 @@ def coreml_setup(tmp_path_factory):
     _skip_without_coreml_predict()
     from xsam_edge.export.graphs import SlotConfig
     from xsam_edge.export.to_bundle import export_bundle
-    from xsam_edge.inference import XSamPredictor
-    from xsam_edge.tokenizer import tiny_tokenizer
+    from xsam_edge.model.predictor import XSamPredictor
+    from xsam_edge.spec.tokenizer import tiny_tokenizer
 
     model = with_grid_sampler(make_tiny_model(seed=3))
     slots = SlotConfig(max_regions=2, max_conditions=4, prefill_len=16)
@@ -73,7 +73,7 @@ def test_every_task_matches_the_pytorch_predictor_on_a_mac(coreml_setup, units):
 
 def test_the_cached_image_prefix_equals_a_fresh_session_on_a_mac(coreml_setup):
     from xsam_edge.runtime.session import EdgeSession
-    from xsam_edge.types import SegmentationRequest, Task
+    from xsam_edge.spec.types import SegmentationRequest, Task
 
     bundle, _ = coreml_setup
     session = EdgeSession(bundle, "coreml")
@@ -88,7 +88,7 @@ def test_the_cached_image_prefix_equals_a_fresh_session_on_a_mac(coreml_setup):
 
 def test_the_apple_profiles_pass_their_compute_units_on_a_mac():
     _skip_without_coreml_predict()
-    from xsam_edge.benchmarks.profiles import get_profile
+    from xsam_edge.bench.profiles import get_profile
 
     assert get_profile("apple-ane").runtime("coreml").compute_units == "CPU_AND_NE"
     assert get_profile("apple-gpu").runtime("coreml").compute_units == "CPU_AND_GPU"

@@ -26,9 +26,9 @@ from xsam_edge.data.shapes import (
     scene_examples,
     suite_vocabulary,
 )
-from xsam_edge.prompts import TEMPLATES, answer_for, build_question, build_request_prompt
-from xsam_edge.tokenizer import XSamTokenizer, build_word_tokenizer
-from xsam_edge.types import Box, MaskPrompt, Point, Scribble, Task
+from xsam_edge.spec.prompts import TEMPLATES, answer_for, build_question, build_request_prompt
+from xsam_edge.spec.tokenizer import XSamTokenizer, build_word_tokenizer
+from xsam_edge.spec.types import Box, MaskPrompt, Point, Scribble, Task
 
 PLURAL_OF = {"cross": "crosses"}
 

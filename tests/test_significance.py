@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from xsam_edge.data.sample import Example, Target
-from xsam_edge.significance import average, bootstrap, compare, paired_bootstrap
-from xsam_edge.types import SegmentationRequest, SegmentationResult, Task
+from xsam_edge.metrics.significance import average, bootstrap, compare, paired_bootstrap
+from xsam_edge.spec.types import SegmentationRequest, SegmentationResult, Task
 
 HW = (8, 8)
 OBJECT = np.zeros(HW, bool)
@@ -74,7 +74,7 @@ def test_bad_input_is_refused_with_what_to_do():
 
 
 def test_the_benchmark_checks_its_arguments_before_inference():
-    from xsam_edge.benchmarks.paired_bootstrap import parse_models, parse_pairs
+    from research.paired_bootstrap import parse_models, parse_pairs
 
     models = parse_models(["enc=outputs/a/model", "t=teacher", "lf=runs/s0/model,runs/s1/model"])
     assert models["lf"] == ["runs/s0/model", "runs/s1/model"]
@@ -103,7 +103,7 @@ def test_one_bootstrap_of_several_models_gives_each_pair_its_paired_comparison()
 
 
 def test_seed_groups_are_scored_as_the_mean_of_their_models_on_the_same_draws():
-    from xsam_edge.benchmarks.paired_bootstrap import member_names, pair_entry, table
+    from research.paired_bootstrap import member_names, pair_entry, table
 
     models = {  # recipe A at two seeds: right on 10 and 12 images; recipe B: on 14 and 16
         "a#0": [answer(k < 10) for k in range(20)],

@@ -3,10 +3,10 @@ from importlib import resources
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from xsam_edge.config import TokenConfig
-from xsam_edge.presets import TINY
-from xsam_edge.prompts import TEMPLATES, build_prompt, image_prefix
-from xsam_edge.tokenizer import (
+from xsam_edge.model.presets import TINY
+from xsam_edge.spec.config import TokenConfig
+from xsam_edge.spec.prompts import TEMPLATES, build_prompt, image_prefix
+from xsam_edge.spec.tokenizer import (
     IMAGE_TOKEN_ID,
     REGION_TOKEN_ID,
     TINY_TOKENIZER_ASSET,
@@ -18,7 +18,7 @@ from xsam_edge.tokenizer import (
     tiny_tokenizer_json,
     write_tiny_tokenizer,
 )
-from xsam_edge.types import CATEGORY_TASKS, PROMPT_TASKS, Task
+from xsam_edge.spec.types import CATEGORY_TASKS, PROMPT_TASKS, Task
 
 CATEGORIES = ["red circle", "large blue square", "tiny yellow star"]
 FIELDS = {"text": "the small green triangle left of the ring", "categories": CATEGORIES, "num_regions": 2}
@@ -51,7 +51,7 @@ def expected_spans(task: Task) -> int:
 
 def test_committed_asset_matches_generator(tmp_path):
     committed = resources.files("xsam_edge").joinpath(TINY_TOKENIZER_ASSET).read_text(encoding="utf-8")
-    assert committed == tiny_tokenizer_json(), "regenerate with xsam_edge.tokenizer.write_tiny_tokenizer"
+    assert committed == tiny_tokenizer_json(), "regenerate with xsam_edge.spec.tokenizer.write_tiny_tokenizer"
     out = write_tiny_tokenizer(tmp_path / "sub" / "tiny.json")
     assert out.read_text(encoding="utf-8") == committed
     assert [p.name for p in out.parent.iterdir()] == ["tiny.json"]  # no temp file left behind

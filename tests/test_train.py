@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from xsam_edge.checkpoint import from_pretrained
 from xsam_edge.data.shapes import CATEGORIES, iter_shapes
 from xsam_edge.model.build import build_model
-from xsam_edge.teacher import shapes_source
-from xsam_edge.tokenizer import tiny_tokenizer
-from xsam_edge.train import STATE_FILE, TrainConfig, balanced_stream, recipe, train
+from xsam_edge.model.checkpoint import from_pretrained
+from xsam_edge.spec.tokenizer import tiny_tokenizer
+from xsam_edge.spec.types import Task
 from xsam_edge.training.collate import IGNORE_INDEX, Collator
 from xsam_edge.training.losses import SetLossConfig, hungarian_match, lm_loss, set_loss
-from xsam_edge.types import Task
+from xsam_edge.training.teacher import shapes_source
+from xsam_edge.training.train import STATE_FILE, TrainConfig, balanced_stream, recipe, train
 
 STEPS = (2, 2, 4)
 

@@ -31,8 +31,8 @@ def _info_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _info(args: argparse.Namespace) -> None:
-    from xsam_edge.info import info_json, info_table
-    from xsam_edge.presets import get_preset
+    from xsam_edge.model.info import info_json, info_table
+    from xsam_edge.model.presets import get_preset
 
     data = info_json(get_preset(args.preset), text_tokens=args.text_tokens)
     print(json.dumps(data, indent=2) if args.json else info_table(data))
@@ -84,8 +84,8 @@ def _numbers(text: str, count: int, what: str) -> list[float]:
 def _build_request(args: argparse.Namespace, image) -> object:
     import numpy as np
 
-    from xsam_edge.image_io import load_image
-    from xsam_edge.types import Box, MaskPrompt, Point, Scribble, SegmentationRequest, Task
+    from xsam_edge.spec.image_io import load_image
+    from xsam_edge.spec.types import Box, MaskPrompt, Point, Scribble, SegmentationRequest, Task
 
     prompts: list = [Point(*_numbers(v, 2, "--point")) for v in args.point]
     prompts += [Box(*_numbers(v, 4, "--box")) for v in args.box]
@@ -118,11 +118,11 @@ def _build_request(args: argparse.Namespace, image) -> object:
 
 
 def _segment(args: argparse.Namespace) -> None:
-    from xsam_edge.image_io import load_image
+    from xsam_edge.spec.image_io import load_image
 
     image = load_image(args.image)
     request = _build_request(args, image)  # validate before importing or loading any model
-    from xsam_edge.inference import load_predictor
+    from xsam_edge.model.predictor import load_predictor
 
     predictor = load_predictor(
         model_dir=args.model, preset=args.preset, tokenizer_dir=args.tokenizer, seed=args.seed
@@ -137,8 +137,8 @@ def _segment(args: argparse.Namespace) -> None:
 
 
 def _write_result(args: argparse.Namespace, image, request, result) -> None:
-    from xsam_edge.image_io import save_overlay
-    from xsam_edge.tokenizer import atomic_write_text
+    from xsam_edge.spec.image_io import save_overlay
+    from xsam_edge.spec.tokenizer import atomic_write_text
 
     out = Path(args.out)
     save_overlay(out, image, result)
@@ -169,7 +169,7 @@ def _import_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _import(args: argparse.Namespace) -> None:
-    from xsam_edge.checkpoint import import_checkpoint
+    from xsam_edge.model.checkpoint import import_checkpoint
 
     report = import_checkpoint(
         checkpoint=args.checkpoint,
@@ -194,7 +194,7 @@ def _steps(text: str) -> tuple[int, int, int]:
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
-    from xsam_edge.teacher_recipe import TeacherRecipe
+    from xsam_edge.training.recipe import TeacherRecipe
 
     default = TeacherRecipe()
     p = sub.add_parser("train", help="train a preset with the three-stage recipe (resumes a killed run)")
@@ -211,7 +211,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from xsam_edge.teacher import train_model
+    from xsam_edge.training.teacher import train_model
 
     model_dir = train_model(
         args.out,
@@ -239,8 +239,8 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
 
 def _eval(args: argparse.Namespace) -> None:
     from xsam_edge.data.registry import load_dataset
-    from xsam_edge.evaluate import eval_table, evaluate_model
-    from xsam_edge.inference import XSamPredictor
+    from xsam_edge.metrics.evaluate import eval_table, evaluate_model
+    from xsam_edge.model.predictor import XSamPredictor
 
     predictor = XSamPredictor.from_pretrained(args.model, region_sampler=args.region_sampler)
     report = evaluate_model(predictor, load_dataset(args.data, limit=args.limit))
@@ -256,7 +256,7 @@ def _cache_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cache(args: argparse.Namespace) -> None:
-    from xsam_edge.teacher import cache_root, clear_cache
+    from xsam_edge.training.teacher import cache_root, clear_cache
 
     print(cache_root() if args.path else f"removed {clear_cache()}")
 
@@ -300,10 +300,10 @@ def _slots(args: argparse.Namespace) -> SlotConfig:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from xsam_edge.checkpoint import read_lineage
     from xsam_edge.export.placement import format_placement, placement_report
     from xsam_edge.export.to_bundle import BACKEND_NAMES, export_bundle
-    from xsam_edge.inference import load_predictor
+    from xsam_edge.model.checkpoint import read_lineage
+    from xsam_edge.model.predictor import load_predictor
 
     backends = BACKEND_NAMES if args.backend == "all" else tuple(b.strip() for b in args.backend.split(","))
     slots = _slots(args)
@@ -350,8 +350,8 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from xsam_edge.image_io import load_image
     from xsam_edge.runtime.session import EdgeSession
+    from xsam_edge.spec.image_io import load_image
 
     image = load_image(args.image)
     request = _build_request(args, image)
@@ -403,11 +403,11 @@ def _quantize(args: argparse.Namespace) -> None:
 
         parse_spec(args.eval_data)
     from xsam_edge.export.graphs import SlotConfig
-    from xsam_edge.inference import load_predictor
+    from xsam_edge.model.predictor import load_predictor
     from xsam_edge.quantization.report import format_reports
 
     if args.model is None and args.preset is None:
-        from xsam_edge.teacher import ensure_teacher
+        from xsam_edge.training.teacher import ensure_teacher
 
         args.model = str(ensure_teacher())
     predictor = load_predictor(model_dir=args.model, preset=args.preset)
@@ -499,7 +499,7 @@ def _reference_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _reference(args: argparse.Namespace) -> None:
-    from xsam_edge.benchmarks.reference import make_reference
+    from xsam_edge.bench.reference import make_reference
 
     golden = make_reference(
         args.model,
@@ -531,11 +531,11 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _bench(args: argparse.Namespace) -> None:
-    from xsam_edge.benchmarks.harness import BenchOptions, bench
-    from xsam_edge.benchmarks.profiles import PROFILES, get_profile
-    from xsam_edge.benchmarks.report import graph_table, markdown_table, write_plots
-    from xsam_edge.bundle import load_bundle
-    from xsam_edge.tokenizer import atomic_write_text
+    from xsam_edge.bench.harness import BenchOptions, bench
+    from xsam_edge.bench.profiles import PROFILES, get_profile
+    from xsam_edge.bench.report import graph_table, markdown_table, write_plots
+    from xsam_edge.spec.bundle import load_bundle
+    from xsam_edge.spec.tokenizer import atomic_write_text
 
     if args.list_profiles:
         for profile in PROFILES.values():

@@ -24,12 +24,12 @@ import torch
 
 from xsam_edge.data.registry import load_dataset
 from xsam_edge.distill.config import STUDENT_RECIPES, StudentRecipe
-from xsam_edge.evaluate import eval_table, evaluate_model
-from xsam_edge.image_io import load_image, save_overlay
-from xsam_edge.inference import XSamPredictor
-from xsam_edge.teacher import TeacherRecipe, ensure_teacher
-from xsam_edge.tokenizer import atomic_write_text
-from xsam_edge.types import Box, Point, SegmentationRequest, Task
+from xsam_edge.metrics.evaluate import eval_table, evaluate_model
+from xsam_edge.model.predictor import XSamPredictor
+from xsam_edge.spec.image_io import load_image, save_overlay
+from xsam_edge.spec.tokenizer import atomic_write_text
+from xsam_edge.spec.types import Box, Point, SegmentationRequest, Task
+from xsam_edge.training.teacher import TeacherRecipe, ensure_teacher
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def _quantize_stage(
     model_dir: Path, out: Path, recipes: tuple[str, ...], data: str, limit: int | None
 ) -> list[dict]:
     """Each recipe once: its result row is written when done, so a rerun skips finished recipes."""
-    from xsam_edge.benchmarks.quantization import measure
+    from xsam_edge.bench.recipe_table import measure
 
     rows = []
     for name in recipes:
@@ -179,8 +179,8 @@ def _quantize_stage(
 
 def _reference_stage(model_dir: Path, out: Path, data: str, limit: int | None) -> Path:
     """The teacher's golden reference on ``data`` (the first images), made once; resumes sample by sample."""
-    from xsam_edge.benchmarks.reference import make_reference
-    from xsam_edge.golden_set import GOLDEN_FILE
+    from xsam_edge.bench.golden_set import GOLDEN_FILE
+    from xsam_edge.bench.reference import make_reference
 
     golden = out / "golden"
     if not (golden / GOLDEN_FILE).is_file():
@@ -211,8 +211,8 @@ def _bench_stage(
     not_run: list[str],
 ) -> list[dict]:
     """Every bundle on its runtime against the golden reference; one JSON per row, reused by a rerun."""
-    from xsam_edge.benchmarks.harness import BenchOptions, GoldenMismatchError, bench
-    from xsam_edge.bundle import BundleError
+    from xsam_edge.bench.harness import BenchOptions, GoldenMismatchError, bench
+    from xsam_edge.spec.bundle import BundleError
 
     jobs: list[tuple[str, str, str]] = []  # (label, bundle, backend)
     for row in quantization:
@@ -248,9 +248,9 @@ def _bench_stage(
 
 def _export_once(model_dir: Path, bundle: Path, backends: tuple[str, ...]) -> Path:
     """``model_dir`` exported to ``backends`` at ``bundle``, unless a bundle with those backends is there."""
-    from xsam_edge.bundle import BundleError, load_bundle
-    from xsam_edge.checkpoint import read_lineage
     from xsam_edge.export.to_bundle import export_bundle
+    from xsam_edge.model.checkpoint import read_lineage
+    from xsam_edge.spec.bundle import BundleError, load_bundle
 
     try:
         if set(backends) <= set(load_bundle(bundle, verify=False).backends):
@@ -269,7 +269,7 @@ def _float_bundle(model_dir: Path, out: Path, backends: tuple[str, ...]) -> Path
 
 
 def _plots(rows: list[dict], folder: Path) -> list[Path]:
-    from xsam_edge.benchmarks.report import write_plots
+    from xsam_edge.bench.report import write_plots
 
     return write_plots(rows, folder) if rows else []
 
@@ -287,7 +287,7 @@ def _machine() -> dict:
 
 def _student_table(teacher: dict, student: dict) -> list[str]:
     """Each task's primary metric, teacher and student on the same data, and the student's share of it."""
-    from xsam_edge.metrics import PRIMARY_METRIC, primary_metrics
+    from xsam_edge.metrics.tasks import PRIMARY_METRIC, primary_metrics
 
     ours, theirs = primary_metrics(student["tasks"]), primary_metrics(teacher["tasks"])
     lines = [
@@ -342,7 +342,7 @@ def _markdown(summary: dict) -> str:
         ]
     quant = summary["quantization"]
     if quant["rows"]:
-        from xsam_edge.benchmarks.quantization import markdown as quant_table
+        from xsam_edge.bench.recipe_table import markdown as quant_table
 
         limit = f" (first {quant['limit']} images)" if quant["limit"] else ""
         lines += [
@@ -363,7 +363,7 @@ def _markdown(summary: dict) -> str:
             ),
         ]
     if summary["bench"]:
-        from xsam_edge.benchmarks.report import markdown_table
+        from xsam_edge.bench.report import markdown_table
 
         golden = summary["bench"][0]["golden"]
         lines += [

@@ -17,7 +17,7 @@ visual prompts in either of two forms:
   ``{"type": "point", "point": [x, y]}``, ``{"type": "box", "box": [x, y, w, h]}`` (COCO xywh),
   ``{"type": "scribble", "points": [[x, y], ...]}``, ``{"type": "mask", "mask": <RLE or polygons>}``.
 
-How PSALM's masks become :mod:`xsam_edge.types` prompts (pixel (row i, column j) is the point (j, i)):
+How PSALM's masks become :mod:`xsam_edge.spec.types` prompts (pixel (row i, column j) is the point (j, i)):
 
 * point: one pixel → ``Point``; several (one per part of an occluded object) → a ``MaskPrompt`` holding the
   union of the disks ``rasterize_prompt`` would draw for each, so nothing is dropped.
@@ -26,7 +26,7 @@ How PSALM's masks become :mod:`xsam_edge.types` prompts (pixel (row i, column j)
 * box: a mask that is exactly one filled rectangle → ``Box`` (x1, y1 exclusive); several → ``MaskPrompt``.
 * mask: ``MaskPrompt`` as is.
 
-Radii are those of :func:`xsam_edge.preprocess.scaled_radius` with ``point_radius`` / ``scribble_radius``.
+Radii are those of `spec.preprocess.scaled_radius` with ``point_radius`` / ``scribble_radius``.
 Crowd annotations (``iscrowd`` 1) are skipped, as PSALM's mapper does.
 
 By default one ``interactive`` example per image per prompt kind (kinds in the order point, scribble, box,
@@ -47,9 +47,9 @@ import numpy as np
 
 from xsam_edge.data.refcoco import decode_segmentation, load_image_for, read_json
 from xsam_edge.data.sample import Example, Target
-from xsam_edge.preprocess import scaled_radius
-from xsam_edge.prompts import answer_for
-from xsam_edge.types import Box, MaskPrompt, Point, Prompt, Scribble, SegmentationRequest, Task
+from xsam_edge.spec.preprocess import scaled_radius
+from xsam_edge.spec.prompts import answer_for
+from xsam_edge.spec.types import Box, MaskPrompt, Point, Prompt, Scribble, SegmentationRequest, Task
 
 __all__ = ["PROMPT_KINDS", "PSALM_FIELDS", "iter_coco_interactive", "load_coco_interactive"]
 

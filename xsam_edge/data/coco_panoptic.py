@@ -32,8 +32,8 @@ from PIL import Image, UnidentifiedImageError
 
 from xsam_edge.data.refcoco import load_image_for, read_json
 from xsam_edge.data.sample import Example, Target
-from xsam_edge.prompts import answer_for
-from xsam_edge.types import SegmentationRequest, Task
+from xsam_edge.spec.prompts import answer_for
+from xsam_edge.spec.types import SegmentationRequest, Task
 
 __all__ = ["iter_coco_panoptic", "load_coco_panoptic", "read_panoptic_png"]
 

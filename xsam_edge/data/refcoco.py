@@ -33,9 +33,9 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from xsam_edge.data.sample import Example, Target
-from xsam_edge.image_io import load_image
-from xsam_edge.prompts import answer_for
-from xsam_edge.types import SegmentationRequest, Task
+from xsam_edge.spec.image_io import load_image
+from xsam_edge.spec.prompts import answer_for
+from xsam_edge.spec.types import SegmentationRequest, Task
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from xsam_edge.types import SegmentationRequest, Task
+from xsam_edge.spec.types import SegmentationRequest, Task
 
 
 @dataclass(eq=False)

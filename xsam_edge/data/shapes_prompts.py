@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from xsam_edge.types import Box, MaskPrompt, Point, Prompt, Scribble
+from xsam_edge.spec.types import Box, MaskPrompt, Point, Prompt, Scribble
 
 PROMPT_KINDS: tuple[str, ...] = ("point", "scribble", "box", "mask")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
-from xsam_edge.types import Task
+from xsam_edge.spec.types import Task
 
 THING_CLASSES: tuple[str, ...] = (
     "circle",

@@ -28,8 +28,8 @@ from xsam_edge.data.shapes_scene import (
     ShapeObject,
     SuiteConfig,
 )
-from xsam_edge.prompts import answer_for
-from xsam_edge.types import SegmentationRequest, Task
+from xsam_edge.spec.prompts import answer_for
+from xsam_edge.spec.types import SegmentationRequest, Task
 
 RELATIONS: dict[str, str] = {"left": "left of", "right": "right of", "above": "above", "below": "below"}
 EDGES: tuple[str, ...] = ("top", "bottom", "left", "right")

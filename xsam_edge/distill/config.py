@@ -9,7 +9,7 @@ import hashlib
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
-from xsam_edge.types import Task
+from xsam_edge.spec.types import Task
 
 if TYPE_CHECKING:
     from xsam_edge.training.losses import SetLossConfig

@@ -38,14 +38,21 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from xsam_edge.checkpoint import WEIGHTS_FILE, read_config, save_pretrained
 from xsam_edge.distill.config import DistillConfig
 from xsam_edge.distill.losses import embed_loss, feature_loss, labelled_part, logit_kd_loss, output_loss
 from xsam_edge.distill.pairing import Adapters, check_pair
+from xsam_edge.model.checkpoint import WEIGHTS_FILE, read_config, save_pretrained
 from xsam_edge.model.xsam import XSam
-from xsam_edge.tokenizer import XSamTokenizer
-from xsam_edge.train import ExampleSource, _batches, _to_device, balanced_stream, gt_losses, xsam_forward
+from xsam_edge.spec.tokenizer import XSamTokenizer
 from xsam_edge.training.collate import Batch, Collator
+from xsam_edge.training.train import (
+    ExampleSource,
+    _batches,
+    _to_device,
+    balanced_stream,
+    gt_losses,
+    xsam_forward,
+)
 
 log = logging.getLogger(__name__)
 

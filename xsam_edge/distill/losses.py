@@ -17,12 +17,12 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from xsam_edge.config import XSamConfig
 from xsam_edge.distill.pairing import Adapters, adapt
-from xsam_edge.tokenizer import IMAGE_TOKEN_ID
-from xsam_edge.train import XSamForward
+from xsam_edge.spec.config import XSamConfig
+from xsam_edge.spec.tokenizer import IMAGE_TOKEN_ID
 from xsam_edge.training.collate import IGNORE_INDEX, Batch
 from xsam_edge.training.losses import SetLossConfig, _pairwise_bce, _pairwise_dice, point_sample
+from xsam_edge.training.train import XSamForward
 
 # (student rows, teacher query indices) of matched pairs → their student logits and targets, (K, P) each
 PairMasks = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]

@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from xsam_edge.config import XSamConfig
 from xsam_edge.distill.config import DistillConfig
-from xsam_edge.tokenizer import XSamTokenizer
+from xsam_edge.spec.config import XSamConfig
+from xsam_edge.spec.tokenizer import XSamTokenizer
 
 
 def same_tokenizer(a: XSamTokenizer, b: XSamTokenizer) -> bool:

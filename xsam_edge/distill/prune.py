@@ -18,14 +18,14 @@ from collections.abc import Iterable
 
 import torch
 
-from xsam_edge.config import DecoderConfig
 from xsam_edge.data.sample import Example
 from xsam_edge.model.build import build_model
 from xsam_edge.model.xsam import XSam
-from xsam_edge.tokenizer import XSamTokenizer
-from xsam_edge.train import xsam_forward
+from xsam_edge.spec.config import DecoderConfig
+from xsam_edge.spec.tokenizer import XSamTokenizer
 from xsam_edge.training.collate import Collator
 from xsam_edge.training.losses import SetLossConfig, hungarian_match
+from xsam_edge.training.train import xsam_forward
 
 log = logging.getLogger(__name__)
 

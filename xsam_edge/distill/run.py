@@ -15,18 +15,18 @@ from pathlib import Path
 
 import torch
 
-from xsam_edge.checkpoint import TOKENIZER_FILE, from_pretrained, save_pretrained
-from xsam_edge.config import DecoderConfig, XSamConfig
 from xsam_edge.data.sample import Example
 from xsam_edge.distill.config import DistillConfig
 from xsam_edge.distill.engine import CHECKPOINT_DIR, STATE_FILE, distill
 from xsam_edge.distill.prune import prune_decoder, query_usage, transplant
 from xsam_edge.model.build import build_model
+from xsam_edge.model.checkpoint import TOKENIZER_FILE, from_pretrained, save_pretrained
+from xsam_edge.model.presets import get_preset
 from xsam_edge.model.xsam import XSam
-from xsam_edge.presets import get_preset
-from xsam_edge.teacher_recipe import TEACHER_PRESET
-from xsam_edge.tokenizer import XSamTokenizer, tiny_tokenizer
-from xsam_edge.train import ExampleSource
+from xsam_edge.spec.config import DecoderConfig, XSamConfig
+from xsam_edge.spec.tokenizer import XSamTokenizer, tiny_tokenizer
+from xsam_edge.training.recipe import TEACHER_PRESET
+from xsam_edge.training.train import ExampleSource
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def load_teacher(
             "give exactly one of a teacher folder (--teacher) or a teacher preset (--teacher-preset)"
         )
     if teacher_preset == TEACHER_PRESET:
-        from xsam_edge.teacher import ensure_teacher
+        from xsam_edge.training.teacher import ensure_teacher
 
         teacher_dir = ensure_teacher()
     if teacher_dir is not None:
@@ -120,7 +120,7 @@ def example_source(spec: str) -> ExampleSource:
     scheme, fields = parse_spec(spec)
     if scheme == "shapes":
         from xsam_edge.data.shapes import SPLITS
-        from xsam_edge.teacher import shapes_source
+        from xsam_edge.training.teacher import shapes_source
 
         if fields["split"] not in SPLITS:
             raise ValueError(f"unknown shapes split {fields['split']!r}; known splits: {', '.join(SPLITS)}")
@@ -184,8 +184,8 @@ def distill_run(
     evaluate = None
     if val_data:
         from xsam_edge.data.registry import load_dataset
-        from xsam_edge.evaluate import evaluate_model
-        from xsam_edge.inference import XSamPredictor
+        from xsam_edge.metrics.evaluate import evaluate_model
+        from xsam_edge.model.predictor import XSamPredictor
 
         val = load_dataset(val_data)
 
@@ -205,7 +205,7 @@ def distill_run(
         evaluate=evaluate,
     )
     if (final / "config.json").is_file():  # the run finished: record the teacher for the bench
-        from xsam_edge.checkpoint import model_fingerprint, write_lineage
+        from xsam_edge.model.checkpoint import model_fingerprint, write_lineage
 
         write_lineage(final, model_fingerprint(teacher), teacher_id)
     return final

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from xsam_edge.config import XSamConfig
 from xsam_edge.model.connector import Connector
 from xsam_edge.model.global_encoder import GlobalEncoder
 from xsam_edge.model.llm import build_llm
 from xsam_edge.model.mask_decoder import MaskDecoder
 from xsam_edge.model.pixel_decoder import PixelDecoder
+from xsam_edge.model.presets import get_preset
 from xsam_edge.model.projector import Projector
 from xsam_edge.model.seg_encoder import SegEncoder
 from xsam_edge.model.xsam import Segmentor, XSam
-from xsam_edge.presets import get_preset
+from xsam_edge.spec.config import XSamConfig
 
 
 def build_model(config: XSamConfig | str) -> XSam:
@@ -23,7 +23,7 @@ def build_model(config: XSamConfig | str) -> XSam:
         config (XSamConfig | str): a config, or the name of a preset.
 
     Returns:
-        XSam: randomly initialised (load weights with ``xsam_edge.checkpoint``).
+        XSam: randomly initialised (load weights with ``xsam_edge.model.checkpoint``).
     """
     if isinstance(config, str):
         config = get_preset(config)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from xsam_edge.config import ConnectorConfig
 from xsam_edge.model.common import LayerNorm2d, pixel_shuffle
+from xsam_edge.spec.config import ConnectorConfig
 
 
 class ConnectorBranch(nn.Module):

@@ -7,7 +7,7 @@ from torch import nn
 from transformers import SiglipVisionConfig
 from transformers.models.siglip.modeling_siglip import SiglipVisionTransformer
 
-from xsam_edge.config import GlobalEncoderConfig
+from xsam_edge.spec.config import GlobalEncoderConfig
 
 
 def siglip_vision_config(config: GlobalEncoderConfig) -> SiglipVisionConfig:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
-from xsam_edge.config import LLMConfig
+from xsam_edge.spec.config import LLMConfig
 
 
 def hf_llm_config(config: LLMConfig) -> PretrainedConfig:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xsam_edge.config import DecoderConfig
+from xsam_edge.spec.config import DecoderConfig
 
 # Math adapted from https://github.com/huggingface/transformers/blob/main/src/transformers/models/mask2former/modeling_mask2former.py
 

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xsam_edge.config import ProjectorConfig
 from xsam_edge.model.common import pixel_shuffle
+from xsam_edge.spec.config import ProjectorConfig
 
 
 class Projector(nn.Module):

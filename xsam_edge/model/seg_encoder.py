@@ -6,7 +6,7 @@ import torch
 from transformers import SamVisionConfig
 from transformers.models.sam.modeling_sam import SamVisionEncoder
 
-from xsam_edge.config import SegEncoderConfig
+from xsam_edge.spec.config import SegEncoderConfig
 
 
 def sam_vision_config(config: SegEncoderConfig) -> SamVisionConfig:

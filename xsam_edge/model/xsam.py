@@ -3,7 +3,7 @@
 Module names follow the released checkpoint (``llm``, ``visual_encoder``, ``visual_projector``,
 ``seg_projector``, ``llm_projector``, ``seg_connector``, ``segmentor.{encoder,pixel_decoder,decoder,
 logit_scale}``, ``bg_embeds``), so the archive state dict maps by identity. Every core method takes and
-returns tensors only; the request-level logic lives in ``xsam_edge.inference``.
+returns tensors only; the request-level logic lives in ``xsam_edge.model.predictor``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from xsam_edge.config import XSamConfig
 from xsam_edge.model.common import pixel_shuffle
 from xsam_edge.model.connector import Connector
 from xsam_edge.model.global_encoder import GlobalEncoder
@@ -23,7 +22,8 @@ from xsam_edge.model.pixel_decoder import PixelDecoder
 from xsam_edge.model.projector import Projector
 from xsam_edge.model.region_sampler import sample_regions_grid, sample_regions_random
 from xsam_edge.model.seg_encoder import SegEncoder
-from xsam_edge.tokenizer import IMAGE_TOKEN_ID, REGION_TOKEN_ID
+from xsam_edge.spec.config import XSamConfig
+from xsam_edge.spec.tokenizer import IMAGE_TOKEN_ID, REGION_TOKEN_ID
 
 
 @dataclass

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from xsam_edge.tokenizer import IMAGE_TOKEN_ID, REGION_TOKEN_ID
+from xsam_edge.spec.tokenizer import IMAGE_TOKEN_ID, REGION_TOKEN_ID
 
 PAD_POSITION = -1  # a padding row: writes no cache slot, attends to nothing real (export.graphs_llm)
 

@@ -15,15 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from xsam_edge.answers import condition_labels, phrase_spans
-from xsam_edge.bundle import TOKENIZER_FILE, Manifest, load_bundle
-from xsam_edge.postprocess import Geometry, finish
-from xsam_edge.preprocess import PreprocessSpec
-from xsam_edge.prompts import build_request_prompt, image_prefix, is_generate_task
 from xsam_edge.runtime.backends import get_backend
 from xsam_edge.runtime.host import condition_slots, embed_in_chunks, prefill, splice
-from xsam_edge.tokenizer import XSamTokenizer, check_prompt_length, expand_image_placeholder
-from xsam_edge.types import PROMPT_TASKS, SegmentationRequest, SegmentationResult, Task
+from xsam_edge.spec.answers import condition_labels, phrase_spans
+from xsam_edge.spec.bundle import TOKENIZER_FILE, Manifest, load_bundle
+from xsam_edge.spec.postprocess import Geometry, finish
+from xsam_edge.spec.preprocess import PreprocessSpec
+from xsam_edge.spec.prompts import build_request_prompt, image_prefix, is_generate_task
+from xsam_edge.spec.tokenizer import XSamTokenizer, check_prompt_length, expand_image_placeholder
+from xsam_edge.spec.types import PROMPT_TASKS, SegmentationRequest, SegmentationResult, Task
 
 
 @dataclass

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from xsam_edge.config import XSamConfig
 from xsam_edge.data.sample import Example
-from xsam_edge.preprocess import PreprocessSpec
-from xsam_edge.prompts import answer_for, build_request_prompt, get_template
-from xsam_edge.tokenizer import XSamTokenizer, expand_image_placeholder
-from xsam_edge.types import PROMPT_TASKS, Task
+from xsam_edge.spec.config import XSamConfig
+from xsam_edge.spec.preprocess import PreprocessSpec
+from xsam_edge.spec.prompts import answer_for, build_request_prompt, get_template
+from xsam_edge.spec.tokenizer import XSamTokenizer, expand_image_placeholder
+from xsam_edge.spec.types import PROMPT_TASKS, Task
 
 IGNORE_INDEX = -100
 

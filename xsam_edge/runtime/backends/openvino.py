@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from xsam_edge.bundle import GraphEntry, Manifest
+from xsam_edge.spec.bundle import GraphEntry, Manifest
 
 from .base import GraphRunner, LLMRunner, require, threads
 

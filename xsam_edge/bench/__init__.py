@@ -1,0 +1,1 @@
+"""``xsam-edge reference`` and ``xsam-edge bench``: golden references, device profiles, harness, report."""

@@ -1,0 +1,454 @@
+"""Core ML backend: one edge graph → ``<name>.mlpackage`` (ML program), validated as far as Linux allows.
+
+Route (TOOLCHAIN.md §6b): ``export_graph(...).run_decompositions({})`` → ``ct.convert(ep,
+convert_to="mlprogram", minimum_deployment_target=iOS18, compute_precision=FLOAT16 | FLOAT32)`` with the
+inputs and outputs named as the ``GraphSpec`` says; integer inputs are int32 (``input_ids`` already is;
+``cache_position`` is declared int32 to Core ML, which has no int64 inputs).
+
+The stateful LLM (``llm_prefill`` / ``llm_decode``): the K/V cache buffers the program mutates become Core
+ML states (``spec.description.state``, iOS18+), named ``k_cache_{i}`` / ``v_cache_{i}``. Prefill and decode
+are converted as two packages with the same state names; a bundle ships them as one multifunction package
+``llm.mlpackage`` (functions ``prefill`` and ``decode``, ``merge_llm_functions``), whose weights are stored
+once: two packages would ship the LLM twice. The host loads each function with
+``MLModelConfiguration.functionName``, allocates one state with ``make_state()`` and passes it to both.
+The cache-as-I/O variant for older targets is the ``llm_kvio_*`` graph, converted for iOS17 (no states;
+past K/V in, present K/V out).
+
+Linux has no Core ML runtime (the coremltools wheel lacks ``libcoremlpython``), so validation here is: the
+package loads with ``skip_model_load=True``, its spec's input/output/state names and shapes equal the
+``GraphSpec``, and the MIL op histogram (the placement report) contains only ops of coremltools' op registry.
+The numeric check (``MLModel.predict`` against eager) runs only where ``coreml_predict_available()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import shutil
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from xsam_edge.model.xsam import XSam
+from xsam_edge.spec.bundle import GraphEntry
+
+from .graphs import GRAPH_NAMES, GraphSpec, SlotConfig, build_graph, example_inputs, export_graph, graph_specs
+from .placement import ExportedGraph, OutputParity, output_parity
+from .staging import write_atomically
+
+__all__ = [
+    "COREML_GRAPHS",
+    "PREDICT_SKIP_REASON",
+    "coreml_predict_available",
+    "export_coreml",
+    "merge_llm_functions",
+    "mil_op_histogram",
+    "predict_parity",
+    "spec_signature",
+]
+
+COREML_GRAPHS = GRAPH_NAMES
+STATEFUL_GRAPHS = ("llm_prefill", "llm_decode")
+KVIO_GRAPHS = ("llm_kvio_prefill", "llm_kvio_decode")
+# the multifunction LLM package: function name → the stateful graph it is converted from (first: default)
+LLM_FUNCTIONS = {"prefill": "llm_prefill", "decode": "llm_decode"}
+PREDICT_SKIP_REASON = "Core ML prediction needs macOS"
+PRECISIONS = ("fp16", "fp32")
+# ops that mark a slow or risky path inside a Core ML program (shown in the placement report)
+_RISKY_OPS = {
+    "resample": "grid_sample: runs on GPU/CPU, not the Neural Engine",
+    "scatter": "scatter: CPU fallback",
+    "scatter_nd": "scatter: CPU fallback",
+    "scatter_along_axis": "scatter: CPU fallback",
+    "non_zero": "data-dependent output shape",
+    "while_loop": "control flow",
+    "cond": "control flow",
+}
+
+
+def coreml_predict_available() -> bool:
+    """True where ``MLModel.predict`` can run: macOS with coremltools' native ``libcoremlpython``."""
+    if platform.system() != "Darwin":
+        return False
+    try:
+        import coremltools as ct
+    except ImportError:
+        return False
+    return bool(getattr(ct.models.model, "_MLModelProxy", None))
+
+
+def _ct_dtype(dtype: str) -> type:
+    return {"float32": np.float32, "float16": np.float16, "int32": np.int32, "int64": np.int32}[dtype]
+
+
+def mil_op_histogram(spec: Any) -> dict[str, int]:
+    """MIL op-type counts of an ML program spec, nested blocks included, ``const`` left out.
+
+    Args:
+        spec (Any): a ``Model_pb2.Model`` (``MLModel.get_spec()``) of an ML program.
+
+    Returns:
+        dict[str, int]: op type → count, most frequent first (every function of the program).
+    """
+    counts: Counter[str] = Counter()
+
+    def visit(block: Any) -> None:
+        for op in block.operations:
+            if op.type != "const":
+                counts[op.type] += 1
+            for inner in op.blocks:
+                visit(inner)
+
+    for function in spec.mlProgram.functions.values():
+        for block in function.block_specializations.values():
+            visit(block)
+    return dict(counts.most_common())
+
+
+def max_tensor_rank(spec: Any) -> int:
+    """The highest rank of any tensor an ML program's ops produce (Core ML rejects rank > 5 on device).
+
+    coremltools rewrites some rank-6 patterns itself (SAM's window partition: reshape → transpose →
+    reshape becomes rank-5 steps), so this checks the converted program, not the PyTorch graph.
+
+    Args:
+        spec (Any): a ``Model_pb2.Model`` of an ML program.
+    """
+    highest = 0
+
+    def visit(block: Any) -> None:
+        nonlocal highest
+        for op in block.operations:
+            for output in op.outputs:
+                if output.type.WhichOneof("type") == "tensorType":
+                    highest = max(highest, output.type.tensorType.rank)
+            for inner in op.blocks:
+                visit(inner)
+
+    for function in spec.mlProgram.functions.values():
+        for block in function.block_specializations.values():
+            visit(block)
+    return highest
+
+
+def _known_ops(target: Any) -> set[str]:
+    """The MIL op types coremltools' registry defines for ``target`` (a ``ct.target``)."""
+    from coremltools.converters.mil.mil.ops.registry import SSAOpRegistry
+
+    return {op for op, versions in SSAOpRegistry.core_ops.items() if target in versions} | _BACKEND_OPS
+
+
+def _where_scalar_other(condition: torch.Tensor, this: torch.Tensor, other: float) -> torch.Tensor:
+    """``where(cond, tensor, scalar)`` as ``where.self`` with a 0-d tensor.
+
+    coremltools 9.0 has no ``where.ScalarOther`` translation; the LLM's attention mask uses it.
+    """
+    fill = torch.ops.aten.scalar_tensor.default(other, dtype=this.dtype)
+    return torch.ops.aten.where.self(condition, this, fill)
+
+
+def _alias(x: torch.Tensor) -> torch.Tensor:
+    """``alias`` as a same-shape ``view`` (coremltools 9.0 has no ``alias`` translation)."""
+    return torch.ops.aten.view.default(x, list(x.shape))
+
+
+# aten overloads the torch.export frontend of coremltools 9.0 cannot translate, rewritten before conversion
+_DECOMPOSITIONS = {
+    torch.ops.aten.where.ScalarOther: _where_scalar_other,
+    torch.ops.aten.alias.default: _alias,
+}
+# ops the ML-program backend emits under another name than the MIL registry's (coreml_update_state)
+_BACKEND_OPS = {"write_state"}
+
+
+def spec_signature(spec: Any) -> dict[str, list[tuple[str, tuple[int, ...], str]]]:
+    """Names, shapes and dtypes of a Core ML spec's inputs, outputs and states.
+
+    Args:
+        spec (Any): a ``Model_pb2.Model``.
+
+    Returns:
+        dict[str, list[tuple[str, tuple[int, ...], str]]]: ``inputs``, ``outputs`` and ``states``, each a
+        list of (name, shape, dtype name as in the proto, e.g. ``FLOAT32`` / ``INT32`` / ``FLOAT16``).
+    """
+    from coremltools.proto import FeatureTypes_pb2 as ft
+
+    def describe(feature: Any) -> tuple[str, tuple[int, ...], str]:
+        array = feature.type.multiArrayType
+        if feature.type.WhichOneof("Type") == "stateType":
+            array = feature.type.stateType.arrayType
+        dtype = ft.ArrayFeatureType.ArrayDataType.Name(array.dataType)
+        return feature.name, tuple(int(d) for d in array.shape), dtype
+
+    desc = spec.description
+    return {
+        "inputs": [describe(f) for f in desc.input],
+        "outputs": [describe(f) for f in desc.output],
+        "states": [describe(f) for f in desc.state],
+    }
+
+
+def _save_atomic(mlmodel: Any, path: Path) -> None:
+    write_atomically(path.parent, lambda tmp: mlmodel.save(str(tmp / path.name)))
+
+
+def _convert(
+    module: torch.nn.Module,
+    name: str,
+    spec: GraphSpec,
+    model: XSam,
+    slots: SlotConfig,
+    precision: str,
+    target: Any,
+) -> Any:
+    import coremltools as ct
+
+    program = export_graph(module, name, model.config, slots, dtype=torch.float32)
+    program = program.run_decompositions(_DECOMPOSITIONS)
+    inputs = [ct.TensorType(name=s.name, shape=s.shape, dtype=_ct_dtype(s.dtype)) for s in spec.inputs]
+    outputs = [ct.TensorType(name=s.name) for s in spec.outputs]
+    compute = ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ct.convert(
+            program,
+            inputs=inputs,
+            outputs=outputs,
+            convert_to="mlprogram",
+            minimum_deployment_target=target,
+            compute_precision=compute,
+            skip_model_load=True,
+        )
+
+
+def predict_parity(
+    path: str | Path, module: torch.nn.Module, spec: GraphSpec, inputs: tuple[torch.Tensor, ...]
+) -> list[OutputParity]:
+    """Run the package once with Core ML (macOS only) and compare every output with the eager wrapper.
+
+    The stateful LLM gets a fresh state (``make_state``) and the eager wrapper fresh zero caches, so both
+    start from an empty cache.
+
+    Args:
+        path (str | Path): the ``.mlpackage``.
+        module (torch.nn.Module): the eager wrapper of the graph (fresh caches for the LLM).
+        spec (GraphSpec): the graph's signature.
+        inputs (tuple[torch.Tensor, ...]): the example inputs.
+
+    Returns:
+        list[OutputParity]: per output.
+
+    Raises:
+        RuntimeError: Core ML prediction is not available here (``PREDICT_SKIP_REASON``).
+    """
+    if not coreml_predict_available():
+        raise RuntimeError(PREDICT_SKIP_REASON)
+    import coremltools as ct
+
+    mlmodel = ct.models.MLModel(str(path))
+    feed = {}
+    for s, x in zip(spec.inputs, inputs, strict=True):
+        array = x.detach().cpu().numpy()
+        feed[s.name] = array.astype(np.int32) if s.dtype.startswith("int") else array.astype(np.float32)
+    if spec.states:
+        got = mlmodel.predict(feed, state=mlmodel.make_state())
+    else:
+        got = mlmodel.predict(feed)
+    with torch.no_grad():
+        want = module(*inputs)
+    want = want if isinstance(want, tuple | list) else (want,)
+    names = [s.name for s in spec.outputs]
+    return output_parity(names, [w.float().numpy() for w in want], [got[n] for n in names])
+
+
+def export_coreml(
+    model: XSam,
+    name: str,
+    slots: SlotConfig,
+    out_dir: str | Path,
+    precision: str = "fp16",
+    stateful: bool = True,
+) -> ExportedGraph:
+    """Convert one edge graph to ``out_dir/<name>.mlpackage`` and validate its spec.
+
+    Args:
+        model (XSam): the model (FP32 weights; ``precision`` sets the Core ML compute precision).
+        name (str): a graph of ``GRAPH_NAMES``. ``llm_kvio_*`` are converted for iOS17 (cache as I/O), every
+            other graph for iOS18.
+        slots (SlotConfig): the fixed slot sizes.
+        out_dir (str | Path): destination folder (created).
+        precision (str): ``"fp16"`` or ``"fp32"`` compute precision.
+        stateful (bool): for ``llm_prefill`` / ``llm_decode``: ``True`` keeps the caches as Core ML states;
+            ``False`` converts the matching ``llm_kvio_*`` graph instead (named after it).
+
+    Returns:
+        ExportedGraph: backend ``coreml``; names, shapes and dtypes read back from the saved package's spec;
+        ``states`` the state names; ``placement`` with the MIL op ``histogram``, ``risks``, ``unknown_ops``
+        (ops outside coremltools' registry: should be empty), ``file_bytes``, ``deployment_target``,
+        ``precision``, ``max_rank`` (highest tensor rank in the program: ≤ 5 or the device refuses it) and
+        ``spec_matches`` (spec equals the ``GraphSpec``); ``parity`` from
+        ``predict_parity`` on macOS, empty elsewhere (``placement["parity_skipped"]`` gives the reason).
+
+    Raises:
+        ValueError: unknown graph or precision.
+    """
+    import coremltools as ct
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if name not in COREML_GRAPHS:
+        raise ValueError(f"unknown graph {name!r}; Core ML graphs: {', '.join(COREML_GRAPHS)}")
+    if name in STATEFUL_GRAPHS and not stateful:
+        name = name.replace("llm_", "llm_kvio_")
+    target = ct.target.iOS17 if name in KVIO_GRAPHS else ct.target.iOS18
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = graph_specs(model.config, slots)[name]
+    module = build_graph(model, name, slots)
+
+    start = time.perf_counter()
+    mlmodel = _convert(module, name, spec, model, slots, precision, target)
+    path = out_dir / f"{name}.mlpackage"
+    _save_atomic(mlmodel, path)
+    seconds = time.perf_counter() - start
+
+    loaded = ct.models.MLModel(str(path), skip_model_load=True)
+    proto = loaded.get_spec()
+    signature = spec_signature(proto)
+    hist = mil_op_histogram(proto)
+    known = _known_ops(target)
+    declared = {
+        "inputs": [(s.name, s.shape) for s in spec.inputs],
+        "outputs": [(s.name, s.shape) for s in spec.outputs],
+        "states": [(s.name, s.shape) for s in spec.states],
+    }
+    found = {key: [(n, shape) for n, shape, _ in values] for key, values in signature.items()}
+    placement: dict[str, Any] = {
+        "file": str(path),
+        "format": "coreml",
+        "precision": precision,
+        "deployment_target": target.name,
+        "file_bytes": sum(f.stat().st_size for f in path.rglob("*") if f.is_file()),
+        "total_ops": sum(hist.values()),
+        "histogram": hist,
+        "risks": {op: {"count": n, "reason": _RISKY_OPS[op]} for op, n in hist.items() if op in _RISKY_OPS},
+        "unknown_ops": sorted(op for op in hist if op not in known),
+        "max_rank": max_tensor_rank(proto),
+        "spec_matches": _same_signature(declared, found),
+    }
+    parity: list[OutputParity] = []
+    if coreml_predict_available():
+        inputs = example_inputs(model.config, name, slots, dtype=torch.float32)
+        parity = predict_parity(path, build_graph(model, name, slots), spec, inputs)
+    else:
+        placement["parity_skipped"] = PREDICT_SKIP_REASON
+    return ExportedGraph(
+        name=name,
+        backend="coreml",
+        files=[path],
+        inputs=[n for n, _, _ in signature["inputs"]],
+        outputs=[n for n, _, _ in signature["outputs"]],
+        input_shapes=[shape for _, shape, _ in signature["inputs"]],
+        output_shapes=[shape for _, shape, _ in signature["outputs"]],
+        input_dtypes=[d.lower() for _, _, d in signature["inputs"]],
+        output_dtypes=[d.lower() for _, _, d in signature["outputs"]],
+        export_seconds=seconds,
+        route=f"torch.export+run_decompositions+ct.convert({target.name},{precision})",
+        parity=parity,
+        placement=placement,
+        states=[n for n, _, _ in signature["states"]],
+    )
+
+
+def _same_signature(declared: dict[str, list[Any]], found: dict[str, list[Any]]) -> bool:
+    """Inputs and outputs equal in order; states equal as a set (Core ML orders them itself)."""
+    same_io = all(declared[key] == found[key] for key in ("inputs", "outputs"))
+    return same_io and sorted(declared["states"]) == sorted(found["states"])
+
+
+def function_signatures(spec: Any) -> dict[str, dict[str, list[tuple[str, tuple[int, ...], str]]]]:
+    """Per function of a multifunction spec: its inputs, outputs and states (as ``spec_signature`` gives)."""
+    signatures = {}
+    for function in spec.description.functions:
+        single = type(spec)()
+        single.description.input.extend(function.input)
+        single.description.output.extend(function.output)
+        single.description.state.extend(function.state)
+        signatures[function.name] = spec_signature(single)
+    return signatures
+
+
+def merge_llm_functions(entries: list[GraphEntry], root: Path) -> list[GraphEntry]:
+    """Ship the Core ML LLM as one multifunction package: ``llm_prefill`` + ``llm_decode`` → ``llm``.
+
+    ``coremltools.utils.save_multifunction`` deduplicates constants across functions, so the weights are
+    stored once (compressed weights too: merge after ``coremltools.optimize``, which refuses multifunction
+    models). The two packages are replaced by ``llm.mlpackage`` beside them; the new entry lists the
+    functions as ``methods`` (as ExecuTorch's ``llm`` program does), and its placement records the bytes
+    before and after and each function's signature read back from the saved spec.
+
+    Args:
+        entries (list[GraphEntry]): a bundle's entries (files relative to ``root``); other backends and
+            graphs pass through unchanged, and without both stateful Core ML LLM entries nothing changes.
+        root (Path): the bundle (or staging) folder the entries' files are relative to.
+
+    Returns:
+        list[GraphEntry]: the entries with the two Core ML LLM entries replaced by one ``llm`` entry.
+
+    Raises:
+        RuntimeError: a function of the saved package does not have the signature of its source package.
+    """
+    sources = {e.name: e for e in entries if e.backend == "coreml" and e.name in LLM_FUNCTIONS.values()}
+    if len(sources) != len(LLM_FUNCTIONS):
+        return entries
+    import coremltools as ct
+
+    packages = {fn: root / sources[graph].files[0] for fn, graph in LLM_FUNCTIONS.items()}
+    out = packages["prefill"].parent / "llm.mlpackage"
+    bytes_before = sum(f.stat().st_size for p in packages.values() for f in p.rglob("*") if f.is_file())
+    descriptor = ct.utils.MultiFunctionDescriptor()
+    for function, package in packages.items():
+        descriptor.add_function(str(package), "main", function)
+    descriptor.default_function_name = next(iter(LLM_FUNCTIONS))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        write_atomically(out.parent, lambda tmp: ct.utils.save_multifunction(descriptor, str(tmp / out.name)))
+    signatures = function_signatures(ct.models.MLModel(str(out), skip_model_load=True).get_spec())
+    for function, package in packages.items():
+        source = spec_signature(ct.models.MLModel(str(package), skip_model_load=True).get_spec())
+        if signatures.get(function) != source:
+            raise RuntimeError(f"{out.name}: function {function!r} does not match {package.name}")
+    for package in packages.values():
+        shutil.rmtree(package)
+    first = sources[LLM_FUNCTIONS["prefill"]]
+    placement = {
+        **first.placement,
+        "file": str(out),
+        "file_bytes": sum(f.stat().st_size for f in out.rglob("*") if f.is_file()),
+        "bytes_before_merge": bytes_before,
+        "functions": {  # JSON-shaped, so an entry read back from a manifest equals this one
+            fn: {k: [[n, list(shape), dtype] for n, shape, dtype in v] for k, v in sig.items()}
+            for fn, sig in signatures.items()
+        },
+    }
+    merged = dataclasses.replace(
+        first,
+        name="llm",
+        files=[str(out.relative_to(root))],
+        methods=[
+            {"name": fn, "inputs": sources[g].inputs, "outputs": sources[g].outputs}
+            for fn, g in LLM_FUNCTIONS.items()
+        ],
+        route=f"{first.route}+save_multifunction",
+        parity=[],
+        placement=placement,
+    )
+    merged_ids = {id(e) for e in sources.values()}
+    at = min(i for i, e in enumerate(entries) if id(e) in merged_ids)
+    kept = [e for e in entries if id(e) not in merged_ids]
+    return [*kept[:at], merged, *kept[at:]]

@@ -1,0 +1,1 @@
+"""Task metrics on numpy masks (no model): per-task scores, COCO-style AP, PQ, and the paired bootstrap."""

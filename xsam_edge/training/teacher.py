@@ -1,0 +1,151 @@
+"""The embedded default's teacher: ``shapes-teacher`` trained on the shapes suite, cached after first use.
+
+The cache lives in ``$XSAM_EDGE_CACHE`` (default ``~/.cache/xsam_edge``); ``xsam-edge cache --path`` prints
+it and ``xsam-edge cache --clear`` removes it. A cached teacher is reused only when its recipe fingerprint
+matches the current one, so changing the recipe retrains instead of silently reusing stale weights.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from xsam_edge.data.sample import Example
+from xsam_edge.model.build import build_model
+from xsam_edge.model.checkpoint import CONFIG_FILE
+from xsam_edge.model.presets import get_preset
+from xsam_edge.model.xsam import XSam
+from xsam_edge.spec.tokenizer import XSamTokenizer, tiny_tokenizer
+from xsam_edge.training.recipe import TEACHER_PRESET, TeacherRecipe
+from xsam_edge.training.train import MODEL_DIR, ExampleSource, TrainConfig, recipe, train
+
+log = logging.getLogger(__name__)
+
+FINGERPRINT_FILE = "fingerprint.json"
+
+
+def cache_root() -> Path:
+    """Where trained teachers are cached: ``$XSAM_EDGE_CACHE`` or ``~/.cache/xsam_edge``."""
+    return Path(os.environ.get("XSAM_EDGE_CACHE", Path.home() / ".cache" / "xsam_edge"))
+
+
+def clear_cache() -> Path:
+    """Remove every cached teacher; returns the folder that was removed."""
+    root = cache_root()
+    shutil.rmtree(root, ignore_errors=True)
+    return root
+
+
+def tokenizer_for(preset: str) -> XSamTokenizer:
+    """The tokenizer a preset trains with (the project's word-level tokenizer for the embedded presets)."""
+    config = get_preset(preset)
+    if config.tokens.builtin_tokenizer != "tiny":
+        raise ValueError(f"preset {preset!r} has no built-in tokenizer; train it with a tokenizer folder")
+    return tiny_tokenizer(config.tokens)
+
+
+def shapes_source(split: str = "train") -> ExampleSource:
+    """An endless, deterministic example source over a shapes split (cycles with a new seed per pass)."""
+    from xsam_edge.data.shapes import iter_shapes
+
+    def source(seed: int) -> Iterator[Example]:
+        for cycle in itertools.count():
+            yield from iter_shapes(split, seed=seed + 7919 * cycle)
+
+    return source
+
+
+def train_model(
+    out_dir: str | os.PathLike,
+    preset: str = TEACHER_PRESET,
+    steps: tuple[int, int, int] = TeacherRecipe.steps,
+    batch_size: int = 8,
+    lr: float = 3e-4,
+    seed: int = 0,
+    device: str = "cpu",
+    data: str = "shapes:train",
+    val_data: str | None = "shapes:val-fast",
+    stop_after: int | None = None,
+) -> Path:
+    """Train ``preset`` with the three-stage recipe on ``data`` (resumes if ``out_dir`` has a checkpoint).
+
+    Args:
+        out_dir (str | os.PathLike): run folder (checkpoint, ``log.jsonl``, final ``model/``).
+        preset (str): the model preset.
+        steps (tuple[int, int, int]): optimizer steps of the segmentor, align and mixed stages.
+        batch_size (int): examples per step.
+        lr (float): peak learning rate.
+        seed (int): model init, data order and sampling.
+        device (str): ``cpu`` or ``cuda``.
+        data (str): ``shapes:train`` (other sources: use ``xsam_edge.training.train.train`` directly).
+        val_data (str | None): evaluated at each stage end (logged), ``None`` to skip.
+        stop_after (int | None): stop after this many steps (resume later).
+
+    Returns:
+        Path: the model folder.
+    """
+    if not data.startswith("shapes:"):
+        raise ValueError(f"train_model trains on the shapes suite (shapes:<split>); got {data!r}")
+    from xsam_edge.data.shapes import CATEGORIES
+
+    torch.manual_seed(seed)
+    model = build_model(preset)
+    tokenizer = tokenizer_for(preset)
+    config = TrainConfig(stages=recipe(steps, batch_size=batch_size, lr=lr), seed=seed, device=device)
+    evaluate = _stage_evaluator(tokenizer, val_data) if val_data else None
+    return train(
+        model,
+        tokenizer,
+        shapes_source(data.split(":", 1)[1]),
+        config,
+        out_dir,
+        categories=CATEGORIES,
+        stop_after=stop_after,
+        evaluate=evaluate,
+    )
+
+
+def _stage_evaluator(tokenizer: XSamTokenizer, val_data: str):
+    from xsam_edge.data.registry import load_dataset
+    from xsam_edge.metrics.evaluate import evaluate_model
+    from xsam_edge.model.predictor import XSamPredictor
+
+    examples = load_dataset(val_data)
+
+    def evaluate(model: XSam, stage: str) -> dict:
+        if stage == "segmentor":
+            return {}  # no LLM yet: the open-vocabulary head is untrained until stage 3
+        report = evaluate_model(XSamPredictor(model, tokenizer), examples, progress=False)
+        return report["tasks"]
+
+    return evaluate
+
+
+def ensure_teacher(teacher_recipe: TeacherRecipe | None = None, device: str = "cpu") -> Path:
+    """The cached teacher's model folder, training (or resuming) it first if needed."""
+    teacher_recipe = teacher_recipe or TeacherRecipe()
+    run = cache_root() / f"{teacher_recipe.preset}-{teacher_recipe.fingerprint()}"
+    model_dir = run / MODEL_DIR
+    if (model_dir / CONFIG_FILE).is_file():
+        return model_dir
+    log.info("training the %s teacher into %s (first use; resumable)", teacher_recipe.preset, run)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / FINGERPRINT_FILE).write_text(json.dumps(asdict(teacher_recipe), indent=2))
+    return train_model(
+        run,
+        preset=teacher_recipe.preset,
+        steps=teacher_recipe.steps,
+        batch_size=teacher_recipe.batch_size,
+        lr=teacher_recipe.lr,
+        seed=teacher_recipe.seed,
+        device=device,
+        data=teacher_recipe.data,
+    )
