@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import RESULTS_DIR
-from xsam_edge.spec.tokenizer import atomic_write_text
+from xsam_edge.files import atomic_write_text
 
 EXPORTERS = ("onnx", "openvino", "executorch", "coreml")
 _PLACEMENT_KEYS = (
@@ -106,9 +106,7 @@ def main() -> None:
     parser.add_argument("--graphs", default="encode_image,segment,embed,region,llm_kvio_prefill")
     parser.add_argument("--timeout", type=int, default=500, help="seconds per graph")
     parser.add_argument("--llm-layers", type=int, help="LLM decoder layers (default: the preset's)")
-    parser.add_argument(
-        "--out", help="results JSON (default docs/results/data/export-full-size-<date>.json)"
-    )
+    parser.add_argument("--out", help="results JSON (default docs/results/data/export-full-size-<date>.json)")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: export this one graph
     args = parser.parse_args()
     if args.child:

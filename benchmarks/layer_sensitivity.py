@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 from benchmarks import RESULTS_DIR
+from xsam_edge.files import atomic_write_text
 from xsam_edge.model.predictor import XSamPredictor
 from xsam_edge.quantization.quantize import layer_sensitivity
 from xsam_edge.quantization.recipes import get_recipe
-from xsam_edge.spec.tokenizer import atomic_write_text
 from xsam_edge.training.teacher import ensure_teacher
 
 RESULTS = RESULTS_DIR

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from benchmarks import RESULTS_DIR
 from benchmarks.export_full_size import randomize_like_trained
-from xsam_edge.spec.tokenizer import atomic_write_text
+from xsam_edge.files import atomic_write_text
 
 RESULTS = RESULTS_DIR
 GOALS = {"int8": 3.5, "int4-llm": 6.0}  # issue #5: smaller than FP32 by at least this, at full size
@@ -223,7 +223,7 @@ def coreml_fp32_point(preset: str, point: dict, name: str, fingerprint: str, wor
     """
     import shutil
 
-    from xsam_edge.export.coreml import export_coreml, merge_llm_functions
+    from xsam_edge.backends.coreml.export import export_coreml, merge_llm_functions
     from xsam_edge.export.to_bundle import graph_entry
     from xsam_edge.quantization.quantize import prepare
     from xsam_edge.quantization.report import files_bytes

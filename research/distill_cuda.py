@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import load_file
 
 from benchmarks import RESULTS_DIR
-from xsam_edge.spec.tokenizer import atomic_write_text
+from xsam_edge.files import atomic_write_text
 
 
 def _distill(args: list[str], ranks: int | None, env: dict[str, str] | None = None) -> dict:

@@ -21,7 +21,7 @@ import numpy as np
 
 from benchmarks import RESULTS_DIR
 from research.paired_bootstrap import check_model_folders, parse_models
-from xsam_edge.spec.tokenizer import atomic_write_text
+from xsam_edge.files import atomic_write_text
 from xsam_edge.training.recipe import TeacherRecipe, parse_teacher_steps
 
 DEFAULT_TASKS = "instance,visual_grounded,interactive"

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmarks import RESULTS_DIR
-from xsam_edge.spec.tokenizer import atomic_write_text
+from xsam_edge.files import atomic_write_text
 from xsam_edge.training.recipe import TeacherRecipe, parse_teacher_steps
 
 if TYPE_CHECKING:

@@ -6,6 +6,7 @@ Nothing here touches the network: the tiny preset builds from configs and the to
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -22,6 +23,7 @@ import torch  # noqa: E402
 from xsam_edge.model.build import build_model  # noqa: E402
 from xsam_edge.model.presets import TINY  # noqa: E402
 from xsam_edge.model.xsam import XSam  # noqa: E402
+from xsam_edge.runtime.host import prefill  # noqa: E402
 from xsam_edge.spec.tokenizer import XSamTokenizer, tiny_tokenizer  # noqa: E402
 from xsam_edge.spec.types import Box, MaskPrompt, Point, Scribble, SegmentationRequest, Task  # noqa: E402
 
@@ -73,6 +75,31 @@ def with_grid_sampler(model: XSam) -> XSam:
         seg_connector=model.seg_connector,
         segmentor=model.segmentor,
     ).eval()
+
+
+def prefill_graph(
+    graph: torch.nn.Module, embeds: torch.Tensor, start: int, chunk: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The runtime's chunked prefill (``runtime.host.prefill``) driving an eager LLM graph wrapper.
+
+    Returns:
+        tuple[torch.Tensor, torch.Tensor]: projected states (L, D) and the last row's logits (1, V).
+    """
+
+    def step(x: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = graph(torch.from_numpy(x), torch.from_numpy(positions))
+        return out[0].numpy(), out[1].numpy()
+
+    projected, logits = prefill(step, embeds.numpy(), start, chunk)
+    return torch.from_numpy(projected), torch.from_numpy(logits)
+
+
+def shapes_examples(n: int = 8, tasks: tuple[Task, ...] = tuple(Task)) -> list:
+    """The first ``n`` examples of the given tasks in the shapes training stream (seed 0)."""
+    from xsam_edge.training.teacher import shapes_source
+
+    stream = (e for e in shapes_source("train")(0) if e.task in tasks)
+    return list(itertools.islice(stream, n))
 
 
 def make_image(hw: tuple[int, int] = IMAGE_HW) -> np.ndarray:

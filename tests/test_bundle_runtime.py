@@ -18,10 +18,10 @@ pytest.importorskip("openvino")
 
 from conftest import every_task_requests, make_image, make_tiny_model, with_grid_sampler  # noqa: E402
 
+from xsam_edge.backends import get_backend  # noqa: E402
 from xsam_edge.export.graphs import SlotConfig  # noqa: E402
 from xsam_edge.export.to_bundle import export_bundle  # noqa: E402
 from xsam_edge.model.predictor import XSamPredictor  # noqa: E402
-from xsam_edge.runtime.backends import get_backend  # noqa: E402
 from xsam_edge.runtime.session import EdgeSession  # noqa: E402
 from xsam_edge.spec.bundle import MANIFEST_FILE, BundleError, load_bundle  # noqa: E402
 from xsam_edge.spec.golden import load_golden  # noqa: E402
@@ -103,7 +103,7 @@ def test_second_query_reuses_the_image_prefix_and_equals_a_fresh_session(session
     fresh = EdgeSession(session.manifest, session.backend).run(second)
     np.testing.assert_array_equal(warm.class_logits, fresh.class_logits)
     np.testing.assert_array_equal(warm.mask_logits, fresh.mask_logits)
-    assert session._image.prefix_ids and warm.prefilled_tokens > len(session._image.prefix_ids)
+    assert session._image.prefix_ids and warm.prompt_tokens > len(session._image.prefix_ids)
 
 
 def test_more_conditions_than_slots_is_a_clear_error(session):
@@ -157,7 +157,7 @@ def test_executorch_needs_the_cache_methods(et_bundle):
     manifest = load_bundle(et_bundle, verify=False)
     manifest.graph("llm", "executorch").methods = manifest.graph("llm", "executorch").methods[:2]
     with pytest.raises(RuntimeError, match="lacks the method.*read_cache, write_cache.*re-export"):
-        get_backend("executorch").llm(manifest)
+        get_backend("executorch").make_runtime().llm(manifest)
 
 
 @pytest.mark.slow
@@ -169,7 +169,7 @@ def test_a_coreml_delegated_program_is_refused_off_macos(et_bundle):
     with pytest.raises(
         RuntimeError, match="Core ML delegate, which only Apple devices run.*--et-partitioner"
     ):
-        get_backend("executorch").graph(manifest, "region")
+        get_backend("executorch").make_runtime().graph(manifest, "region")
 
 
 @pytest.mark.slow
@@ -227,7 +227,7 @@ def test_not_a_bundle_and_unknown_backends(bundle, tmp_path):
         get_backend("tensorrt")
     if platform.system() != "Darwin":
         with pytest.raises(RuntimeError, match="needs macOS"):
-            get_backend("coreml")
+            get_backend("coreml").make_runtime()
 
 
 def test_export_refuses_an_unknown_backend_before_any_work(model, tmp_path):
@@ -280,3 +280,26 @@ def test_export_and_run_cli(tmp_path, capsys):
     assert (tmp_path / "r.json").is_file()
     assert main([*run[:4], "openvino", *run[5:], "--text", "a"]) == 2
     assert "exported for: onnx" in capsys.readouterr().err
+
+
+def test_eval_compare_says_whether_a_bundle_drop_is_real(model, bundle, tmp_path, capsys):
+    """`xsam-edge eval --compare BUNDLE`: the paired bootstrap of the bundle against its PyTorch model."""
+    from xsam_edge.cli import main
+    from xsam_edge.model.checkpoint import save_pretrained
+
+    folder = save_pretrained(model, tmp_path / "model", tiny_tokenizer())
+    common = ["eval", "--model", str(folder), "--data", "shapes:val-fast", "--limit", "3"]
+    common += ["--resamples", "30", "--tasks", "referring,reasoning"]  # one phrase each: within 4 slots
+    assert main([*common, "--compare", str(bundle), "--backend", "onnx", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    comparison = report["comparison"]
+    assert comparison["resamples"] == 30
+    assert set(comparison["tasks"]) == {"referring", "reasoning"}
+    # the same weights exported: every task's difference is within the noise, and close to nothing
+    for task, d in comparison["tasks"].items():
+        assert d["verdict"] == "tie" and abs(d["delta"]) <= 5.0, (task, d)
+    assert main([*common, "--compare", str(folder)]) == 0
+    table = capsys.readouterr().out
+    assert "| referring |" in table and "beyond noise" in table and "| tie |" in table
+    # a model folder has no backend to pick
+    assert main([*common, "--compare", str(folder), "--backend", "onnx"]) == 2

@@ -37,8 +37,8 @@ def test_the_measured_student_is_a_preset_and_its_recipe_resumes_the_benchmarks_
     """The q16l4 variant the benchmark measured is the static preset, so its model folders load by name,
     and the pipeline's gated-5600 recipe computes what the benchmark's run did (its checkpoints resume)."""
     from research.student_variants import RunSettings, Variant, register
+    from xsam_edge.distill.checkpoints import run_recipe
     from xsam_edge.distill.config import get_student_recipe
-    from xsam_edge.distill.engine import run_recipe
 
     static = PRESETS["shapes-student-q16l4"]
     try:

@@ -31,7 +31,7 @@ def _report(graph: ExportedGraph) -> str:
 def et_graph(tiny_model, tmp_path_factory) -> Callable[[str], ExportedGraph]:
     """Lower a graph on first request and keep it for the module (``llm`` is the joint prefill/decode)."""
     pytest.importorskip("executorch")
-    from xsam_edge.export.executorch import export_executorch
+    from xsam_edge.backends.executorch.export import export_executorch
 
     out = tmp_path_factory.mktemp("executorch")
     cache: dict[str, ExportedGraph] = {}
@@ -90,7 +90,7 @@ def test_et_encode_placement_lists_grid_sampler(et_graph):
 
 @pytest.mark.slow
 def test_et_llm_one_program_four_methods_shared_cache(et_graph, tiny_model):
-    from xsam_edge.export.executorch import llm_steps, load_program, run_method
+    from xsam_edge.backends.executorch.export import llm_steps, load_program, run_method
 
     graph = et_graph("llm")
     _check_et(graph, "llm")
@@ -137,7 +137,7 @@ def test_et_llm_one_program_four_methods_shared_cache(et_graph, tiny_model):
 def test_et_llm_write_cache_restores_a_prefix_and_resets(et_graph, tiny_model):
     """Encode once, query many in the ExecuTorch runtime: a cache written into another program acts as the
     prefix that produced it, and writing zeros is a reset."""
-    from xsam_edge.export.executorch import load_program, run_method
+    from xsam_edge.backends.executorch.export import load_program, run_method
     from xsam_edge.export.graphs import example_inputs
 
     graph = et_graph("llm")
@@ -186,7 +186,7 @@ def test_et_llm_write_cache_restores_a_prefix_and_resets(et_graph, tiny_model):
 
 def test_et_rejects_kvio_and_unknown(tiny_model, tmp_path):
     pytest.importorskip("executorch")
-    from xsam_edge.export.executorch import export_executorch
+    from xsam_edge.backends.executorch.export import export_executorch
 
     with pytest.raises(ValueError, match="program state"):
         export_executorch(tiny_model, "llm_kvio_decode", SLOTS, tmp_path)
@@ -204,7 +204,7 @@ def test_et_coreml_partitioner_lowers_the_region_graph(tiny_model, tmp_path):
     pytest.importorskip("coremltools")
     import platform
 
-    from xsam_edge.export.executorch import export_executorch
+    from xsam_edge.backends.executorch.export import export_executorch
 
     graph = export_executorch(tiny_model, "region", SLOTS, tmp_path, partitioner="coreml")
     method = graph.placement["methods"]["forward"]
@@ -223,7 +223,7 @@ def test_et_coreml_partitioner_lowers_the_region_graph(tiny_model, tmp_path):
 def coreml_graphs(tiny_model, tmp_path_factory) -> dict[tuple[str, str], ExportedGraph]:
     """Every graph in FP16; segment and the LLM also in FP32."""
     pytest.importorskip("coremltools")
-    from xsam_edge.export.coreml import export_coreml
+    from xsam_edge.backends.coreml.export import export_coreml
 
     out = tmp_path_factory.mktemp("coreml")
     graphs = {(name, "fp16"): export_coreml(tiny_model, name, SLOTS, out / "fp16") for name in GRAPH_NAMES}
@@ -235,7 +235,7 @@ def coreml_graphs(tiny_model, tmp_path_factory) -> dict[tuple[str, str], Exporte
 def test_coreml_every_graph_converts_with_declared_spec(coreml_graphs, tiny_model):
     import coremltools as ct
 
-    from xsam_edge.export.coreml import PREDICT_SKIP_REASON, coreml_predict_available
+    from xsam_edge.backends.coreml.export import PREDICT_SKIP_REASON, coreml_predict_available
 
     specs = graph_specs(tiny_model.config, SLOTS)
     for (name, precision), graph in coreml_graphs.items():
@@ -268,7 +268,7 @@ def test_coreml_sam_l_window_geometry_converts_to_rank_5(tmp_path):
     14); coremltools must turn it into rank ≤ 5 steps or the device refuses the model. Full-size geometry,
     narrow widths (the rank does not depend on them)."""
     ct = pytest.importorskip("coremltools")
-    from xsam_edge.export.coreml import max_tensor_rank
+    from xsam_edge.backends.coreml.export import max_tensor_rank
     from xsam_edge.model.seg_encoder import SegEncoder
     from xsam_edge.spec.config import SegEncoderConfig
 
@@ -327,7 +327,7 @@ def test_coreml_llm_ships_as_one_multifunction_package_with_weights_once(coreml_
     import coremltools as ct
     import coremltools.optimize.coreml as cto
 
-    from xsam_edge.export.coreml import function_signatures, merge_llm_functions, spec_signature
+    from xsam_edge.backends.coreml.export import function_signatures, merge_llm_functions, spec_signature
     from xsam_edge.export.to_bundle import graph_entry
 
     (tmp_path / "coreml").mkdir()
@@ -382,7 +382,7 @@ def test_coreml_encode_uses_resample(coreml_graphs):
 
 def test_coreml_unstateful_llm_means_kvio(tiny_model, tmp_path):
     pytest.importorskip("coremltools")
-    from xsam_edge.export.coreml import export_coreml
+    from xsam_edge.backends.coreml.export import export_coreml
 
     graph = export_coreml(tiny_model, "llm_decode", SLOTS, tmp_path, stateful=False)
     assert graph.name == "llm_kvio_decode" and graph.states == []
@@ -394,7 +394,7 @@ def test_coreml_predict_available_is_false_off_macos():
     pytest.importorskip("coremltools")
     import platform
 
-    from xsam_edge.export.coreml import coreml_predict_available
+    from xsam_edge.backends.coreml.export import coreml_predict_available
 
     if platform.system() != "Darwin":
         assert coreml_predict_available() is False
@@ -402,7 +402,7 @@ def test_coreml_predict_available_is_false_off_macos():
 
 def _skip_without_coreml_predict() -> None:
     pytest.importorskip("coremltools")
-    from xsam_edge.export.coreml import PREDICT_SKIP_REASON, coreml_predict_available
+    from xsam_edge.backends.coreml.export import PREDICT_SKIP_REASON, coreml_predict_available
 
     if not coreml_predict_available():
         pytest.skip(PREDICT_SKIP_REASON)
@@ -411,7 +411,7 @@ def _skip_without_coreml_predict() -> None:
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_coreml_predict_matches_eager(coreml_graphs, tiny_model, precision):
     _skip_without_coreml_predict()
-    from xsam_edge.export.coreml import predict_parity
+    from xsam_edge.backends.coreml.export import predict_parity
     from xsam_edge.export.graphs import example_inputs
 
     specs = graph_specs(tiny_model.config, SLOTS)

@@ -11,18 +11,16 @@ import torch
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
 
-import openvino as ov  # noqa: E402
-from conftest import make_image  # noqa: E402
-from test_graphs import _GraphRunner  # noqa: E402
+from conftest import make_image, prefill_graph  # noqa: E402
 
-from xsam_edge.export.graphs import GRAPH_NAMES, SlotConfig, build_graph, prefill  # noqa: E402
-from xsam_edge.export.onnx import ONNX_GRAPHS, export_onnx, run_onnx  # noqa: E402
-from xsam_edge.export.openvino import (  # noqa: E402
+from xsam_edge.backends.onnx.export import ONNX_GRAPHS, export_onnx  # noqa: E402
+from xsam_edge.backends.openvino.export import (  # noqa: E402
     STATEFUL_LLM_FILE,
     compile_model,
     export_openvino,
     run_stateful_llm,
 )
+from xsam_edge.export.graphs import GRAPH_NAMES, SlotConfig, build_graph  # noqa: E402
 from xsam_edge.export.placement import (  # noqa: E402
     ExportedGraph,
     format_placement,
@@ -30,8 +28,10 @@ from xsam_edge.export.placement import (  # noqa: E402
     placement_report,
     psnr,
 )
+from xsam_edge.export.to_bundle import bundle_manifest, graph_entry  # noqa: E402
 from xsam_edge.model.predictor import XSamPredictor  # noqa: E402
 from xsam_edge.model.presets import TINY  # noqa: E402
+from xsam_edge.runtime.session import EdgeSession  # noqa: E402
 from xsam_edge.spec.postprocess import postprocess  # noqa: E402
 from xsam_edge.spec.types import SegmentationRequest, Task  # noqa: E402
 
@@ -114,7 +114,7 @@ def _eager_llm_reference(model, prompt: torch.Tensor, steps: torch.Tensor) -> li
     graph = build_graph(model, "llm_prefill", SLOTS)
     graph.reset_cache()
     with torch.no_grad():
-        projected, logits = prefill(graph, prompt, 0, SLOTS.prefill_len)
+        projected, logits = prefill_graph(graph, prompt, 0, SLOTS.prefill_len)
         out = [projected, logits]
         for i, x in enumerate(steps):
             out += list(graph(x[None, None], torch.tensor([prompt.shape[0] + i])))
@@ -147,7 +147,7 @@ def test_openvino_stateful_llm_matches_eager(openvino_graphs, tiny_model):
 
     def run_once() -> list:
         request.reset_state()
-        projected, logits = prefill(
+        projected, logits = prefill_graph(
             lambda x, p: [torch.from_numpy(a) for a in run_stateful_llm(request, x, p)],
             prompt,
             0,
@@ -166,7 +166,7 @@ def test_onnx_kvio_llm_matches_eager(onnx_graphs, tiny_model):
     prompt, steps = _llm_inputs()
     want = _eager_llm_reference(tiny_model, prompt, steps)
     llm = _OnnxLLM(onnx_graphs)
-    projected, logits = prefill(llm, prompt, 0, SLOTS.prefill_len)
+    projected, logits = prefill_graph(llm, prompt, 0, SLOTS.prefill_len)
     got = [projected, logits]
     for i, x in enumerate(steps):
         got += llm(x[None, None], torch.tensor([prompt.shape[0] + i]))
@@ -174,7 +174,7 @@ def test_onnx_kvio_llm_matches_eager(onnx_graphs, tiny_model):
     assert np.all(llm.past[0][:, :, 23:] == 0)  # nothing written past the last position
 
 
-# -- end to end: the runtime's assembly over exported graphs ------------------------------------------------
+# -- end to end: the runtime's own session over the exported files -------------------------------------------
 class _OnnxLLM:
     """The KV-I/O LLM on ONNX Runtime with the caches kept by the host (the LLMGraph cache API)."""
 
@@ -211,64 +211,34 @@ class _OnnxLLM:
         return [torch.from_numpy(projected), torch.from_numpy(logits)]
 
 
-class _OpenVINOLLM:
-    """The stateful OpenVINO LLM: the caches live in the ``InferRequest`` (``query_state`` to snapshot)."""
-
-    def __init__(self, graph: ExportedGraph) -> None:
-        self.request = compile_model(graph.file).create_infer_request()
-
-    def reset_cache(self) -> None:
-        self.request.reset_state()
-
-    def snapshot_cache(self) -> dict[str, np.ndarray]:
-        return {s.name: s.state.data.copy() for s in self.request.query_state()}
-
-    def restore_cache(self, snapshot: dict[str, np.ndarray]) -> None:
-        for state in self.request.query_state():
-            state.state = ov.Tensor(snapshot[state.name].copy())
-
-    def __call__(self, x: torch.Tensor, positions: torch.Tensor) -> list[torch.Tensor]:
-        return [torch.from_numpy(a) for a in run_stateful_llm(self.request, x, positions)]
-
-
-def _onnx_graph(graph: ExportedGraph):
-    def run(*inputs: torch.Tensor):
-        out = [torch.from_numpy(a) for a in run_onnx(graph.file, inputs)]
-        return tuple(out) if len(out) > 1 else out[0]
-
-    return run
-
-
-def _openvino_graph(graph: ExportedGraph):
-    compiled = compile_model(graph.file)
-
-    def run(*inputs: torch.Tensor):
-        result = compiled.create_infer_request().infer([x.numpy() for x in inputs])
-        out = [torch.from_numpy(np.array(result[port])) for port in compiled.outputs]
-        return tuple(out) if len(out) > 1 else out[0]
-
-    return run
+def _session(backend: str, graphs: dict[str, ExportedGraph], model, tokenizer) -> EdgeSession:
+    """``EdgeSession`` on the backend's real runtime over these graph files (a manifest made in memory)."""
+    root = next(iter(graphs.values())).file.parent
+    entries = [graph_entry(g, root) for g in graphs.values()]
+    manifest = bundle_manifest(model, tokenizer, SLOTS, entries)
+    tokenizer.save(root)
+    manifest.root = root
+    return EdgeSession(manifest, backend)
 
 
 @pytest.mark.parametrize("backend", ["onnx", "openvino"])
 def test_end_to_end_referring_matches_the_predictor(backend, request, tiny_model, tokenizer):
     graphs = request.getfixturevalue(f"{backend}_graphs")
-    wrap = _onnx_graph if backend == "onnx" else _openvino_graph
-    runner = _GraphRunner(tiny_model, tokenizer, SLOTS)
-    runner.graphs = {name: wrap(graphs[name]) for name in ("encode_image", "embed", "region", "segment")}
-    runner.llm = _OnnxLLM(graphs) if backend == "onnx" else _OpenVINOLLM(graphs["llm_prefill"])
+    if backend == "openvino":  # its bundle holds one stateful IR for the LLM
+        graphs = {
+            n: g for n, g in graphs.items() if n not in ("llm_decode", "llm_kvio_prefill", "llm_kvio_decode")
+        }
+    session = _session(backend, graphs, tiny_model, tokenizer)
 
     image = make_image()
     req = SegmentationRequest(image, task=Task.REFERRING, text="the red circle")
     predictor = XSamPredictor(tiny_model, tokenizer)
-    with torch.no_grad():
-        runner.set_image(image)
-        cls, bg, mask_logits, _ = runner.run(req)
-        raw = predictor.run(req)
-        want = predictor.segment(req)
-    class_logits = torch.cat((cls, bg[:, None]), dim=1).numpy()
+    raw_session = session.run(req)
+    raw = predictor.run(req)
+    want = predictor.segment(req)
+    class_logits = raw_session.class_logits
     print(f"{backend}: class logits max |Δ| {np.abs(class_logits - raw.class_logits).max():.1e}")
-    got = postprocess(req.task, class_logits, mask_logits.numpy(), raw.geometry, labels=raw.labels)
+    got = postprocess(req.task, class_logits, raw_session.mask_logits, raw.geometry, labels=raw.labels)
     assert got.masks.shape == want.masks.shape and got.labels == want.labels
     union = np.logical_or(got.masks, want.masks).sum()
     iou = np.logical_and(got.masks, want.masks).sum() / union if union else 1.0

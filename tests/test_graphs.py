@@ -8,8 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import make_image, rerandomize
+from conftest import make_image, prefill_graph, rerandomize
 
+from xsam_edge.export.eager import EAGER, EagerBackend, eager_manifest
 from xsam_edge.export.graphs import (
     GRAPH_NAMES,
     PAD_POSITION,
@@ -21,25 +22,22 @@ from xsam_edge.export.graphs import (
     SegmentGraph,
     SlotConfig,
     build_graph,
-    condition_inputs,
-    embed_in_chunks,
     example_inputs,
     export_graph,
     graph_specs,
-    pad_prompt_masks,
-    prefill,
-    splice_tokens,
 )
 from xsam_edge.export.graphs_llm import DecoderLM
 from xsam_edge.model.build import build_model
 from xsam_edge.model.llm import build_llm
-from xsam_edge.model.predictor import XSamPredictor, expand_image_placeholder
+from xsam_edge.model.predictor import XSamPredictor
 from xsam_edge.model.presets import TINY
 from xsam_edge.model.projector import Projector
 from xsam_edge.model.region_sampler import sample_regions_grid
 from xsam_edge.model.xsam import DecoderInputs
+from xsam_edge.runtime.session import EdgeSession
 from xsam_edge.spec.preprocess import PreprocessSpec
-from xsam_edge.spec.prompts import build_request_prompt, image_prefix
+from xsam_edge.spec.prompts import build_request_prompt
+from xsam_edge.spec.tokenizer import expand_image_placeholder
 from xsam_edge.spec.types import Box, Point, SegmentationRequest, Task
 
 # small slots keep the tests fast; prefill_len 16 makes a tiny prompt take several chunks
@@ -174,7 +172,7 @@ def test_llm_chunked_prefill_and_decode_match_transformers(case):
     prompt = torch.randn(37, TINY.llm.hidden_size)  # 3 chunks of 16, the last one left-padded
 
     with torch.no_grad():
-        projected, logits = prefill(graph, prompt, start=0, chunk=16)
+        projected, logits = prefill_graph(graph, prompt, start=0, chunk=16)
         rows, all_logits = [projected], [logits]
         seq = prompt
         for step in range(3):  # greedy decode
@@ -230,10 +228,12 @@ def test_llm_in_fp16_is_finite_and_close():
     parts = _lm_parts("phi3", num_kv_heads=2)
     prompt = torch.randn(21, TINY.llm.hidden_size)
     with torch.no_grad():
-        want, want_logits = prefill(LLMGraph(parts, max_seq=32), prompt, 0, 16)
+        want, want_logits = prefill_graph(LLMGraph(parts, max_seq=32), prompt, 0, 16)
         parts.llm.half()
         parts.llm_projector.half()
-        got, logits = prefill(LLMGraph(parts, max_seq=32), prompt.half(), 0, 16)  # left-padded last chunk
+        got, logits = prefill_graph(
+            LLMGraph(parts, max_seq=32), prompt.half(), 0, 16
+        )  # left-padded last chunk
     assert got.dtype == torch.float16 and torch.isfinite(got).all() and torch.isfinite(logits).all()
     assert _max_diff(got, want) < 1e-2 and _max_diff(logits, want_logits) < 5e-2
 
@@ -247,124 +247,90 @@ def test_unsupported_llm_is_a_clear_error(tiny_model):
         DecoderLM(SimpleNamespace(config=rope), tiny_model.llm_projector, 16)
 
 
-# -- host assembly: the graphs run as a runtime would run them ---------------------------------------------
-class _GraphRunner:
-    """A minimal runtime over the eager wrappers: encode once, prefill the image prefix once, query many."""
+# -- host assembly: the graphs run by the runtime's own plan (EdgeSession over the eager wrappers) ----------
+def _eager_session(model, tokenizer, slots: SlotConfig) -> EdgeSession:
+    """``EdgeSession`` over the eager graph wrappers: the runtime's own plan, no export in between."""
+    return EdgeSession(eager_manifest(model, tokenizer, slots), EAGER, runtime=EagerBackend(model, slots))
 
-    def __init__(self, model, tokenizer, slots: SlotConfig) -> None:
-        self.model, self.tokenizer, self.slots = model, tokenizer, slots
-        self.graphs = {name: build_graph(model, name, slots) for name in ("encode_image", "embed", "region")}
-        self.graphs["segment"] = build_graph(model, "segment", slots)
-        self.llm = build_graph(model, "llm_prefill", slots)
-        self.spec = PreprocessSpec.from_config(model.config)
 
-    def set_image(self, image: np.ndarray) -> None:
-        seg, _ = self.spec.letterbox(image)
-        glob = self.spec.global_pixels(image)
-        out = self.graphs["encode_image"](torch.from_numpy(seg)[None], torch.from_numpy(glob)[None])
-        self.image_tokens, self.region_grid, self.mask_features, *self.memory = out
-        cfg = self.model.config
-        prefix = self.tokenizer.encode(
-            image_prefix(cfg.tokens.template, cfg.tokens), add_bos=cfg.tokens.add_bos
+def _full_prefill(model, tokenizer, request: SegmentationRequest) -> tuple[torch.Tensor, torch.Tensor]:
+    """The request through the model in one uncached pass (no prefix reuse, no chunks, no slots).
+
+    Returns:
+        tuple[torch.Tensor, torch.Tensor]: class logits (Q, n + 1) and mask logits (Q, m, m).
+    """
+    cfg, spec = model.config, PreprocessSpec.from_config(model.config)
+    seg, _ = spec.letterbox(request.image)
+    features = model.encode_image(
+        torch.from_numpy(seg)[None], torch.from_numpy(spec.global_pixels(request.image))[None]
+    )
+    prompt = build_request_prompt(request, template=cfg.tokens.template, tokens=cfg.tokens)
+    ids = expand_image_placeholder(tokenizer.encode(prompt, add_bos=cfg.tokens.add_bos), cfg.num_image_tokens)
+    region_tokens = None
+    if request.prompts:
+        masks = spec.prompt_masks(request.prompts, request.image_size)
+        region_tokens = model.region_tokens(
+            features.region_grid, torch.from_numpy(masks).float(), sampler="grid"
         )
-        self.prefix_ids = expand_image_placeholder(prefix, cfg.num_image_tokens)
-        self.llm.reset_cache()
-        prefill(self.llm, self._embeds(self.prefix_ids, None), 0, self.slots.prefill_len)
-        self.prefix_cache = self.llm.snapshot_cache()
-
-    def _ids(self, text: str) -> list[int]:
-        cfg = self.model.config
-        ids = self.tokenizer.encode(text, add_bos=cfg.tokens.add_bos)
-        return expand_image_placeholder(ids, cfg.num_image_tokens)
-
-    def _embeds(self, ids: list[int], region_tokens: torch.Tensor | None) -> torch.Tensor:
-        embeds = embed_in_chunks(self.graphs["embed"], ids, self.slots.prefill_len)
-        return splice_tokens(embeds, ids, self.image_tokens[0], region_tokens)
-
-    def run(self, request: SegmentationRequest, reuse_prefix: bool = True) -> tuple[torch.Tensor, ...]:
-        cfg = self.model.config
-        prompt = build_request_prompt(request, template=cfg.tokens.template, tokens=cfg.tokens)
-        ids = expand_image_placeholder(
-            self.tokenizer.encode(prompt, add_bos=cfg.tokens.add_bos), cfg.num_image_tokens
-        )
-        region_tokens = None
-        if request.prompts:
-            hw = request.image_size
-            masks = np.stack([self.spec.letterbox_mask(self.spec.rasterize(p, hw)) for p in request.prompts])
-            slots = pad_prompt_masks(torch.from_numpy(masks).float(), self.slots.max_regions)
-            region_tokens = self.graphs["region"](self.region_grid, slots)[0, : len(request.prompts)]
-        embeds = self._embeds(ids, region_tokens)
-        start = 0
-        if reuse_prefix:
-            assert ids[: len(self.prefix_ids)] == self.prefix_ids
-            start = len(self.prefix_ids)
-            self.llm.restore_cache(self.prefix_cache)
-        else:
-            self.llm.reset_cache()
-        projected, _ = prefill(self.llm, embeds[start:], start, self.slots.prefill_len)
-        # positions before `start` are only needed when a span reaches into the prefix (never: text follows)
-        full = torch.cat((torch.zeros(start, projected.shape[1]), projected))
-        spans = self.tokenizer.phrase_spans(ids)
-        cond, valid, seg = condition_inputs(
-            full, spans, self.tokenizer.seg_positions(ids)[-1], self.slots.max_conditions
-        )
-        class_logits, mask_logits = self.graphs["segment"](self.mask_features, *self.memory, cond, valid, seg)
-        return class_logits[0, :, : len(spans)], class_logits[0, :, -1], mask_logits[0], projected
+    embeds = model.splice(torch.tensor(ids), features.image_tokens[0], region_tokens)
+    hidden = model.llm_hidden(embeds[None])[0]
+    cond, seg_embed = model.condition_embeds(
+        hidden, tokenizer.phrase_spans(ids), tokenizer.seg_positions(ids)[-1]
+    )
+    valid = torch.ones(1, cond.shape[0], dtype=torch.bool)
+    class_logits, out = model.decode(
+        model.decoder_inputs(features.pyramid), seg_embed[None], cond[None], valid
+    )
+    return class_logits[0], out.mask_logits[0]
 
 
-def _check_against_predictor(runner: _GraphRunner, predictor: XSamPredictor, request) -> None:
-    with torch.no_grad():
-        cls, bg, masks, _ = runner.run(request)
-    raw = predictor.run(request)
-    n = raw.class_logits.shape[1] - 1
-    assert cls.shape[1] == n
-    assert _max_diff(cls, raw.class_logits[:, :n]) < TOL
-    assert _max_diff(bg, raw.class_logits[:, -1]) < TOL
-    assert _max_diff(masks, raw.mask_logits) < TOL
+def _check_against_predictor(session: EdgeSession, predictor: XSamPredictor, request) -> None:
+    raw = session.run(request)
+    want = predictor.run(request)
+    n = want.class_logits.shape[1] - 1
+    assert raw.class_logits.shape[1] == n + 1
+    assert _max_diff(raw.class_logits, want.class_logits) < TOL
+    assert _max_diff(raw.mask_logits, want.mask_logits) < TOL
 
 
 def test_end_to_end_referring_matches_the_predictor(tiny_model, tokenizer):
     image = make_image()
-    runner = _GraphRunner(tiny_model, tokenizer, SLOTS)
-    with torch.no_grad():
-        runner.set_image(image)
+    session = _eager_session(tiny_model, tokenizer, SLOTS)
     request = SegmentationRequest(image, task=Task.REFERRING, text="the red circle")
-    _check_against_predictor(runner, XSamPredictor(tiny_model, tokenizer), request)
+    _check_against_predictor(session, XSamPredictor(tiny_model, tokenizer), request)
 
 
 def test_end_to_end_interactive_matches_the_predictor(tokenizer):
     torch.manual_seed(0)
     model = rerandomize(build_model(dataclasses.replace(TINY, region_sampler="grid")), seed=0).eval()
     image = make_image()
-    runner = _GraphRunner(model, tokenizer, SLOTS)
-    with torch.no_grad():
-        runner.set_image(image)
+    session = _eager_session(model, tokenizer, SLOTS)
     request = SegmentationRequest(image, task=Task.INTERACTIVE, prompts=[Point(20, 24), Box(50, 10, 75, 38)])
-    _check_against_predictor(runner, XSamPredictor(model, tokenizer), request)
+    _check_against_predictor(session, XSamPredictor(model, tokenizer), request)
 
 
 def test_encode_once_query_many_equals_a_full_prefill(tiny_model, tokenizer):
     image = make_image()
-    runner = _GraphRunner(tiny_model, tokenizer, SLOTS)
     questions = [
         SegmentationRequest(image, task=Task.REFERRING, text="the red circle"),
         SegmentationRequest(image, task=Task.PANOPTIC, categories=["red circle", "blue square"]),
     ]
+    session = _eager_session(tiny_model, tokenizer, SLOTS)
+    predictor = XSamPredictor(tiny_model, tokenizer)
     with torch.no_grad():
-        runner.set_image(image)
-        assert len(runner.prefix_ids) > SLOTS.prefill_len  # the prefix itself spans chunks
         for request in questions:
-            reused = runner.run(request, reuse_prefix=True)
-            scratch = runner.run(request, reuse_prefix=False)
-            start = len(runner.prefix_ids)
-            assert _max_diff(reused[3], scratch[3][start:]) < 1e-5  # the question's projected states
-            for a, b in zip(reused[:3], scratch[:3], strict=True):
-                assert _max_diff(a, b) < 1e-5
-            # control: the same question prefilled at the same positions without the image prefix
-            runner.llm.reset_cache()
-            question = runner._embeds(runner._ids(build_request_prompt(request, tokens=TINY.tokens)), None)
-            alone, _ = prefill(runner.llm, question[start:], start, SLOTS.prefill_len)
-            assert _max_diff(alone, reused[3]) > 100 * TOL
+            reused = session.run(request)  # the cached image prefix, then the question in 16-token chunks
+            assert len(session._image.prefix_ids) > SLOTS.prefill_len  # the prefix itself spans chunks
+            want_cls, want_masks = _full_prefill(tiny_model, tokenizer, request)
+            assert _max_diff(reused.class_logits, want_cls) < 1e-5
+            assert _max_diff(reused.mask_logits, want_masks) < 1e-5
+            assert _max_diff(predictor.run(request).class_logits, want_cls) < 1e-5
+        # control: the same question at the same positions over an empty cache (no image prefix) differs
+        session.engine.reset()
+        session._image.prefix_state = session.engine.snapshot()
+        alone = session.run(questions[0])
+        want_cls, _ = _full_prefill(tiny_model, tokenizer, questions[0])
+        assert _max_diff(alone.class_logits, want_cls) > 100 * TOL
 
 
 # -- export ------------------------------------------------------------------------------------------------
@@ -423,7 +389,7 @@ def test_exported_decode_updates_the_cache(tiny_model):
     steps = torch.randn(2, TINY.llm.hidden_size)
     with torch.no_grad():
         graph.reset_cache()
-        prefill(graph, prompt, 0, SLOTS.prefill_len)
+        prefill_graph(graph, prompt, 0, SLOTS.prefill_len)
         for name, value in graph.named_buffers():
             if "cache" in name:
                 decode.get_buffer(name).copy_(value)

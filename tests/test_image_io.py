@@ -129,13 +129,34 @@ def test_save_overlay_blends_and_writes_atomically(tmp_path):
     np.testing.assert_array_equal(blended[0, 4], np.floor(50 + c0 / 2 + 0.5))
     np.testing.assert_array_equal(blended[3, 0], np.floor(50 + c1 / 2 + 0.5))
     path = tmp_path / "out.png"
-    save_overlay(path, image, result)
+    save_overlay(path, image, result, labelled=False)
     np.testing.assert_array_equal(np.asarray(Image.open(path)), blended)
     assert os.listdir(tmp_path) == ["out.png"]  # no temp file left behind
-    save_overlay(path, image, _result(np.zeros((0, 4, 5), bool)))  # overwrite; empty result
+    save_overlay(path, image, _result(np.zeros((0, 4, 5), bool)), labelled=False)  # overwrite; empty result
     np.testing.assert_array_equal(np.asarray(Image.open(path)), image)
     with pytest.raises(ValueError, match="masks are"):
         save_overlay(tmp_path / "bad.png", np.zeros((3, 3, 3), np.uint8), result)
     with pytest.raises(FileNotFoundError, match="no such folder"):
         save_overlay(tmp_path / "nope" / "x.png", image, result)
     assert sorted(os.listdir(tmp_path)) == ["out.png"]
+
+
+def test_a_labelled_overlay_outlines_each_mask_and_names_it(tmp_path):
+    image = np.full((120, 200, 3), 100, np.uint8)
+    masks = np.zeros((2, 120, 200), bool)
+    masks[0, 40:100, 20:80] = True
+    masks[1, 50:110, 120:190] = True
+    result = _result(masks)
+    path = tmp_path / "labelled.png"
+    save_overlay(path, image, result)
+    got = np.asarray(Image.open(path))
+    blended = overlay(image, result)
+    c0, c1 = palette(2)
+    # the outline is the full colour on the mask's edge; the inside stays blended
+    np.testing.assert_array_equal(got[70, 20], c0)
+    np.testing.assert_array_equal(got[80, 189], c1)
+    np.testing.assert_array_equal(got[70, 50], blended[70, 50])
+    # a label box in the mask's colour above each mask, with text in it (not one flat colour)
+    box = got[max(40 - 12, 0) : 40, 20:60]
+    assert (box == c0).all(axis=-1).mean() > 0.3 and len(np.unique(box.reshape(-1, 3), axis=0)) > 2
+    assert os.listdir(tmp_path) == ["labelled.png"]

@@ -2,6 +2,9 @@
 
 RLE and PNG masks must come back exactly; polygons are rasterised by another rule than the test's
 (pycocotools, PIL), so those masks are compared by IoU ≥ 0.97.
+
+COCO panoptic, RefCOCO and the dataset registry here; COCO-Interactive and ReasonSeg in
+test_loaders_prompts.py.
 """
 
 from __future__ import annotations
@@ -14,114 +17,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-from pycocotools import mask as mask_utils
+from loader_fixtures import (
+    NAMES_BY_ID,
+    REF_H,
+    REF_W,
+    TRIANGLE,
+    _inside,
+    _iou,
+    _panoptic_args,
+    _write_panoptic,
+    _write_psalm,
+    _write_reasonseg,
+    _write_refcoco,
+)
 
-from xsam_edge.data.coco_interactive import load_coco_interactive
 from xsam_edge.data.coco_panoptic import load_coco_panoptic
 from xsam_edge.data.reasonseg import load_reasonseg
 from xsam_edge.data.refcoco import decode_segmentation, load_refcoco, load_refs
 from xsam_edge.data.registry import iter_dataset, load_dataset
-from xsam_edge.spec.preprocess import rasterize_prompt
-from xsam_edge.spec.types import Box, MaskPrompt, Point, Scribble, Task
-
-RNG = np.random.default_rng(0)
-
-
-# ---------------------------------------------------------------- fixture helpers
-
-
-def _write_image(path: Path, h: int, w: int) -> np.ndarray:
-    rgb = RNG.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    Image.fromarray(rgb).save(path)
-    return rgb
-
-
-def _inside(points: list[tuple[float, float]], h: int, w: int, offset: float, edges: bool) -> np.ndarray:
-    """Pixels whose centre (j + offset, i + offset) is in the polygon (even-odd; ``edges``: or on it)."""
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64) + offset
-    inside = np.zeros((h, w), bool)
-    on_edge = np.zeros((h, w), bool)
-    n = len(points)
-    for k in range(n):
-        (x0, y0), (x1, y1) = points[k], points[(k + 1) % n]
-        crosses = (y0 > ys) != (y1 > ys)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            x_at = x0 + (ys - y0) * (x1 - x0) / (y1 - y0)
-        inside ^= crosses & (xs < x_at)
-        cross = (x1 - x0) * (ys - y0) - (y1 - y0) * (xs - x0)
-        within = (np.minimum(x0, x1) <= xs) & (xs <= max(x0, x1)) & (min(y0, y1) <= ys) & (ys <= max(y0, y1))
-        on_edge |= (np.abs(cross) < 1e-9) & within
-    return inside | on_edge if edges else inside
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum()) / float((a | b).sum())
-
-
-def _rle(mask: np.ndarray) -> dict:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
-def _flat(points: list[tuple[float, float]]) -> list[float]:
-    return [float(v) for p in points for v in p]
-
-
-def _ids_to_rgb(ids: np.ndarray) -> np.ndarray:
-    return np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=-1).astype(np.uint8)
-
-
-# ---------------------------------------------------------------- COCO panoptic
-
-
-PANOPTIC_CATEGORIES = [  # deliberately not sorted by id
-    {"id": 10, "name": "sky", "isthing": 0},
-    {"id": 1, "name": "person", "isthing": 1},
-    {"id": 7, "name": "grass", "isthing": 0},
-    {"id": 3, "name": "car", "isthing": 1},
-]
-NAMES_BY_ID = ["person", "car", "grass", "sky"]  # ids 1, 3, 7, 10
-
-
-def _write_panoptic(root: Path) -> dict:
-    (root / "images").mkdir()
-    (root / "pngs").mkdir()
-    h, w = 30, 40
-    ids1 = np.zeros((h, w), np.int64)  # the left 2 columns stay void (0)
-    ids1[:10, 2:] = 70000  # sky (needs the blue channel)
-    ids1[10:, 2:20] = 5  # person
-    ids1[10:20, 20:] = 300  # car (green channel)
-    ids1[20:, 20:30] = 9  # crowd person
-    ids1[20:, 30:] = 12  # grass
-    ids2 = np.full((h, w), 44, np.int64)  # all grass
-    segs1 = [
-        {"id": 70000, "category_id": 10, "iscrowd": 0},
-        {"id": 5, "category_id": 1, "iscrowd": 0},
-        {"id": 300, "category_id": 3, "iscrowd": 0},
-        {"id": 9, "category_id": 1, "iscrowd": 1},
-        {"id": 12, "category_id": 7, "iscrowd": 0},
-    ]
-    data = {
-        "images": [
-            {"id": 139, "file_name": "000139.jpg", "height": h, "width": w},
-            {"id": 285, "file_name": "000285.jpg", "height": h, "width": w},
-        ],
-        "annotations": [
-            {"image_id": 139, "file_name": "000139.png", "segments_info": segs1},
-            {"image_id": 285, "file_name": "000285.png", "segments_info": [{"id": 44, "category_id": 7}]},
-        ],
-        "categories": PANOPTIC_CATEGORIES,
-    }
-    for name, ids in (("000139", ids1), ("000285", ids2)):
-        _write_image(root / "images" / f"{name}.jpg", h, w)
-        Image.fromarray(_ids_to_rgb(ids)).save(root / "pngs" / f"{name}.png")
-    (root / "panoptic_val2017.json").write_text(json.dumps(data))
-    return {"ids1": ids1, "ids2": ids2, "data": data}
-
-
-def _panoptic_args(root: Path) -> tuple[Path, Path, Path]:
-    return root / "panoptic_val2017.json", root / "pngs", root / "images"
+from xsam_edge.spec.types import Task
 
 
 def test_coco_panoptic_round_trip(tmp_path):
@@ -196,83 +110,6 @@ def test_coco_panoptic_errors(tmp_path):
         load_coco_panoptic(fresh / "nope.json", png_dir, image_dir)
     with pytest.raises(FileNotFoundError, match="panoptic PNG folder not found"):
         load_coco_panoptic(json_path, fresh / "nope", image_dir)
-
-
-# ---------------------------------------------------------------- RefCOCO
-
-
-REF_H, REF_W = 80, 96
-TRIANGLE = [(10.0, 8.0), (70.0, 14.0), (30.0, 60.0)]
-
-
-def _write_refcoco(root: Path) -> dict:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "images").mkdir()
-    rle_mask = np.zeros((REF_H, REF_W), bool)
-    rle_mask[40:70, 50:90] = True
-    rle_mask[45:50, 60:65] = False
-    raw_mask = np.zeros((REF_H, REF_W), bool)
-    raw_mask[5:15, 5:80] = True
-    # uncompressed RLE: column-major run lengths starting with zeros
-    flat = raw_mask.flatten(order="F").astype(np.int64)
-    changes = np.flatnonzero(np.diff(np.concatenate([[0], flat, [1 - flat[-1]]])))
-    counts = np.diff(np.concatenate([[0], changes])).tolist()
-    instances = {
-        "images": [
-            {"id": 1, "file_name": "COCO_train2014_000000000001.jpg", "height": REF_H, "width": REF_W},
-            {"id": 2, "file_name": "COCO_train2014_000000000002.jpg", "height": REF_H, "width": REF_W},
-        ],
-        "annotations": [
-            {"id": 100, "image_id": 1, "category_id": 1, "segmentation": [_flat(TRIANGLE)], "iscrowd": 0},
-            {"id": 101, "image_id": 1, "category_id": 3, "segmentation": _rle(rle_mask), "iscrowd": 0},
-            {
-                "id": 200,
-                "image_id": 2,
-                "category_id": 1,
-                "segmentation": {"size": [REF_H, REF_W], "counts": counts},
-            },
-        ],
-        "categories": [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}],
-    }
-    for img in instances["images"]:
-        _write_image(root / "images" / img["file_name"], REF_H, REF_W)
-    refs = [
-        {
-            "ref_id": 0,
-            "ann_id": 100,
-            "image_id": 1,
-            "split": "val",
-            "category_id": 1,
-            "file_name": "COCO_train2014_000000000001_100.jpg",
-            "sentences": [
-                {"sent": "man on the left", "raw": "Man on the left", "sent_id": 0},
-                {"sent": "left guy"},
-            ],
-        },
-        {
-            "ref_id": 1,
-            "ann_id": 101,
-            "image_id": 1,
-            "split": "val",
-            "category_id": 3,
-            "file_name": "COCO_train2014_000000000001_101.jpg",
-            "sentences": [{"sent": "red car"}, {"sent": "red car"}],  # duplicate: counted once
-        },
-        {
-            "ref_id": 2,
-            "ann_id": 200,
-            "image_id": 2,
-            "split": "testA",
-            "category_id": 1,
-            "file_name": "COCO_train2014_000000000002_200.jpg",
-            "sentences": [{"sent": "woman"}],
-        },
-    ]
-    (root / "instances.json").write_text(json.dumps(instances))
-    with (root / "refs(unc).p").open("wb") as f:
-        pickle.dump(refs, f, protocol=2)
-    (root / "refs.json").write_text(json.dumps(refs))
-    return {"refs": refs, "rle_mask": rle_mask, "raw_mask": raw_mask}
 
 
 def test_refcoco_round_trip(tmp_path):
@@ -354,275 +191,6 @@ def test_refcoco_errors(tmp_path):
         decode_segmentation({"size": [3, 3], "counts": "abc"}, 4, 4, "ann 7")
     with pytest.raises(ValueError, match="ann 7: segmentation must be polygons"):
         decode_segmentation(42, 4, 4, "ann 7")
-
-
-# ---------------------------------------------------------------- COCO-Interactive
-
-
-INT_H, INT_W = 120, 160
-POLY_A = [(20.0, 20.0), (70.0, 24.0), (60.0, 80.0), (25.0, 70.0)]
-
-
-def _masks_interactive() -> dict:
-    b = np.zeros((INT_H, INT_W), bool)
-    b[30:100, 90:150] = True
-    b[60:70, 100:110] = False
-    point_a = np.zeros_like(b)
-    point_a[50, 40] = True
-    box_a = np.zeros_like(b)
-    box_a[18:82, 18:72] = True
-    scribble_a = np.zeros_like(b)
-    scribble_a[50, 30:60] = True
-    mask_a = _inside(POLY_A, INT_H, INT_W, 0.5, False)
-    point_b = np.zeros_like(b)
-    point_b[40, 100] = point_b[90, 140] = True
-    box_b = np.zeros_like(b)
-    box_b[30:60, 90:150] = True
-    box_b[70:100, 95:140] = True
-    return {
-        "b": b,
-        "point_a": point_a,
-        "box_a": box_a,
-        "scribble_a": scribble_a,
-        "mask_a": mask_a,
-        "point_b": point_b,
-        "box_b": box_b,
-    }
-
-
-def _write_psalm(root: Path) -> dict:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "val2017").mkdir()
-    m = _masks_interactive()
-    _write_image(root / "val2017" / "000001.jpg", INT_H, INT_W)
-    anns = [
-        {
-            "id": 11,
-            "category_id": 1,
-            "iscrowd": 0,
-            "segmentation": [_flat(POLY_A)],
-            "point_visual_prompt_mask": _rle(m["point_a"]),
-            "scribble_visual_prompt_mask": _rle(m["scribble_a"]),
-            "box_visual_prompt_mask": _rle(m["box_a"]),
-            "mask_visual_prompt_mask": _rle(m["mask_a"]),
-        },
-        {
-            "id": 12,
-            "category_id": 3,
-            "iscrowd": 0,
-            "segmentation": _rle(m["b"]),
-            "point_visual_prompt_mask": _rle(m["point_b"]),
-            "scribble_visual_prompt_mask": _rle(np.zeros_like(m["b"])),  # empty: skipped
-            "box_visual_prompt_mask": _rle(m["box_b"]),
-            "mask_visual_prompt_mask": _rle(m["b"]),
-        },
-        {"id": 13, "category_id": 1, "iscrowd": 1, "segmentation": _rle(m["b"])},  # crowd: skipped
-    ]
-    info = {"id": 1, "file_name": "000001.jpg", "height": INT_H, "width": INT_W}
-    data = [{"image": "000001.jpg", "image_info": info, "new_img_id": 0, "anns": anns}]
-    (root / "coco_interactive_val_psalm.json").write_text(json.dumps(data))
-    return m
-
-
-def test_coco_interactive_psalm_round_trip(tmp_path):
-    root = tmp_path / "coco"
-    m = _write_psalm(root)
-    examples = load_coco_interactive(root / "coco_interactive_val_psalm.json", root / "val2017")
-    assert [e.meta["prompt_kind"] for e in examples] == ["point", "scribble", "box", "mask"]
-    point, scribble, box, mask = examples
-    for e in examples:
-        assert e.task == Task.INTERACTIVE and e.target.answer == "Sure, <SEG>."
-        assert e.target.label_ids.tolist() == list(range(len(e.request.prompts)))
-        assert e.source == "coco_interactive:coco_interactive_val_psalm"
-
-    hw = (INT_H, INT_W)
-    # point: one pixel → Point (x = column, y = row); two pixels → the union of their disks
-    assert point.meta["ann_ids"] == [11, 12] and point.meta["category_ids"] == [1, 3]
-    assert point.request.prompts[0] == Point(x=40.0, y=50.0)
-    assert isinstance(point.request.prompts[1], MaskPrompt)
-    expected = rasterize_prompt(Point(100.0, 40.0), hw) | rasterize_prompt(Point(140.0, 90.0), hw)
-    np.testing.assert_array_equal(point.request.prompts[1].mask, expected)
-    assert _iou(point.target.masks[0], m["mask_a"]) >= 0.97  # polygon target
-    np.testing.assert_array_equal(point.target.masks[1], m["b"])  # RLE target: exact
-
-    # scribble: only annotation 11 has one; the stroke is grown like a scribble of radius 5
-    assert scribble.meta["ann_ids"] == [11] and scribble.meta["skipped_empty"] == [12]
-    grown = np.zeros(hw, bool)
-    for i, j in np.argwhere(m["scribble_a"]):
-        grown |= rasterize_prompt(Scribble(points=((float(j), float(i)),)), hw)
-    np.testing.assert_array_equal(scribble.request.prompts[0].mask, grown)
-
-    # box: one filled rectangle → Box (exclusive x1, y1); two rectangles → the mask itself
-    assert box.request.prompts[0] == Box(x0=18.0, y0=18.0, x1=72.0, y1=82.0)
-    np.testing.assert_array_equal(rasterize_prompt(box.request.prompts[0], hw), m["box_a"])
-    np.testing.assert_array_equal(box.request.prompts[1].mask, m["box_b"])
-
-    np.testing.assert_array_equal(mask.request.prompts[0].mask, m["mask_a"])
-    np.testing.assert_array_equal(mask.request.prompts[1].mask, m["b"])
-
-    per_ann = load_coco_interactive(
-        root / "coco_interactive_val_psalm.json",
-        root / "val2017",
-        per_annotation=True,
-        kinds=("box", "point"),
-    )
-    assert [(e.meta["prompt_kind"], e.meta["ann_ids"]) for e in per_ann] == [
-        ("point", [11]),
-        ("point", [12]),
-        ("box", [11]),
-        ("box", [12]),
-    ]
-
-
-def _write_plain(root: Path, prompts: list) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "img").mkdir(exist_ok=True)
-    m = _masks_interactive()
-    _write_image(root / "img" / "a.png", INT_H, INT_W)
-    data = {
-        "images": [{"id": 7, "file_name": "a.png", "height": INT_H, "width": INT_W}],
-        "annotations": [
-            {"id": k, "image_id": 7, "segmentation": _rle(m["b"]), **p} for k, p in enumerate(prompts)
-        ],
-        "categories": [{"id": 1, "name": "thing"}],
-    }
-    path = root / "plain.json"
-    path.write_text(json.dumps(data))
-    return path
-
-
-def test_coco_interactive_plain_prompts(tmp_path):
-    m = _masks_interactive()
-    path = _write_plain(
-        tmp_path,
-        [
-            {"prompt": {"type": "point", "point": [100, 40]}},
-            {
-                "prompts": [
-                    {"type": "box", "box": [90, 30, 70, 70]},  # x + w = 160 = the image width
-                    {"type": "scribble", "points": [[95, 35], [140, 90]]},
-                    {"type": "mask", "mask": _rle(m["b"])},
-                ]
-            },
-        ],
-    )
-    examples = load_coco_interactive(path, tmp_path / "img")
-    assert [(e.meta["prompt_kind"], e.meta["ann_ids"]) for e in examples] == [
-        ("point", [0]),
-        ("scribble", [1]),
-        ("box", [1]),
-        ("mask", [1]),
-    ]
-    assert examples[0].request.prompts == [Point(100.0, 40.0)]
-    assert examples[1].request.prompts == [Scribble(points=((95.0, 35.0), (140.0, 90.0)))]
-    assert examples[2].request.prompts == [Box(90.0, 30.0, 160.0, 100.0)]
-    np.testing.assert_array_equal(examples[3].request.prompts[0].mask, m["b"])
-    np.testing.assert_array_equal(examples[0].target.masks[0], m["b"])
-    assert examples[0].image_id == "7"
-
-
-def test_coco_interactive_errors(tmp_path):
-    path = _write_plain(tmp_path / "a", [{"prompt": {"type": "point", "point": [500, 40]}}])
-    with pytest.raises(ValueError, match=r"image 7: point prompts of annotations \[0\]: .*outside"):
-        load_coco_interactive(path, tmp_path / "a" / "img")
-    path = _write_plain(tmp_path / "b", [{"prompt": {"type": "lasso", "points": []}}])
-    with pytest.raises(ValueError, match=r"annotation 0: a prompt needs 'type' in \['point'"):
-        load_coco_interactive(path, tmp_path / "b" / "img")
-    path = _write_plain(tmp_path / "c", [{"prompt": {"type": "box", "box": [1, 2]}}])
-    with pytest.raises(ValueError, match=r"box must be COCO \[x, y, w, h\]"):
-        load_coco_interactive(path, tmp_path / "c" / "img")
-    (tmp_path / "c" / "img" / "a.png").unlink()
-    with pytest.raises(FileNotFoundError, match=r"image 7: image file .*a\.png does not exist"):
-        load_coco_interactive(path, tmp_path / "c" / "img")
-    (tmp_path / "d.json").write_text('{"foo": 1}')
-    with pytest.raises(ValueError, match="expected PSALM's list"):
-        load_coco_interactive(tmp_path / "d.json", tmp_path / "a" / "img")
-    with pytest.raises(ValueError, match="unknown prompt kinds"):
-        load_coco_interactive(tmp_path / "d.json", tmp_path / "a" / "img", kinds=("lasso",))
-
-
-# ---------------------------------------------------------------- ReasonSeg
-
-
-RS_H, RS_W = 90, 120
-OUTER = [(10, 10), (100, 15), (90, 80), (15, 70)]
-INNER = [(40, 30), (60, 30), (60, 50), (40, 50)]
-SECOND = [(5, 5), (30, 5), (30, 25)]
-
-
-def _write_reasonseg(folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    shapes_a = [
-        {"label": "ignore", "points": [list(p) for p in INNER], "shape_type": "polygon"},
-        {"label": "target", "points": [[x + 0.7, y + 0.2] for x, y in OUTER], "shape_type": "polygon"},
-        {"label": "flag", "points": [[0, 0], [119, 0], [119, 89]], "shape_type": "polygon"},
-    ]
-    shapes_b = [
-        {"label": "target", "points": [list(p) for p in SECOND], "shape_type": "polygon"},
-        {"label": "target", "points": [list(p) for p in INNER], "shape_type": "polygon"},
-    ]
-    shapes_c = [{"label": "ignore", "points": [list(p) for p in INNER], "shape_type": "polygon"}]
-    files = {
-        "a": {
-            "text": ["What keeps the food cold?", "Where would you put milk?"],
-            "is_sentence": True,
-            "shapes": shapes_a,
-        },
-        "b": {"text": ["the triangle"], "is_sentence": False, "shapes": shapes_b},
-        "c": {"text": ["nothing here"], "is_sentence": False, "shapes": shapes_c},
-    }
-    for stem, data in files.items():
-        _write_image(folder / f"{stem}.jpg", RS_H, RS_W)
-        (folder / f"{stem}.json").write_text(json.dumps(data))
-
-
-def test_reasonseg_round_trip(tmp_path):
-    folder = tmp_path / "ReasonSeg" / "val"
-    _write_reasonseg(folder)
-    examples = load_reasonseg(folder)  # c has no target pixels: skipped
-    assert [(e.image_id, e.request.text) for e in examples] == [
-        ("a", "What keeps the food cold?"),
-        ("a", "Where would you put milk?"),
-        ("b", "the triangle"),
-    ]
-    for e in examples:
-        assert e.task == Task.REASONING and e.source == "reasonseg:val"
-        assert e.target.answer == "Sure, it is <SEG>." and e.target.label_ids.tolist() == [0]
-    assert [e.meta["is_sentence"] for e in examples] == [True, True, False]
-    assert [e.meta["question_index"] for e in examples] == [0, 1, 0]
-
-    # the smaller ignore polygon lies on the target: its pixels are ignored, not target; points truncate
-    inner = _inside(INNER, RS_H, RS_W, 0.0, edges=True)
-    outer = _inside(OUTER, RS_H, RS_W, 0.0, edges=True)
-    assert _iou(examples[0].target.masks[0], outer & ~inner) >= 0.97
-    assert _iou(examples[0].meta["ignore_mask"], inner) >= 0.97
-    assert not (examples[0].target.masks[0] & examples[0].meta["ignore_mask"]).any()
-    second = _inside(SECOND, RS_H, RS_W, 0.0, edges=True) | inner
-    assert _iou(examples[2].target.masks[0], second) >= 0.97
-    assert not examples[2].meta["ignore_mask"].any()
-    assert len(load_reasonseg(folder, limit=1)) == 2
-
-
-def test_reasonseg_errors(tmp_path):
-    folder = tmp_path / "val"
-    _write_reasonseg(folder)
-    (folder / "b.json").unlink()
-    with pytest.raises(FileNotFoundError, match=r"image b\.jpg has no annotation b\.json"):
-        load_reasonseg(folder)
-    (folder / "b.json").write_text('{"text": ["x"], "shapes": [')
-    with pytest.raises(ValueError, match=r"b\.json is malformed JSON"):
-        load_reasonseg(folder)
-    (folder / "b.json").write_text('{"text": [], "shapes": []}')
-    with pytest.raises(ValueError, match=r"b\.json: 'text' must be a non-empty list"):
-        load_reasonseg(folder)
-    (folder / "b.json").write_text('{"text": ["q"], "shapes": [{"label": "target", "points": [[1, 2, 3]]}]}')
-    with pytest.raises(ValueError, match=r"shape 0: shape point \[1, 2, 3\] is not an \[x, y\] pair"):
-        load_reasonseg(folder)
-    with pytest.raises(FileNotFoundError, match="ReasonSeg folder not found"):
-        load_reasonseg(tmp_path / "nope")
-
-
-# ---------------------------------------------------------------- registry
 
 
 def test_registry_specs(tmp_path):

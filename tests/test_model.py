@@ -307,7 +307,7 @@ def test_random_vs_grid_sampler_on_box_prompts(tiny_model, tokenizer, image):
     spec = PreprocessSpec.from_config(CFG)
     predictor = XSamPredictor(tiny_model, tokenizer)
     predictor.set_image(image)
-    grid = predictor._image.features.region_grid
+    grid = predictor._image.features.encoded.region_grid
     hw = image.shape[:2]
     boxes = {
         "left half": Box(0, 0, 40, 48),

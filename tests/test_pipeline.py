@@ -140,3 +140,37 @@ def test_pipeline_cli_picks_the_student_recipe_by_name(monkeypatch, tmp_path, ca
     with pytest.raises(SystemExit):
         main(["pipeline", "--student", "fast"])
     assert "invalid choice: 'fast'" in capsys.readouterr().err
+
+
+def test_the_shipped_teacher_is_checked_and_used_unless_retrained(cache, tmp_path, monkeypatch):
+    import dataclasses
+
+    import xsam_edge.training.teacher as teacher
+
+    model_dir = ensure_teacher(TINY_RECIPE)
+    target = tmp_path / "assets" / "teacher"
+    record = {"recipe": dataclasses.asdict(TINY_RECIPE), "command": "xsam-edge train ...", "minutes": 0.1}
+    teacher.ship_teacher(model_dir, record, target)
+    monkeypatch.setattr(teacher, "SHIPPED_DIR", target)
+    folder, shipped = teacher.shipped_teacher()
+    assert folder == target and shipped["fingerprint"] == TINY_RECIPE.fingerprint()
+    assert set(shipped["sha256"]) == {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    }
+    assert teacher.shipped_recipe() == TINY_RECIPE
+    # the shipped one serves the default and its own recipe; retraining or another recipe uses the cache
+    assert ensure_teacher() == target and ensure_teacher(TINY_RECIPE) == target
+    assert ensure_teacher(TINY_RECIPE, retrain=True) == model_dir
+    # a damaged install is refused, naming the file and the fix
+    weights = target / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(RuntimeError, match="model.safetensors does not match its recorded sha256.*reinstall"):
+        ensure_teacher()
+    monkeypatch.setattr(teacher, "SHIPPED_DIR", tmp_path / "nothing")
+    with pytest.raises(RuntimeError, match="the shipped teacher is missing"):
+        ensure_teacher()

@@ -24,9 +24,10 @@ import pytest
 import torch
 from conftest import TINY
 
+from xsam_edge.backends import get_backend
 from xsam_edge.export.graphs import SlotConfig, example_inputs
 from xsam_edge.model.build import build_model
-from xsam_edge.quantization.recipes import FRAGILE, SUPPORTED
+from xsam_edge.quantization.recipes import FRAGILE
 from xsam_edge.quantization.schemes import (
     Float16,
     Float32,
@@ -76,12 +77,17 @@ def _toy() -> tuple[Toy, tuple[torch.Tensor, ...], list[tuple[np.ndarray, ...]]]
 
 
 # -- ExecuTorch --------------------------------------------------------------------------------------------
+def _et_quantize_module(*args, **kwargs):
+    """The generic ``quantize_module`` of the ExecuTorch handler (executorch is imported on first use)."""
+    return get_backend("executorch").quantize_handler().quantize_module(*args, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def et():
     pytest.importorskip("executorch")
-    from xsam_edge.quantization import executorch
+    from xsam_edge.backends.executorch import quantize
 
-    return executorch
+    return quantize
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +120,7 @@ def test_et_w8_embed_is_byte_embedding_and_runs(et, tiny_model, tmp_path):
 
 
 def test_et_8da4w_llm_program_keeps_its_methods_and_decodes(et_llm_8da4w, tiny_model):
-    from xsam_edge.export.executorch import load_program, run_method
+    from xsam_edge.backends.executorch.export import load_program, run_method
 
     exported, report, unchanged = et_llm_8da4w
     print(report)
@@ -176,7 +182,7 @@ def test_et_w8a8_segment_has_integer_kernels(et, tiny_model, tmp_path):
 
 def test_et_quantize_module_w8a8_keeps_the_named_module_float(et, tmp_path):
     module, inputs, calibration = _toy()
-    report = et.quantize_module(
+    report = _et_quantize_module(
         module, inputs, calibration, Int8Static(), tmp_path, "toy", keep_float=("head",)
     )
     print(report)
@@ -206,15 +212,15 @@ def test_et_w8a8_keep_float_covers_modules_without_linear_children(et, tmp_path)
     module = torch.nn.Sequential(_PackedProjection(), torch.nn.ReLU(), torch.nn.Linear(64, 16)).eval()
     inputs = (torch.randn(1, 8, 64),)
     calibration = [(torch.randn(1, 8, 64).numpy(),) for _ in range(4)]
-    both = et.quantize_module(module, inputs, calibration, Int8Static(), tmp_path, "both")
+    both = _et_quantize_module(module, inputs, calibration, Int8Static(), tmp_path, "both")
     assert both.quantized == 2  # the packed projection and the Linear
-    kept = et.quantize_module(module, inputs, calibration, Int8Static(), tmp_path, "kept", keep_float=("0",))
+    kept = _et_quantize_module(module, inputs, calibration, Int8Static(), tmp_path, "kept", keep_float=("0",))
     assert kept.quantized == 1 and kept.min_psnr > both.min_psnr, (kept, both)
 
 
 def test_et_w8_keeps_linear_float_and_says_why(et, tmp_path):
     module, inputs, _ = _toy()
-    report = et.quantize_module(module, inputs, [], Int8WeightOnly(), tmp_path, "toy")
+    report = _et_quantize_module(module, inputs, [], Int8WeightOnly(), tmp_path, "toy")
     assert report.quantized == 1 and report.integer_ops == {
         "portable:quantized_decomposed::embedding_byte.out": 1
     }
@@ -226,7 +232,8 @@ def test_et_w8_keeps_linear_float_and_says_why(et, tmp_path):
 def test_et_rejects_unsupported_schemes_and_missing_calibration(et, tiny_model, tmp_path):
     for scheme in (Float16(), Int4WeightOnly(), Palettize()):
         with pytest.raises(
-            ValueError, match="not supported by ExecuTorch; supported: " + ", ".join(SUPPORTED["executorch"])
+            ValueError,
+            match="not supported by ExecuTorch; supported: " + ", ".join(get_backend("executorch").schemes),
         ):
             et.quantize_graph(tiny_model, "segment", SLOTS, scheme, (), {}, {}, tmp_path)
     with pytest.raises(ValueError, match="empty calibration set for segment"):
@@ -235,7 +242,7 @@ def test_et_rejects_unsupported_schemes_and_missing_calibration(et, tiny_model, 
         et.quantize_graph(tiny_model, "llm_decode", SLOTS, Int8Dynamic(), (), {}, {}, tmp_path)
     module, inputs, _ = _toy()
     with pytest.raises(ValueError, match="empty calibration set for toy"):
-        et.quantize_module(module, inputs, [], Int8Static(), tmp_path, "toy")
+        _et_quantize_module(module, inputs, [], Int8Static(), tmp_path, "toy")
     assert not list(tmp_path.iterdir()), "a rejected request writes nothing"
 
 
@@ -294,7 +301,7 @@ def test_et_layer_sensitivity_finds_the_outlier_layer(et, tiny_model):
 def coreml_llm(tiny_model, tmp_path_factory):
     """The LLM's prefill and decode packages as the float bundle has them (fp16 compute)."""
     pytest.importorskip("coremltools")
-    from xsam_edge.export.coreml import export_coreml
+    from xsam_edge.backends.coreml.export import export_coreml
 
     out = tmp_path_factory.mktemp("coreml_fp")
     return {g: [export_coreml(tiny_model, g, SLOTS, out).file] for g in ("llm_prefill", "llm_decode")}
@@ -312,8 +319,9 @@ def coreml_llm(tiny_model, tmp_path_factory):
 def test_coreml_compresses_the_llm_packages(coreml_llm, tmp_path, scheme, op):
     import coremltools as ct
 
-    from xsam_edge.export.coreml import PREDICT_SKIP_REASON, mil_op_histogram
-    from xsam_edge.quantization.coreml import quantize_graph
+    from xsam_edge.backends.coreml.export import PREDICT_SKIP_REASON, mil_op_histogram
+
+    quantize_graph = get_backend("coreml").quantize_handler().quantize_graph
 
     files, report = quantize_graph("llm", coreml_llm, scheme, ("lm_head",), {}, {}, tmp_path)
     print(report)
@@ -382,8 +390,9 @@ def test_coreml_w8_image_encoder_with_a_position_table_below_the_size_threshold(
     """tiny's SAM position table (2048 values) stays a plain constant, and coremltools 9.0's conv-bias
     fusion then fails on the compressed patch-embedding conv before it: the stage keeps that conv float."""
     pytest.importorskip("coremltools")
-    from xsam_edge.export.coreml import export_coreml
-    from xsam_edge.quantization.coreml import quantize_graph
+    from xsam_edge.backends.coreml.export import export_coreml
+
+    quantize_graph = get_backend("coreml").quantize_handler().quantize_graph
 
     package = export_coreml(tiny_model, "encode_image", SLOTS, tmp_path / "fp").file
     files, report = quantize_graph("encode_image", {"encode_image": [package]}, Int8WeightOnly(), (), {}, {},
@@ -394,13 +403,14 @@ def test_coreml_w8_image_encoder_with_a_position_table_below_the_size_threshold(
 
 
 def test_coreml_fp16_copies_and_bad_requests_fail(coreml_llm, tmp_path):
-    from xsam_edge.quantization.coreml import quantize_graph, quantize_module
+    coreml = get_backend("coreml").quantize_handler()
+    quantize_graph, quantize_module = coreml.quantize_graph, coreml.quantize_module
 
     files, report = quantize_graph("llm", coreml_llm, Float16(), FRAGILE, {}, {}, tmp_path / "fp16")
     assert report.bytes_quant == report.bytes_fp32 and report.integer_ops == {}
     assert any("copied as converted (fp16 compute" in n for n in report.notes)
     with pytest.raises(
-        ValueError, match="not supported by 'coreml'; supported: " + ", ".join(SUPPORTED["coreml"])
+        ValueError, match="not supported by 'coreml'; supported: " + ", ".join(get_backend("coreml").schemes)
     ):
         quantize_graph("llm", coreml_llm, Int8Static(), (), {}, {}, tmp_path)
     with pytest.raises(ValueError, match="no float32 files for 'llm_decode'"):
@@ -410,13 +420,14 @@ def test_coreml_fp16_copies_and_bad_requests_fail(coreml_llm, tmp_path):
     # an fp32-compute package cannot become fp16 file to file: it is copied, and the note names the fix
     module, inputs, _ = _toy()
     fp32 = quantize_module(module, inputs, [], Float32(), tmp_path / "fp32", "toy")
-    _, report = quantize_graph("toy", {"toy": [fp32.files[0]]}, Float16(), (), {}, {}, tmp_path / "f16")
+    toy = {"toy": [fp32.files[0]]}  # a user's own package: quantized file by file, not as a recipe graph
+    _, report = coreml.quantize_files("toy", ("toy",), toy, Float16(), (), {}, {}, tmp_path / "f16")
     assert any("precision='fp16'" in n for n in report.notes)
 
 
 def test_coreml_quantize_module_w4(tmp_path):
     pytest.importorskip("coremltools")
-    from xsam_edge.quantization.coreml import quantize_module
+    quantize_module = get_backend("coreml").quantize_handler().quantize_module
 
     module, inputs, calibration = _toy()
     report = quantize_module(

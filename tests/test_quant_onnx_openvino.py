@@ -25,15 +25,17 @@ import onnxruntime as ort  # noqa: E402
 import openvino as ov  # noqa: E402
 from conftest import make_tiny_model  # noqa: E402
 
+from xsam_edge.backends import get_backend  # noqa: E402
+from xsam_edge.backends.onnx.export import export_onnx  # noqa: E402
+from xsam_edge.backends.onnx.quantize import _quantize as onnx_quantize_files  # noqa: E402
+from xsam_edge.backends.openvino.export import export_openvino  # noqa: E402
 from xsam_edge.export.graphs import SlotConfig, example_inputs  # noqa: E402
-from xsam_edge.export.onnx import export_onnx  # noqa: E402
-from xsam_edge.export.openvino import export_openvino  # noqa: E402
-from xsam_edge.quantization import onnx as q_onnx  # noqa: E402
-from xsam_edge.quantization import openvino as q_openvino  # noqa: E402
 from xsam_edge.quantization.common import keep_float_pattern, layer_names  # noqa: E402
-from xsam_edge.quantization.recipes import FRAGILE, SUPPORTED  # noqa: E402
+from xsam_edge.quantization.recipes import FRAGILE  # noqa: E402
 from xsam_edge.quantization.schemes import scheme_from_dict  # noqa: E402
 
+q_onnx = get_backend("onnx").quantize_handler()
+q_openvino = get_backend("openvino").quantize_handler()
 SLOTS = SlotConfig(max_regions=2, max_conditions=4, max_seq=32, prefill_len=8)
 CALIBRATION_SEEDS = (1, 2, 3, 4)
 HOLDOUT_SEEDS = (9,)
@@ -53,7 +55,7 @@ def _data(tiny_model, names: tuple[str, ...]) -> tuple[dict, dict]:
 @pytest.fixture(scope="module")
 def onnx_fp32(tiny_model, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("onnx-fp32")
-    return {n: export_onnx(tiny_model, n, SLOTS, out).files for n in ("encode_image", *q_onnx.GRAPHS["llm"])}
+    return {n: export_onnx(tiny_model, n, SLOTS, out).files for n in ("encode_image", *q_onnx.graphs["llm"])}
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +83,7 @@ def _show(report) -> str:
 
 # -- ONNX ----------------------------------------------------------------------------------------------------
 def test_onnx_llm_every_scheme(tiny_model, onnx_fp32, tmp_path):
-    names = q_onnx.GRAPHS["llm"]
+    names = q_onnx.graphs["llm"]
     fp32 = {n: onnx_fp32[n] for n in names}
     calibration, holdout = _data(tiny_model, names)
     ratios = {}
@@ -156,7 +158,7 @@ def test_onnx_external_data_round_trip(tiny_model, onnx_fp32, tmp_path):
     onnx.save_model(model, str(source), save_as_external_data=True, location=f"{name}.onnx.data")
     calibration, holdout = _data(tiny_model, (name,))
     for spec in ("w8a8", "w4"):
-        files, report = q_onnx._quantize(
+        files, report = onnx_quantize_files(
             "llm", (name,), {name: sorted(source.parent.iterdir())}, scheme_from_dict(spec), FRAGILE,
             calibration, holdout, tmp_path / spec,
         )  # fmt: skip
@@ -262,10 +264,10 @@ def test_quantize_module_w8a8(handler, tmp_path):
 # -- errors and matching -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("handler", [q_onnx, q_openvino], ids=["onnx", "openvino"])
 def test_unsupported_scheme_and_graph_raise(handler, tmp_path):
-    backend = handler.BACKEND
-    bad = next(s for s in ("8da4w", "palettize", "w8a8-dyn") if s not in SUPPORTED[backend])
+    backend = handler.backend
+    bad = next(s for s in ("8da4w", "palettize", "w8a8-dyn") if s not in handler.schemes)
     with pytest.raises(
-        ValueError, match=f"not supported by '{backend}'; supported: {', '.join(SUPPORTED[backend])}"
+        ValueError, match=f"not supported by '{backend}'; supported: {', '.join(handler.schemes)}"
     ):
         handler.quantize_graph(
             "segment", {"segment": [tmp_path / "x"]}, scheme_from_dict(bad), (), {}, {}, tmp_path
@@ -317,7 +319,7 @@ def test_layer_sensitivity_finds_the_outlier_layer(backend, tmp_path):
     spends the activation range on that channel, and OpenVINO's INT4 weight group rounds the column away.
     """
     from xsam_edge.export.graphs import build_graph
-    from xsam_edge.quantization.common import file_layer_sensitivity
+    from xsam_edge.quantization.handler import GraphSource
     from xsam_edge.quantization.schemes import Int4WeightOnly, Int8Static
 
     model = make_tiny_model(0)
@@ -327,7 +329,7 @@ def test_layer_sensitivity_finds_the_outlier_layer(backend, tmp_path):
         block.post_attention_layernorm.weight[3] *= 1000.0
         block.gate_up_proj.weight[:, 3] /= 1000.0
     if backend == "onnx":
-        handler, scheme, names = q_onnx, Int8Static(), q_onnx.GRAPHS["llm"]
+        handler, scheme, names = q_onnx, Int8Static(), q_onnx.graphs["llm"]
         files = {n: export_onnx(model, n, SLOTS, tmp_path / "fp32").files for n in names}
         outlier = "lm.blocks.1.gate_up_proj"
     else:
@@ -336,8 +338,8 @@ def test_layer_sensitivity_finds_the_outlier_layer(backend, tmp_path):
         outlier = "lm_blocks_1_gate_up_proj"  # the module path as OpenVINO's weight names spell it
     calibration, holdout = _data(model, names)
 
-    base, scores = file_layer_sensitivity(
-        handler, "llm", files, scheme, FRAGILE, calibration, holdout, tmp_path / "work"
+    base, scores = handler.layer_sensitivity(
+        GraphSource("llm", files=files), scheme, FRAGILE, calibration, holdout, tmp_path / "work"
     )
     ranked = [(s.module, s.gain_db) for s in scores]
     print(base, *ranked, sep="\n")

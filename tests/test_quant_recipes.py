@@ -2,10 +2,10 @@
 
 import pytest
 
+from xsam_edge.backends import BACKENDS, get_backend
 from xsam_edge.quantization.recipes import (
     QUANT_GRAPHS,
     RECIPES,
-    SUPPORTED,
     Calibration,
     Recipe,
     get_recipe,
@@ -27,7 +27,7 @@ def test_named_recipes_cover_the_targets_and_round_trip():
     for name, recipe in RECIPES.items():
         assert Recipe.from_dict(recipe.to_dict()) == recipe, name
         for graph in QUANT_GRAPHS:
-            assert recipe.scheme_for(graph).name in SUPPORTED[recipe.backend]
+            assert recipe.scheme_for(graph).name in get_backend(recipe.backend).schemes
     android = get_recipe("android-xnnpack")
     assert android.scheme_for("llm") == Int8DynActInt4Weight(32)
     assert android.scheme_for("encode_image") == Int8Static(
@@ -119,9 +119,11 @@ def test_float_layers_are_per_graph_and_validated(tmp_path):
 
 
 def test_handler_registry_matches_the_support_matrix():
-    """Every backend module implements quantize_graph and quantize_module, and refuses what it lacks."""
-    import importlib
+    """Every registered backend's handler implements the protocol for its own registry name."""
+    from xsam_edge.quantization.handler import QuantizeHandler
 
-    for backend in SUPPORTED:
-        module = importlib.import_module(f"xsam_edge.quantization.{backend}")
-        assert callable(module.quantize_graph) and callable(module.quantize_module), backend
+    for name, backend in BACKENDS.items():
+        handler = backend.quantize_handler()
+        assert isinstance(handler, QuantizeHandler) and handler.backend == name, name
+        assert callable(handler.quantize) and callable(handler.quantize_module), name
+        assert handler.schemes == backend.schemes and set(handler.graphs) == set(QUANT_GRAPHS), name

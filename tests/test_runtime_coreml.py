@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from conftest import every_task_requests, make_image, make_tiny_model, with_grid_sampler
 
-from xsam_edge.runtime.backends.coreml import COMPUTE_UNITS, CoreMLBackend
+from xsam_edge.backends.coreml.runtime import COMPUTE_UNITS, CoreMLBackend
 
 SKIP_REASON = "Core ML prediction needs macOS"
 
 
 def _skip_without_coreml_predict() -> None:
     pytest.importorskip("coremltools")
-    from xsam_edge.export.coreml import coreml_predict_available
+    from xsam_edge.backends.coreml.export import coreml_predict_available
 
     if not coreml_predict_available():
         pytest.skip(SKIP_REASON)
@@ -83,7 +83,7 @@ def test_the_cached_image_prefix_equals_a_fresh_session_on_a_mac(coreml_setup):
     warm = session.run(second)  # the KV cache restored from the snapshot (MLState.write_state)
     fresh = EdgeSession(bundle, "coreml").run(second)
     np.testing.assert_allclose(warm.class_logits, fresh.class_logits, atol=1e-3)
-    assert warm.prefilled_tokens > len(session._image.prefix_ids)
+    assert warm.prompt_tokens > len(session._image.prefix_ids)
 
 
 def test_the_apple_profiles_pass_their_compute_units_on_a_mac():

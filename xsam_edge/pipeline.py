@@ -24,12 +24,13 @@ import torch
 
 from xsam_edge.data.registry import load_dataset
 from xsam_edge.distill.config import STUDENT_RECIPES, StudentRecipe
+from xsam_edge.files import atomic_write_text
 from xsam_edge.metrics.evaluate import eval_table, evaluate_model
 from xsam_edge.model.predictor import XSamPredictor
+from xsam_edge.progress import Progress, StageTicker, clock
 from xsam_edge.spec.image_io import load_image, save_overlay
-from xsam_edge.spec.tokenizer import atomic_write_text
 from xsam_edge.spec.types import Box, Point, SegmentationRequest, Task
-from xsam_edge.training.teacher import TeacherRecipe, ensure_teacher
+from xsam_edge.training.teacher import TeacherRecipe, ensure_teacher, shipped_teacher
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,19 @@ def _example_requests(image) -> dict[str, SegmentationRequest]:
     }
 
 
+# The stages in run order and the seconds each takes on 2 CPU cores (the progress display's time left).
+STAGES = (
+    ("teacher", 2.0),
+    ("examples", 8.0),
+    ("teacher eval", 60.0),
+    ("golden reference", 45.0),
+    ("student", 150.0),
+    ("student eval", 40.0),
+    ("quantization recipes", 300.0),
+    ("bench", 150.0),
+)
+
+
 def run_pipeline(
     out_dir: str | os.PathLike = "outputs/pipeline",
     data: str = "shapes:val",
@@ -67,14 +81,19 @@ def run_pipeline(
     quant_limit: int | None = 16,
     student: StudentRecipe | None = STUDENT_RECIPES["quick"],
     bench_repeats: int = 2,
+    retrain_teacher: bool = False,
+    progress: bool = True,
 ) -> Path:
     """Run every built stage and write ``report.md`` + ``report.json`` into ``out_dir``.
+
+    The report is rewritten after every stage, so the examples and the teacher's table are there within the
+    first minutes; stages not run yet are listed as pending.
 
     Args:
         out_dir (str | os.PathLike): results folder.
         data (str): evaluation data.
         limit (int | None): at most this many images of ``data``.
-        teacher (TeacherRecipe | None): how the cached teacher is trained (default recipe if ``None``).
+        teacher (TeacherRecipe | None): the teacher's recipe; ``None``: the teacher the package ships.
         recipes (tuple[str, ...]): named quantization recipes to run (each: quantize, export, evaluate
             float and quantized bundles on ``data``).
         quant_limit (int | None): at most this many images of ``data`` for each recipe's evaluation, the
@@ -83,18 +102,95 @@ def run_pipeline(
             student). Its run, bundle and bench row are named after the recipe, so another recipe in the
             same ``out_dir`` is distilled anew, never mistaken for the first.
         bench_repeats (int): timed passes of each bench over the golden samples.
+        retrain_teacher (bool): train the teacher afresh (cached) instead of using the shipped one.
+        progress (bool): print the stage-by-stage progress (stage, step, time left) on stderr.
 
     Returns:
         Path: the report (Markdown).
     """
-    teacher = teacher or TeacherRecipe()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model_dir = ensure_teacher(teacher)
+    stages = Progress(STAGES, enabled=progress)
+    summary: dict = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": _machine(),
+        "examples": {},
+        "not_run": list(NOT_BUILT),
+        "stage_seconds": {},
+    }
+
+    def report() -> Path:
+        summary["stage_seconds"] = {s.name: s.seconds for s in stages.done()}
+        summary["pending"] = [name for name, _ in STAGES if name not in summary["stage_seconds"]]
+        atomic_write_text(out / "report.json", json.dumps(summary, indent=2, default=str) + "\n")
+        atomic_write_text(out / "report.md", _markdown(summary))
+        return out / "report.md"
+
+    with stages.stage("teacher"):
+        model_dir = ensure_teacher(teacher, retrain=retrain_teacher)
+        summary["teacher"] = {"model": str(model_dir), "recipe": _teacher_record(model_dir, teacher)}
+    with stages.stage("examples"):
+        summary["examples"] = _examples(model_dir, out)
+    report()
+    with stages.stage("teacher eval") as ticker:
+        summary["teacher_eval"] = _evaluate_once(model_dir, out / "teacher_eval.json", data, limit, ticker)
+    report()
+
+    missing = [m for m in EXPORT_STACK if importlib.util.find_spec(m) is None]
+    if missing:
+        summary["not_run"].append(
+            f"student export, quantization recipes and benches (the export stack is not installed: "
+            f"{', '.join(missing)}; pip install -c constraints.txt -e '.[export]')"
+        )
+        recipes = ()
+    with stages.stage("golden reference"):
+        golden = _reference_stage(model_dir, out, data, quant_limit)
+        summary["golden"] = str(golden)
+    students: dict[str, Path] = {}  # bench label -> model folder
+    summary["student"] = None
+    if student is None:
+        stages.skip("student", "no student asked for (--student none)")
+        stages.skip("student eval", "no student")
+    else:
+        label = f"student-{student.name}"
+        with stages.stage("student"):
+            students[label] = _student_stage(model_dir, out / label, student)
+        with stages.stage("student eval") as ticker:
+            evaluation = _evaluate_once(students[label], out / label / "eval.json", data, limit, ticker)
+        summary["student"] = {
+            "recipe": dataclasses.asdict(student),
+            "model": str(students[label]),
+            "eval": evaluation,
+        }
+    report()
+    with stages.stage("quantization recipes") as ticker:
+        quantization = _quantize_stage(model_dir, out, recipes, data, quant_limit, ticker)
+        summary["quantization"] = {"data": data, "limit": quant_limit, "rows": quantization}
+    report()
+    if missing:
+        stages.skip("bench", "the export stack is not installed")
+        bench_rows = []
+    else:
+        with stages.stage("bench") as ticker:
+            bench_rows = _bench_stage(
+                model_dir, out, golden, students, quantization, bench_repeats, summary["not_run"], ticker
+            )
+    summary["bench"] = bench_rows
+    summary["plots"] = [str(p.relative_to(out)) for p in _plots(bench_rows, out / "bench")]
+    return report()
+
+
+def _teacher_record(model_dir: Path, teacher: TeacherRecipe | None) -> dict:
+    """The teacher's recipe as the report shows it (the shipped one's record, or the recipe trained)."""
+    if teacher is None and model_dir == shipped_teacher()[0]:
+        record = shipped_teacher()[1]
+        return {**record["recipe"], "shipped": True, "fingerprint": record["fingerprint"]}
+    return {**dataclasses.asdict(teacher or TeacherRecipe()), "shipped": False}
+
+
+def _examples(model_dir: Path, out: Path) -> dict[str, dict]:
+    """The bundled example image answered three ways, each saved as a labelled overlay PNG."""
     predictor = XSamPredictor.from_pretrained(model_dir)
-
-    report = _evaluate_once(model_dir, out / "teacher_eval.json", data, limit)
-
     image = load_image(EXAMPLE_IMAGE)
     examples = {}
     for name, request in _example_requests(image).items():
@@ -102,55 +198,21 @@ def run_pipeline(
         result = predictor.segment(request)
         save_overlay(path, image, result)
         examples[name] = {"file": path.name, **result.to_json()}
-
-    missing = [m for m in EXPORT_STACK if importlib.util.find_spec(m) is None]
-    not_run = list(NOT_BUILT)
-    if missing:
-        not_run.append(
-            f"student export, quantization recipes and benches (the export stack is not installed: "
-            f"{', '.join(missing)}; pip install -c constraints.txt -e '.[export]')"
-        )
-        recipes = ()
-    golden = _reference_stage(model_dir, out, data, quant_limit)
-    students, student_summary = {}, None  # bench label -> model folder; the report's student section
-    if student is not None:
-        label = f"student-{student.name}"
-        students[label] = _student_stage(model_dir, out / label, student)
-        student_summary = {
-            "recipe": dataclasses.asdict(student),
-            "model": str(students[label]),
-            "eval": _evaluate_once(students[label], out / label / "eval.json", data, limit),
-        }
-    quantization = _quantize_stage(model_dir, out, recipes, data, quant_limit)
-    bench_rows = []
-    if not missing:
-        bench_rows = _bench_stage(model_dir, out, golden, students, quantization, bench_repeats, not_run)
-    plots = _plots(bench_rows, out / "bench")
-
-    summary = {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": _machine(),
-        "teacher": {"model": str(model_dir), "recipe": teacher.__dict__},
-        "teacher_eval": report,
-        "examples": examples,
-        "quantization": {"data": data, "limit": quant_limit, "rows": quantization},
-        "golden": str(golden),
-        "student": student_summary,
-        "bench": bench_rows,
-        "plots": [str(p.relative_to(out)) for p in plots],
-        "not_run": not_run,
-    }
-    atomic_write_text(out / "report.json", json.dumps(summary, indent=2, default=str) + "\n")
-    markdown = _markdown(summary)
-    atomic_write_text(out / "report.md", markdown)
-    return out / "report.md"
+    return examples
 
 
-def _evaluate_once(model_dir: Path, path: Path, data: str, limit: int | None) -> dict:
+def _evaluate_once(
+    model_dir: Path, path: Path, data: str, limit: int | None, ticker: StageTicker | None = None
+) -> dict:
     """``model_dir`` evaluated on ``data``, once: the report is kept at ``path`` and reused by a rerun."""
     if path.is_file():
         return json.loads(path.read_text())
-    report = evaluate_model(XSamPredictor.from_pretrained(model_dir), load_dataset(data, limit=limit))
+    report = evaluate_model(
+        XSamPredictor.from_pretrained(model_dir),
+        load_dataset(data, limit=limit),
+        progress=False,
+        on_step=ticker.step if ticker else None,
+    )
     report["data"] = data
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(report, indent=2) + "\n")
@@ -158,13 +220,20 @@ def _evaluate_once(model_dir: Path, path: Path, data: str, limit: int | None) ->
 
 
 def _quantize_stage(
-    model_dir: Path, out: Path, recipes: tuple[str, ...], data: str, limit: int | None
+    model_dir: Path,
+    out: Path,
+    recipes: tuple[str, ...],
+    data: str,
+    limit: int | None,
+    ticker: StageTicker | None = None,
 ) -> list[dict]:
     """Each recipe once: its result row is written when done, so a rerun skips finished recipes."""
     from xsam_edge.bench.recipe_table import measure
 
     rows = []
-    for name in recipes:
+    for done, name in enumerate(recipes):
+        if ticker:
+            ticker.step(done, len(recipes), name)
         path = out / "quantization" / f"{name}.json"
         if path.is_file():
             rows.append(json.loads(path.read_text()))
@@ -209,6 +278,7 @@ def _bench_stage(
     quantization: list[dict],
     repeats: int,
     not_run: list[str],
+    ticker: StageTicker | None = None,
 ) -> list[dict]:
     """Every bundle on its runtime against the golden reference; one JSON per row, reused by a rerun."""
     from xsam_edge.bench.harness import BenchOptions, GoldenMismatchError, bench
@@ -224,12 +294,14 @@ def _bench_stage(
             continue
         jobs.append((row["recipe"], row["bundle"], row["backend"]))
     backends = tuple(dict.fromkeys(["onnx", *(j[2] for j in jobs)]))
-    floats = _float_bundle(model_dir, out, backends)
+    floats = _float_bundle(model_dir, out, backends, quantization)
     jobs = [("float", str(floats), b) for b in backends] + jobs
     for label, student in students.items():  # on ONNX, the CPU runtime every install has
         jobs.append((label, str(_export_once(student, out / "bundles" / label, ("onnx",))), "onnx"))
     rows = []
-    for label, bundle, backend in jobs:
+    for done, (label, bundle, backend) in enumerate(jobs):
+        if ticker:
+            ticker.step(done, len(jobs), f"{label} on {backend}")
         path = out / "bench" / f"{label}-{backend}.json"
         if path.is_file():
             rows.append(json.loads(path.read_text()))
@@ -263,8 +335,20 @@ def _export_once(model_dir: Path, bundle: Path, backends: tuple[str, ...]) -> Pa
     return bundle
 
 
-def _float_bundle(model_dir: Path, out: Path, backends: tuple[str, ...]) -> Path:
-    """The teacher in float on every backend the recipes bench on (the rows they are compared with)."""
+def _float_bundle(model_dir: Path, out: Path, backends: tuple[str, ...], quantization: list[dict]) -> Path:
+    """The teacher in float on every backend the recipes bench on (the rows they are compared with).
+
+    The recipes' own float export is reused when it holds those backends (it does when every recipe ran).
+    """
+    from xsam_edge.spec.bundle import BundleError, load_bundle
+
+    for row in quantization:
+        path = row.get("fp32_bundle")
+        try:
+            if path and set(backends) <= set(load_bundle(path, verify=False).backends):
+                return Path(path)
+        except BundleError:
+            continue
     return _export_once(model_dir, out / "bundles" / "float", backends)
 
 
@@ -306,29 +390,41 @@ def _student_table(teacher: dict, student: dict) -> list[str]:
 
 
 def _markdown(summary: dict) -> str:
+    """The report; sections appear as their stages finish, the rest is listed as pending."""
     machine = summary["machine"]
     lines = [
         "# xsam_edge pipeline report",
         "",
         f"{summary['date']} · {machine['cpu']}, {machine['cores']} cores, {machine['os']}, "
         f"torch {machine['torch']}",
-        "",
-        f"## Teacher on {summary['teacher_eval'].get('data', '?')} "
-        f"({summary['teacher_eval']['num_examples']} examples)",
-        "",
-        "Values are percentages; the baselines never see the answer.",
-        "",
-        "```",
-        eval_table(summary["teacher_eval"]),
-        "```",
-        "",
-        "## Examples",
-        "",
     ]
+    teacher = summary.get("teacher")
+    if teacher:
+        recipe = teacher["recipe"]
+        origin = "shipped with the package" if recipe.get("shipped") else "trained here"
+        steps = ", ".join(str(s) for s in recipe["steps"])
+        lines += [
+            "",
+            f"Teacher: `{recipe['preset']}`, {origin} (steps {steps} per stage, seed {recipe['seed']}).",
+        ]
+    lines += ["", "## Examples", ""]
     for name, example in summary["examples"].items():
         masks = ", ".join(f"{m['label']} ({m['score']:.2f})" for m in example["masks"]) or "no mask"
         lines.append(f"- {name}: `{example['file']}`: {masks}")
-    if summary["student"]:
+    lines += [f"![{name}]({example['file']})" for name, example in summary["examples"].items()]
+    evaluation = summary.get("teacher_eval")
+    if evaluation:
+        lines += [
+            "",
+            f"## Teacher on {evaluation.get('data', '?')} ({evaluation['num_examples']} examples)",
+            "",
+            "Values are percentages; the baselines never see the answer.",
+            "",
+            "```",
+            eval_table(evaluation),
+            "```",
+        ]
+    if summary.get("student"):
         recipe = summary["student"]["recipe"]
         gated = ", output gated by the labels" if recipe["gate_output_by_labels"] else ""
         lines += [
@@ -340,8 +436,8 @@ def _markdown(summary: dict) -> str:
             "",
             *_student_table(summary["teacher_eval"], summary["student"]["eval"]),
         ]
-    quant = summary["quantization"]
-    if quant["rows"]:
+    quant = summary.get("quantization")
+    if quant and quant["rows"]:
         from xsam_edge.bench.recipe_table import markdown as quant_table
 
         limit = f" (first {quant['limit']} images)" if quant["limit"] else ""
@@ -362,7 +458,7 @@ def _markdown(summary: dict) -> str:
                 }
             ),
         ]
-    if summary["bench"]:
+    if summary.get("bench"):
         from xsam_edge.bench.report import markdown_table
 
         golden = summary["bench"][0]["golden"]
@@ -379,6 +475,12 @@ def _markdown(summary: dict) -> str:
             markdown_table(summary["bench"]),
             "",
         ]
-        lines += [f"![{Path(p).stem}]({p})" for p in summary["plots"]]
+        lines += [f"![{Path(p).stem}]({p})" for p in summary.get("plots", [])]
+    if summary.get("pending"):
+        lines += ["", "## Pending", ""] + [f"- {stage}" for stage in summary["pending"]]
     lines += ["", "## Not run", ""] + [f"- {stage}" for stage in summary["not_run"]]
+    seconds = summary.get("stage_seconds", {})
+    if seconds:
+        took = ", ".join(f"{name} {clock(s)}" for name, s in seconds.items())
+        lines += ["", f"Stage times (m:s): {took}; in all {clock(sum(seconds.values()))}."]
     return "\n".join(lines) + "\n"

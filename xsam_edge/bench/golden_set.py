@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from xsam_edge.data.sample import Example, Target
-from xsam_edge.spec.bundle import replace_dir, sha256_file
+from xsam_edge.files import staged_dir
+from xsam_edge.spec.bundle import sha256_file
 from xsam_edge.spec.golden import prompt_from_json, prompt_to_json
 from xsam_edge.spec.image_io import load_image
 from xsam_edge.spec.types import MaskPrompt, SegmentationRequest, SegmentationResult, Task
@@ -219,9 +219,7 @@ def write_golden_set(
         Path: the golden folder.
     """
     target = Path(out).resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with staged_dir(target) as staging:
         if files_from is not None and (files_from / "images").is_dir():
             shutil.copytree(files_from / "images", staging / "images")
         if traces:
@@ -239,11 +237,7 @@ def write_golden_set(
             "files": files,
         }
         (staging / GOLDEN_FILE).write_text(json.dumps(document, indent=1) + "\n")
-        replace_dir(staging, target)
-        return target
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    return target
 
 
 # -- reading ---------------------------------------------------------------------------------------

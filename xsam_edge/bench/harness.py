@@ -135,17 +135,12 @@ def graph_psnr(session: EdgeSession, golden: GoldenSet) -> dict[str, dict]:
     The LLM replays each traced request's steps from a reset cache (its own cache carries on, as on a device).
     """
     worst: dict[str, list[float]] = {}
-    runners = {
-        "encode_image": session.encode,
-        "embed": session.embed,
-        "region": session.region,
-        "segment": session.segment_graph,
-    }
+    runners, llm = session.engine.graphs, session.engine.llm
     for sample in golden.traced:
-        session.llm.reset()
+        llm.reset()
         for call in sample.trace:
             if call.graph == "llm":
-                got = list(session.llm.step(*call.inputs))
+                got = list(llm.step(*call.inputs))
             else:
                 got = runners[call.graph].run(*call.inputs)
             values = [
@@ -154,7 +149,7 @@ def graph_psnr(session: EdgeSession, golden: GoldenSet) -> dict[str, dict]:
                 if np.issubdtype(np.asarray(ref).dtype, np.floating)
             ]
             worst.setdefault(call.graph, []).extend(values)
-    session.llm.reset()
+    llm.reset()
     session.clear_image()
     return {
         name: {"min_psnr_db": _finite(min(values)), "outputs_compared": len(values)}

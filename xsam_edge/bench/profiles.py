@@ -1,7 +1,8 @@
 """Device profiles: where a bench runs, with which runtime settings, and how to get it running there.
 
-A profile is a value: the backends it benches, the runtime options (ONNX Runtime execution providers, the
-OpenVINO device, Core ML compute units), and the install and run instructions for that device. ``runtime``
+A profile is a value: the backends it benches (from the backend registry), each backend's runtime options
+(ONNX Runtime execution providers, the OpenVINO device, Core ML compute units), and the install and run
+instructions for that device. ``runtime``
 builds the backend for a bench and fails at once, with the fix, when this machine lacks what the profile
 needs.
 """
@@ -10,13 +11,11 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from xsam_edge.runtime.backends import get_backend
-from xsam_edge.runtime.backends.coreml import CoreMLBackend
-from xsam_edge.runtime.backends.onnx import OnnxRuntimeBackend
-from xsam_edge.runtime.backends.openvino import OpenVinoBackend
+from xsam_edge.backends import BACKENDS, get_backend
 
 
 @dataclass(frozen=True)
@@ -26,11 +25,10 @@ class DeviceProfile:
     Args:
         name (str): registry key (``x86-cpu``, ``jetson-orin`` …).
         description (str): the hardware it stands for.
-        backends (tuple[str, ...]): bundle backends it benches.
-        onnx_providers (tuple[str, ...]): ONNX Runtime execution providers, in priority order.
-        openvino_device (str): OpenVINO device (``CPU``, ``GPU``, ``NPU``).
-        coreml_compute_units (str | None): Core ML compute units (``CPU_ONLY``, ``CPU_AND_GPU``,
-            ``CPU_AND_NE``, ``ALL``).
+        backends (tuple[str, ...] | None): bundle backends it benches; ``None``: every registered backend
+            whose runtime runs on a plain CPU (``Backend.host_cpu``), read from the registry when asked.
+        options (Mapping[str, Mapping[str, Any]]): per backend, its runtime's constructor options (ONNX
+            Runtime ``providers``, the OpenVINO ``device``, Core ML ``compute_units``).
         needs (str): the platform it needs (``linux``, ``darwin``, ``android``), ``any`` for none.
         install (str): the install command on the device.
         run (str): the bench command on the device.
@@ -38,29 +36,33 @@ class DeviceProfile:
 
     name: str
     description: str
-    backends: tuple[str, ...]
-    onnx_providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    openvino_device: str = "CPU"
-    coreml_compute_units: str | None = None
+    backends: tuple[str, ...] | None
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     needs: str = "any"
     install: str = ""
     run: str = ""
+
+    def bench_backends(self) -> tuple[str, ...]:
+        """The backends this profile benches (the registry's CPU backends for a ``None`` list)."""
+        if self.backends is not None:
+            return self.backends
+        return tuple(name for name, b in BACKENDS.items() if b.host_cpu)
 
     def threads(self) -> int:
         return int(os.environ.get("XSAM_EDGE_THREADS", "0")) or (os.cpu_count() or 1)
 
     def runtime(self, backend: str) -> Any:
-        """The backend instance with this profile's options.
+        """The backend's runtime with this profile's options.
 
         Raises:
             ValueError: the profile does not bench ``backend``.
             RuntimeError: this machine lacks the platform or runtime the profile needs (the message says what
                 to install or where to run it).
         """
-        if backend not in self.backends:
+        if backend not in self.bench_backends():
             raise ValueError(
-                f"device profile {self.name!r} benches {', '.join(self.backends)}, not {backend!r}; pick "
-                "another profile (xsam-edge bench --list-profiles)"
+                f"device profile {self.name!r} benches {', '.join(self.bench_backends())}, not {backend!r}; "
+                "pick another profile (xsam-edge bench --list-profiles)"
             )
         here = platform.system().lower()
         if self.needs == "android":
@@ -73,20 +75,14 @@ class DeviceProfile:
                 f"device profile {self.name!r} needs {self.needs} (this is {here}); run it there: {self.run}"
             )
         try:
-            if backend == "onnx":
-                return OnnxRuntimeBackend(self.onnx_providers)
-            if backend == "openvino":
-                return OpenVinoBackend(self.openvino_device)
-            if backend == "coreml":
-                return CoreMLBackend(self.coreml_compute_units or "ALL")
-            return get_backend(backend)
+            return get_backend(backend).make_runtime(**self.options.get(backend, {}))
         except RuntimeError as err:
             raise RuntimeError(
                 f"device profile {self.name!r}: {err}. Install on this device: {self.install}"
             ) from err
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "backends": list(self.bench_backends()), "options": dict(self.options)}
 
 
 BASE_INSTALL = "pip install -c constraints.txt -e ."
@@ -95,8 +91,9 @@ PROFILES: dict[str, DeviceProfile] = {
     for p in (
         DeviceProfile(
             "x86-cpu",
-            "any x86-64 or arm64 CPU: ONNX Runtime, OpenVINO and ExecuTorch (XNNPACK) on the CPU",
-            ("onnx", "openvino", "executorch"),
+            "any x86-64 or arm64 CPU: every backend whose runtime runs on a CPU (ONNX Runtime, OpenVINO, "
+            "ExecuTorch with XNNPACK)",
+            None,
             install="pip install -c constraints.txt -e '.[export]'",
             run="xsam-edge bench --bundle B --backend onnx --golden G --device-profile x86-cpu",
         ),
@@ -104,7 +101,15 @@ PROFILES: dict[str, DeviceProfile] = {
             "jetson-orin",
             "NVIDIA Jetson (Orin): ONNX Runtime with the TensorRT and CUDA providers (FP16 / INT8 engines)",
             ("onnx",),
-            onnx_providers=("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+            {
+                "onnx": {
+                    "providers": (
+                        "TensorrtExecutionProvider",
+                        "CUDAExecutionProvider",
+                        "CPUExecutionProvider",
+                    )
+                }
+            },
             needs="linux",
             install=f"{BASE_INSTALL} && pip install onnxruntime-gpu (the JetPack wheel from the Jetson Zoo); "
             "no export stack needed",
@@ -114,7 +119,7 @@ PROFILES: dict[str, DeviceProfile] = {
             "nvidia-cuda",
             "a desktop / server NVIDIA GPU: ONNX Runtime with the CUDA provider",
             ("onnx",),
-            onnx_providers=("CUDAExecutionProvider", "CPUExecutionProvider"),
+            {"onnx": {"providers": ("CUDAExecutionProvider", "CPUExecutionProvider")}},
             needs="linux",
             install=f"{BASE_INSTALL} && pip install onnxruntime-gpu",
             run="xsam-edge bench --bundle B --backend onnx --golden G --device-profile nvidia-cuda",
@@ -123,7 +128,7 @@ PROFILES: dict[str, DeviceProfile] = {
             "intel-gpu",
             "an Intel integrated or discrete GPU through OpenVINO",
             ("openvino",),
-            openvino_device="GPU",
+            {"openvino": {"device": "GPU"}},
             install=f"{BASE_INSTALL} && pip install openvino",
             run="xsam-edge bench --bundle B --backend openvino --golden G --device-profile intel-gpu",
         ),
@@ -132,7 +137,7 @@ PROFILES: dict[str, DeviceProfile] = {
                 f"apple-{short}",
                 f"Apple Silicon Mac: Core ML on compute units {units}, and ExecuTorch (XNNPACK) on the CPU",
                 ("coreml", "executorch"),
-                coreml_compute_units=units,
+                {"coreml": {"compute_units": units}},
                 needs="darwin",
                 install=f"{BASE_INSTALL} && pip install coremltools executorch",
                 run=f"xsam-edge bench --bundle B --backend coreml --golden G --device-profile apple-{short}",

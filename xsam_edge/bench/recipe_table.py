@@ -20,13 +20,14 @@ import os
 import platform
 from pathlib import Path
 
+from xsam_edge.backends import runnable_backends
 from xsam_edge.data.registry import load_dataset
+from xsam_edge.files import atomic_write_text
 from xsam_edge.metrics.tasks import PRIMARY_METRIC
 from xsam_edge.model.predictor import XSamPredictor
-from xsam_edge.quantization.accuracy import RUNNABLE, evaluate_bundle, task_drops
+from xsam_edge.quantization.accuracy import evaluate_bundle, task_drops
 from xsam_edge.quantization.quantize import quantize_bundle
 from xsam_edge.quantization.recipes import RECIPES, get_recipe
-from xsam_edge.spec.tokenizer import atomic_write_text
 from xsam_edge.training.teacher import ensure_teacher
 
 RESULTS = Path("outputs") / "results"
@@ -61,7 +62,8 @@ def measure(
     }
     row["size_ratio"] = row["bytes_fp32"] / row["bytes_quant"]
     row["bundle"] = str(result.bundle)
-    if recipe.backend not in RUNNABLE:
+    row["fp32_bundle"] = str(result.fp32_bundle)  # the float export it was made from (benched as "float")
+    if recipe.backend not in runnable_backends():
         row["not_measured"] = f"{recipe.backend} prediction needs macOS"
         return row
     examples = load_dataset(data, limit=limit)

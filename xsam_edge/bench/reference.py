@@ -37,11 +37,11 @@ from xsam_edge.data.sample import Example
 from xsam_edge.export.eager import EAGER, EagerBackend, eager_manifest
 from xsam_edge.export.graphs import SlotConfig
 from xsam_edge.export.to_bundle import model_source
+from xsam_edge.files import atomic_write_text
 from xsam_edge.model.checkpoint import read_lineage
 from xsam_edge.model.predictor import XSamPredictor
 from xsam_edge.runtime.observe import observe
 from xsam_edge.runtime.session import EdgeSession
-from xsam_edge.spec.tokenizer import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from xsam_edge.runtime.backends.base import threads as default_threads
+from xsam_edge.runtime.protocol import threads as default_threads
 
 GEMM_SIZE = 1024  # (N, N) @ (N, N): 1.07 GMACs, large enough for the blocked kernels to reach their peak
 COPY_BYTES = 256 * 2**20  # per array, well beyond any last-level cache

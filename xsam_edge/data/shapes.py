@@ -25,6 +25,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from xsam_edge.data.sample import Example
+from xsam_edge.data.shapes_expressions import RELATIONS, make_reasoning, make_referring, relation_offset
 from xsam_edge.data.shapes_prompts import PROMPT_KINDS, gaussian_blur, make_prompt
 from xsam_edge.data.shapes_scene import (
     CATEGORIES,
@@ -42,14 +43,7 @@ from xsam_edge.data.shapes_scene import (
     SuiteConfig,
     make_scene,
 )
-from xsam_edge.data.shapes_tasks import (
-    RELATIONS,
-    make_reasoning,
-    make_referring,
-    relation_offset,
-    scene_examples,
-    suite_vocabulary,
-)
+from xsam_edge.data.shapes_tasks import scene_examples, suite_vocabulary
 
 __all__ = [
     "CATEGORIES",

@@ -1,20 +1,34 @@
 """Examples of every task from one "shapes" scene: texts, visual prompts and ground truth.
 
-Referring and reasoning texts are checked to pick out exactly one object; visual prompts are made the
-upstream way (XSAM.md §1.6) but deterministically from the generator. Relations between objects use the
-centroids of their visible pixels ("A left of B": A's centroid x is smaller), sizes use the visible area.
-No torch here; :mod:`xsam_edge.data.shapes` is the public entry point.
+Referring and reasoning texts (:mod:`xsam_edge.data.shapes_expressions`) pick out exactly one object;
+visual prompts are made the upstream way (XSAM.md §1.6) but deterministically from the generator. No torch
+here; :mod:`xsam_edge.data.shapes` is the public entry point.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from xsam_edge.data.sample import Example, Target
+from xsam_edge.data.shapes_expressions import (
+    EDGES,
+    MAX_ATTEMPTS,
+    NOUNS,
+    RELATION_MARGIN,
+    RELATIONS,
+    SIZE_WORDS,
+    SUPERLATIVES,
+    Desc,
+    desc_words,
+    make_reasoning,
+    make_referring,
+    relation_offset,
+    select,
+    unique_desc,
+)
 from xsam_edge.data.shapes_prompts import PROMPT_KINDS, make_prompt
 from xsam_edge.data.shapes_scene import (
     CATEGORIES,
@@ -30,17 +44,6 @@ from xsam_edge.data.shapes_scene import (
 )
 from xsam_edge.spec.prompts import answer_for
 from xsam_edge.spec.types import SegmentationRequest, Task
-
-RELATIONS: dict[str, str] = {"left": "left of", "right": "right of", "above": "above", "below": "below"}
-EDGES: tuple[str, ...] = ("top", "bottom", "left", "right")
-SUPERLATIVES: tuple[str, ...] = ("largest", "smallest")
-SIZE_WORDS: tuple[str, ...] = ("small", "large")  # "medium" is never said
-NOUNS: tuple[str, ...] = ("shape", "object")
-
-RELATION_MARGIN = 0.08  # of min(H, W): how far apart centroids must be for a relation to be stated
-AREA_RATIO = 1.3  # a superlative's winner must be this much larger (or smaller) than the runner-up
-EDGE_MARGIN = 0.06  # of the image side: lead of the object closest to an edge or the centre
-MAX_ATTEMPTS = 32
 
 # Every fixed phrase the texts below are built from (fillers are the class, colour and size names).
 TEXT_FRAGMENTS: tuple[str, ...] = (
@@ -97,221 +100,6 @@ def _words(text: str) -> list[str]:
 
 
 _HELD_OUT_RE = re.compile(r"\b(" + "|".join(OPEN_VOCAB_HELD_OUT) + r")s?\b", re.IGNORECASE)
-
-
-# -- descriptions ----------------------------------------------------------------------------------
-
-Desc = tuple[str | None, str | None, str | None]  # (size, colour, shape); None = not said
-
-
-def _matches(obj: ShapeObject, desc: Desc) -> bool:
-    size, colour, shape = desc
-    return (
-        (size is None or obj.size == size)
-        and (colour is None or obj.colour == colour)
-        and (shape is None or obj.shape == shape)
-    )
-
-
-def _desc_words(desc: Desc, noun: str = "shape") -> str:
-    size, colour, shape = desc
-    return " ".join(w for w in (size, colour, shape or noun) if w)
-
-
-def _select(objects: Sequence[ShapeObject], desc: Desc) -> list[int]:
-    return [i for i, o in enumerate(objects) if _matches(o, desc)]
-
-
-def _simple_descs(obj: ShapeObject, with_size: bool) -> list[Desc]:
-    """Descriptions of ``obj`` by attributes, shortest first (size only if it is said: small or large)."""
-    descs: list[Desc] = [(None, None, obj.shape), (None, obj.colour, None), (None, obj.colour, obj.shape)]
-    if with_size and obj.size in SIZE_WORDS:
-        size = obj.size
-        descs += [(size, None, obj.shape), (size, obj.colour, None), (size, obj.colour, obj.shape)]
-    return descs
-
-
-def _unique_desc(objects: Sequence[ShapeObject], i: int, rng: np.random.Generator | None) -> Desc | None:
-    """A description matching only object ``i``: a random one if ``rng`` is given, else the shortest."""
-    descs = _simple_descs(objects[i], with_size=True)
-    if rng is not None:
-        descs = [descs[k] for k in rng.permutation(len(descs))]
-    for d in descs:
-        if _select(objects, d) == [i]:
-            return d
-    return None
-
-
-def relation_offset(a: ShapeObject, b: ShapeObject, relation: str) -> float:
-    """How far ``a`` is in direction ``relation`` of ``b`` (pixels between centroids; > 0: it holds)."""
-    (ax, ay), (bx, by) = a.centroid, b.centroid
-    return {"left": bx - ax, "right": ax - bx, "above": by - ay, "below": ay - by}[relation]
-
-
-def _extreme(values: Sequence[float], largest: bool, ratio: float | None, margin: float | None) -> int | None:
-    """Index of the clear maximum (or minimum) of ``values``: ahead by ``ratio`` times or ``margin``."""
-    if len(values) < 2:
-        return None
-    order = np.argsort(values, kind="stable")
-    best, second = (order[-1], order[-2]) if largest else (order[0], order[1])
-    vb, vs = float(values[best]), float(values[second])
-    if ratio is not None:
-        ok = vb >= ratio * vs if largest else vb * ratio <= vs
-    else:
-        ok = abs(vb - vs) >= (margin or 0.0)
-    return int(best) if ok else None
-
-
-# -- referring -------------------------------------------------------------------------------------
-
-
-def make_referring(scene: Scene, rng: np.random.Generator) -> tuple[str, int, dict] | None:
-    """An expression naming exactly one object: attributes, a relation to another object, or a superlative.
-
-    Returns:
-        tuple[str, int, dict] | None: (text, object index, query) where query records the parse
-        (``form``, ``desc``, ``relation``, ``anchor``, ``superlative``), or ``None`` after
-        :data:`MAX_ATTEMPTS` failed tries.
-    """
-    objs = scene.objects
-    side = min(scene.hw)
-    forms = ("attributes", "attributes", "size", "relation", "relation", "superlative")
-    for _ in range(MAX_ATTEMPTS):
-        t = int(rng.integers(len(objs)))
-        form = forms[int(rng.integers(len(forms)))]
-        noun = NOUNS[int(rng.integers(2))]
-        if form in ("attributes", "size"):
-            sized = form == "size"
-            descs = [d for d in _simple_descs(objs[t], with_size=sized) if (d[0] is not None) == sized]
-            if not descs:  # a medium object has no size word
-                continue
-            d = descs[int(rng.integers(len(descs)))]
-            if _select(objs, d) == [t]:
-                return f"the {_desc_words(d, noun)}", t, {"form": form, "desc": d}
-        elif form == "relation":
-            descs = _simple_descs(objs[t], with_size=False)
-            d = descs[int(rng.integers(len(descs)))]
-            others = [j for j in range(len(objs)) if j != t]
-            if not others:
-                continue
-            a = others[int(rng.integers(len(others)))]
-            anchor = _unique_desc(objs, a, rng)
-            rels = [r for r in RELATIONS if relation_offset(objs[t], objs[a], r) >= RELATION_MARGIN * side]
-            if anchor is None or not rels:
-                continue
-            rel = rels[int(rng.integers(len(rels)))]
-            rivals = [k for k in _select(objs, d) if k != t]
-            if all(relation_offset(objs[k], objs[a], rel) <= 0 for k in rivals):
-                text = f"the {_desc_words(d, noun)} {RELATIONS[rel]} the {_desc_words(anchor, noun)}"
-                return text, t, {"form": form, "desc": d, "relation": rel, "anchor": anchor}
-        else:  # the group of objects sharing a shape or colour with object t, and its clear extreme
-            d = [(None, None, objs[t].shape), (None, objs[t].colour, None)][int(rng.integers(2))]
-            group = _select(objs, d)
-            sup = SUPERLATIVES[int(rng.integers(2))]
-            best = _extreme([objs[k].area for k in group], sup == "largest", AREA_RATIO, None)
-            if best is not None:
-                text = f"the {sup} {_desc_words(d, noun)}"
-                return text, group[best], {"form": form, "desc": d, "superlative": sup}
-    return None
-
-
-# -- reasoning -------------------------------------------------------------------------------------
-
-REASONING_KINDS: tuple[str, ...] = (
-    "most_corners",
-    "fewest_corners",
-    "no_corners",
-    "n_corners",
-    "largest",
-    "smallest",
-    "closest_edge",
-    "closest_center",
-    "only_colour",
-    "same_colour",
-    "hole",
-    "not_colour",
-)
-
-
-def make_reasoning(scene: Scene, rng: np.random.Generator) -> tuple[str, int, dict] | None:
-    """A question answered by exactly one object (corners, size, position, colour logic).
-
-    Returns:
-        tuple[str, int, dict] | None: (text, object index, query with ``kind`` and its parameters), or
-        ``None`` after :data:`MAX_ATTEMPTS` failed tries.
-    """
-    objs = scene.objects
-    h, w = scene.hw
-    side = min(h, w)
-    corners = [o.corners for o in objs]
-    for _ in range(MAX_ATTEMPTS):
-        kind = REASONING_KINDS[int(rng.integers(len(REASONING_KINDS)))]
-        found: tuple[str, int, dict] | None = None
-        if kind in ("most_corners", "fewest_corners"):
-            best = _extreme(corners, kind == "most_corners", None, 0.5)
-            word = "most" if kind == "most_corners" else "fewest"
-            if best is not None:
-                found = f"the shape with the {word} corners", best, {}
-        elif kind in ("no_corners", "n_corners"):
-            n = 0 if kind == "no_corners" else corners[int(rng.integers(len(objs)))]
-            hits = [i for i, c in enumerate(corners) if c == n]
-            if len(hits) == 1 and (n > 0 or kind == "no_corners"):
-                text = "the shape with no corners" if n == 0 else f"the shape with {n} corners"
-                found = text, hits[0], {"n": n}
-        elif kind in ("largest", "smallest"):
-            best = _extreme([o.area for o in objs], kind == "largest", AREA_RATIO, None)
-            if best is not None:
-                found = f"the {kind} object", best, {}
-        elif kind == "closest_edge":
-            edge = EDGES[int(rng.integers(4))]
-            dist = [
-                {"top": o.bbox[1], "bottom": h - o.bbox[3], "left": o.bbox[0], "right": w - o.bbox[2]}[edge]
-                for o in objs
-            ]
-            best = _extreme(dist, False, None, EDGE_MARGIN * (h if edge in ("top", "bottom") else w))
-            if best is not None:
-                found = f"the object closest to the {edge}", best, {"edge": edge}
-        elif kind == "closest_center":
-            dist = [math.hypot(o.centroid[0] - (w - 1) / 2, o.centroid[1] - (h - 1) / 2) for o in objs]
-            best = _extreme(dist, False, None, EDGE_MARGIN * side)
-            if best is not None:
-                found = "the object closest to the center", best, {}
-        elif kind == "only_colour":
-            singles = [i for i, o in enumerate(objs) if sum(p.colour == o.colour for p in objs) == 1]
-            if singles:
-                i = singles[int(rng.integers(len(singles)))]
-                found = f"the only {objs[i].colour} object", i, {"colour": objs[i].colour}
-        elif kind == "same_colour":
-            t = int(rng.integers(len(objs)))
-            mates = [j for j, o in enumerate(objs) if j != t and o.colour == objs[t].colour]
-            if len(mates) == 1:
-                a = mates[0]
-                anchor = next(
-                    (
-                        d
-                        for d in ((None, None, objs[a].shape), (objs[a].size, None, objs[a].shape))
-                        if d[0] != "medium" and _select(objs, d) == [a]
-                    ),
-                    None,
-                )
-                if anchor is not None:
-                    text = f"the object with the same colour as the {_desc_words(anchor)}"
-                    found = text, t, {"anchor": anchor}
-        elif kind == "hole":
-            rings = _select(objs, (None, None, "ring"))
-            if len(rings) == 1:
-                found = "the shape with a hole", rings[0], {}
-        else:  # not_colour: "the circle that is not red"
-            t = int(rng.integers(len(objs)))
-            same = [k for k in _select(objs, (None, None, objs[t].shape)) if k != t]
-            colours = {objs[k].colour for k in same}
-            if len(colours) == 1 and objs[t].colour not in colours:  # all others share one other colour
-                colour = colours.pop()
-                found = f"the {objs[t].shape} that is not {colour}", t, {"colour": colour}
-        if found is not None:
-            text, index, query = found
-            return text, index, {"kind": kind, **query}
-    return None
 
 
 # -- examples --------------------------------------------------------------------------------------
@@ -486,7 +274,7 @@ def _article(word: str) -> str:
 def _phrase(objs: Sequence[ShapeObject], i: int) -> str:
     """``a red circle``, or ``a small red circle`` when that tells it from another red circle."""
     o = objs[i]
-    if len(_select(objs, (None, o.colour, o.shape))) > 1 and o.size in SIZE_WORDS:
+    if len(select(objs, (None, o.colour, o.shape))) > 1 and o.size in SIZE_WORDS:
         words = f"{o.size} {o.colour} {o.shape}"
     else:
         words = f"{o.colour} {o.shape}"
@@ -567,12 +355,12 @@ def _make_chat(scene: Scene, rng: np.random.Generator, cycle: int) -> _Made:
         elif kind == "colour_of":
             i = int(rng.integers(len(objs)))
             for d in ((None, None, objs[i].shape), (objs[i].size, None, objs[i].shape)):
-                if d[0] != "medium" and _select(objs, d) == [i]:
-                    qa = f"what colour is the {_desc_words(d)}?", f"it is {objs[i].colour} ."
+                if d[0] != "medium" and select(objs, d) == [i]:
+                    qa = f"what colour is the {desc_words(d)}?", f"it is {objs[i].colour} ."
                     break
         elif kind == "shape_of":
             i = int(rng.integers(len(objs)))
-            if _select(objs, (None, objs[i].colour, None)) == [i]:
+            if select(objs, (None, objs[i].colour, None)) == [i]:
                 qa = f"what shape is the {objs[i].colour} object?", f"it is a {objs[i].shape} ."
         elif kind == "exists":
             with_colour = rng.random() < 0.5
@@ -583,18 +371,18 @@ def _make_chat(scene: Scene, rng: np.random.Generator, cycle: int) -> _Made:
                 shape = pool[int(rng.integers(len(pool)))]
                 colour = COLOUR_NAMES[int(rng.integers(len(COLOUR_NAMES)))]
             d: Desc = (None, colour if with_colour else None, shape)
-            words = _desc_words(d)
-            qa = f"is there {_article(words)} {words}?", "yes ." if _select(objs, d) else "no ."
+            words = desc_words(d)
+            qa = f"is there {_article(words)} {words}?", "yes ." if select(objs, d) else "no ."
         elif kind == "where":
             i = int(rng.integers(len(objs)))
-            d = _unique_desc(objs, i, None)
+            d = unique_desc(objs, i, None)
             cx, cy = objs[i].centroid
             fx, fy = (cx + 0.5) / w * 3, (cy + 0.5) / h * 3  # thirds; the grid lines are at 1 and 2
             if d is not None and min(abs(f - g) for f in (fx, fy) for g in (1, 2)) >= 0.12:
                 row = ("top", "", "bottom")[min(int(fy), 2)]
                 col = ("left", "", "right")[min(int(fx), 2)]
                 where = " ".join(x for x in (row, col) if x) or "center"
-                qa = f"where is the {_desc_words(d)}?", f"it is at the {where} ."
+                qa = f"where is the {desc_words(d)}?", f"it is at the {where} ."
         elif scene.stuff:  # background
             qa = "what is the background?", f"it is {' and '.join(s.name for s in scene.stuff)} ."
         if qa is not None:

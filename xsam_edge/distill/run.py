@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 
 from xsam_edge.data.sample import Example
+from xsam_edge.distill.checkpoints import CHECKPOINT_DIR, STATE_FILE
 from xsam_edge.distill.config import DistillConfig
-from xsam_edge.distill.engine import CHECKPOINT_DIR, STATE_FILE, distill
+from xsam_edge.distill.engine import distill
 from xsam_edge.distill.prune import prune_decoder, query_usage, transplant
 from xsam_edge.model.build import build_model
 from xsam_edge.model.checkpoint import TOKENIZER_FILE, from_pretrained, save_pretrained

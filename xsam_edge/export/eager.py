@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from xsam_edge.model.xsam import XSam
-from xsam_edge.runtime.backends.base import HostCacheLLM
+from xsam_edge.runtime.protocol import HostCacheLLM
 from xsam_edge.spec.bundle import GraphEntry, Manifest
 from xsam_edge.spec.tokenizer import XSamTokenizer
 

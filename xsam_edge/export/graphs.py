@@ -19,13 +19,13 @@ segment            mask_features, memory_0..L-1, cond (1,C,D), cond_valid (1,C) 
                    → class_logits (1,Q,C+1), mask_logits (1,Q,m,m)
 =================  ==========================================================================================
 
-The host does what graphs do badly (tokenization, splicing, span averaging); the pure-torch helpers at the end
-of this module are that host side, shared by the tests and the runtime port.
+The host does what graphs do badly (tokenization, splicing, span averaging): that is the request plan
+(``spec.plan``), run over these wrappers eagerly by ``export.eager`` and over exported files by the runtime.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +34,6 @@ from torch import Tensor, nn
 
 from xsam_edge.model.xsam import DecoderInputs, XSam
 from xsam_edge.spec.config import XSamConfig
-from xsam_edge.spec.tokenizer import IMAGE_TOKEN_ID, REGION_TOKEN_ID
 
 from .graphs_llm import PAD_POSITION, LLMGraph, LLMGraphKVIO
 
@@ -51,14 +50,9 @@ __all__ = [
     "SlotConfig",
     "TensorSpec",
     "build_graph",
-    "condition_inputs",
-    "embed_in_chunks",
     "example_inputs",
     "export_graph",
     "graph_specs",
-    "pad_prompt_masks",
-    "prefill",
-    "splice_tokens",
 ]
 
 GRAPH_NAMES = (
@@ -485,132 +479,3 @@ def export_graph(
     inputs = example_inputs(config, graph_name, slots, dtype=dtype)
     with torch.no_grad():
         return torch.export.export(module, inputs, strict=False)
-
-
-# -- host side (pure torch) --------------------------------------------------------------------------------
-def embed_in_chunks(embed: Callable[[Tensor], Tensor], ids: Sequence[int], chunk: int) -> Tensor:
-    """Embed ``ids`` with a fixed-length ``embed`` graph, padding the last chunk with id 0.
-
-    Args:
-        embed (Callable[[Tensor], Tensor]): (1, chunk) int32 → (1, chunk, H), e.g. an ``EmbedGraph``.
-        ids (Sequence[int]): token ids; negative placeholders become 0 (they are spliced over later).
-        chunk (int): the graph's length.
-
-    Returns:
-        Tensor: (len(ids), H) embeddings.
-    """
-    n = len(ids)
-    padded = torch.zeros(-(-n // chunk) * chunk, dtype=torch.int32)
-    padded[:n] = torch.tensor([max(int(i), 0) for i in ids], dtype=torch.int32)
-    parts = [embed(padded[i : i + chunk][None])[0] for i in range(0, len(padded), chunk)]
-    return torch.cat(parts)[:n]  # (len(ids), H)
-
-
-def splice_tokens(
-    embeds: Tensor, ids: Sequence[int], image_tokens: Tensor, region_tokens: Tensor | None = None
-) -> Tensor:
-    """Put image and region tokens in place of their placeholders (``XSam.splice`` on precomputed embeds).
-
-    Args:
-        embeds (Tensor): (T, H) embeddings of ``ids``.
-        ids (Sequence[int]): (T,) ids with ``IMAGE_TOKEN_ID`` / ``REGION_TOKEN_ID`` placeholders.
-        image_tokens (Tensor): (N_img, H).
-        region_tokens (Tensor | None): (k, H) in order of appearance (the used slots of the region graph).
-
-    Returns:
-        Tensor: (T, H).
-
-    Raises:
-        ValueError: the placeholder counts do not match the tokens given.
-    """
-    id_tensor = torch.as_tensor(list(ids))
-    image_slots = id_tensor == IMAGE_TOKEN_ID
-    region_slots = id_tensor == REGION_TOKEN_ID
-    n_image, n_region = int(image_slots.sum()), int(region_slots.sum())
-    if n_image not in (0, image_tokens.shape[0]):
-        raise ValueError(f"{n_image} image slots for {image_tokens.shape[0]} image tokens")
-    n_given = 0 if region_tokens is None else region_tokens.shape[0]
-    if n_region != n_given:
-        raise ValueError(f"the prompt has {n_region} <region> slots but {n_given} region tokens were given")
-    out = embeds.clone()
-    if n_image:
-        out[image_slots] = image_tokens.to(out.dtype)
-    if n_region:
-        out[region_slots] = region_tokens.to(out.dtype)
-    return out
-
-
-def prefill(
-    step: Callable[[Tensor, Tensor], Sequence[Tensor]], embeds: Tensor, start: int, chunk: int
-) -> tuple[Tensor, Tensor]:
-    """Run a stateful LLM graph over ``embeds`` at positions ``start ..`` in fixed-size chunks.
-
-    The last chunk, when short, is left-padded with zero embeddings at ``PAD_POSITION``: padding writes no
-    cache slot and the chunk's last row is the last real token, so its logits are the next-token logits.
-
-    Args:
-        step (Callable[[Tensor, Tensor], Sequence[Tensor]]): (1, chunk, H), (chunk,) int64 →
-            (projected (1, chunk, D), logits (1, V), ...), e.g. an ``LLMGraph`` or its exported module.
-        embeds (Tensor): (L, H) input embeddings.
-        start (int): position of the first row (the cache already holds ``0 .. start-1``).
-        chunk (int): the graph's T.
-
-    Returns:
-        tuple[Tensor, Tensor]: projected states of the L rows (L, D) and the last row's logits (1, V).
-    """
-    n, h = embeds.shape
-    projected, logits = [], None
-    for i in range(0, n, chunk):
-        rows = embeds[i : i + chunk]
-        real = rows.shape[0]
-        pad = chunk - real
-        x = torch.cat((torch.zeros(pad, h, dtype=embeds.dtype), rows))[None]  # (1, chunk, H)
-        positions = torch.full((chunk,), PAD_POSITION, dtype=torch.int64)
-        positions[pad:] = torch.arange(start + i, start + i + real)
-        out = step(x, positions)
-        projected.append(out[0][0, pad:])
-        logits = out[1]
-    assert logits is not None, "prefill needs at least one row"
-    return torch.cat(projected), logits
-
-
-def pad_prompt_masks(masks: Tensor, max_regions: int) -> Tensor:
-    """(k, S, S) prompt masks → (1, K, S, S) with empty trailing slots.
-
-    Raises:
-        ValueError: more prompts than slots.
-    """
-    k, s, _ = masks.shape
-    if k > max_regions:
-        raise ValueError(f"{k} visual prompts but the region graph has {max_regions} slots")
-    out = torch.zeros(1, max_regions, s, s, dtype=masks.dtype)
-    out[0, :k] = masks
-    return out
-
-
-def condition_inputs(
-    projected: Tensor, spans: Sequence[tuple[int, int]], seg_position: int, max_conditions: int
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Span-average the projected states into C fixed condition slots (``XSam.condition_embeds``, padded).
-
-    Args:
-        projected (Tensor): (T, D) projected LLM states of the sequence.
-        spans (Sequence[tuple[int, int]]): inclusive ``<p>…</p>`` spans.
-        seg_position (int): position of the ``<SEG>`` input token.
-        max_conditions (int): C slots of the segment graph.
-
-    Returns:
-        tuple[Tensor, Tensor, Tensor]: cond (1, C, D), cond_valid (1, C) float 0/1, seg_embed (1, D).
-
-    Raises:
-        ValueError: no span, or more spans than slots.
-    """
-    if not spans or len(spans) > max_conditions:
-        raise ValueError(f"{len(spans)} phrase spans; the segment graph takes 1 to {max_conditions}")
-    _, d = projected.shape
-    cond = torch.zeros(1, max_conditions, d, dtype=projected.dtype)
-    valid = torch.zeros(1, max_conditions, dtype=projected.dtype)
-    for i, (s, e) in enumerate(spans):
-        cond[0, i] = projected[s : e + 1].mean(dim=0)
-        valid[0, i] = 1
-    return cond, valid, projected[seg_position][None]

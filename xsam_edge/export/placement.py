@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -281,4 +281,30 @@ def format_placement(report: Mapping[str, Mapping[str, Any]], top: int = 8) -> s
         lines.append("  ".join(cells).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in widths) + "  " + "-" * len(row[-1]))
+    return "\n".join(lines)
+
+
+def summarize_exports(graphs: Sequence[ExportedGraph]) -> str:
+    """Where each exported graph's ops landed, as text.
+
+    Files with an op histogram (ONNX, OpenVINO IR) get the op table; delegated programs (ExecuTorch) their
+    delegated vs portable nodes per method; other converted programs (Core ML) their commonest ops.
+    """
+    files = {
+        f"{g.backend}/{g.name}": g.files[0]
+        for g in graphs
+        if g.files and Path(g.files[0]).suffix in (".onnx", ".xml")
+    }
+    lines = [format_placement(placement_report(files))] if files else []
+    for g in graphs:
+        label = f"{g.backend}/{g.name}"
+        for method, info in g.placement.get("methods", {}).items():
+            lines.append(
+                f"{label}.{method}: {info['delegated_nodes']} nodes in "
+                f"{g.placement.get('partitioner', 'the delegate')}, "
+                f"{info['portable_nodes']} portable ({', '.join(list(info['portable_ops'])[:6])})"
+            )
+        if label not in files and "methods" not in g.placement and "histogram" in g.placement:
+            top = sorted(g.placement["histogram"].items(), key=lambda kv: -kv[1])[:6]
+            lines.append(f"{label}: " + ", ".join(f"{op}×{n}" for op, n in top))
     return "\n".join(lines)

@@ -13,18 +13,20 @@ import dataclasses
 import datetime
 import logging
 import shutil
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from xsam_edge.backends import Backend, backend_names, get_backend
+from xsam_edge.files import staged_dir
 from xsam_edge.model.checkpoint import model_fingerprint
 from xsam_edge.model.predictor import XSamPredictor
 from xsam_edge.model.xsam import XSam
-from xsam_edge.spec.bundle import GOLDEN_DIR, SCHEMA_VERSION, GraphEntry, Manifest, finalize_bundle
+from xsam_edge.spec.bundle import GOLDEN_DIR, SCHEMA_VERSION, GraphEntry, Manifest, seal_bundle
 from xsam_edge.spec.golden import save_golden
 from xsam_edge.spec.preprocess import PreprocessSpec
 from xsam_edge.spec.tokenizer import XSamTokenizer
@@ -35,27 +37,25 @@ from .placement import ExportedGraph
 
 log = logging.getLogger(__name__)
 
-Exporter = Callable[[XSam, str, SlotConfig, Path], ExportedGraph]
+ExportOptions = Mapping[str, Mapping[str, Any]]
+"""Backend name → keyword options of its exporter and pack step (``Backend.export_options``)."""
 
 
-def _exporters() -> dict[str, tuple[Exporter, tuple[str, ...]]]:
-    """Backend → (exporter, graphs its runtime needs); imported lazily (each pulls its own converter)."""
-    from .coreml import export_coreml
-    from .executorch import export_executorch
-    from .onnx import export_onnx
-    from .openvino import export_openvino
+def _split_options(backend: Backend, options: Mapping[str, Any]) -> tuple[dict, dict]:
+    """A backend's options, split into its exporter's and its pack step's.
 
-    common = ("encode_image", "embed", "region", "segment")
-    return {
-        "onnx": (export_onnx, (*common, "llm_kvio_prefill", "llm_kvio_decode")),
-        "openvino": (export_openvino, (*common, "llm_prefill")),  # one stateful IR for prefill and decode
-        # one .pte with prefill, decode, read_cache and write_cache methods sharing the cache
-        "executorch": (export_executorch, (*common, "llm_prefill")),
-        "coreml": (export_coreml, (*common, "llm_prefill", "llm_decode")),  # stateful, iOS 18
-    }
-
-
-BACKEND_NAMES = ("onnx", "openvino", "executorch", "coreml")
+    Raises:
+        ValueError: an option the backend does not take (lists the ones it does).
+    """
+    allowed = (*backend.export_options, *backend.pack_options)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"backend {backend.name!r} takes no export option {', '.join(unknown)}; "
+            f"its options: {', '.join(allowed) or 'none'}"
+        )
+    exporter = {k: v for k, v in options.items() if k in backend.export_options}
+    return exporter, {k: v for k, v in options.items() if k in backend.pack_options}
 
 
 def default_golden_requests(image: np.ndarray, slots: SlotConfig) -> list[SegmentationRequest]:
@@ -74,13 +74,12 @@ def export_bundle(
     model: XSam,
     tokenizer: XSamTokenizer,
     out: str | Path,
-    backends: Sequence[str] = BACKEND_NAMES,
+    backends: Sequence[str] | None = None,
     slots: SlotConfig | None = None,
     golden_requests: list[SegmentationRequest] | None = None,
     progress: bool = True,
     lineage: dict | None = None,
-    coreml_multifunction: bool = True,
-    executorch_partitioner: str = "xnnpack",
+    options: ExportOptions | None = None,
     keep: Manifest | None = None,
 ) -> tuple[Path, list[ExportedGraph]]:
     """Export ``model`` to ``backends`` and write the bundle folder ``out`` (replaced atomically).
@@ -89,18 +88,14 @@ def export_bundle(
         model (XSam): the model (FP32).
         tokenizer (XSamTokenizer): stored as ``tokenizer.json``.
         out (str | Path): bundle folder.
-        backends (Sequence[str]): any of ``onnx``, ``openvino``, ``executorch``, ``coreml`` (Core ML is packed
-            with spec checks here; ``EdgeSession`` runs it on macOS).
+        backends (Sequence[str] | None): registered backends (``xsam_edge.backends``); ``None``: every one.
         slots (SlotConfig | None): fixed slot sizes (default ``SlotConfig()``).
         golden_requests (list[SegmentationRequest] | None): requests for the golden vectors (default: three
             requests on a ``shapes:val`` image).
         progress (bool): a progress bar per graph.
         lineage (dict | None): the teacher a distilled model came from (``checkpoint.read_lineage``).
-        coreml_multifunction (bool): ship Core ML's stateful LLM as one ``llm.mlpackage`` with ``prefill`` and
-            ``decode`` functions sharing the weights (``coreml.merge_llm_functions``); ``False`` keeps the two
-            single-function packages (what ``coremltools.optimize`` needs as input).
-        executorch_partitioner (str): the ExecuTorch delegate: ``xnnpack`` (CPU, every platform) or
-            ``coreml`` (Apple's Core ML delegate: lowers here, runs only on Apple devices).
+        options (ExportOptions | None): per backend, its exporter's and pack step's keyword options, e.g.
+            ``{"executorch": {"partitioner": "coreml"}, "coreml": {"multifunction": False}}``.
         keep (Manifest | None): a bundle of the same weights and slots (``out`` itself, say): its graphs for
             backends not in ``backends`` are copied into the new bundle instead of exported again. Adding a
             backend to a full-size model's bundle then costs that backend's export only.
@@ -111,38 +106,42 @@ def export_bundle(
     Raises:
         ValueError: an unknown backend, or a ``keep`` bundle of other weights or slots (nothing is written).
     """
-    exporters = _exporters()
-    unknown = [b for b in backends if b not in exporters]
-    if unknown or not backends:
-        raise ValueError(f"unknown backend(s) {unknown}; exportable here: {', '.join(exporters)}")
+    records = [get_backend(b) for b in (backend_names() if backends is None else backends)]
+    if not records:
+        raise ValueError(f"no backend to export to; registered backends: {', '.join(backend_names())}")
+    options = options or {}
+    unused = sorted(set(options) - {b.name for b in records})
+    if unused:
+        raise ValueError(f"export options for backends not exported: {', '.join(unused)}")
+    split = {b.name: _split_options(b, options.get(b.name, {})) for b in records}
+    backends = [b.name for b in records]
     slots = slots or SlotConfig()
     model = model.eval()
     source = model_source(model, lineage)
     kept = _kept_graphs(keep, backends, model, slots, source)
     target = Path(out).resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        exported: list[ExportedGraph] = []
+    exported: list[ExportedGraph] = []
+    with staged_dir(target) as staging:  # a failed export leaves nothing behind
         for entry in kept:
             for relative in entry.files:
                 _copy_into(keep.path(relative), staging / relative)
-        jobs = [(b, g) for b in backends for g in exporters[b][1]]
+        jobs = [(b, g) for b in records for g in b.graphs]
         bar = tqdm(jobs, desc="export", disable=not progress)
         for backend, graph in bar:
-            bar.set_postfix_str(f"{backend}/{graph}")
-            exporter = exporters[backend][0]
-            options = {"partitioner": executorch_partitioner} if backend == "executorch" else {}
+            bar.set_postfix_str(f"{backend.name}/{graph}")
             with torch.no_grad():
-                exported.append(exporter(model, graph, slots, staging / backend, **options))
+                exporter = backend.load_exporter()
+                exported.append(
+                    exporter(model, graph, slots, staging / backend.name, **split[backend.name][0])
+                )
         tokenizer.save(staging)
         requests = golden_requests or default_golden_requests(_golden_image(), slots)
         _write_golden(model, tokenizer, requests, staging / GOLDEN_DIR)
         entries = _with_macs([graph_entry(g, staging) for g in exported], model, slots)
-        if "coreml" in backends and coreml_multifunction:
-            from .coreml import merge_llm_functions
-
-            entries = merge_llm_functions(entries, staging)
+        for backend in records:  # a backend's own repacking (Core ML: one multifunction LLM package)
+            pack = backend.load_pack()
+            if pack is not None:
+                entries = pack(entries, staging, **split[backend.name][1])
         manifest = bundle_manifest(
             model,
             tokenizer,
@@ -151,15 +150,12 @@ def export_bundle(
             golden=[f"{GOLDEN_DIR}/requests.json", f"{GOLDEN_DIR}/outputs.npz"],
             source=source,
         )
-        bundle = finalize_bundle(staging, target, manifest)
-        shipped = {(e.backend, e.name): e.files for e in manifest.graphs}
-        for graph in exported:  # point the results at the files' final place (a merged LLM: its package)
-            files = shipped.get((graph.backend, graph.name)) or shipped.get((graph.backend, "llm"), [])
-            graph.files = [bundle / f for f in files]
-        return bundle, exported
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)  # a failed export leaves nothing behind
-        raise
+        seal_bundle(staging, manifest)
+    shipped = {(e.backend, e.name): e.files for e in manifest.graphs}
+    for graph in exported:  # point the results at the files' final place (a merged LLM: its package)
+        files = shipped.get((graph.backend, graph.name)) or shipped.get((graph.backend, "llm"), [])
+        graph.files = [target / f for f in files]
+    return target, exported
 
 
 def bundle_manifest(

@@ -3,30 +3,51 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from tqdm import tqdm
 
 from xsam_edge.data.sample import Example
 from xsam_edge.metrics.tasks import evaluate, evaluate_baselines
-from xsam_edge.model.predictor import XSamPredictor
+from xsam_edge.spec.plan import Predictor
 from xsam_edge.spec.types import SegmentationResult
 
 log = logging.getLogger(__name__)
 
 
+StepCallback = Callable[[int, int], None]
+"""``(done, total)`` after each example."""
+
+
 def predict_all(
-    predictor: XSamPredictor, examples: Sequence[Example], progress: bool = True
+    predictor: Predictor,
+    examples: Sequence[Example],
+    progress: bool = True,
+    on_step: StepCallback | None = None,
 ) -> list[SegmentationResult]:
-    """Run every example's request; examples of one image run back to back, so the image is encoded once."""
+    """Run every example's request; examples of one image run back to back, so the image is encoded once.
+
+    Args:
+        predictor (Predictor): the PyTorch predictor or a bundle's ``EdgeSession``.
+        examples (Sequence[Example]): the requests.
+        progress (bool): a progress bar.
+        on_step (StepCallback | None): called with ``(done, total)`` after each example.
+    """
     order = sorted(range(len(examples)), key=lambda i: examples[i].image_id)
     results: list[SegmentationResult | None] = [None] * len(examples)
-    for i in tqdm(order, desc="evaluate", disable=not progress, leave=False):
+    for done, i in enumerate(tqdm(order, desc="evaluate", disable=not progress, leave=False), 1):
         results[i] = predictor.segment(examples[i].request)
+        if on_step is not None:
+            on_step(done, len(order))
     return results  # type: ignore[return-value]
 
 
-def evaluate_model(predictor: XSamPredictor, examples: Sequence[Example], progress: bool = True) -> dict:
+def evaluate_model(
+    predictor: Predictor,
+    examples: Sequence[Example],
+    progress: bool = True,
+    on_step: StepCallback | None = None,
+) -> dict:
     """Metrics per task for the model and for the baselines.
 
     Returns:
@@ -35,7 +56,7 @@ def evaluate_model(predictor: XSamPredictor, examples: Sequence[Example], progre
     """
     if not examples:
         raise ValueError("no examples to evaluate: the dataset is empty")
-    results = predict_all(predictor, examples, progress)
+    results = predict_all(predictor, examples, progress, on_step)
     return {
         "tasks": evaluate(list(zip(examples, results, strict=True))),
         "baselines": evaluate_baselines(list(examples)),

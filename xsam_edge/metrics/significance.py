@@ -199,3 +199,22 @@ def paired_bootstrap(
         raise ValueError(f"level must be in (0, 1), got {level}")
     boot = bootstrap(examples, {"A": results_a, "B": results_b}, resamples, seed)
     return compare(boot, "A", "B", level)
+
+
+def comparison_table(diffs: Mapping[str, Difference], a: str, b: str, level: float = 0.95) -> str:
+    """Markdown: per task A, B, B − A with its interval, draws with B ahead, B as a share of A, verdict."""
+    pct = f"{100 * level:.0f} %"
+    rows = [
+        f"| task | {a} | {b} | {b} − {a} ({pct} interval) | draws with {b} ahead "
+        f"| {b} as % of {a} ({pct} interval) | beyond noise |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for task, d in diffs.items():
+        share = 100 * d.b / d.a if d.a else float("nan")
+        verdict = {"A": f"{a} ahead", "B": f"{b} ahead"}.get(d.verdict, "tie")
+        rows.append(
+            f"| {task} | {d.a:.2f} | {d.b:.2f} | {d.delta:+.2f} ({d.low:+.2f} … {d.high:+.2f}) "
+            f"| {100 * d.b_ahead:.0f} % | {share:.0f} % ({d.share_low:.0f} … {d.share_high:.0f}) "
+            f"| {verdict} |"
+        )
+    return "\n".join(rows)

@@ -13,8 +13,6 @@ import json
 import logging
 import os
 import pickle
-import shutil
-import tempfile
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,9 +22,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_model
 
+from xsam_edge.files import atomic_write_text, staged_dir
 from xsam_edge.model.build import build_model
 from xsam_edge.model.xsam import XSam
-from xsam_edge.spec.bundle import replace_dir
 from xsam_edge.spec.config import XSamConfig
 from xsam_edge.spec.tokenizer import XSamTokenizer
 
@@ -211,17 +209,11 @@ def save_pretrained(
         Path: the folder.
     """
     target = Path(directory).resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with staged_dir(target) as tmp:
         (tmp / CONFIG_FILE).write_text(model.config.to_json())
         save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "xsam_edge": "1"})
         if tokenizer is not None:
             tokenizer.save(tmp)
-        replace_dir(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
@@ -362,9 +354,9 @@ LINEAGE_FILE = "lineage.json"
 def write_lineage(directory: str | os.PathLike, teacher_fingerprint: str, teacher: str) -> Path:
     """Record which teacher a model folder was distilled from (the bench accepts the teacher's golden set)."""
     path = Path(directory) / LINEAGE_FILE
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"teacher_fingerprint": teacher_fingerprint, "teacher": teacher}, indent=2))
-    os.replace(tmp, path)
+    atomic_write_text(
+        path, json.dumps({"teacher_fingerprint": teacher_fingerprint, "teacher": teacher}, indent=2)
+    )
     return path
 
 

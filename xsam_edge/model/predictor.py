@@ -1,64 +1,133 @@
-"""Request → result over the PyTorch model: the reference that every exported bundle is compared with.
+"""The PyTorch model behind the request plan: the reference every exported bundle is compared with.
 
 Two modes, as upstream:
 - *tensor* (every segmentation task): the answer ``Sure, it is <SEG>.`` is appended to the prompt and the
   LLM runs one prefill; the hidden states at ``<p>…</p>`` and ``<SEG>`` are read directly.
 - *predict* (GCG, chat): greedy generation; for GCG the phrase spans and ``<SEG>`` are then found in the
-  generated tokens, whose hidden states come from one teacher-forced pass over prompt + answer (so a
-  ``<SEG>`` generated last still has a hidden state, which upstream's step-wise capture lacks).
+  generated tokens, whose hidden states are those the decode steps produced (so a ``<SEG>`` generated last
+  still has a hidden state, which upstream's step-wise capture lacks).
+
+The plan itself (``spec.plan``) is shared with the bundle runtime; this module is only the engine: the
+model's own core methods, the LLM with a transformers ``DynamicCache``.
 """
 
 from __future__ import annotations
 
-import hashlib
+import copy
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from xsam_edge.model.checkpoint import TOKENIZER_FILE, from_pretrained
 from xsam_edge.model.xsam import DecoderInputs, ImageFeatures, XSam
-from xsam_edge.spec.answers import condition_labels, phrase_spans
-from xsam_edge.spec.postprocess import Geometry, finish
+from xsam_edge.spec.plan import Predictor, RawOutput
 from xsam_edge.spec.preprocess import PreprocessSpec
-from xsam_edge.spec.prompts import build_request_prompt, is_generate_task
-from xsam_edge.spec.tokenizer import XSamTokenizer, check_prompt_length, expand_image_placeholder
-from xsam_edge.spec.types import PROMPT_TASKS, SegmentationRequest, SegmentationResult, Task
+from xsam_edge.spec.tokenizer import XSamTokenizer
+
+__all__ = ["RawOutput", "TorchEngine", "XSamPredictor", "load_predictor"]
 
 
 @dataclass
-class RawOutput:
-    """Decoder outputs of one request before host post-processing (also what golden vectors store).
+class _Features:
+    encoded: ImageFeatures
+    decoder_inputs: DecoderInputs
 
-    Attributes:
-        class_logits (np.ndarray | None): (Q, C+1); ``None`` when nothing was segmented (chat).
-        mask_logits (np.ndarray | None): (Q, m, m) low-resolution mask logits.
-        geometry (Geometry): where the letterboxed input sits in the image.
-        labels (list[str]): one label per condition.
-        prompt_boxes (list | None): visual-prompt boxes (interactive post-processing).
-        text (str | None): generated text (GCG, chat).
-        num_tokens (int): LLM sequence length, image tokens included.
+
+class TorchEngine:
+    """The plan's engine over an eager ``XSam`` (any device and dtype it sits on).
+
+    Args:
+        model (XSam): the model (put in eval mode here).
+        seed (int): seeds the upstream random region sampler per request, so results are reproducible.
+        region_sampler (str | None): ``random`` or ``grid``; ``None`` uses the model config's.
     """
 
-    class_logits: np.ndarray | None
-    mask_logits: np.ndarray | None
-    geometry: Geometry
-    labels: list[str]
-    prompt_boxes: list | None
-    text: str | None
-    num_tokens: int
+    max_conditions = None  # the eager decoder takes any number of conditions
+
+    def __init__(self, model: XSam, seed: int = 0, region_sampler: str | None = None) -> None:
+        if region_sampler not in (None, "random", "grid"):
+            raise ValueError(f"region_sampler must be 'random' or 'grid', got {region_sampler!r}")
+        self.model = model.eval()
+        self.seed = seed
+        self.region_sampler = region_sampler
+        self.max_seq = model.config.llm.max_position_embeddings
+        self._cache: Any = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def _tensor(self, x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(x)).to(self.device, self.dtype)
+
+    @torch.no_grad()
+    def encode(self, seg_pixels: np.ndarray, global_pixels: np.ndarray | None) -> _Features:
+        glob = None if global_pixels is None else self._tensor(global_pixels)[None]
+        features = self.model.encode_image(self._tensor(seg_pixels)[None], glob)
+        return _Features(features, self.model.decoder_inputs(features.pyramid))
+
+    @torch.no_grad()
+    def regions(self, image: _Features, masks: np.ndarray) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed)
+        return self.model.region_tokens(
+            image.encoded.region_grid, self._tensor(masks), sampler=self.region_sampler, generator=generator
+        )
+
+    def reset(self) -> None:
+        self._cache = None
+
+    @torch.no_grad()
+    def forward(
+        self, image: _Features, ids: Sequence[int], region_tokens: torch.Tensor | None, start: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        from transformers import DynamicCache
+
+        if self._cache is None:
+            self._cache = DynamicCache(config=self.model.llm.config)
+        id_tensor = torch.tensor(list(ids), device=self.device)
+        embeds = self.model.splice(id_tensor, image.encoded.image_tokens[0], region_tokens)  # (T, H)
+        positions = torch.arange(start, start + len(ids), device=self.device)
+        out = self.model.llm.model(
+            inputs_embeds=embeds[None],
+            past_key_values=self._cache,
+            use_cache=True,
+            position_ids=positions[None],
+            cache_position=positions,
+        )
+        self._cache = out.past_key_values
+        hidden = out.last_hidden_state[0]  # (T, H)
+        projected = self.model.llm_projector(hidden)  # (T, D)
+        logits = self.model.llm.lm_head(hidden[-1:])[0]  # (V,)
+        return projected.float().cpu().numpy(), logits.float().cpu().numpy()
+
+    def snapshot(self) -> Any:
+        return copy.deepcopy(self._cache)
+
+    def restore(self, state: Any) -> None:
+        self._cache = copy.deepcopy(state)
+
+    @torch.no_grad()
+    def segment(
+        self, image: _Features, cond: np.ndarray, valid: np.ndarray, seg: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        class_logits, out = self.model.decode(
+            image.decoder_inputs,
+            self._tensor(seg),
+            self._tensor(cond),
+            torch.from_numpy(valid > 0).to(self.device),
+        )
+        return class_logits[0].float().cpu().numpy(), out.mask_logits[0].float().cpu().numpy()
 
 
-@dataclass
-class _ImageState:
-    key: str
-    features: ImageFeatures
-    decoder_inputs: DecoderInputs
-    geometry: Geometry
-
-
-class XSamPredictor:
+class XSamPredictor(Predictor):
     """Answers ``SegmentationRequest``s with an ``XSam`` model; encodes each image once.
 
     Args:
@@ -77,170 +146,26 @@ class XSamPredictor:
         max_new_tokens: int = 64,
         region_sampler: str | None = None,
     ) -> None:
-        if region_sampler not in (None, "random", "grid"):
-            raise ValueError(f"region_sampler must be 'random' or 'grid', got {region_sampler!r}")
         if len(tokenizer) > model.config.llm.vocab_size:
             raise ValueError(
                 f"tokenizer has {len(tokenizer)} tokens but the LLM embeds only "
-                f"{model.config.llm.vocab_size}; "
-                "use the tokenizer the model was trained with"
+                f"{model.config.llm.vocab_size}; use the tokenizer the model was trained with"
             )
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.spec = PreprocessSpec.from_config(model.config)
+        engine = TorchEngine(model, seed=seed, region_sampler=region_sampler)
+        super().__init__(
+            engine, tokenizer, model.config, PreprocessSpec.from_config(model.config), max_new_tokens
+        )
+        self.model = engine.model
         self.seed = seed
-        self.max_new_tokens = max_new_tokens
-        self.region_sampler = region_sampler
-        self._image: _ImageState | None = None
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, **kwargs) -> XSamPredictor:
+    def from_pretrained(cls, directory: str | os.PathLike, **kwargs: Any) -> XSamPredictor:
         """Load a model folder written by ``save_pretrained`` (it must hold ``tokenizer.json``)."""
         model = from_pretrained(directory)
         path = os.path.join(directory, TOKENIZER_FILE)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{directory} has no {TOKENIZER_FILE}; save the model with its tokenizer")
         return cls(model, XSamTokenizer.from_file(path, model.config.tokens), **kwargs)
-
-    @property
-    def _dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
-    @property
-    def _device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    # -- image ---------------------------------------------------------------------------------
-    @torch.no_grad()
-    def set_image(self, image: np.ndarray) -> None:
-        """Encode ``image`` (H, W, 3) uint8 unless it is the image encoded last."""
-        key = hashlib.sha1(image.tobytes()).hexdigest() + str(image.shape)
-        if self._image is not None and self._image.key == key:
-            return
-        seg_pixels, scaled_hw = self.spec.letterbox(image)
-        global_pixels = None
-        if self.spec.global_size is not None:
-            global_pixels = torch.from_numpy(self.spec.global_pixels(image))[None].to(
-                self._device, self._dtype
-            )
-        seg = torch.from_numpy(seg_pixels)[None].to(self._device, self._dtype)
-        features = self.model.encode_image(seg, global_pixels)
-        geometry = Geometry(image.shape[:2], scaled_hw, self.spec.seg_size)
-        self._image = _ImageState(key, features, self.model.decoder_inputs(features.pyramid), geometry)
-
-    # -- one request ---------------------------------------------------------------------------
-    def segment(self, request: SegmentationRequest) -> SegmentationResult:
-        """Answer one request: masks at the original image size, labels, scores (and text for GCG/chat)."""
-        raw = self.run(request)
-        return finish(
-            request.task,
-            raw.class_logits,
-            raw.mask_logits,
-            raw.geometry,
-            raw.labels,
-            raw.prompt_boxes,
-            raw.text,
-        )
-
-    @torch.no_grad()
-    def run(self, request: SegmentationRequest, answer: str | None = None) -> RawOutput:
-        """Everything up to host post-processing: prompt, LLM, conditions, decoder.
-
-        Args:
-            request (SegmentationRequest): the request.
-            answer (str | None): GCG/chat only: score this answer instead of generating one (teacher forcing,
-                as training and golden references do).
-
-        Raises:
-            ValueError: the prompt does not fit in the LLM context, or the request is malformed.
-        """
-        cfg = self.model.config
-        self.set_image(request.image)
-        state = self._image
-        assert state is not None
-        generate = is_generate_task(request.task)
-        prompt = build_request_prompt(
-            request, template=cfg.tokens.template, with_answer=not generate, tokens=cfg.tokens
-        )
-        ids = expand_image_placeholder(
-            self.tokenizer.encode(prompt, add_bos=cfg.tokens.add_bos), cfg.num_image_tokens
-        )
-        reserved = self.max_new_tokens if generate else 0
-        check_prompt_length(len(ids), cfg.llm.max_position_embeddings, cfg.num_image_tokens, reserved)
-
-        region_tokens, prompt_boxes = None, None
-        if request.task in PROMPT_TASKS:
-            region_tokens, prompt_boxes = self._region_tokens(request, state)
-
-        prompt_len = len(ids)
-        text = None
-        if generate:
-            if answer is not None:
-                new_ids = self.tokenizer.encode(answer, add_bos=False)
-            else:
-                new_ids = self._generate(ids, state.features, region_tokens)
-            text = self.tokenizer.decode(new_ids, skip_special=True).strip()
-            ids = ids + new_ids
-            if request.task is Task.CHAT:
-                return RawOutput(None, None, state.geometry, [], None, text, len(ids))
-
-        id_tensor = torch.tensor(ids, device=self._device)
-        embeds = self.model.splice(id_tensor, state.features.image_tokens[0], region_tokens)
-        hidden = self.model.llm_hidden(embeds[None])[0]  # (T, H_llm)
-
-        search_from = prompt_len if request.task is Task.GCG else 0
-        spans = [(s, e) for s, e in phrase_spans(self.tokenizer, ids, generated=generate) if s >= search_from]
-        segs = [p for p in self.tokenizer.seg_positions(ids) if p >= search_from]
-        labels = condition_labels(self.tokenizer, request, ids, spans)
-        if not spans or not segs:
-            # GCG output without a phrase or <SEG>: text only, nothing to segment
-            return RawOutput(None, None, state.geometry, [], prompt_boxes, text, len(ids))
-
-        cond, seg = self.model.condition_embeds(hidden, spans, segs[-1])
-        valid = torch.ones(1, cond.shape[0], dtype=torch.bool, device=self._device)
-        class_logits, out = self.model.decode(state.decoder_inputs, seg[None], cond[None], valid)
-        return RawOutput(
-            class_logits[0].float().cpu().numpy(),
-            out.mask_logits[0].float().cpu().numpy(),
-            state.geometry,
-            labels,
-            prompt_boxes,
-            text,
-            len(ids),
-        )
-
-    # -- helpers -------------------------------------------------------------------------------
-    def _region_tokens(self, request: SegmentationRequest, state: _ImageState) -> tuple[torch.Tensor, list]:
-        hw = request.image_size
-        masks = self.spec.prompt_masks(request.prompts, hw)
-        boxes = [self.spec.prompt_box(p, hw) for p in request.prompts]
-        generator = torch.Generator().manual_seed(self.seed)
-        tokens = self.model.region_tokens(
-            state.features.region_grid,
-            torch.from_numpy(masks).to(self._device, self._dtype),
-            sampler=self.region_sampler,
-            generator=generator,
-        )
-        return tokens, boxes
-
-    def _generate(
-        self, ids: list[int], features: ImageFeatures, region_tokens: torch.Tensor | None
-    ) -> list[int]:
-        """Greedy decoding from the spliced prompt; returns the new ids without the stop word."""
-        embeds = self.model.splice(
-            torch.tensor(ids, device=self._device), features.image_tokens[0], region_tokens
-        )[None]
-        eos = self.tokenizer.eos_id
-        out = self.model.llm.generate(
-            inputs_embeds=embeds,
-            attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=self._device),
-            max_new_tokens=self.max_new_tokens,
-            do_sample=False,
-            eos_token_id=eos,
-            pad_token_id=self.tokenizer.pad_id,
-        )
-        new = out[0].tolist()
-        return new[: new.index(eos)] if eos in new else new
 
 
 def load_predictor(

@@ -17,10 +17,11 @@ from xsam_edge.spec.config import (
 # The released model (XSAM.md §1): Phi-3-mini-4k + SigLIP2-so400m/14@384 + SAM ViT-L@1024 + M2F decoder.
 X_SAM_PHI3 = XSamConfig(name="x-sam-phi3")
 
-# Same architecture, every width tiny: unit tests run every task in seconds.
+# Same architecture, every width tiny: unit tests run every task in seconds. The word-level tokenizer's
+# 512-word vocabulary and ids replace Phi-3's.
 TINY = XSamConfig(
-    llm=LLMConfig(
-        family="phi3",
+    llm=dataclasses.replace(
+        X_SAM_PHI3.llm,
         vocab_size=512,
         hidden_size=64,
         intermediate_size=128,
@@ -29,7 +30,6 @@ TINY = XSamConfig(
         num_kv_heads=4,
         max_position_embeddings=512,
         sliding_window=None,
-        bos_token_id=1,
         eos_token_id=2,
         pad_token_id=0,
     ),
@@ -65,52 +65,32 @@ TINY = XSamConfig(
     name="tiny",
 )
 
-# The embedded default's teacher: X-SAM architecture small enough to train on 2 CPU cores in minutes on the
+# The embedded default's teacher: tiny's layout at widths a 2-core CPU still trains in minutes on the
 # procedural "shapes" suite (xsam_edge.data.shapes), with the project's word-level tokenizer.
-SHAPES_TEACHER = XSamConfig(
-    llm=LLMConfig(
-        family="phi3",
-        vocab_size=512,
-        hidden_size=128,
-        intermediate_size=256,
-        num_layers=2,
-        num_heads=4,
-        num_kv_heads=4,
-        max_position_embeddings=512,
-        sliding_window=None,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
+SHAPES_TEACHER = dataclasses.replace(
+    TINY,
+    llm=dataclasses.replace(TINY.llm, hidden_size=128, intermediate_size=256),
+    global_encoder=dataclasses.replace(
+        TINY.global_encoder, image_size=64, patch_size=16, hidden_size=64, intermediate_size=128
     ),
-    global_encoder=GlobalEncoderConfig(
-        image_size=64, patch_size=16, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2
-    ),
-    seg_encoder=SegEncoderConfig(
-        image_size=128,
+    seg_encoder=dataclasses.replace(
+        TINY.seg_encoder,
         patch_size=8,
         hidden_size=96,
         intermediate_size=192,
-        num_layers=4,
         num_heads=4,
         window_size=8,
-        global_attn_indexes=(1, 3),
         output_channels=32,
-        projector_layer=3,
-        connector_layers=(2, 3, 4),
     ),
     connector=ConnectorConfig(in_channels=96, hidden_size=64),
-    decoder=DecoderConfig(
+    decoder=dataclasses.replace(
+        TINY.decoder,
         hidden_dim=64,
         num_queries=16,
-        num_heads=4,
-        encoder_layers=2,
         encoder_ffn_dim=128,
-        decoder_layers=4,
         decoder_ffn_dim=128,
         mask_feature_size=64,
     ),
-    tokens=TokenConfig(builtin_tokenizer="tiny"),
-    region_points=64,
     name="shapes-teacher",
 )
 
@@ -125,57 +105,36 @@ SHAPES_TEACHER = XSamConfig(
 # the pixel decoder runs on 4× fewer tokens (masks at 16² instead of 32²). The connector's output channels
 # (48, 96, 192) equal the teacher's, so the pixel decoder's input projections copy over. The LLM is half as
 # wide and sees 32 image tokens instead of 80 (2×2 pooled seg tokens).
-SHAPES_STUDENT = XSamConfig(
-    llm=LLMConfig(
-        family="phi3",
-        vocab_size=512,
-        hidden_size=64,
-        intermediate_size=128,
-        num_layers=2,
-        num_heads=4,
-        num_kv_heads=4,
-        max_position_embeddings=512,
-        sliding_window=None,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    ),
-    global_encoder=GlobalEncoderConfig(
-        image_size=64, patch_size=16, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2
-    ),
-    seg_encoder=SegEncoderConfig(
-        image_size=128,
-        patch_size=8,
+SHAPES_STUDENT = dataclasses.replace(
+    SHAPES_TEACHER,
+    llm=dataclasses.replace(SHAPES_TEACHER.llm, hidden_size=64, intermediate_size=128),
+    global_encoder=dataclasses.replace(SHAPES_TEACHER.global_encoder, hidden_size=32, intermediate_size=64),
+    seg_encoder=dataclasses.replace(
+        SHAPES_TEACHER.seg_encoder,
         hidden_size=48,
         intermediate_size=96,
         num_layers=3,
         num_heads=2,
-        window_size=8,
         global_attn_indexes=(2,),
-        output_channels=32,
         projector_layer=2,
         connector_layers=(1, 2, 3),
     ),
     connector=ConnectorConfig(in_channels=48, hidden_size=24, scale_factors=(1.0, 0.5, 0.25)),
-    decoder=DecoderConfig(
-        hidden_dim=64,
+    decoder=dataclasses.replace(
+        SHAPES_TEACHER.decoder,
         num_queries=12,
-        num_heads=4,
         encoder_layers=1,
         encoder_ffn_dim=64,
         decoder_layers=3,
         decoder_ffn_dim=64,
-        mask_feature_size=64,
     ),
-    tokens=TokenConfig(builtin_tokenizer="tiny"),
     seg_pool=2,
-    region_points=64,
     name="shapes-student",
 )
 
 # shapes-student with the teacher's decoder size (16 queries, 4 layers; 5.32× fewer MACs than the teacher
 # instead of 5.66×): more of the teacher's decoder survives pruning, which instance and visual-grounded AP
-# need. The student of the measured >= 95 %-of-the-teacher runs (README, `student_variants` benchmark).
+# need. The student of the measured >= 95 %-of-the-teacher runs (docs/results/distillation.md).
 SHAPES_STUDENT_Q16L4 = dataclasses.replace(
     SHAPES_STUDENT,
     decoder=dataclasses.replace(SHAPES_STUDENT.decoder, num_queries=16, decoder_layers=4),
@@ -183,7 +142,8 @@ SHAPES_STUDENT_Q16L4 = dataclasses.replace(
 )
 
 # Student of `tiny` for fast distillation tests (same decoder width, everything else smaller).
-TINY_STUDENT = XSamConfig(
+TINY_STUDENT = dataclasses.replace(
+    TINY,
     llm=dataclasses.replace(
         TINY.llm, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=2
     ),
@@ -200,38 +160,41 @@ TINY_STUDENT = XSamConfig(
     ),
     connector=ConnectorConfig(in_channels=16, hidden_size=8),
     decoder=dataclasses.replace(TINY.decoder, num_queries=6, encoder_layers=1, decoder_layers=3),
-    tokens=TINY.tokens,
     seg_pool=2,
-    region_points=64,
     name="tiny-student",
 )
 
 # Students of the released x-sam-phi3 (XSAM.md §1): ≤ 0.6 B LLM, ≤ 30 M per encoder, 208 image tokens instead
 # of 1753 (SigLIP-S/16 tokens 2×2 pooled: 144; SAM tokens 4×4 pooled: 64), decoder width 256 as the teacher.
-_SMALL_GLOBAL = GlobalEncoderConfig(
-    image_size=384, patch_size=16, hidden_size=384, intermediate_size=1536, num_layers=12, num_heads=6
-)
-# a ViT-S SAM encoder; taps after the global-attention blocks as upstream (hidden_states[6], [9], [12])
-_SMALL_SEG = SegEncoderConfig(
-    hidden_size=384,
-    intermediate_size=1536,
-    num_layers=12,
-    num_heads=6,
-    global_attn_indexes=(2, 5, 8, 11),
-    projector_layer=11,
-    connector_layers=(6, 9, 12),
-)
-_SMALL_DECODER = DecoderConfig(
-    num_queries=100, encoder_layers=3, encoder_ffn_dim=512, decoder_layers=7, decoder_ffn_dim=1024
-)
-
 # Phi-3's tokenizer and template, a 0.24 B Phi-3-shaped LLM with GQA: logit KD from x-sam-phi3 applies.
-X_SAM_STUDENT_S = XSamConfig(
-    llm=LLMConfig(hidden_size=1024, intermediate_size=2816, num_layers=16, num_heads=16, num_kv_heads=4),
-    global_encoder=_SMALL_GLOBAL,
-    seg_encoder=_SMALL_SEG,
-    connector=ConnectorConfig(in_channels=384, hidden_size=256),
-    decoder=_SMALL_DECODER,
+X_SAM_STUDENT_S = dataclasses.replace(
+    X_SAM_PHI3,
+    llm=dataclasses.replace(
+        X_SAM_PHI3.llm, hidden_size=1024, intermediate_size=2816, num_layers=16, num_heads=16, num_kv_heads=4
+    ),
+    global_encoder=GlobalEncoderConfig(
+        image_size=384, patch_size=16, hidden_size=384, intermediate_size=1536, num_layers=12, num_heads=6
+    ),
+    # a ViT-S SAM encoder; taps after the global-attention blocks as upstream (hidden_states[6], [9], [12])
+    seg_encoder=dataclasses.replace(
+        X_SAM_PHI3.seg_encoder,
+        hidden_size=384,
+        intermediate_size=1536,
+        num_layers=12,
+        num_heads=6,
+        global_attn_indexes=(2, 5, 8, 11),
+        projector_layer=11,
+        connector_layers=(6, 9, 12),
+    ),
+    connector=dataclasses.replace(X_SAM_PHI3.connector, in_channels=384, hidden_size=256),
+    decoder=dataclasses.replace(
+        X_SAM_PHI3.decoder,
+        num_queries=100,
+        encoder_layers=3,
+        encoder_ffn_dim=512,
+        decoder_layers=7,
+        decoder_ffn_dim=1024,
+    ),
     visual_pool=2,
     seg_pool=4,
     name="x-sam-student-s",
@@ -239,7 +202,8 @@ X_SAM_STUDENT_S = XSamConfig(
 
 # Qwen2.5-0.5B shapes (0.49 B, tied embeddings): a pretrained small LM can be loaded into it. Its tokenizer is
 # not Phi-3's, so only the 256-d embedding and output distillation apply (logit KD is refused).
-X_SAM_STUDENT_QWEN2 = XSamConfig(
+X_SAM_STUDENT_QWEN2 = dataclasses.replace(
+    X_SAM_STUDENT_S,
     llm=LLMConfig(
         family="qwen2",
         vocab_size=151936,
@@ -257,13 +221,7 @@ X_SAM_STUDENT_QWEN2 = XSamConfig(
         eos_token_id=151645,
         pad_token_id=151643,
     ),
-    global_encoder=_SMALL_GLOBAL,
-    seg_encoder=_SMALL_SEG,
-    connector=ConnectorConfig(in_channels=384, hidden_size=256),
-    decoder=_SMALL_DECODER,
     tokens=TokenConfig(template="qwen_chat", add_bos=False),
-    visual_pool=2,
-    seg_pool=4,
     name="x-sam-student-qwen2-0.5b",
 )
 

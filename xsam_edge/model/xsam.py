@@ -180,10 +180,12 @@ class XSam(nn.Module):
         embeds = self.embed_ids(input_ids)
         image_slots = input_ids == IMAGE_TOKEN_ID
         region_slots = input_ids == REGION_TOKEN_ID
-        if int(image_slots.sum()) not in (0, image_tokens.shape[0]):
-            raise ValueError(f"{int(image_slots.sum())} image slots for {image_tokens.shape[0]} image tokens")
+        n_image = int(image_slots.sum())
+        if n_image not in (0, image_tokens.shape[0]):
+            raise ValueError(f"{n_image} image slots for {image_tokens.shape[0]} image tokens")
         embeds = embeds.clone()
-        embeds[image_slots] = image_tokens.to(embeds.dtype)
+        if n_image:  # a request's own tokens, after the cached image prefix, hold no image span
+            embeds[image_slots] = image_tokens.to(embeds.dtype)
         if int(region_slots.sum()):
             if region_tokens is None or region_tokens.shape[0] != int(region_slots.sum()):
                 raise ValueError("the prompt's <region> count differs from the number of visual prompts")

@@ -19,22 +19,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xsam_edge.backends import runnable_backends
 from xsam_edge.data.sample import Example
+from xsam_edge.files import atomic_write_text
 from xsam_edge.metrics.tasks import primary_metrics
 from xsam_edge.model.xsam import XSam
-from xsam_edge.runtime.backends import runnable_backends
-from xsam_edge.spec.tokenizer import XSamTokenizer, atomic_write_text
+from xsam_edge.spec.tokenizer import XSamTokenizer
 
 from .quantize import QuantizeResult, layer_sensitivity, model_fingerprint, quantize_bundle
-from .recipes import QUANT_GRAPHS, SUPPORTED, Recipe
+from .recipes import QUANT_GRAPHS, Recipe, supported_schemes
 from .report import LayerScore
 from .schemes import Float16, Float32, Scheme
 
 __all__ = ["BundleScore", "FitResult", "evaluate_bundle", "fit_max_drop", "sensitivity", "task_drops"]
 
 log = logging.getLogger(__name__)
-RUNNABLE = runnable_backends()  # backends EdgeSession runs on this machine's OS (Core ML: macOS only)
-LAYERED = ("executorch", "onnx", "openvino")  # backends whose runtime runs here: layers can stay float
 
 
 @dataclass
@@ -63,9 +62,10 @@ def evaluate_bundle(
     from xsam_edge.metrics.tasks import evaluate
     from xsam_edge.runtime.session import EdgeSession
 
-    if backend not in RUNNABLE:
+    here = runnable_backends()  # EdgeSession runs them on this OS (Core ML: macOS only)
+    if backend not in here:
         raise RuntimeError(
-            f"{backend!r} bundles cannot be evaluated on this machine (runtimes here: {', '.join(RUNNABLE)})"
+            f"{backend!r} bundles cannot be evaluated on this machine (runtimes here: {', '.join(here)})"
         )
     if not examples:
         raise ValueError("no examples to evaluate: the dataset is empty")
@@ -90,7 +90,7 @@ def _worst(drops: dict[str, float]) -> float:
 
 def _float_scheme(recipe: Recipe) -> Scheme:
     """The float scheme a graph falls back to: the recipe's default when it is float, else fp32."""
-    if recipe.default.name == "fp16" and "fp16" in SUPPORTED[recipe.backend]:
+    if recipe.default.name == "fp16" and "fp16" in supported_schemes(recipe.backend):
         return Float16()
     return Float32()
 
@@ -277,15 +277,15 @@ def fit_max_drop(
         raise ValueError(f"--max-drop is a budget in metric points and must be ≥ 0, got {max_drop}")
     if max_layers < 0:
         raise ValueError(f"--max-layers is a count of layers per graph and must be ≥ 0, got {max_layers}")
-    if recipe.backend not in RUNNABLE:
+    if recipe.backend not in runnable_backends():
         raise RuntimeError(
             f"an accuracy budget needs the {recipe.backend!r} runtime, which cannot run here; "
-            f"runtimes here: {', '.join(RUNNABLE)}"
+            f"runtimes here: {', '.join(runnable_backends())}"
         )
     target = Path(out)
     out = Path(work_dir) if work_dir else target.parent / f".{target.name}.fit"
     scorer = _Scorer(model, tokenizer, examples, out / "work", slots, progress)
-    layered = max_layers > 0 and recipe.backend in LAYERED
+    layered = max_layers > 0 and recipe.backend in runnable_backends()  # layers ranked in its runtime
     fit = _search(scorer, recipe, max_drop, out, target, max_layers if layered else 0, min_gain_db)
     atomic_write_text(out / "fit.json", json.dumps(fit.summary(max_drop), indent=1, default=str))
     return fit

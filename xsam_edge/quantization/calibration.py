@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from xsam_edge.data.sample import Example
+from xsam_edge.files import atomic_write_with
 
 __all__ = ["CalibrationSet", "record_calibration"]
 
@@ -63,15 +63,12 @@ class CalibrationSet:
             for i, sample in enumerate(items):
                 for j, x in enumerate(sample):
                     arrays[f"{name}/{i}/{j}"] = x
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".npz", dir=path.parent)
-        os.close(fd)
-        try:
-            np.savez(tmp, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # a file object: on a bare path np.savez would append ".npz"
+                np.savez(f, **arrays)
+
+        return atomic_write_with(path, write)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CalibrationSet:
@@ -150,11 +147,10 @@ def record_calibration(
     samples: dict[str, list[list[np.ndarray]]] = {
         n: [] for n in ("encode_image", "embed", "region", "segment", KVIO_PREFILL, KVIO_DECODE)
     }
-    session.encode = _Recorder(session.encode, samples["encode_image"], max_samples)
-    session.embed = _Recorder(session.embed, samples["embed"], max_samples)
-    session.region = _Recorder(session.region, samples["region"], max_samples)
-    session.segment_graph = _Recorder(session.segment_graph, samples["segment"], max_samples)
-    llm = session.llm  # the ONNX runner keeps the caches on the host: its graphs see them as inputs
+    graphs = session.engine.graphs
+    for name, runner in graphs.items():
+        graphs[name] = _Recorder(runner, samples[name], max_samples)
+    llm = session.engine.llm  # the ONNX runner keeps the caches on the host: its graphs see them as inputs
     # without kv_caches only the chunk inputs are kept (what a stateful LLM sees): at full size one sample's
     # past caches are 100 MB per layer, and 32 of them for prefill and decode do not fit a 24 GB machine
     keep = None if kv_caches else 2

@@ -18,7 +18,7 @@ import torch
 
 from xsam_edge.export.placement import psnr
 
-from .recipes import SUPPORTED
+from .recipes import supported_schemes
 from .report import GraphQuantReport, LayerScore
 from .schemes import Scheme
 
@@ -48,7 +48,7 @@ def check_request(
     """Fail before any work: unsupported scheme, missing float files, or no data where the scheme needs it.
 
     Args:
-        backend (str): a key of ``SUPPORTED``.
+        backend (str): a registered backend.
         graph (str): the recipe graph (for messages).
         bundle_graphs (Sequence[str]): the bundle graphs it covers.
         scheme (Scheme): the scheme asked for.
@@ -59,7 +59,7 @@ def check_request(
     Raises:
         ValueError: naming the scheme, graph or file that is wrong and what is allowed.
     """
-    supported = SUPPORTED[backend]
+    supported = supported_schemes(backend)
     if scheme.name not in supported:
         raise ValueError(
             f"{graph}: scheme {scheme.name!r} is not supported by {backend!r}; "

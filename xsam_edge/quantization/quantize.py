@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from xsam_edge.backends import get_backend
+from xsam_edge.files import atomic_write_text, staged_dir
 from xsam_edge.model.checkpoint import model_fingerprint
 from xsam_edge.model.xsam import XSam
 from xsam_edge.spec.bundle import (
@@ -32,13 +34,13 @@ from xsam_edge.spec.bundle import (
     TOKENIZER_FILE,
     GraphEntry,
     Manifest,
-    finalize_bundle,
     load_bundle,
+    seal_bundle,
 )
-from xsam_edge.spec.tokenizer import XSamTokenizer, atomic_write_text
+from xsam_edge.spec.tokenizer import XSamTokenizer
 
 from .calibration import CalibrationSet, record_calibration
-from .common import file_layer_sensitivity
+from .handler import GraphSource, QuantizeHandler, cannot_rank
 from .recipes import QUANT_GRAPHS, Recipe
 from .report import GraphQuantReport, LayerScore, files_bytes
 from .schemes import Scheme
@@ -81,18 +83,8 @@ def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def _handler(backend: str) -> Any:
-    if backend == "onnx":
-        from . import onnx as handler
-    elif backend == "openvino":
-        from . import openvino as handler
-    elif backend == "coreml":
-        from . import coreml as handler
-    elif backend == "executorch":
-        from . import executorch as handler
-    else:  # Recipe validation makes this unreachable from user input
-        raise ValueError(f"no quantizer for backend {backend!r}")
-    return handler
+def _handler(backend: str) -> QuantizeHandler:
+    return get_backend(backend).quantize_handler()
 
 
 def graph_entries(manifest: Manifest, backend: str, graph: str) -> list[GraphEntry]:
@@ -121,7 +113,9 @@ def _float_bundle(
             return kept
         # another recipe exported other backends here: copy their graphs, export only the missing ones
         backends = sorted(set(backends) - set(kept.backends))
-    # Core ML stays two single-function LLM packages here: coremltools.optimize refuses multifunction ones
+    # each graph in the form its handler quantizes (Core ML: two single-function LLM packages, which
+    # coremltools.optimize takes; the pack step merges them once quantized)
+    options = {b: dict(_handler(b).float_export_options) for b in backends}
     export_bundle(
         model,
         tokenizer,
@@ -129,7 +123,7 @@ def _float_bundle(
         backends=backends,
         slots=slots,
         progress=progress,
-        coreml_multifunction=False,
+        options={b: o for b, o in options.items() if o},
         keep=kept,
     )
     return load_bundle(path)
@@ -166,12 +160,8 @@ def _quantize_graph(
     """Quantize (or copy, for fp32) one recipe graph into ``work/graphs/…``; reuse a finished one."""
     backend = recipe.backend
     keep_float = recipe.keep_float_for(graph)
-    multifunction = backend == "coreml" and graph == "llm"  # shipped as one package (parts made before: two)
-    key = (
-        _key(scheme.to_dict(), keep_float, "multifunction")
-        if multifunction
-        else _key(scheme.to_dict(), keep_float)
-    )
+    pack = get_backend(backend).load_pack()  # a backend's repacking after quantization (Core ML's LLM)
+    key = _key(scheme.to_dict(), keep_float, "packed" if pack else "")
     folder = work / "graphs" / backend / f"{graph}-{scheme.label()}-{key}"
     done = folder / "part.json"
     if done.is_file():
@@ -195,31 +185,33 @@ def _quantize_graph(
             entries.append(dataclasses.replace(e, files=[f.name for f in files]))
         report = GraphQuantReport(graph, backend, "fp32", [f for e in entries for f in e.files])
         report.bytes_fp32 = report.bytes_quant = files_bytes([folder / f for f in report.files])
-    elif backend == "executorch":
-        from xsam_edge.export.to_bundle import graph_entry
-
-        exported, report = _handler(backend).quantize_graph(
-            model, graph, slots, scheme, keep_float, calib, holdout, folder
-        )
-        entries = [graph_entry(exported, folder, precision=scheme.label())]
     else:
-        new_files, report = _handler(backend).quantize_graph(
-            graph, fp32_files, scheme, keep_float, calib, holdout, folder
-        )
-        entries = [
-            dataclasses.replace(
-                e,
-                files=[str(Path(f).resolve().relative_to(folder.resolve())) for f in new_files[e.name]],
-                precision=scheme.label(),
-                parity=[],
-            )
-            for e in float_entries
-        ]
+        source = GraphSource(graph, files=fp32_files, model=model, slots=slots)
+        result = _handler(backend).quantize(source, scheme, keep_float, calib, holdout, folder)
+        report = result.report
+        if result.exported is not None:  # the handler lowered the graph itself (ExecuTorch)
+            from xsam_edge.export.to_bundle import graph_entry
+
+            entries = [graph_entry(result.exported, folder, precision=scheme.label())]
+        else:
+            entries = [
+                dataclasses.replace(
+                    e,
+                    files=[
+                        str(Path(f).resolve().relative_to(folder.resolve())) for f in result.files[e.name]
+                    ],
+                    precision=scheme.label(),
+                    parity=[],
+                )
+                for e in float_entries
+            ]
     report.seconds = report.seconds or time.perf_counter() - start
     report.bytes_fp32 = report.bytes_fp32 or files_bytes([f for fs in fp32_files.values() for f in fs])
-    if multifunction:  # the float pair is merged alike, so the size compares one LLM with one
-        entries, report.bytes_fp32 = _coreml_multifunction(entries, float_entries, fp32, folder)
-        report.bytes_quant = files_bytes([folder / f for e in entries for f in e.files])
+    if pack is not None:
+        packed = pack(entries, folder)
+        if packed != entries:  # the float graphs packed alike, so the size compares one shipped form with one
+            entries, report.bytes_fp32 = packed, _packed_float_bytes(pack, float_entries, fp32, folder)
+            report.bytes_quant = files_bytes([folder / f for e in entries for f in e.files])
     report.files = [f for e in entries for f in e.files]
     atomic_write_text(
         done,
@@ -228,24 +220,14 @@ def _quantize_graph(
     return GraphPart(folder, entries, report)
 
 
-def _coreml_multifunction(
-    entries: list[GraphEntry], float_entries: list[GraphEntry], fp32: Manifest, folder: Path
-) -> tuple[list[GraphEntry], int]:
-    """Merge the Core ML LLM's prefill and decode packages into one (as ``export_bundle`` ships it).
-
-    Returns the merged entries and the bytes of the float packages merged the same way, so the size ratio
-    compares one shipped LLM with one, not two float copies with one.
-    """
-    from xsam_edge.export.coreml import merge_llm_functions
-
-    merged = merge_llm_functions(entries, folder)
+def _packed_float_bytes(pack: Any, float_entries: list[GraphEntry], fp32: Manifest, folder: Path) -> int:
+    """Bytes of the float graphs after the backend's pack step (Core ML: the two LLM packages merged)."""
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         copies = [
             dataclasses.replace(e, files=[_copy(fp32.path(e.files[0]), Path(tmp)).name])
             for e in float_entries
         ]
-        (float_llm,) = merge_llm_functions(copies, Path(tmp))
-        return merged, files_bytes([Path(tmp) / float_llm.files[0]])
+        return files_bytes([Path(tmp) / f for e in pack(copies, Path(tmp)) for f in e.files])
 
 
 def _copy(src: Path, folder: Path) -> Path:
@@ -270,9 +252,7 @@ def assemble_bundle(fp32: Manifest, recipe: Recipe, parts: Mapping[str, GraphPar
     quantization lost.
     """
     target = Path(out).resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with staged_dir(target) as staging:
         backend_dir = staging / recipe.backend
         backend_dir.mkdir()
         entries = []
@@ -299,10 +279,8 @@ def assemble_bundle(fp32: Manifest, recipe: Recipe, parts: Mapping[str, GraphPar
             },
             root=None,
         )
-        return finalize_bundle(staging, target, manifest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        seal_bundle(staging, manifest)
+    return target
 
 
 def _work_folder(model: XSam, work_dir: Path, slots: Any, fingerprint: str | None) -> Path:
@@ -441,24 +419,19 @@ def layer_sensitivity(
     Raises:
         ValueError: a backend that cannot run here (Core ML), or the graph's scheme is float.
     """
-    if recipe.backend not in ("executorch", "onnx", "openvino"):
-        raise ValueError(
-            f"per-layer sensitivity compares outputs in the backend's runtime, and {recipe.backend!r} "
-            "cannot run here; its budget keeps whole graphs float"
-        )
+    if not get_backend(recipe.backend).runs_here():
+        raise cannot_rank(recipe.backend)
     scheme = recipe.scheme_for(graph)
     if scheme.name in ("fp32", "fp16"):
         raise ValueError(f"{graph} is {scheme.label()} in recipe {recipe.name!r}: it has no quantized layers")
+    handler = _handler(recipe.backend)
     model = model.eval()
     work, slots, fp32, calibration = _prepared(
         model, tokenizer, recipe, Path(work_dir), slots, progress, fingerprint
     )
     calib, holdout = calibration.split() if calibration is not None else ({}, {})
-    keep_float = recipe.keep_float_for(graph)
-    handler = _handler(recipe.backend)
-    if recipe.backend == "executorch":
-        return handler.layer_sensitivity(model, graph, slots, scheme, keep_float, calib, holdout, progress)
     fp32_files = {e.name: [fp32.path(f) for f in e.files] for e in graph_entries(fp32, recipe.backend, graph)}
-    return file_layer_sensitivity(
-        handler, graph, fp32_files, scheme, keep_float, calib, holdout, work, progress
+    source = GraphSource(graph, files=fp32_files, model=model, slots=slots)
+    return handler.layer_sensitivity(
+        source, scheme, recipe.keep_float_for(graph), calib, holdout, work, progress
     )

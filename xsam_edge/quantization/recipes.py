@@ -52,11 +52,11 @@ __all__ = [
     "FRAGILE",
     "QUANT_GRAPHS",
     "RECIPES",
-    "SUPPORTED",
     "Calibration",
     "Recipe",
     "get_recipe",
     "load_recipe",
+    "supported_schemes",
 ]
 
 # the edge graphs a recipe can name ("llm" covers the backend's LLM files: KV-I/O pair, stateful IR, program)
@@ -70,13 +70,16 @@ FRAGILE: tuple[str, ...] = (
     "bg_embeds",  # the background class embedding of the cosine class head
 )
 
-# schemes each backend's handler implements (the handler registry must agree; a test checks it)
-SUPPORTED: dict[str, tuple[str, ...]] = {
-    "executorch": ("fp32", "w8a8", "w8a8-dyn", "w8", "8da4w"),
-    "openvino": ("fp32", "fp16", "w8a8", "w8", "w4"),
-    "onnx": ("fp32", "fp16", "w8a8", "w8a8-dyn", "w8", "w4"),
-    "coreml": ("fp32", "fp16", "w8", "w4", "palettize"),
-}
+
+def supported_schemes(backend: str) -> tuple[str, ...]:
+    """The schemes ``backend``'s handler implements (its registry record's ``schemes``).
+
+    Raises:
+        ValueError: an unregistered backend (lists the registered ones).
+    """
+    from xsam_edge.backends import get_backend
+
+    return get_backend(backend).schemes
 
 
 @dataclass(frozen=True)
@@ -129,10 +132,14 @@ class Recipe:
     float_layers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.backend not in SUPPORTED:
+        from xsam_edge.backends import backend_names
+
+        known = backend_names()
+        if self.backend not in known:
             raise ValueError(
-                f"recipe {self.name!r}: unknown backend {self.backend!r}; backends: {', '.join(SUPPORTED)}"
+                f"recipe {self.name!r}: unknown backend {self.backend!r}; backends: {', '.join(known)}"
             )
+        supported = supported_schemes(self.backend)
         for table in ("graphs", "float_layers"):
             unknown = sorted(set(getattr(self, table)) - set(QUANT_GRAPHS))
             if unknown:
@@ -150,10 +157,10 @@ class Recipe:
             scheme = self.scheme_for(graph)
             if not isinstance(scheme, Scheme):
                 raise TypeError(f"recipe {self.name!r}: graphs.{graph} must be a Scheme, got {scheme!r}")
-            if scheme.name not in SUPPORTED[self.backend]:
+            if scheme.name not in supported:
                 raise ValueError(
                     f"recipe {self.name!r}: scheme {scheme.name!r} for {graph} is not supported by "
-                    f"{self.backend!r}; supported: {', '.join(SUPPORTED[self.backend])}"
+                    f"{self.backend!r}; supported: {', '.join(supported)}"
                 )
         object.__setattr__(self, "keep_float", tuple(self.keep_float))
         object.__setattr__(self, "graphs", dict(self.graphs))

@@ -1,10 +1,7 @@
 """What the host does around the graphs, in numpy.
 
-Embedding in fixed chunks, splicing image and region tokens, chunked prefill, and span averaging into fixed
-condition slots.
-
-Mirrors the torch helpers at the end of ``xsam_edge.export.graphs`` (which the export tests use), so the
-runtime needs no torch.
+Embedding in fixed chunks, splicing image and region tokens, and chunked prefill: how ``GraphEngine`` feeds
+fixed-shape graphs (the plan itself, span averaging into condition slots included, is ``spec.plan``).
 """
 
 from __future__ import annotations
@@ -42,7 +39,7 @@ def splice(
     Args:
         embeds (np.ndarray): (T, H).
         ids (Sequence[int]): (T,) with ``IMAGE_TOKEN_ID`` / ``REGION_TOKEN_ID`` placeholders.
-        image_tokens (np.ndarray | None): (N_img, H) when the ids hold the image span.
+        image_tokens (np.ndarray | None): (N_img, H); used where the ids hold the image span.
         region_tokens (np.ndarray | None): (k, H) in order of appearance.
 
     Returns:
@@ -59,7 +56,8 @@ def splice(
     ):
         n = int(slots.sum())
         given = 0 if tokens is None else tokens.shape[0]
-        if n != given:
+        # the image span is all or nothing: a request's own tokens follow the cached image prefix
+        if n != given and not (what == "image" and n == 0):
             raise ValueError(f"{n} {what} placeholders but {given} {what} tokens")
         if n:
             out[slots] = tokens
@@ -80,7 +78,7 @@ def prefill(step: StepFn, embeds: np.ndarray, start: int, chunk: int) -> tuple[n
         rows = embeds[i : i + chunk]
         real = rows.shape[0]
         pad = chunk - real
-        x = np.concatenate((np.zeros((pad, h), np.float32), rows))[None]  # (1, chunk, H)
+        x = np.concatenate((np.zeros((pad, h), embeds.dtype), rows))[None]  # (1, chunk, H)
         positions = np.full(chunk, PAD_POSITION, dtype=np.int64)
         positions[pad:] = np.arange(start + i, start + i + real)
         out_projected, logits = step(x, positions)
@@ -88,28 +86,3 @@ def prefill(step: StepFn, embeds: np.ndarray, start: int, chunk: int) -> tuple[n
     if logits is None:
         raise ValueError("prefill needs at least one token")
     return np.concatenate(projected), logits
-
-
-def condition_slots(
-    projected: np.ndarray, spans: Sequence[tuple[int, int]], seg_position: int, slots: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Span-average projected states into ``slots`` fixed condition slots (padded slots are zero, invalid).
-
-    Returns:
-        tuple: cond (1, C, D), cond_valid (1, C) float32 0/1, seg_embed (1, D).
-
-    Raises:
-        ValueError: more phrases than the bundle's segment graph has slots.
-    """
-    if len(spans) > slots:
-        raise ValueError(
-            f"the request has {len(spans)} categories / phrases but the bundle's segment graph has {slots} "
-            "condition slots; re-export with a larger --max-conditions"
-        )
-    d = projected.shape[1]
-    cond = np.zeros((1, slots, d), np.float32)
-    valid = np.zeros((1, slots), np.float32)
-    for i, (s, e) in enumerate(spans):
-        cond[0, i] = projected[s : e + 1].mean(axis=0)
-        valid[0, i] = 1
-    return cond, valid, projected[seg_position][None].astype(np.float32)

@@ -1,8 +1,8 @@
 """Watch every graph call an ``EdgeSession`` makes: name, inputs, outputs and seconds.
 
 One mechanism for what sits around a session's runners (the bench's clock, the golden reference's trace):
-``observe(session, on_call)`` wraps the graph runners and the LLM runner and returns a function that puts the
-originals back. The LLM is reported as graph ``llm`` with inputs ``(embeds, positions)`` and outputs
+``observe(session, on_call)`` wraps the engine's graph runners and its LLM runner and returns a function that
+puts the originals back. The LLM is reported as graph ``llm`` with inputs ``(embeds, positions)`` and outputs
 ``(projected, logits)``; a one-token ``embeds`` is a decode step.
 """
 
@@ -15,13 +15,6 @@ from typing import Any
 import numpy as np
 
 OnCall = Callable[[str, list[np.ndarray], list[np.ndarray], float], None]
-# session attribute → graph name reported
-GRAPH_ATTRIBUTES = {
-    "encode": "encode_image",
-    "embed": "embed",
-    "region": "region",
-    "segment_graph": "segment",
-}
 
 
 class _ObservedGraph:
@@ -57,13 +50,12 @@ class _ObservedLLM:
 
 def observe(session: Any, on_call: OnCall) -> Callable[[], None]:
     """Report every graph call of ``session`` to ``on_call``; returns the function that stops it."""
-    saved = {attr: getattr(session, attr) for attr in (*GRAPH_ATTRIBUTES, "llm")}
-    for attr, name in GRAPH_ATTRIBUTES.items():
-        setattr(session, attr, _ObservedGraph(saved[attr], name, on_call))
-    session.llm = _ObservedLLM(saved["llm"], on_call)
+    engine = session.engine
+    graphs, llm = dict(engine.graphs), engine.llm
+    engine.graphs = {name: _ObservedGraph(runner, name, on_call) for name, runner in graphs.items()}
+    engine.llm = _ObservedLLM(llm, on_call)
 
     def stop() -> None:
-        for attr, runner in saved.items():
-            setattr(session, attr, runner)
+        engine.graphs, engine.llm = graphs, llm
 
     return stop

@@ -19,11 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xsam_edge.files import replace_dir
 from xsam_edge.spec.config import XSamConfig
 
 SCHEMA_VERSION = 3  # 2: graph methods and quantization reports; 3: source model, MACs per graph
@@ -130,17 +130,11 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def finalize_bundle(staging: Path, target: str | os.PathLike, manifest: Manifest) -> Path:
-    """Checksum every file under ``staging``, write the manifest, and rename the folder to ``target``.
+def seal_bundle(staging: Path, manifest: Manifest) -> None:
+    """Checksum every file under ``staging`` into ``manifest.files`` and write the manifest there.
 
-    Args:
-        staging (Path): folder holding the graph files, tokenizer and golden vectors (same filesystem as
-            ``target``; it is moved, not copied).
-        target (str | os.PathLike): the bundle folder; an existing one is replaced.
-        manifest (Manifest): everything but ``files``, which is filled here.
-
-    Returns:
-        Path: the bundle folder.
+    Raises:
+        BundleError: a graph names a file that is not in the folder.
     """
     manifest.files = {
         str(p.relative_to(staging)): sha256_file(p)
@@ -157,20 +151,24 @@ def finalize_bundle(staging: Path, target: str | os.PathLike, manifest: Manifest
         if missing:
             raise BundleError(f"graph {entry.backend}/{entry.name} names files not in the bundle: {missing}")
     (staging / MANIFEST_FILE).write_text(manifest.to_json())
+
+
+def finalize_bundle(staging: Path, target: str | os.PathLike, manifest: Manifest) -> Path:
+    """Seal ``staging`` as a bundle (``seal_bundle``) and rename the folder to ``target`` (replaced whole).
+
+    Args:
+        staging (Path): folder holding the graph files, tokenizer and golden vectors (same filesystem as
+            ``target``; it is moved, not copied).
+        target (str | os.PathLike): the bundle folder; an existing one is replaced.
+        manifest (Manifest): everything but ``files``, which is filled here.
+
+    Returns:
+        Path: the bundle folder.
+    """
+    seal_bundle(staging, manifest)
     target = Path(target).resolve()
     replace_dir(staging, target)
     return target
-
-
-def replace_dir(new: Path, target: Path) -> None:
-    """Swap the folder ``new`` into ``target`` (same filesystem); an existing target is moved aside first."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)
 
 
 def load_bundle(path: str | os.PathLike, verify: bool = True) -> Manifest:

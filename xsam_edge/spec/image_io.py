@@ -14,12 +14,12 @@ Conversions done by ``load_image``:
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from xsam_edge.files import atomic_write_with
 from xsam_edge.spec.types import SegmentationResult
 
 MIN_SIDE = 2
@@ -138,8 +138,61 @@ def overlay(image: np.ndarray, result: SegmentationResult, alpha: float = 0.5) -
     return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
 
 
+def _outline(mask: np.ndarray, width: int) -> np.ndarray:
+    """The pixels of ``mask`` within ``width`` pixels of its edge (the mask minus its erosion)."""
+    inner = mask.copy()
+    for _ in range(width):
+        shrunk = inner.copy()
+        shrunk[1:] &= inner[:-1]
+        shrunk[:-1] &= inner[1:]
+        shrunk[:, 1:] &= inner[:, :-1]
+        shrunk[:, :-1] &= inner[:, 1:]
+        inner = shrunk
+    return mask & ~inner
+
+
+def annotate(pixels: np.ndarray, result: SegmentationResult) -> np.ndarray:
+    """Draw each mask's outline in its palette colour and its label and score at the mask's top-left corner.
+
+    Args:
+        pixels (np.ndarray): (H, W, 3) uint8, usually ``overlay(image, result)``.
+        result (SegmentationResult): masks at the image size, labels and scores.
+
+    Returns:
+        np.ndarray: (H, W, 3) uint8 with outlines and labels.
+    """
+    from PIL import ImageDraw, ImageFont
+
+    out = np.array(pixels, copy=True)
+    h, w = out.shape[:2]
+    width = max(1, round(min(h, w) / 200))
+    colors = palette(len(result.masks))
+    for mask, color in zip(result.masks, colors, strict=True):
+        out[_outline(mask, width)] = color
+    canvas = Image.fromarray(out)
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=max(10, round(min(h, w) / 28)))
+    for mask, color, label, score in zip(result.masks, colors, result.labels, result.scores, strict=True):
+        ys, xs = np.nonzero(mask)
+        if not len(xs):
+            continue
+        text = f"{label} · {float(score):.2f}"
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        tw, th = right - left + 4, bottom - top + 4
+        x = int(min(max(xs.min(), 0), max(w - tw, 0)))
+        y = int(min(max(ys.min() - th, 0), max(h - th, 0)))  # above the mask when there is room
+        draw.rectangle((x, y, x + tw, y + th), fill=tuple(int(c) for c in color))
+        ink = (0, 0, 0) if 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2] > 140 else (255, 255, 255)
+        draw.text((x + 2 - left, y + 2 - top), text, fill=ink, font=font)
+    return np.asarray(canvas, dtype=np.uint8)
+
+
 def save_overlay(
-    path: str | os.PathLike[str], image: np.ndarray, result: SegmentationResult, alpha: float = 0.5
+    path: str | os.PathLike[str],
+    image: np.ndarray,
+    result: SegmentationResult,
+    alpha: float = 0.5,
+    labelled: bool = True,
 ) -> None:
     """Write ``overlay(image, result)`` as a PNG, atomically (temp file in the same folder, then rename).
 
@@ -148,6 +201,8 @@ def save_overlay(
         image (np.ndarray): (H, W, 3) uint8 RGB.
         result (SegmentationResult): masks at the image size.
         alpha (float): colour weight inside a mask.
+        labelled (bool): also draw each mask's outline, label and score (``annotate``), so a reader sees
+            what each mask is.
 
     Raises:
         FileNotFoundError: the output folder does not exist.
@@ -157,12 +212,6 @@ def save_overlay(
     if not folder.is_dir():
         raise FileNotFoundError(f"no such folder: {folder}")
     pixels = overlay(image, result, alpha)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(pixels).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    if labelled:
+        pixels = annotate(pixels, result)
+    atomic_write_with(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))

@@ -25,108 +25,18 @@ from typing import Any
 import numpy as np
 
 from xsam_edge.spec.geometry import CHUNK_BYTES, Geometry, Upsampler, masks_to_image, resize_bilinear
+from xsam_edge.spec.masks import (
+    best_queries,
+    binary_masks,
+    check_inputs,
+    check_labels,
+    empty_result,
+    make_result,
+    sigmoid,
+    softmax,
+)
 from xsam_edge.spec.preprocess import mask_box
 from xsam_edge.spec.types import SegmentationResult, Task
-
-# -- shared helpers ------------------------------------------------------------------------------------------
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # exp of −|x| never overflows; keeping the tiny tail values (not 0.5·(1 + tanh), which rounds them to 0)
-    # matters: the panoptic argmax decides far-away pixels by them, as torch does
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0, e) / (1.0 + e)
-
-
-def _check_inputs(class_logits: np.ndarray, mask_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Validate shapes, drop a leading batch of 1, cast to float32: (Q, C+1), (Q, mh, mw)."""
-    cls = np.asarray(class_logits, np.float32)
-    masks = np.asarray(mask_logits, np.float32)
-    if cls.ndim == 3 and cls.shape[0] == 1:
-        cls = cls[0]
-    if masks.ndim == 4 and masks.shape[0] == 1:
-        masks = masks[0]
-    if cls.ndim != 2 or cls.shape[1] < 1:
-        raise ValueError(f"class_logits must be (Q, C+1) with the background last, got {cls.shape}")
-    if masks.ndim != 3 or masks.shape[0] != cls.shape[0]:
-        raise ValueError(f"mask_logits must be (Q, m, m) with Q = {cls.shape[0]}, got {masks.shape}")
-    return cls, masks
-
-
-def _check_labels(labels: list[str], n: int, what: str) -> None:
-    if len(labels) != n:
-        raise ValueError(f"got {len(labels)} {what} but class_logits have {n} non-background columns")
-
-
-def _result(
-    geometry: Geometry,
-    masks: list[np.ndarray] | np.ndarray,
-    labels: list[str],
-    scores: list[float] | np.ndarray,
-    label_ids: list[int] | np.ndarray,
-    text: str | None = None,
-) -> SegmentationResult:
-    h, w = geometry.image_hw
-    stacked = np.stack(masks).astype(bool, copy=False) if len(masks) else np.zeros((0, h, w), bool)
-    return SegmentationResult(
-        masks=stacked,
-        labels=list(labels),
-        scores=np.asarray(scores, np.float32).reshape(-1),
-        label_ids=np.asarray(label_ids, np.int64).reshape(-1),
-        text=text,
-    )
-
-
-def empty_result(geometry: Geometry, text: str | None = None) -> SegmentationResult:
-    """A result with no masks: masks (0, H, W) bool."""
-    return _result(geometry, [], [], [], [], text)
-
-
-def _binary_masks(up: Upsampler, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Full-size ``logits > 0`` masks and their mask scores (mean sigmoid inside the mask, upstream's +1e-6).
-
-    Args:
-        up (Upsampler): the geometry's upsampler.
-        logits (np.ndarray): (n, mh, mw) low-res logits of the selected queries.
-
-    Returns:
-        tuple[np.ndarray, np.ndarray]: (n, H, W) bool masks and (n,) float32 mask scores.
-    """
-    n = logits.shape[0]
-    masks = np.zeros((n, *up.image_hw), bool)
-    mask_scores = np.zeros(n, np.float32)
-    # a bilinear resize is a convex combination, so a query with no positive low-res logit stays empty
-    live = np.flatnonzero(logits.reshape(n, -1).max(axis=1, initial=-np.inf) > 0)
-    step = up.chunk(2)
-    for start in range(0, len(live), step):
-        idx = live[start : start + step]
-        full = up(logits[idx])  # (n_chunk, H, W)
-        pos = full > 0
-        masks[idx] = pos
-        for i, q in enumerate(idx):
-            inside = full[i][pos[i]]  # positive logits only: the sigmoid is cheap and cannot overflow
-            mask_scores[q] = np.sum(1.0 / (1.0 + np.exp(-inside)), dtype=np.float64) / (inside.size + 1e-6)
-    return masks, mask_scores
-
-
-def _best_queries(
-    class_logits: np.ndarray, mask_logits: np.ndarray, geometry: Geometry, columns: list[int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per class column: the most probable query's mask (logits > 0) and its probability."""
-    probs = _softmax(class_logits)[:, :-1]  # (Q, C)
-    queries = probs[:, columns].argmax(axis=0)  # (K,)
-    up = Upsampler(mask_logits.shape[1:], geometry)
-    masks = np.zeros((len(columns), *geometry.image_hw), bool)
-    for start in range(0, len(columns), up.chunk()):
-        sel = slice(start, start + up.chunk())
-        masks[sel] = up(mask_logits[queries[sel]]) > 0
-    return masks, probs[queries, columns]
-
 
 # -- tasks ---------------------------------------------------------------------------------------------------
 
@@ -153,14 +63,14 @@ def postprocess_referring(
     Returns:
         SegmentationResult: one mask (1, H, W), labelled with the phrase; label_ids = [phrase_index].
     """
-    cls, masks = _check_inputs(class_logits, mask_logits)
-    _check_labels(phrases, cls.shape[1] - 1, "phrases")
+    cls, masks = check_inputs(class_logits, mask_logits)
+    check_labels(phrases, cls.shape[1] - 1, "phrases")
     if not 0 <= phrase_index < len(phrases):
         raise ValueError(f"phrase_index {phrase_index} outside the {len(phrases)} phrases")
     if cls.shape[0] == 0:
         return empty_result(geometry)
-    out, scores = _best_queries(cls, masks, geometry, [phrase_index])
-    return _result(geometry, out, [phrases[phrase_index]], scores, [phrase_index])
+    out, scores = best_queries(cls, masks, geometry, [phrase_index])
+    return make_result(geometry, out, [phrases[phrase_index]], scores, [phrase_index])
 
 
 def postprocess_gcg(
@@ -182,13 +92,13 @@ def postprocess_gcg(
     Returns:
         SegmentationResult: K masks (K, H, W), one per phrase, label_ids = 0..K-1.
     """
-    cls, masks = _check_inputs(class_logits, mask_logits)
-    _check_labels(phrases, cls.shape[1] - 1, "phrases")
+    cls, masks = check_inputs(class_logits, mask_logits)
+    check_labels(phrases, cls.shape[1] - 1, "phrases")
     if cls.shape[0] == 0 or not phrases:
         return empty_result(geometry, text)
     columns = list(range(len(phrases)))
-    out, scores = _best_queries(cls, masks, geometry, columns)
-    return _result(geometry, out, phrases, scores, columns, text)
+    out, scores = best_queries(cls, masks, geometry, columns)
+    return make_result(geometry, out, phrases, scores, columns, text)
 
 
 def postprocess_panoptic(
@@ -225,12 +135,12 @@ def postprocess_panoptic(
     Returns:
         SegmentationResult: non-overlapping masks in query order, label_ids index ``categories``.
     """
-    cls, masks = _check_inputs(class_logits, mask_logits)
+    cls, masks = check_inputs(class_logits, mask_logits)
     num_classes = cls.shape[1] - 1
-    _check_labels(categories, num_classes, "categories")
+    check_labels(categories, num_classes, "categories")
     if cls.shape[0] == 0:
         return empty_result(geometry)
-    probs = _softmax(cls)  # (Q, C+1)
+    probs = softmax(cls)  # (Q, C+1)
     labels = probs.argmax(axis=1)
     scores = probs[np.arange(len(labels)), labels]
     kept = np.flatnonzero((labels != num_classes) & (scores > object_mask_threshold))
@@ -246,7 +156,7 @@ def postprocess_panoptic(
     step = up.chunk(2)
     for start in range(0, len(kept), step):
         idx = kept[start : start + step]
-        prob_masks = _sigmoid(up(masks[idx])) * scores[idx, None, None]  # (n_chunk, H, W)
+        prob_masks = sigmoid(up(masks[idx])) * scores[idx, None, None]  # (n_chunk, H, W)
         original_area[start : start + len(idx)] = (prob_masks >= mask_threshold).sum(axis=(1, 2))
         chunk_idx = prob_masks.argmax(axis=0)
         chunk_val = np.take_along_axis(prob_masks, chunk_idx[None], axis=0)[0]
@@ -271,7 +181,7 @@ def postprocess_panoptic(
         if categories[label] in stuff:
             merged[label] = len(segments)
         segments.append((mask, label, float(scores[q])))
-    return _result(
+    return make_result(
         geometry,
         [s[0] for s in segments],
         [categories[s[1]] for s in segments],
@@ -292,7 +202,7 @@ def _instance_core(
     num_q, num_classes = cls.shape[0], cls.shape[1] - 1
     if num_q == 0 or num_classes == 0:
         return empty_result(geometry)
-    probs = _softmax(cls)[:, :-1].ravel()  # (Q·C,), index = q·C + c
+    probs = softmax(cls)[:, :-1].ravel()  # (Q·C,), index = q·C + c
     k = num_q if top_k is None else min(int(top_k), probs.size)
     top = np.argsort(-probs, kind="stable")[:k]
     # final score ≤ class probability, so pairs at or below the threshold can never pass: skip their masks
@@ -300,12 +210,12 @@ def _instance_core(
     queries, classes = top // num_classes, top % num_classes
     unique_q, inverse = np.unique(queries, return_inverse=True)
     up = Upsampler(masks.shape[1:], geometry)
-    bin_masks, mask_scores = _binary_masks(up, masks[unique_q])
+    bin_masks, mask_scores = binary_masks(up, masks[unique_q])
     final = probs[top] * mask_scores[inverse]
     # empty masks (score 0) are dropped even for a negative threshold: they carry no pixels to evaluate
     keep = np.flatnonzero((final > threshold) & (mask_scores[inverse] > 0))
     keep = keep[np.argsort(-final[keep], kind="stable")]
-    return _result(
+    return make_result(
         geometry,
         bin_masks[inverse[keep]],
         [labels[c] for c in classes[keep]],
@@ -340,8 +250,8 @@ def postprocess_instance(
     Returns:
         SegmentationResult: masks sorted by descending score, label_ids index ``categories``.
     """
-    cls, masks = _check_inputs(class_logits, mask_logits)
-    _check_labels(categories, cls.shape[1] - 1, "categories")
+    cls, masks = check_inputs(class_logits, mask_logits)
+    check_labels(categories, cls.shape[1] - 1, "categories")
     return _instance_core(cls, masks, geometry, list(categories), threshold, top_k)
 
 
@@ -367,7 +277,7 @@ def postprocess_visual_grounded(
     Returns:
         SegmentationResult: masks sorted by descending score, label_ids = prompt index.
     """
-    cls, masks = _check_inputs(class_logits, mask_logits)
+    cls, masks = check_inputs(class_logits, mask_logits)
     labels = [f"prompt {k}" for k in range(cls.shape[1] - 1)]
     return _instance_core(cls, masks, geometry, labels, threshold, top_k)
 
@@ -419,7 +329,7 @@ def postprocess_interactive(
     Returns:
         SegmentationResult: K masks (K, H, W), labels ``"prompt {k}"``, label_ids = k.
     """
-    cls, masks = _check_inputs(class_logits, mask_logits)
+    cls, masks = check_inputs(class_logits, mask_logits)
     num_prompts = cls.shape[1] - 1
     if len(prompt_boxes) != num_prompts:
         raise ValueError(
@@ -427,7 +337,7 @@ def postprocess_interactive(
         )
     if cls.shape[0] == 0 or num_prompts == 0:
         return empty_result(geometry)
-    probs = _softmax(cls)[:, :-1]  # (Q, K)
+    probs = softmax(cls)[:, :-1]  # (Q, K)
     up = Upsampler(masks.shape[1:], geometry)
     cache: dict[int, tuple[np.ndarray, float, tuple[float, float, float, float]]] = {}
     step = min(8, up.chunk(2))
@@ -443,7 +353,7 @@ def postprocess_interactive(
                 break
             chunk = [int(q) for q in order[start : start + step] if int(q) not in cache]
             if chunk:
-                bin_masks, mask_scores = _binary_masks(up, masks[chunk])
+                bin_masks, mask_scores = binary_masks(up, masks[chunk])
                 for q, m, s in zip(chunk, bin_masks, mask_scores, strict=True):
                     cache[q] = (m, float(s), mask_box(m))
             for q in order[start : start + step]:
@@ -457,7 +367,7 @@ def postprocess_interactive(
         out_masks.append(cache[q][0])
         out_scores.append(s)
     labels = [f"prompt {k}" for k in range(num_prompts)]
-    return _result(geometry, out_masks, labels, out_scores, list(range(num_prompts)))
+    return make_result(geometry, out_masks, labels, out_scores, list(range(num_prompts)))
 
 
 def postprocess_semantic(
@@ -483,14 +393,14 @@ def postprocess_semantic(
         SegmentationResult: disjoint masks covering the image, ordered by class id; label_ids index
         ``categories``.
     """
-    cls, masks = _check_inputs(class_logits, mask_logits)
+    cls, masks = check_inputs(class_logits, mask_logits)
     num_classes = cls.shape[1] - 1
-    _check_labels(categories, num_classes, "categories")
+    check_labels(categories, num_classes, "categories")
     if cls.shape[0] == 0 or num_classes == 0:
         return empty_result(geometry)
     num_q, mh, mw = masks.shape
-    probs = _softmax(cls)[:, :-1]  # (Q, C)
-    seg = (probs.T @ _sigmoid(masks).reshape(num_q, mh * mw)).reshape(num_classes, mh, mw)  # (C, mh, mw)
+    probs = softmax(cls)[:, :-1]  # (Q, C)
+    seg = (probs.T @ sigmoid(masks).reshape(num_q, mh * mw)).reshape(num_classes, mh, mw)  # (C, mh, mw)
 
     up = Upsampler((mh, mw), geometry)
     h, w = geometry.image_hw
@@ -506,7 +416,7 @@ def postprocess_semantic(
         sums += np.bincount(lab.ravel(), weights=top.ravel(), minlength=num_classes)
     counts = np.bincount(label_map.ravel(), minlength=num_classes)
     present = np.flatnonzero(counts)
-    return _result(
+    return make_result(
         geometry,
         label_map[None] == present[:, None, None],
         [categories[c] for c in present],

@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
+from xsam_edge.files import atomic_write_text
 from xsam_edge.spec.config import TokenConfig
 from xsam_edge.spec.prompts import ChatTemplate, get_template
 
@@ -457,22 +457,6 @@ def tiny_tokenizer(tokens: TokenConfig | None = None) -> XSamTokenizer:
 
 
 # -- helpers -------------------------------------------------------------------------------------
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a bundle's files must be readable by the app
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _first_in_vocab(tokenizer: Tokenizer, candidates: Sequence[str]) -> str | None:

@@ -1,8 +1,11 @@
-"""The embedded default's teacher: ``shapes-teacher`` trained on the shapes suite, cached after first use.
+"""The embedded default's teacher: ``shapes-teacher`` trained on the shapes suite.
 
-The cache lives in ``$XSAM_EDGE_CACHE`` (default ``~/.cache/xsam_edge``); ``xsam-edge cache --path`` prints
-it and ``xsam-edge cache --clear`` removes it. A cached teacher is reused only when its recipe fingerprint
-matches the current one, so changing the recipe retrains instead of silently reusing stale weights.
+The package ships one trained teacher (``assets/teacher``: weights, config, tokenizer and ``recipe.json`` with
+its training recipe, command, checksum and scores), so every machine starts from the same weights and the main
+job needs no training. ``ensure_teacher()`` returns it, checksum verified. Another recipe (or
+``retrain=True``) trains a teacher instead, cached in ``$XSAM_EDGE_CACHE`` (default ``~/.cache/xsam_edge``;
+``xsam-edge cache --path`` prints it, ``--clear`` removes it); a cached teacher is reused only when its recipe
+fingerprint matches, so changing the recipe retrains instead of silently reusing stale weights.
 """
 
 from __future__ import annotations
@@ -19,17 +22,21 @@ from pathlib import Path
 import torch
 
 from xsam_edge.data.sample import Example
+from xsam_edge.files import atomic_write_text, staged_dir
 from xsam_edge.model.build import build_model
-from xsam_edge.model.checkpoint import CONFIG_FILE
+from xsam_edge.model.checkpoint import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE
 from xsam_edge.model.presets import get_preset
 from xsam_edge.model.xsam import XSam
-from xsam_edge.spec.tokenizer import XSamTokenizer, tiny_tokenizer
+from xsam_edge.spec.bundle import sha256_file
+from xsam_edge.spec.tokenizer import TOKENIZER_CONFIG_FILE, XSamTokenizer, tiny_tokenizer
 from xsam_edge.training.recipe import TEACHER_PRESET, TeacherRecipe
 from xsam_edge.training.train import MODEL_DIR, ExampleSource, TrainConfig, recipe, train
 
 log = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "fingerprint.json"
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "assets" / "teacher"
+SHIPPED_RECIPE_FILE = "recipe.json"
 
 
 def cache_root() -> Path:
@@ -129,8 +136,75 @@ def _stage_evaluator(tokenizer: XSamTokenizer, val_data: str):
     return evaluate
 
 
-def ensure_teacher(teacher_recipe: TeacherRecipe | None = None, device: str = "cpu") -> Path:
-    """The cached teacher's model folder, training (or resuming) it first if needed."""
+def shipped_teacher() -> tuple[Path, dict]:
+    """The teacher folder the package ships and its ``recipe.json``, the weights' sha256 checked.
+
+    Raises:
+        RuntimeError: the folder is missing or its weights do not match the recorded checksum (a broken
+            install: reinstall the package, or train one with ``xsam-edge train``).
+    """
+    record_path = SHIPPED_DIR / SHIPPED_RECIPE_FILE
+    if not record_path.is_file():
+        raise RuntimeError(
+            f"the shipped teacher is missing ({SHIPPED_DIR}); reinstall xsam-edge, or train one: "
+            "xsam-edge pipeline --retrain-teacher"
+        )
+    record = json.loads(record_path.read_text())
+    for name, digest in record["sha256"].items():
+        if sha256_file(SHIPPED_DIR / name) != digest:
+            raise RuntimeError(
+                f"the shipped teacher's {name} does not match its recorded sha256 (a damaged install); "
+                "reinstall xsam-edge, or train one: xsam-edge pipeline --retrain-teacher"
+            )
+    return SHIPPED_DIR, record
+
+
+def shipped_recipe() -> TeacherRecipe | None:
+    """The recipe the shipped teacher was trained with (``None`` when the package ships none)."""
+    path = SHIPPED_DIR / SHIPPED_RECIPE_FILE
+    if not path.is_file():
+        return None
+    return TeacherRecipe(**_recipe_values(json.loads(path.read_text())["recipe"]))
+
+
+def ship_teacher(model_dir: str | os.PathLike, record: dict, target: Path = SHIPPED_DIR) -> Path:
+    """Copy a trained teacher folder into the package's assets with its ``recipe.json`` (a maintainer step).
+
+    Args:
+        model_dir (str | os.PathLike): the trained model folder (``save_pretrained`` output).
+        record (dict): at least ``recipe`` (``TeacherRecipe`` as a dict); also what the README cites: the
+            training command, machine and minutes, and the evaluation it scored.
+        target (Path): the assets folder (replaced whole).
+
+    Returns:
+        Path: ``target``.
+    """
+    source = Path(model_dir)
+    files = [CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE]
+    with staged_dir(target) as staging:
+        for name in files:
+            shutil.copy2(source / name, staging / name)
+        record = {**record, "fingerprint": TeacherRecipe(**record["recipe"]).fingerprint()}
+        record["sha256"] = {name: sha256_file(staging / name) for name in files}
+        atomic_write_text(staging / SHIPPED_RECIPE_FILE, json.dumps(record, indent=2) + "\n")
+    return target
+
+
+def ensure_teacher(
+    teacher_recipe: TeacherRecipe | None = None, device: str = "cpu", retrain: bool = False
+) -> Path:
+    """The teacher's model folder: the shipped one, or one trained (and cached) for another recipe.
+
+    Args:
+        teacher_recipe (TeacherRecipe | None): how the teacher is trained; ``None``: the shipped recipe.
+        device (str): where a teacher that must be trained trains.
+        retrain (bool): train the recipe afresh (cached) even when it is the one the package ships.
+
+    Returns:
+        Path: the model folder.
+    """
+    if not retrain and (teacher_recipe is None or teacher_recipe == shipped_recipe()):
+        return shipped_teacher()[0]
     teacher_recipe = teacher_recipe or TeacherRecipe()
     run = cache_root() / f"{teacher_recipe.preset}-{teacher_recipe.fingerprint()}"
     model_dir = run / MODEL_DIR
@@ -149,3 +223,8 @@ def ensure_teacher(teacher_recipe: TeacherRecipe | None = None, device: str = "c
         device=device,
         data=teacher_recipe.data,
     )
+
+
+def _recipe_values(values: dict) -> dict:
+    """A recipe read from JSON (lists back to tuples)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}

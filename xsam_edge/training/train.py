@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from xsam_edge.data.sample import Example
+from xsam_edge.files import atomic_write_text, atomic_write_with
 from xsam_edge.model.checkpoint import save_pretrained
 from xsam_edge.model.xsam import DecoderInputs, ImageFeatures, XSam
 from xsam_edge.spec.tokenizer import XSamTokenizer
@@ -497,10 +497,7 @@ def _save_state(
         "head": head.state_dict() if head is not None else None,
         "progress": asdict(progress),
     }
-    fd, tmp = tempfile.mkstemp(prefix=".train_state.", dir=out)
-    os.close(fd)
-    torch.save(state, tmp)
-    os.replace(tmp, out / STATE_FILE)
+    atomic_write_with(out / STATE_FILE, lambda tmp: torch.save(state, tmp))
 
 
 def _resume(out: Path, model: XSam) -> tuple[Progress, dict | None, dict | None]:
@@ -536,6 +533,4 @@ def _trim_log(out: Path, progress: Progress) -> None:
             index == progress.stage_index and record["step"] <= progress.step
         ):
             keep.append(record)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))

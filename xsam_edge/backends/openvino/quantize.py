@@ -36,7 +36,6 @@ precisions the CPU plugin runs after compiling (``exec:FullyConnected[u8]`` … 
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -46,10 +45,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from xsam_edge.export.openvino import F32_CONFIG, compile_model, name_ports
-from xsam_edge.export.staging import write_atomically
-
-from .common import (
+from xsam_edge.backends.openvino.export import F32_CONFIG, compile_model, name_ports
+from xsam_edge.files import write_atomically
+from xsam_edge.quantization.common import (
     add_note,
     check_request,
     io_names,
@@ -59,20 +57,13 @@ from .common import (
     output_psnr,
     threads,
 )
-from .report import GraphQuantReport, files_bytes
-from .schemes import Int4WeightOnly, Int8Static, Scheme
+from xsam_edge.quantization.handler import FileQuantizer
+from xsam_edge.quantization.report import GraphQuantReport, files_bytes
+from xsam_edge.quantization.schemes import Int4WeightOnly, Int8Static, Scheme
 
-__all__ = ["GRAPHS", "quantize_graph", "quantize_module", "quantized_layers"]
+__all__ = ["OpenVinoQuantizer", "quantized_layers"]
 
 BACKEND = "openvino"
-# recipe graph → its bundle graphs (the LLM is one stateful IR for prefill and decode)
-GRAPHS: dict[str, tuple[str, ...]] = {
-    "encode_image": ("encode_image",),
-    "embed": ("embed",),
-    "region": ("region",),
-    "llm": ("llm_prefill",),
-    "segment": ("segment",),
-}
 # ops with a weight, and which input holds it
 WEIGHTED_OPS = {
     "MatMul": 1,
@@ -100,90 +91,6 @@ CONV_OPS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData")
 _CONV_WHY = "float weights: OpenVINO 2026.4.1's CPU plugin miscomputes weight-compressed convolutions"
 # CPU plugin layer types whose runtime precision shows integer compute (not masks or index tensors)
 _COMPUTE_LAYERS = ("FullyConnected", "Convolution", "Deconvolution", "MatMul")
-
-
-def quantize_graph(
-    graph: str,
-    fp32_files: dict[str, list[Path]],
-    scheme: Scheme,
-    keep_float: tuple[str, ...],
-    calibration: dict[str, list[list[np.ndarray]]],
-    holdout: dict[str, list[list[np.ndarray]]],
-    out_dir: Path,
-) -> tuple[dict[str, list[Path]], GraphQuantReport]:
-    """Quantize one recipe graph's OpenVINO IR by ``scheme``.
-
-    Args:
-        graph (str): ``encode_image``, ``embed``, ``region``, ``llm`` or ``segment``.
-        fp32_files (dict[str, list[Path]]): bundle graph name → ``[<name>.xml, <name>.bin]`` (``llm_prefill``
-            → the stateful ``llm.xml``).
-        scheme (Scheme): one of ``SUPPORTED["openvino"]``.
-        keep_float (tuple[str, ...]): module-name patterns left in float.
-        calibration (dict[str, list[list[np.ndarray]]]): bundle graph name → positional input samples (for
-            the stateful LLM: ``inputs_embeds, cache_position`` chunks).
-        holdout (dict[str, list[list[np.ndarray]]]): samples for the PSNR check (none: no PSNR).
-        out_dir (Path): where the quantized IR goes (the same file names as the float one).
-
-    Returns:
-        tuple[dict[str, list[Path]], GraphQuantReport]: bundle graph name → new files, and the report.
-
-    Raises:
-        ValueError: unknown graph or scheme, missing files, or no calibration data where the scheme needs it.
-    """
-    if graph not in GRAPHS:
-        raise ValueError(f"unknown graph {graph!r}; OpenVINO quantizes: {', '.join(GRAPHS)}")
-    return _quantize(
-        graph, GRAPHS[graph], fp32_files, scheme, keep_float, calibration, holdout, Path(out_dir)
-    )
-
-
-def quantize_module(
-    module: torch.nn.Module,
-    example_inputs: tuple[torch.Tensor, ...],
-    calibration: list[tuple[np.ndarray, ...]],
-    scheme: Scheme,
-    out_dir: Path,
-    name: str,
-    keep_float: tuple[str, ...] = (),
-) -> GraphQuantReport:
-    """Convert any module to an FP32 IR (the ``export/openvino.py`` route), then quantize it like a graph.
-
-    Args:
-        module (torch.nn.Module): the module (eval mode is set).
-        example_inputs (tuple[torch.Tensor, ...]): export inputs (static shapes); also the PSNR sample.
-        calibration (list[tuple[np.ndarray, ...]]): positional input samples (``w8a8``, data-aware ``w4``).
-        scheme (Scheme): one of ``SUPPORTED["openvino"]``.
-        out_dir (Path): receives ``<name>.xml`` / ``.bin`` (the float IR is temporary).
-        name (str): file stem and report name.
-        keep_float (tuple[str, ...]): module-name patterns left in float.
-
-    Returns:
-        GraphQuantReport: the report; ``files`` holds the quantized IR.
-    """
-    import openvino as ov
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    module = module.eval()
-    inputs, outputs = io_names(module, example_inputs)
-    with torch.no_grad():
-        program = torch.export.export(module, tuple(example_inputs), strict=False)
-    ov_model = ov.convert_model(program)
-    name_ports(ov_model, inputs, outputs)
-    with tempfile.TemporaryDirectory(prefix=".fp32-", dir=out_dir) as tmp:
-        xml = Path(tmp) / f"{name}.xml"
-        ov.save_model(ov_model, str(xml), compress_to_fp16=False)
-        _, report = _quantize(
-            name,
-            (name,),
-            {name: [xml, xml.with_suffix(".bin")]},
-            scheme,
-            keep_float,
-            {name: [list(s) for s in calibration]},
-            {name: [[x.detach().cpu().numpy() for x in example_inputs]]},
-            out_dir,
-        )
-    return report
 
 
 def _needs_data(scheme: Scheme) -> bool:
@@ -452,3 +359,28 @@ def _run(compiled: Any, samples: Sequence[Sequence[np.ndarray]]) -> tuple[list[s
         out = request.infer(dict(zip(names, sample, strict=True)))
         results.append([np.array(out[port]) for port in compiled.outputs])
     return [o.get_any_name() for o in compiled.outputs], results
+
+
+class OpenVinoQuantizer(FileQuantizer):
+    """OpenVINO IR quantized with NNCF (the recipe graph ``llm``: the one stateful IR)."""
+
+    backend = BACKEND
+
+    def export_float(
+        self, module: torch.nn.Module, example_inputs: tuple, out_dir: Path, name: str, scheme: Scheme
+    ) -> list[Path]:
+        """Any module to an FP32 IR (the ``export/openvino.py`` route): ``<name>.xml`` and ``.bin``."""
+        import openvino as ov
+
+        inputs, outputs = io_names(module, example_inputs)
+        with torch.no_grad():
+            program = torch.export.export(module, tuple(example_inputs), strict=False)
+        ov_model = ov.convert_model(program)
+        name_ports(ov_model, inputs, outputs)
+        xml = Path(out_dir) / f"{name}.xml"
+        ov.save_model(ov_model, str(xml), compress_to_fp16=False)
+        return [xml, xml.with_suffix(".bin")]
+
+    # the module functions above already have the protocol's signatures
+    quantize_files = staticmethod(_quantize)
+    quantized_layers = staticmethod(quantized_layers)

@@ -36,8 +36,6 @@ as in a session), then one decode.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -48,24 +46,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from xsam_edge.export.executorch import (
+from xsam_edge.backends.executorch.export import (
     LLM_METHODS,
-    _write_atomic,
     delegation_report,
     export_executorch,
     load_program,
     run_method,
 )
-from xsam_edge.export.graphs import LLMGraph, SlotConfig, build_graph, example_inputs, graph_specs
+from xsam_edge.backends.executorch.quant_plan import QUANT_OPS, QuantPlan, check_scheme
+from xsam_edge.export.graphs import SlotConfig, build_graph, example_inputs, graph_specs
 from xsam_edge.export.placement import ExportedGraph
+from xsam_edge.files import atomic_write_bytes
 from xsam_edge.model.xsam import XSam
+from xsam_edge.quantization.common import mean_gain, output_psnr
+from xsam_edge.quantization.handler import GraphSource, QuantizedGraph, QuantizeHandler, Samples
+from xsam_edge.quantization.report import GraphQuantReport, LayerScore, files_bytes
+from xsam_edge.quantization.schemes import Scheme
 
-from .common import keep_float_pattern, mean_gain, output_psnr
-from .recipes import SUPPORTED
-from .report import GraphQuantReport, LayerScore, files_bytes
-from .schemes import Int8DynActInt4Weight, Int8Static, Scheme
-
-__all__ = ["EXPORT_GRAPHS", "integer_evidence", "layer_sensitivity", "quantize_graph", "quantize_module"]
+__all__ = ["EXPORT_GRAPHS", "ExecuTorchQuantizer", "integer_evidence", "layer_sensitivity", "quantize_graph"]
 
 BACKEND = "executorch"
 # recipe graph → the export graph (also the calibration key: the LLM's samples come as "llm_prefill")
@@ -76,246 +74,6 @@ EXPORT_GRAPHS = {
     "llm": "llm_prefill",
     "segment": "segment",
 }
-# op-name fragments of quantized kernels, in delegation reports and in the .pte's operator table
-_QUANT_OPS = ("quantize", "choose_qparams", "embedding_byte", "embedding_4bit", "torchao")
-_WEIGHT_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)
-_LINEAR_W8 = (
-    "ExecuTorch 1.5.1's XNNPACK delegate takes torchao's weight-only INT8 linear but computes it wrong"
-)
-
-
-def _check(where: str, scheme: Scheme, samples: Sequence[Any] | None, key: str) -> None:
-    supported = SUPPORTED[BACKEND]
-    if scheme.name not in supported:
-        raise ValueError(
-            f"{where}: scheme {scheme.name!r} is not supported by ExecuTorch; "
-            f"supported: {', '.join(supported)}"
-        )
-    if scheme.calibrated and not samples:
-        raise ValueError(
-            f"empty calibration set for {where}: {scheme.label()} needs recorded inputs of {key!r} (record "
-            "calibration data, or pick a scheme without calibration: w8a8-dyn)"
-        )
-
-
-def _used_weight_modules(module: nn.Module, inputs: Sequence[torch.Tensor]) -> dict[str, nn.Module]:
-    """Weight-bearing modules one forward of ``module`` calls (a wrapper holds the whole model)."""
-    names = {m: n for n, m in module.named_modules() if isinstance(m, _WEIGHT_MODULES)}
-    used: dict[str, nn.Module] = {}
-
-    def record(mod: nn.Module, _: Any) -> None:  # a pre-hook returning a value would replace the inputs
-        used[names[mod]] = mod
-
-    hooks = [m.register_forward_pre_hook(record) for m in names]
-    try:
-        with torch.no_grad():
-            module(*inputs)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    if isinstance(module, LLMGraph):
-        module.reset_cache()  # the probe run wrote the caches; the exported module starts empty, as built
-    return dict(sorted(used.items()))
-
-
-def _light_copy(module: nn.Module) -> nn.Module:
-    """A copy of the module tree sharing every tensor: torchao swaps weights on the copy, the model stays."""
-    memo = {id(t): t for t in (*module.parameters(), *module.buffers())}
-    return copy.deepcopy(module, memo)
-
-
-class _Plan:
-    """What one scheme does to one wrapper module; ``prepare`` is ``export_executorch``'s hook.
-
-    Args:
-        scheme (Scheme): the scheme.
-        keep_float (Sequence[str]): module-name patterns left in float.
-        inputs (tuple[torch.Tensor, ...]): example inputs (the forward that finds the used modules).
-        samples (list[tuple[torch.Tensor, ...]]): calibration inputs (``w8a8``).
-        stateful (bool): the wrapper is the LLM (its methods share one module: no pt2e).
-        observer (str | None): ``w8a8`` activation observer in place of the scheme's calibration method
-            (the per-layer pass ranks with ``minmax``: the histogram search costs ~13 s per teacher graph).
-    """
-
-    def __init__(
-        self,
-        scheme: Scheme,
-        keep_float: Sequence[str],
-        inputs: tuple[torch.Tensor, ...],
-        samples: list[tuple[torch.Tensor, ...]],
-        stateful: bool,
-        observer: str | None = None,
-    ) -> None:
-        self.scheme, self.keep_float, self.inputs, self.samples = scheme, tuple(keep_float), inputs, samples
-        self.stateful, self.observer = stateful, observer
-        self.quantized = 0
-        self.quantized_modules: list[str] = []
-        self.kept_float: list[str] = []
-        self.notes: list[str] = []
-
-    def prepare(self, module: nn.Module) -> nn.Module:
-        """The module to export: a quantized light copy, a pt2e-converted graph, or ``module`` (fp32)."""
-        name = self.scheme.name
-        if name == "fp32":
-            return module
-        used = _used_weight_modules(module, self.inputs)
-        if name == "w8a8" and not self.stateful:
-            return self._pt2e(module, used)
-        if name == "w8a8":
-            self.notes.append(
-                "w8a8 on the stateful LLM is INT8 weights with dynamic per-token INT8 activations "
-                "(w8a8-dyn): static ranges would need one pt2e graph per method, which breaks the methods' "
-                "shared weights"
-            )
-        return self._torchao(module, used)
-
-    def _torchao(self, module: nn.Module, used: dict[str, nn.Module]) -> nn.Module:
-        from torchao.quantization import (
-            Int8DynamicActivationIntxWeightConfig,
-            IntxWeightOnlyConfig,
-            quantize_,
-        )
-        from torchao.quantization.granularity import PerAxis, PerGroup
-
-        if self.scheme.name == "w8":
-            config: Any = IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0))
-            kinds: tuple[type, ...] = (nn.Embedding,)
-        elif isinstance(self.scheme, Int8DynActInt4Weight):
-            group = self.scheme.group_size
-            config = Int8DynamicActivationIntxWeightConfig(
-                weight_dtype=torch.int4, weight_granularity=PerGroup(group)
-            )
-            kinds = (nn.Linear,)
-        else:  # w8a8-dyn, and w8a8 on the LLM
-            config = Int8DynamicActivationIntxWeightConfig(
-                weight_dtype=torch.int8, weight_granularity=PerAxis(0)
-            )
-            kinds = (nn.Linear,)
-        targets = set()
-        for fqn, mod in used.items():
-            why = self._why_float(fqn, mod, kinds)
-            if why:
-                self.kept_float.append(f"{fqn}: {why}")
-            else:
-                targets.add(fqn)
-        if not targets:
-            self.notes.append(f"nothing in this graph takes {self.scheme.label()}: the program stays float")
-            return module
-        copied = _light_copy(module)
-        for fqn, mod in copied.named_modules():
-            if fqn in targets and isinstance(mod, nn.Embedding):
-                # padding_idx only masks a gradient, but it adds an argument that ExecuTorch's
-                # embedding_byte fusion pattern does not match
-                mod.padding_idx = None
-        quantize_(copied, config, filter_fn=lambda _, fqn: fqn in targets)
-        self.quantized_modules = sorted(targets)
-        self.quantized = len(targets)
-        return copied
-
-    def _why_float(self, fqn: str, module: nn.Module, kinds: tuple[type, ...]) -> str | None:
-        pattern = keep_float_pattern([fqn], self.keep_float)
-        if pattern:
-            return f"keep_float pattern {pattern!r}"
-        if not isinstance(module, kinds):
-            if self.scheme.name == "w8" and isinstance(module, nn.Linear):
-                return f"no weight-only INT8 linear ({_LINEAR_W8})"
-            return f"{type(module).__name__}: {self.scheme.label()} covers {kinds[0].__name__} only"
-        if isinstance(self.scheme, Int8DynActInt4Weight) and module.in_features % self.scheme.group_size:
-            return (
-                f"in_features {module.in_features} is not a multiple of group_size {self.scheme.group_size}"
-            )
-        return None
-
-    def _pt2e(self, module: nn.Module, used: dict[str, nn.Module]) -> nn.Module:
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-        from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
-        from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
-
-        scheme = self.scheme
-        assert isinstance(scheme, Int8Static)
-        method = self.observer or scheme.calibration_method
-        if method == "percentile":
-            self.notes.append(
-                "calibration_method 'percentile' on XNNPACK: torchao's HistogramObserver, a range search "
-                "that minimises the quantization error and so clips rare outliers (pt2e has no percentile "
-                "observer)"
-            )
-        kept = {fqn: p for fqn in used if (p := keep_float_pattern([fqn], self.keep_float))}
-        self.kept_float += [f"{fqn}: keep_float pattern {p!r}" for fqn, p in kept.items()]
-        quantizer = XNNPACKQuantizer().set_global(_xnnpack_config(scheme.per_channel, method))
-        patterns = self.keep_float
-        quantizer.set_filter_function(lambda node: not _inside_matching_module(node, patterns))
-        with torch.no_grad():
-            graph = torch.export.export(module, self.inputs, strict=False).module()
-            for node in graph.graph.nodes:
-                if not _float_output(node):  # annotated as "nothing": XNNPACKQuantizer's cat ignores filters
-                    node.meta[Q_ANNOTATION_KEY] = QuantizationAnnotation(_annotated=True)
-            prepared = prepare_pt2e(graph, quantizer)
-            for sample in self.samples:
-                prepared(*sample)
-            converted = convert_pt2e(prepared)
-        integer = _modules_with_integer_weights(converted)
-        self.quantized_modules = sorted(integer)
-        self.quantized = len(integer)
-        self.kept_float += [
-            f"{fqn}: {type(mod).__name__}: XNNPACKQuantizer does not quantize it"
-            for fqn, mod in used.items()
-            if fqn not in integer and fqn not in kept
-        ]
-        return converted
-
-
-def _xnnpack_config(per_channel: bool, method: str) -> Any:
-    """XNNPACK's symmetric static config with the activation observer ``method`` asks for.
-
-    ``get_symmetric_quantization_config`` always observes activations with a histogram search; ``minmax``
-    swaps in ``MinMaxObserver`` so that the scheme means the same here as on ONNX Runtime and OpenVINO.
-    """
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
-    from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
-
-    config = get_symmetric_quantization_config(is_per_channel=per_channel)
-    observer = (MinMaxObserver if method == "minmax" else HistogramObserver).with_args(eps=2**-12)
-    activation = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=observer)
-    return dataclasses.replace(config, input_activation=activation, output_activation=activation)
-
-
-def _float_output(node: torch.fx.Node) -> bool:
-    """Whether ``node`` makes a float tensor (or no tensor): only those may carry INT8 observers."""
-    value = node.meta.get("val")
-    return not isinstance(value, torch.Tensor) or value.is_floating_point()
-
-
-def _inside_matching_module(node: torch.fx.Node, patterns: Sequence[str]) -> bool:
-    """Whether ``node`` was traced inside a module a keep-float pattern names (``nn_module_stack`` paths).
-
-    Any module counts, not only weight-bearing ones: ``nn.MultiheadAttention`` computes its input
-    projection functionally, so only its own path covers those linears.
-    """
-    stack = node.meta.get("nn_module_stack") or {}
-    return any(keep_float_pattern([path], patterns) for path, _ in stack.values())
-
-
-def _modules_with_integer_weights(graph: torch.fx.GraphModule) -> set[str]:
-    """Modules whose linear / conv / embedding reads a dequantized weight in a converted pt2e graph."""
-    aten = torch.ops.aten
-    weight_arg = {
-        aten.linear.default: 1,
-        aten.conv1d.default: 1,
-        aten.conv2d.default: 1,
-        aten.embedding.default: 0,
-    }
-    found = set()
-    for node in graph.graph.nodes:
-        index = weight_arg.get(node.target)
-        stack = node.meta.get("nn_module_stack")
-        if index is None or not stack:
-            continue
-        weight = node.args[index]
-        if isinstance(weight, torch.fx.Node) and "dequantize" in str(weight.target):
-            found.add(list(stack.values())[-1][0])
-    return found
 
 
 # -- evidence -----------------------------------------------------------------------------------------------
@@ -348,10 +106,10 @@ def integer_evidence(methods: dict[str, dict[str, Any]], path: Path) -> dict[str
     evidence: Counter[str] = Counter()
     for report in methods.values():
         for op, n in report["delegated_ops"].items():
-            if any(k in op for k in _QUANT_OPS):
+            if any(k in op for k in QUANT_OPS):
                 evidence[f"delegate:{op}"] += n
     for op, n in _pte_kernel_calls(path).items():
-        if any(k in op for k in _QUANT_OPS):
+        if any(k in op for k in QUANT_OPS):
             evidence[f"portable:{op}"] += n
     return dict(sorted(evidence.items()))
 
@@ -436,7 +194,7 @@ def quantize_graph(
 
     start = time.perf_counter()
     key, spec, inputs, samples, held = _graph_data(model, graph, slots, scheme, calibration, holdout)
-    plan = _Plan(scheme, keep_float, inputs, samples, stateful=graph == "llm")
+    plan = QuantPlan(scheme, keep_float, inputs, samples, stateful=graph == "llm")
     prepare = None if scheme.name == "fp32" else plan.prepare  # fp32: exactly the float export
     exported = export_executorch(model, key, slots, out_dir, prepare=prepare)
 
@@ -479,7 +237,7 @@ def _graph_data(
     if graph not in EXPORT_GRAPHS:
         raise ValueError(f"unknown graph {graph!r}; ExecuTorch quantizes: {', '.join(EXPORT_GRAPHS)}")
     key = EXPORT_GRAPHS[graph]
-    _check(graph, scheme, calibration.get(key), key)
+    check_scheme(graph, scheme, calibration.get(key), key)
     spec = graph_specs(model.config, slots)[key]
     dtypes = [s.dtype for s in spec.inputs]
     inputs = example_inputs(model.config, key, slots)
@@ -541,8 +299,8 @@ def layer_sensitivity(
     names = [s.name for s in spec.outputs]
     want = _eager_outputs(reference, held, stateful)
 
-    def measure(extra: tuple[str, ...]) -> tuple[dict[str, float], _Plan]:
-        plan = _Plan(scheme, keep_float + extra, inputs, samples, stateful, observer="minmax")
+    def measure(extra: tuple[str, ...]) -> tuple[dict[str, float], QuantPlan]:
+        plan = QuantPlan(scheme, keep_float + extra, inputs, samples, stateful, observer="minmax")
         module = plan.prepare(reference)
         return output_psnr(names, want, _eager_outputs(module, held, stateful)), plan
 
@@ -554,7 +312,7 @@ def layer_sensitivity(
     return base, sorted(scores, key=lambda s: -s.gain_db)
 
 
-def quantize_module(
+def _quantize_module(
     module: nn.Module,
     example_inputs: tuple[torch.Tensor, ...],
     calibration: list[tuple[np.ndarray, ...]],
@@ -586,7 +344,7 @@ def quantize_module(
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
 
-    _check(name, scheme, calibration, name)
+    check_scheme(name, scheme, calibration, name)
     start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -596,16 +354,15 @@ def quantize_module(
         tuple(torch.from_numpy(np.asarray(x)).to(e.dtype) for x, e in zip(s, inputs, strict=True))
         for s in calibration
     ]
-    plan = _Plan(scheme, keep_float, inputs, samples, stateful=False)
+    plan = QuantPlan(scheme, keep_float, inputs, samples, stateful=False)
     prepared = plan.prepare(module)
     with torch.no_grad():
         program = torch.export.export(prepared, inputs, strict=False)
     edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
     methods = {"forward": delegation_report(edge)}
     path = out_dir / f"{name}.pte"
-    _write_atomic(
-        edge.to_executorch(ExecutorchBackendConfig(do_quant_fusion_and_const_prop=True)).buffer, path
-    )
+    program = edge.to_executorch(ExecutorchBackendConfig(do_quant_fusion_and_const_prop=True))
+    atomic_write_bytes(path, program.buffer)
     held = samples or [inputs]
     with torch.no_grad():
         outputs = module(*inputs)
@@ -624,3 +381,44 @@ def quantize_module(
         notes=plan.notes + ([] if samples else ["PSNR on the example inputs: no samples given"]),
         psnr_db=_stateless_psnr(path, module, [f"output_{i}" for i in range(count)], held),
     )
+
+
+class ExecuTorchQuantizer(QuantizeHandler):
+    """torchao / pt2e quantization in PyTorch, then XNNPACK lowering (one ``.pte`` per graph)."""
+
+    backend = BACKEND
+
+    def quantize(
+        self,
+        source: GraphSource,
+        scheme: Scheme,
+        keep_float: tuple[str, ...],
+        calibration: Samples,
+        holdout: Samples,
+        out_dir: Path,
+    ) -> QuantizedGraph:
+        if source.module is not None:
+            # PSNR on the calibration samples when given (what ranges were set from), else the examples
+            samples = calibration.get(source.name, [])
+            report = _quantize_module(
+                source.module, source.example_inputs, samples, scheme, out_dir, source.name, keep_float
+            )
+            return QuantizedGraph({source.name: [Path(f) for f in report.files]}, report)
+        exported, report = quantize_graph(
+            source.model, source.name, source.slots, scheme, keep_float, calibration, holdout, out_dir
+        )
+        return QuantizedGraph({exported.name: list(exported.files)}, report, exported=exported)
+
+    def layer_sensitivity(
+        self,
+        source: GraphSource,
+        scheme: Scheme,
+        keep_float: tuple[str, ...],
+        calibration: Samples,
+        holdout: Samples,
+        work: Path,
+        progress: bool = False,
+    ) -> tuple[dict[str, float], list[LayerScore]]:
+        return layer_sensitivity(
+            source.model, source.name, source.slots, scheme, keep_float, calibration, holdout, progress
+        )

@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from xsam_edge.runtime.protocol import GraphRunner, LLMRunner, require
 from xsam_edge.spec.bundle import GraphEntry, Manifest
-
-from .base import GraphRunner, LLMRunner, require
 
 LLM_PROGRAM = "llm"  # the joint program's graph name in the manifest (export.executorch.LLM_PROGRAM)
 LLM_METHODS = ("prefill", "decode", "read_cache", "write_cache")

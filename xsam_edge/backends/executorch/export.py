@@ -32,10 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from xsam_edge.model.xsam import XSam
-from xsam_edge.spec.config import XSamConfig
-
-from .graphs import (
+from xsam_edge.export.graphs import (
     GRAPH_NAMES,
     GraphSpec,
     SlotConfig,
@@ -45,9 +42,11 @@ from .graphs import (
     export_graph,
     graph_specs,
 )
-from .graphs_llm import LLMCacheRead, LLMCacheWrite, LLMGraph
-from .placement import ExportedGraph, output_parity
-from .staging import write_atomically
+from xsam_edge.export.graphs_llm import LLMCacheRead, LLMCacheWrite, LLMGraph
+from xsam_edge.export.placement import ExportedGraph, output_parity
+from xsam_edge.files import atomic_write_bytes
+from xsam_edge.model.xsam import XSam
+from xsam_edge.spec.config import XSamConfig
 
 __all__ = [
     "ET_GRAPHS",
@@ -183,10 +182,6 @@ def run_method(method: Any, inputs: Sequence[torch.Tensor]) -> list[np.ndarray]:
     return [np.array(o.detach().numpy() if isinstance(o, torch.Tensor) else o, copy=True) for o in outputs]
 
 
-def _write_atomic(data: bytes, path: Path) -> None:
-    write_atomically(path.parent, lambda tmp: (tmp / path.name).write_bytes(data))
-
-
 def _numpy(x: torch.Tensor) -> np.ndarray:
     return x.detach().float().cpu().numpy()
 
@@ -269,7 +264,7 @@ def export_executorch(
     et_program = edge.to_executorch(config)
     lower_seconds = time.perf_counter() - export_done
     path = out_dir / f"{LLM_PROGRAM if stateful else name}.pte"
-    _write_atomic(et_program.buffer, path)
+    atomic_write_bytes(path, et_program.buffer)
     seconds = time.perf_counter() - start
     placement: dict[str, Any] = {
         "file": str(path),

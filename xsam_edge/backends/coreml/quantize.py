@@ -25,35 +25,27 @@ empty; the evidence is the constexpr decompression ops in the program and the si
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import torch
 
-from xsam_edge.export.coreml import PREDICT_SKIP_REASON, _save_atomic, mil_op_histogram
-from xsam_edge.export.staging import write_atomically
+from xsam_edge.backends.coreml.export import PREDICT_SKIP_REASON, mil_op_histogram
+from xsam_edge.files import write_atomically
+from xsam_edge.quantization.common import check_request, keep_float_pattern
+from xsam_edge.quantization.handler import FileQuantizer
+from xsam_edge.quantization.report import GraphQuantReport, files_bytes
+from xsam_edge.quantization.schemes import Int4WeightOnly, Int8WeightOnly, Palettize, Scheme
 
-from .common import check_request, keep_float_pattern
-from .report import GraphQuantReport, files_bytes
-from .schemes import Int4WeightOnly, Int8WeightOnly, Palettize, Scheme
-
-__all__ = ["EVIDENCE_OPS", "compress_package", "quantize_graph", "quantize_module"]
+__all__ = ["EVIDENCE_OPS", "CoreMLQuantizer", "compress_package"]
 
 BACKEND = "coreml"
-# recipe graph → the bundle's Core ML packages (the stateful LLM is a prefill and a decode package)
-GRAPHS = {
-    "encode_image": ("encode_image",),
-    "embed": ("embed",),
-    "region": ("region",),
-    "llm": ("llm_prefill", "llm_decode"),
-    "segment": ("segment",),
-}
 EVIDENCE_OPS = ("constexpr_blockwise_shift_scale", "constexpr_lut_to_dense")
 _PARAMETER_PREFIX = "p_"  # torch.export names a lifted parameter p_<module path with "." → "_">
 
@@ -106,10 +98,6 @@ def _config(scheme: Scheme) -> Any:
     )
 
 
-def _copy_atomic(src: Path, dst: Path) -> None:
-    write_atomically(dst.parent, lambda tmp: shutil.copytree(src, tmp / dst.name))
-
-
 def compress_package(
     src: Path, dst: Path, scheme: Scheme, keep_float: Sequence[str] = ()
 ) -> tuple[list[str], list[str]]:
@@ -134,7 +122,7 @@ def compress_package(
     constants = _constants(mlmodel.get_spec())
     if scheme.name in ("fp32", "fp16"):
         precision = _precision(constants)
-        _copy_atomic(src, dst)
+        write_atomically(dst.parent, lambda tmp: shutil.copytree(src, tmp / dst.name))
         notes = [f"{src.name}: copied as converted ({precision} compute, weights stored {precision})"]
         if scheme.name == "fp16" and precision != "fp16":  # e.g. a graph with no float weights to store
             notes.append(
@@ -169,7 +157,7 @@ def compress_package(
         kept += [f"{n}: {reason}" for n in patch if constants[n][0] > threshold]
         notes.append(f"{src.name}: patch-embedding convs kept float (coremltools conv-bias fusion)")
         compressed = _compress(compress, mlmodel, config, skipped)
-    _save_atomic(compressed, dst)
+    write_atomically(dst.parent, lambda tmp: compressed.save(str(tmp / dst.name)))
     if buffers:
         notes.append(f"{src.name}: {buffers} non-parameter constants (RoPE tables, mask fills …) kept float")
     return kept, notes
@@ -193,128 +181,109 @@ def _evidence(files: Sequence[Path]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def quantize_graph(
-    graph: str,
-    fp32_files: dict[str, list[Path]],
-    scheme: Scheme,
-    keep_float: tuple[str, ...],
-    calibration: dict[str, list[list[np.ndarray]]],
-    holdout: dict[str, list[list[np.ndarray]]],
-    out_dir: Path,
-) -> tuple[dict[str, list[Path]], GraphQuantReport]:
-    """Compress every package of one recipe graph into ``out_dir`` (same file names).
+class CoreMLQuantizer(FileQuantizer):
+    """Core ML packages compressed with ``coremltools.optimize`` (the recipe graph ``llm``: two packages)."""
 
-    Args:
-        graph (str): the recipe graph (``encode_image``, ``llm`` …).
-        fp32_files (dict[str, list[Path]]): bundle graph name → its float ``.mlpackage`` (the LLM has
-            ``llm_prefill`` and ``llm_decode``).
-        scheme (Scheme): one of ``SUPPORTED["coreml"]``.
-        keep_float (tuple[str, ...]): module-name patterns whose parameters stay float.
-        calibration (dict[str, list[list[np.ndarray]]]): unused: every Core ML scheme here is data-free.
-        holdout (dict[str, list[list[np.ndarray]]]): unused: Core ML prediction needs macOS.
-        out_dir (Path): destination folder.
+    backend = BACKEND
+    float_export_options = MappingProxyType({"multifunction": False})
 
-    Returns:
-        tuple[dict[str, list[Path]], GraphQuantReport]: bundle graph name → the new packages, and the report
-        (``integer_ops``: constexpr decompression op counts; ``psnr_db`` empty).
+    def export_float(
+        self, module: torch.nn.Module, example_inputs: tuple, out_dir: Path, name: str, scheme: Scheme
+    ) -> list[Path]:
+        """Any module to an iOS18 ML program, fp16 compute (fp32 for the ``fp32`` scheme).
 
-    Raises:
-        ValueError: an unsupported scheme, or a package of the graph missing from ``fp32_files``.
-    """
-    check_request(
-        BACKEND, graph, GRAPHS.get(graph, tuple(fp32_files)), scheme, fp32_files, calibration, False
-    )
-    start = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files: dict[str, list[Path]] = {}
-    kept: list[str] = []
-    notes: list[str] = []
-    for name, sources in fp32_files.items():
-        files[name] = []
-        for src in map(Path, sources):
-            dst = out_dir / src.name
-            k, n = compress_package(src, dst, scheme, keep_float)
-            kept += k
-            notes += n
-            files[name].append(dst)
-    if isinstance(scheme, Int4WeightOnly) and scheme.data_aware:
-        notes.append("data_aware ignored: coremltools' file-level INT4 picks scales from the weights alone")
-    written = [f for fs in files.values() for f in fs]
-    evidence = _evidence(written) if scheme.name not in ("fp32", "fp16") else {}
-    report = GraphQuantReport(
-        graph=graph,
-        backend=BACKEND,
-        scheme=scheme.label(),
-        files=[str(f) for f in written],
-        bytes_fp32=files_bytes([Path(f) for fs in fp32_files.values() for f in fs]),
-        bytes_quant=files_bytes(written),
-        seconds=time.perf_counter() - start,
-        quantized=sum(evidence.values()),
-        kept_float=kept,
-        integer_ops=evidence,
-        notes=[*notes, PREDICT_SKIP_REASON],
-    )
-    return files, report
+        Integer inputs become int32 Core ML inputs.
+        """
+        import coremltools as ct
 
+        check_request(BACKEND, name, (), scheme, {}, {}, needs_data=False)  # before the conversion
+        with torch.no_grad():
+            program = torch.export.export(module.eval(), tuple(example_inputs), strict=False)
+        program = program.run_decompositions({})
+        user_inputs = program.graph_signature.user_inputs
+        inputs = [
+            ct.TensorType(name=n, shape=x.shape, dtype=np.float32 if x.is_floating_point() else np.int32)
+            for n, x in zip(user_inputs, example_inputs, strict=True)
+        ]
+        precision = ct.precision.FLOAT32 if scheme.name == "fp32" else ct.precision.FLOAT16
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mlmodel = ct.convert(
+                program,
+                inputs=inputs,
+                convert_to="mlprogram",
+                minimum_deployment_target=ct.target.iOS18,
+                compute_precision=precision,
+                skip_model_load=True,
+            )
+        package = Path(out_dir) / f"{name}.mlpackage"
+        mlmodel.save(str(package))
+        return [package]
 
-def quantize_module(
-    module: torch.nn.Module,
-    example_inputs: tuple[torch.Tensor, ...],
-    calibration: list[tuple[np.ndarray, ...]],
-    scheme: Scheme,
-    out_dir: Path,
-    name: str,
-    keep_float: tuple[str, ...] = (),
-) -> GraphQuantReport:
-    """Convert any module to Core ML (iOS18 ML program) and compress it: ``out_dir/<name>.mlpackage``.
+    def quantize_files(
+        self,
+        graph: str,
+        names: Sequence[str],
+        fp32_files: dict[str, list[Path]],
+        scheme: Scheme,
+        keep_float: tuple[str, ...],
+        calibration: dict[str, list[list[np.ndarray]]],
+        holdout: dict[str, list[list[np.ndarray]]],
+        out_dir: Path,
+    ) -> tuple[dict[str, list[Path]], GraphQuantReport]:
+        """Compress every package of one recipe graph into ``out_dir`` (same file names).
 
-    Args:
-        module (torch.nn.Module): the float module (exported with ``torch.export``, not modified).
-        example_inputs (tuple[torch.Tensor, ...]): positional inputs fixing the static shapes (integer inputs
-            become int32 Core ML inputs).
-        calibration (list[tuple[np.ndarray, ...]]): unused: the Core ML schemes are data-free.
-        scheme (Scheme): one of ``SUPPORTED["coreml"]``.
-        out_dir (Path): destination folder.
-        name (str): the package's file stem.
-        keep_float (tuple[str, ...]): module-name patterns whose parameters stay float.
+        Args:
+            graph (str): the recipe graph (``encode_image``, ``llm`` …).
+            names (Sequence[str]): its bundle graphs (the LLM has ``llm_prefill`` and ``llm_decode``).
+            fp32_files (dict[str, list[Path]]): bundle graph name → its float ``.mlpackage`` (the LLM has
+                ``llm_prefill`` and ``llm_decode``).
+            scheme (Scheme): one of ``SUPPORTED["coreml"]``.
+            keep_float (tuple[str, ...]): module-name patterns whose parameters stay float.
+            calibration (dict[str, list[list[np.ndarray]]]): unused: every Core ML scheme here is data-free.
+            holdout (dict[str, list[list[np.ndarray]]]): unused: Core ML prediction needs macOS.
+            out_dir (Path): destination folder.
 
-    Returns:
-        GraphQuantReport: ``bytes_fp32`` is the float package as converted here (fp16 compute, or fp32
-        for the ``fp32`` scheme).
+        Returns:
+            tuple[dict[str, list[Path]], GraphQuantReport]: bundle graph name → the new packages, and the
+            report (``integer_ops``: constexpr decompression op counts; ``psnr_db`` empty).
 
-    Raises:
-        ValueError: an unsupported scheme.
-    """
-    import coremltools as ct
-
-    check_request(BACKEND, name, (), scheme, {}, {}, needs_data=False)  # before the conversion
-    start = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        program = torch.export.export(module.eval(), tuple(example_inputs), strict=False).run_decompositions(
-            {}
+        Raises:
+            ValueError: an unsupported scheme, or a package of the graph missing from ``fp32_files``.
+        """
+        check_request(BACKEND, graph, names, scheme, fp32_files, calibration, False)
+        start = time.perf_counter()
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        files: dict[str, list[Path]] = {}
+        kept: list[str] = []
+        notes: list[str] = []
+        for name in names:
+            sources = fp32_files[name]
+            files[name] = []
+            for src in map(Path, sources):
+                dst = out_dir / src.name
+                k, n = compress_package(src, dst, scheme, keep_float)
+                kept += k
+                notes += n
+                files[name].append(dst)
+        if isinstance(scheme, Int4WeightOnly) and scheme.data_aware:
+            notes.append(
+                "data_aware ignored: coremltools' file-level INT4 picks scales from the weights alone"
+            )
+        written = [f for fs in files.values() for f in fs]
+        evidence = _evidence(written) if scheme.name not in ("fp32", "fp16") else {}
+        report = GraphQuantReport(
+            graph=graph,
+            backend=BACKEND,
+            scheme=scheme.label(),
+            files=[str(f) for f in written],
+            bytes_fp32=files_bytes([Path(f) for fs in fp32_files.values() for f in fs]),
+            bytes_quant=files_bytes(written),
+            seconds=time.perf_counter() - start,
+            quantized=sum(evidence.values()),
+            kept_float=kept,
+            integer_ops=evidence,
+            notes=[*notes, PREDICT_SKIP_REASON],
         )
-    user_inputs = program.graph_signature.user_inputs
-    inputs = [
-        ct.TensorType(name=n, shape=x.shape, dtype=np.float32 if x.is_floating_point() else np.int32)
-        for n, x in zip(user_inputs, example_inputs, strict=True)
-    ]
-    precision = ct.precision.FLOAT32 if scheme.name == "fp32" else ct.precision.FLOAT16
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mlmodel = ct.convert(
-            program,
-            inputs=inputs,
-            convert_to="mlprogram",
-            minimum_deployment_target=ct.target.iOS18,
-            compute_precision=precision,
-            skip_model_load=True,
-        )
-    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        float_package = Path(tmp) / f"{name}.mlpackage"
-        mlmodel.save(str(float_package))
-        _, report = quantize_graph(name, {name: [float_package]}, scheme, keep_float, {}, {}, out_dir)
-    report.seconds = time.perf_counter() - start
-    return report
+        return files, report

@@ -48,10 +48,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from xsam_edge.export.onnx import EXTERNAL_DATA_BYTES, export_file
-from xsam_edge.export.staging import write_atomically
-
-from .common import (
+from xsam_edge.backends.onnx.export import EXTERNAL_DATA_BYTES, export_file
+from xsam_edge.files import write_atomically
+from xsam_edge.quantization.common import (
     add_note,
     check_request,
     io_names,
@@ -61,21 +60,14 @@ from .common import (
     output_psnr,
     threads,
 )
-from .report import GraphQuantReport, files_bytes
-from .schemes import Int4WeightOnly, Int8Static, Scheme
+from xsam_edge.quantization.handler import FileQuantizer
+from xsam_edge.quantization.report import GraphQuantReport, files_bytes
+from xsam_edge.quantization.schemes import Int4WeightOnly, Int8Static, Scheme
 
-__all__ = ["GRAPHS", "quantize_graph", "quantize_module", "quantized_layers"]
+__all__ = ["OnnxQuantizer", "quantized_layers"]
 
 log = logging.getLogger(__name__)
 BACKEND = "onnx"
-# recipe graph → its bundle graphs (ONNX has no state: the LLM is the KV-I/O pair)
-GRAPHS: dict[str, tuple[str, ...]] = {
-    "encode_image": ("encode_image",),
-    "embed": ("embed",),
-    "region": ("region",),
-    "llm": ("llm_kvio_prefill", "llm_kvio_decode"),
-    "segment": ("segment",),
-}
 COMPUTE_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")
 W8_BLOCK = 128
 # op types that prove integer storage or compute in a result file
@@ -102,87 +94,6 @@ _WEIGHT_ONLY_GAPS = {
     "MatMul": "weights stay float (not a 2-D constant)",
     "Gemm": "weights stay float (Gemm with transA or alpha ≠ 1)",
 }
-
-
-def quantize_graph(
-    graph: str,
-    fp32_files: dict[str, list[Path]],
-    scheme: Scheme,
-    keep_float: tuple[str, ...],
-    calibration: dict[str, list[list[np.ndarray]]],
-    holdout: dict[str, list[list[np.ndarray]]],
-    out_dir: Path,
-) -> tuple[dict[str, list[Path]], GraphQuantReport]:
-    """Quantize one recipe graph's ONNX files by ``scheme``.
-
-    Args:
-        graph (str): ``encode_image``, ``embed``, ``region``, ``llm`` or ``segment``.
-        fp32_files (dict[str, list[Path]]): bundle graph name → its float32 files (``.onnx`` [+ ``.data``]).
-        scheme (Scheme): one of ``SUPPORTED["onnx"]``.
-        keep_float (tuple[str, ...]): module-name patterns left in float.
-        calibration (dict[str, list[list[np.ndarray]]]): bundle graph name → positional input samples.
-        holdout (dict[str, list[list[np.ndarray]]]): samples for the PSNR check (none: no PSNR).
-        out_dir (Path): where the quantized files go (the same file names as the float ones).
-
-    Returns:
-        tuple[dict[str, list[Path]], GraphQuantReport]: bundle graph name → new files, and the report (PSNR
-        keys are ``<bundle graph>.<output>`` for the two-file LLM, the output name otherwise).
-
-    Raises:
-        ValueError: unknown graph or scheme, missing files, or no calibration data for ``w8a8``.
-    """
-    if graph not in GRAPHS:
-        raise ValueError(f"unknown graph {graph!r}; ONNX quantizes: {', '.join(GRAPHS)}")
-    return _quantize(
-        graph, GRAPHS[graph], fp32_files, scheme, keep_float, calibration, holdout, Path(out_dir)
-    )
-
-
-def quantize_module(
-    module: torch.nn.Module,
-    example_inputs: tuple[torch.Tensor, ...],
-    calibration: list[tuple[np.ndarray, ...]],
-    scheme: Scheme,
-    out_dir: Path,
-    name: str,
-    keep_float: tuple[str, ...] = (),
-) -> GraphQuantReport:
-    """Export any module to ONNX in float32 (the ``export/onnx.py`` route), then quantize it like a graph.
-
-    Args:
-        module (torch.nn.Module): the module (eval mode is set).
-        example_inputs (tuple[torch.Tensor, ...]): export inputs; also the held-out PSNR sample.
-        calibration (list[tuple[np.ndarray, ...]]): positional input samples (needed by ``w8a8``).
-        scheme (Scheme): one of ``SUPPORTED["onnx"]``.
-        out_dir (Path): receives ``<name>.onnx`` (the float export is temporary).
-        name (str): file stem and report name.
-        keep_float (tuple[str, ...]): module-name patterns left in float.
-
-    Returns:
-        GraphQuantReport: the report; ``files`` holds the quantized file(s).
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    module = module.eval()
-    inputs, outputs = io_names(module, example_inputs)
-    n_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
-    with tempfile.TemporaryDirectory(prefix=".fp32-", dir=out_dir) as tmp:
-        # a folder of its own: the exporter clears the file's folder when it falls back to the legacy route
-        fp32 = Path(tmp) / "export" / f"{name}.onnx"
-        fp32.parent.mkdir()
-        export_file(module, tuple(example_inputs), inputs, outputs, fp32, n_bytes > EXTERNAL_DATA_BYTES)
-        holdout = [[x.detach().cpu().numpy() for x in example_inputs]]
-        _, report = _quantize(
-            name,
-            (name,),
-            {name: sorted(fp32.parent.iterdir())},
-            scheme,
-            keep_float,
-            {name: [list(s) for s in calibration]},
-            {name: holdout},
-            out_dir,
-        )
-    return report
 
 
 def _quantize(
@@ -279,7 +190,7 @@ def _quantize_file(
 
 
 def quantized_layers(fp32_files: dict[str, list[Path]], quant_files: dict[str, list[Path]]) -> list[str]:
-    """The nodes ``quantize_graph`` quantized, each as a keep-float pattern that names it alone.
+    """The nodes ``OnnxQuantizer.quantize_graph`` quantized, each as a keep-float pattern that names it alone.
 
     A QDQ compute node keeps its float name; ``MatMulNBits`` / ``GatherBlockQuantized`` add ``_Q<bits>``
     and ``quantize_dynamic``'s integer ops ``_quant``. The readable name is the node's torch module path from
@@ -608,3 +519,26 @@ def _psnr(fp32: Path, quant: Path, samples: list[list[np.ndarray]], tag: str) ->
     names, reference = _run(fp32, samples)
     _, test = _run(quant, samples)
     return {(f"{tag}.{k}" if tag else k): v for k, v in output_psnr(names, reference, test).items()}
+
+
+class OnnxQuantizer(FileQuantizer):
+    """ONNX files quantized with ``onnxruntime.quantization`` (the recipe graph ``llm``: the KV-I/O pair)."""
+
+    backend = BACKEND
+
+    def export_float(
+        self, module: torch.nn.Module, example_inputs: tuple, out_dir: Path, name: str, scheme: Scheme
+    ) -> list[Path]:
+        """Any module to a float32 ``.onnx`` (the ``export/onnx.py`` route) in a folder of its own.
+
+        The folder must hold nothing else: the exporter clears it when it falls back to the legacy route.
+        """
+        inputs, outputs = io_names(module, example_inputs)
+        n_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+        path = Path(out_dir) / f"{name}.onnx"
+        export_file(module, tuple(example_inputs), inputs, outputs, path, n_bytes > EXTERNAL_DATA_BYTES)
+        return sorted(path.parent.iterdir())
+
+    # the module functions above already have the protocol's signatures
+    quantize_files = staticmethod(_quantize)
+    quantized_layers = staticmethod(quantized_layers)

@@ -34,12 +34,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from xsam_edge.export.graphs import (
+    GRAPH_NAMES,
+    GraphSpec,
+    SlotConfig,
+    build_graph,
+    example_inputs,
+    export_graph,
+    graph_specs,
+)
+from xsam_edge.export.placement import ExportedGraph, OutputParity, output_parity
+from xsam_edge.files import write_atomically
 from xsam_edge.model.xsam import XSam
 from xsam_edge.spec.bundle import GraphEntry
-
-from .graphs import GRAPH_NAMES, GraphSpec, SlotConfig, build_graph, example_inputs, export_graph, graph_specs
-from .placement import ExportedGraph, OutputParity, output_parity
-from .staging import write_atomically
 
 __all__ = [
     "COREML_GRAPHS",
@@ -193,10 +200,6 @@ def spec_signature(spec: Any) -> dict[str, list[tuple[str, tuple[int, ...], str]
     }
 
 
-def _save_atomic(mlmodel: Any, path: Path) -> None:
-    write_atomically(path.parent, lambda tmp: mlmodel.save(str(tmp / path.name)))
-
-
 def _convert(
     module: torch.nn.Module,
     name: str,
@@ -314,7 +317,7 @@ def export_coreml(
     start = time.perf_counter()
     mlmodel = _convert(module, name, spec, model, slots, precision, target)
     path = out_dir / f"{name}.mlpackage"
-    _save_atomic(mlmodel, path)
+    write_atomically(path.parent, lambda tmp: mlmodel.save(str(tmp / path.name)))
     seconds = time.perf_counter() - start
 
     loaded = ct.models.MLModel(str(path), skip_model_load=True)
@@ -381,6 +384,14 @@ def function_signatures(spec: Any) -> dict[str, dict[str, list[tuple[str, tuple[
         single.description.state.extend(function.state)
         signatures[function.name] = spec_signature(single)
     return signatures
+
+
+def pack_llm(entries: list[GraphEntry], root: Path, multifunction: bool = True) -> list[GraphEntry]:
+    """The bundle's pack step: the LLM as one multifunction package.
+
+    ``multifunction=False`` keeps the two single-function packages that ``coremltools.optimize`` takes.
+    """
+    return merge_llm_functions(entries, root) if multifunction else entries
 
 
 def merge_llm_functions(entries: list[GraphEntry], root: Path) -> list[GraphEntry]:

@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from xsam_edge.export.graphs import GRAPH_NAMES, SlotConfig, build_graph, example_inputs, graph_specs
+from xsam_edge.export.placement import ExportedGraph, output_parity, placement_report
+from xsam_edge.files import write_atomically
 from xsam_edge.model.xsam import XSam
-
-from .graphs import GRAPH_NAMES, SlotConfig, build_graph, example_inputs, graph_specs
-from .placement import ExportedGraph, output_parity, placement_report
-from .staging import write_atomically
 
 __all__ = ["EXTERNAL_DATA_BYTES", "ONNX_GRAPHS", "OPSET", "export_file", "export_onnx", "run_onnx"]
 

@@ -6,9 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from xsam_edge.runtime.protocol import GraphRunner, HostCacheLLM, LLMRunner, require, threads
 from xsam_edge.spec.bundle import GraphEntry, Manifest
-
-from .base import GraphRunner, HostCacheLLM, LLMRunner, require, threads
 
 
 class _OrtGraph:

@@ -18,9 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from xsam_edge.runtime.protocol import GraphRunner, LLMRunner
 from xsam_edge.spec.bundle import GraphEntry, Manifest
-
-from .base import GraphRunner, LLMRunner
 
 COMPUTE_UNITS = ("CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL")
 LLM_FUNCTIONS = ("prefill", "decode")  # the multifunction package's functions (export.coreml.LLM_FUNCTIONS)

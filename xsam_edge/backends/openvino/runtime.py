@@ -7,9 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from xsam_edge.runtime.protocol import GraphRunner, LLMRunner, require, threads
 from xsam_edge.spec.bundle import GraphEntry, Manifest
-
-from .base import GraphRunner, LLMRunner, require, threads
 
 
 class _OvGraph:

@@ -23,11 +23,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from xsam_edge.export.graphs import (
+    GRAPH_NAMES,
+    SlotConfig,
+    build_graph,
+    example_inputs,
+    export_graph,
+    graph_specs,
+)
+from xsam_edge.export.placement import ExportedGraph, output_parity, placement_report
+from xsam_edge.files import write_atomically
 from xsam_edge.model.xsam import XSam
-
-from .graphs import GRAPH_NAMES, SlotConfig, build_graph, example_inputs, export_graph, graph_specs
-from .placement import ExportedGraph, output_parity, placement_report
-from .staging import write_atomically
 
 __all__ = [
     "F32_CONFIG",
@@ -81,16 +87,6 @@ def name_ports(model: Any, input_names: Sequence[str], output_names: Sequence[st
         port.get_node().set_friendly_name(name)
     for port, name in zip(model.outputs, output_names, strict=True):
         port.get_tensor().set_names({name})
-
-
-def _save_atomically(model: Any, out_dir: Path, stem: str) -> list[Path]:
-    """``ov.save_model`` into a temporary folder in ``out_dir``, then move ``.xml`` and ``.bin`` in place."""
-    import openvino as ov
-
-    files, _ = write_atomically(
-        out_dir, lambda tmp: ov.save_model(model, str(tmp / f"{stem}.xml"), compress_to_fp16=False)
-    )
-    return files  # .xml, then .bin
 
 
 def _stateful_llm(model: XSam, slots: SlotConfig) -> Any:
@@ -211,7 +207,9 @@ def export_openvino(model: XSam, name: str, slots: SlotConfig, out_dir: str | Pa
         name_ports(ov_model, [s.name for s in spec.inputs], [s.name for s in spec.outputs])
         ov_model.reshape({s.name: ov.PartialShape(list(s.shape)) for s in spec.inputs})  # the static contract
         stem, route = name, "exported_program"
-    files = _save_atomically(ov_model, out_dir, stem)
+    files, _ = write_atomically(  # .xml, then .bin
+        out_dir, lambda tmp: ov.save_model(ov_model, str(tmp / f"{stem}.xml"), compress_to_fp16=False)
+    )
     seconds = time.perf_counter() - start
 
     compiled = compile_model(files[0])

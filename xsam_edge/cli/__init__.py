@@ -1,0 +1,58 @@
+"""``xsam-edge``: one verb per stage, each a thin layer over one library function.
+
+Errors a user can cause (bad files, bad prompts, wrong checkpoints) print one line and exit with 2; no
+traceback. ``XSAM_EDGE_DEBUG=1`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from . import bench, distill, edge, model, pipeline
+
+EXIT_USER_ERROR = 2
+
+# verb groups in the order ``xsam-edge --help`` lists them
+GROUPS = (model, pipeline, edge, bench, distill)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xsam-edge", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="verb", required=True)
+    for group in GROUPS:
+        group.add_parsers(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one verb; user errors become one line on stderr and exit code 2."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # torchao (pulled in by executorch) warns that its CUDA-only kernels do not load on CPU: harmless noise
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)  # torchao's enum registration
+    logging.getLogger("nncf").setLevel(logging.WARNING)  # NNCF prints a bit-width table per graph at INFO
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # read by transformers when (and only if) a verb imports it: `run` stays free of torch
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        args.run(args)
+    except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError, RuntimeError) as err:
+        if os.environ.get("XSAM_EDGE_DEBUG"):
+            raise
+        print(f"xsam-edge {args.verb}: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # output piped into `head`
+        sys.stderr.close()
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

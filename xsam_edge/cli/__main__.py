@@ -1,0 +1,5 @@
+"""``python -m xsam_edge.cli``."""
+
+from xsam_edge.cli import main
+
+raise SystemExit(main())

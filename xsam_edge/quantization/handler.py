@@ -1,0 +1,299 @@
+"""The quantize-handler protocol: how one backend quantizes one graph, for X-SAM bundles and any module alike.
+
+A backend's handler (``backends/<name>/quantize.py``, named by its registry record) implements ``quantize``:
+one graph in, its quantized files and a report out. The graph comes as a ``GraphSource``: a recipe graph of
+an X-SAM bundle (its float files, and the model it was exported from) or a user's module with example
+inputs. Two shapes of handler exist, and the base classes here hold what each shape shares:
+
+- ``FileQuantizer``: quantizes the backend's float files (ONNX Runtime, NNCF, coremltools.optimize). A module
+  becomes a float file first (``export_float``); per-layer sensitivity quantizes the file once per layer.
+- a handler that quantizes in PyTorch before lowering (ExecuTorch's torchao / pt2e) implements ``quantize``
+  and ``layer_sensitivity`` on the module itself.
+
+``QuantizeHandler.quantize_module`` is the one generic entry for a user's module on any backend. A handler
+never skips silently: every op it leaves float is in the report with the reason.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from .report import GraphQuantReport, LayerScore
+from .schemes import Scheme
+
+Samples = dict[str, list[list[np.ndarray]]]
+"""Bundle graph name → positional input samples."""
+
+
+@dataclass
+class GraphSource:
+    """One graph to quantize.
+
+    Attributes:
+        name (str): the recipe graph (``encode_image`` … ``llm``) or the user's name for a module.
+        files (dict[str, list[Path]]): bundle graph name → its float files (X-SAM graphs).
+        model (Any): the float ``XSam`` the files came from (handlers that quantize in PyTorch re-export).
+        slots (Any): the bundle's ``SlotConfig``.
+        module (Any): a user's ``nn.Module`` (instead of an X-SAM graph).
+        example_inputs (tuple): the module's positional inputs (they fix static shapes).
+    """
+
+    name: str
+    files: dict[str, list[Path]] = field(default_factory=dict)
+    model: Any = None
+    slots: Any = None
+    module: Any = None
+    example_inputs: tuple = ()
+
+
+@dataclass
+class QuantizedGraph:
+    """What a handler made: bundle graph name → new files, the report, and (PyTorch handlers) the program."""
+
+    files: dict[str, list[Path]]
+    report: GraphQuantReport
+    exported: Any = None  # an ``ExportedGraph`` when the handler lowered the graph itself
+
+
+def cannot_rank(backend: str) -> ValueError:
+    """The error for a per-layer pass on a backend whose runtime does not run here."""
+    return ValueError(
+        f"per-layer sensitivity compares outputs in the backend's runtime, and {backend!r} "
+        "cannot run here; its budget keeps whole graphs float"
+    )
+
+
+class QuantizeHandler(ABC):
+    """One backend's quantizer. Subclasses set ``backend`` (its registry name).
+
+    Attributes:
+        backend (str): the registry name.
+        float_export_options (Mapping[str, Any]): export options of the float graphs it quantizes (Core ML:
+            two single-function LLM packages, which ``coremltools.optimize`` takes).
+    """
+
+    backend: str = ""
+    float_export_options: Mapping[str, Any] = MappingProxyType({})
+
+    @property
+    def graphs(self) -> dict[str, tuple[str, ...]]:
+        """Recipe graph → the bundle graphs it covers (``llm``: the registry's LLM graphs of the backend)."""
+        from xsam_edge.backends import get_backend
+        from xsam_edge.backends.registry import COMMON_GRAPHS
+
+        return {**{g: (g,) for g in COMMON_GRAPHS}, "llm": get_backend(self.backend).llm_graphs}
+
+    @property
+    def schemes(self) -> tuple[str, ...]:
+        from xsam_edge.backends import get_backend
+
+        return get_backend(self.backend).schemes
+
+    @abstractmethod
+    def quantize(
+        self,
+        source: GraphSource,
+        scheme: Scheme,
+        keep_float: tuple[str, ...],
+        calibration: Samples,
+        holdout: Samples,
+        out_dir: Path,
+    ) -> QuantizedGraph:
+        """Quantize ``source`` by ``scheme`` into ``out_dir``.
+
+        Args:
+            source (GraphSource): the graph (X-SAM files and model, or a module).
+            scheme (Scheme): one of the backend's ``schemes``.
+            keep_float (tuple[str, ...]): module-name patterns left in float.
+            calibration (Samples): samples that set activation ranges (static and data-aware schemes).
+            holdout (Samples): samples the report's PSNR is measured on.
+            out_dir (Path): destination folder.
+
+        Raises:
+            ValueError: an unsupported scheme or graph, or missing calibration data.
+        """
+
+    def layer_sensitivity(
+        self,
+        source: GraphSource,
+        scheme: Scheme,
+        keep_float: tuple[str, ...],
+        calibration: Samples,
+        holdout: Samples,
+        work: Path,
+        progress: bool = False,
+    ) -> tuple[dict[str, float], list[LayerScore]]:
+        """The graph's PSNR per output, and its quantized layers ranked by the gain of keeping each float.
+
+        Raises:
+            ValueError: this backend cannot compare outputs here (no runtime on this machine).
+        """
+        raise cannot_rank(self.backend)
+
+    def quantize_module(
+        self,
+        module: Any,
+        example_inputs: Sequence[Any],
+        calibration: Sequence[Sequence[np.ndarray]],
+        scheme: Scheme,
+        out_dir: str | Path,
+        name: str,
+        keep_float: tuple[str, ...] = (),
+    ) -> GraphQuantReport:
+        """Quantize any module for this backend: ``out_dir/<name>.<ext>`` (a user's own graph).
+
+        Args:
+            module (Any): the float ``nn.Module`` (not modified; eval mode is set).
+            example_inputs (Sequence[Any]): positional tensors fixing the static shapes; PSNR is measured on
+                them.
+            calibration (Sequence[Sequence[np.ndarray]]): positional input samples (static schemes need them).
+            scheme (Scheme): one of the backend's ``schemes``.
+            out_dir (str | Path): destination folder.
+            name (str): file stem and report name.
+            keep_float (tuple[str, ...]): module-name patterns left in float.
+
+        Returns:
+            GraphQuantReport: ``files`` holds the quantized file(s).
+        """
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        inputs = tuple(example_inputs)
+        source = GraphSource(name, module=module.eval(), example_inputs=inputs)
+        held = [[x.detach().cpu().numpy() for x in inputs]]
+        samples = {name: [list(s) for s in calibration]}
+        return self.quantize(source, scheme, keep_float, samples, {name: held}, out_dir).report
+
+
+class FileQuantizer(QuantizeHandler):
+    """A handler that quantizes the backend's own float files (ONNX Runtime, NNCF, coremltools.optimize)."""
+
+    @abstractmethod
+    def export_float(
+        self, module: Any, example_inputs: tuple, out_dir: Path, name: str, scheme: Scheme
+    ) -> list[Path]:
+        """Write ``module`` as this backend's float file(s) ``out_dir/<name>.*`` for ``scheme``; the files."""
+
+    @abstractmethod
+    def quantize_files(
+        self,
+        graph: str,
+        names: Sequence[str],
+        fp32_files: dict[str, list[Path]],
+        scheme: Scheme,
+        keep_float: tuple[str, ...],
+        calibration: Samples,
+        holdout: Samples,
+        out_dir: Path,
+    ) -> tuple[dict[str, list[Path]], GraphQuantReport]:
+        """Quantize the bundle graphs ``names`` of ``fp32_files`` (same file names in ``out_dir``).
+
+        Raises:
+            ValueError: an unsupported scheme, a file of ``names`` missing, or no calibration data where the
+                scheme needs it.
+        """
+
+    def quantized_layers(
+        self, fp32_files: dict[str, list[Path]], quant_files: dict[str, list[Path]]
+    ) -> list[str]:
+        """The names, usable in ``keep_float``, of the ops quantization changed (per-layer sensitivity)."""
+        raise ValueError(f"{self.backend!r} cannot rank layers: its runtime does not run here")
+
+    def quantize_graph(
+        self,
+        graph: str,
+        fp32_files: dict[str, list[Path]],
+        scheme: Scheme,
+        keep_float: tuple[str, ...],
+        calibration: Samples,
+        holdout: Samples,
+        out_dir: Path,
+    ) -> tuple[dict[str, list[Path]], GraphQuantReport]:
+        """Quantize one recipe graph of an X-SAM bundle (``graph`` names which bundle graphs it covers).
+
+        Raises:
+            ValueError: an unknown recipe graph, or what ``quantize_files`` raises.
+        """
+        graphs = self.graphs
+        if graph not in graphs:
+            raise ValueError(f"unknown graph {graph!r}; {self.backend} quantizes: {', '.join(graphs)}")
+        return self.quantize_files(
+            graph, graphs[graph], fp32_files, scheme, keep_float, calibration, holdout, Path(out_dir)
+        )
+
+    def quantize(
+        self,
+        source: GraphSource,
+        scheme: Scheme,
+        keep_float: tuple[str, ...],
+        calibration: Samples,
+        holdout: Samples,
+        out_dir: Path,
+    ) -> QuantizedGraph:
+        if source.module is None:
+            files, report = self.quantize_graph(
+                source.name, source.files, scheme, keep_float, calibration, holdout, out_dir
+            )
+            return QuantizedGraph(files, report)
+        # a module: its float file lives in a folder of its own, removed once quantized
+        with tempfile.TemporaryDirectory(prefix=".fp32-", dir=out_dir) as tmp:
+            folder = Path(tmp) / "export"
+            folder.mkdir()
+            module, inputs = source.module, source.example_inputs
+            fp32 = {source.name: self.export_float(module, inputs, folder, source.name, scheme)}
+            files, report = self.quantize_files(
+                source.name, (source.name,), fp32, scheme, keep_float, calibration, holdout, Path(out_dir)
+            )
+        return QuantizedGraph(files, report)
+
+    def layer_sensitivity(
+        self,
+        source: GraphSource,
+        scheme: Scheme,
+        keep_float: tuple[str, ...],
+        calibration: Samples,
+        holdout: Samples,
+        work: Path,
+        progress: bool = False,
+    ) -> tuple[dict[str, float], list[LayerScore]]:
+        """One quantization per layer: the graph as a whole, then with each quantized op alone kept float.
+
+        Each trial uses the scheme itself and the handler's own PSNR on ``holdout`` in its runtime; the
+        trials live in a temporary folder under ``work``.
+
+        Raises:
+            ValueError: no held-out samples (nothing to compare on), or what ``quantize_graph`` raises.
+        """
+        from tqdm import tqdm
+
+        from .common import mean_gain
+
+        graph, fp32_files = source.name, source.files
+        if not any(holdout.get(name) for name in fp32_files):
+            raise ValueError(
+                f"{graph}: per-layer sensitivity needs held-out samples; record calibration data"
+            )
+        work.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=work, prefix=f"layers-{graph}-") as tmp:
+            files, whole = self.quantize_graph(
+                graph, fp32_files, scheme, keep_float, calibration, holdout, Path(tmp) / "whole"
+            )
+            scores = []
+            layers = self.quantized_layers(fp32_files, files)
+            for layer in tqdm(layers, desc=f"layers of {graph}", disable=not progress):
+                trial = Path(tmp) / f"trial-{len(scores)}"
+                _, report = self.quantize_graph(
+                    graph, fp32_files, scheme, (*keep_float, layer), calibration, holdout, trial
+                )
+                gain = round(mean_gain(whole.psnr_db, report.psnr_db), 2)
+                scores.append(LayerScore(layer, gain, report.psnr_db))
+                shutil.rmtree(trial, ignore_errors=True)
+        return whole.psnr_db, sorted(scores, key=lambda s: -s.gain_db)
