@@ -206,7 +206,10 @@ def test_bench_cli_writes_json_markdown_and_plots(bundle, golden, tmp_path, caps
 
 def test_bench_cli_refuses_a_corrupted_bundle(bundle, golden, tmp_path, capsys):
     copy = shutil.copytree(bundle, tmp_path / "b")
-    (copy / "onnx" / "segment.onnx").write_bytes(b"x")
+    graph = copy / "onnx" / "segment.onnx"
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one byte changed: only the checksum can tell
+    graph.write_bytes(bytes(data))
     with pytest.raises(BundleError, match="segment.onnx does not match its checksum"):
         bench(copy, "onnx", golden)
 

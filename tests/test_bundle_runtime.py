@@ -24,7 +24,6 @@ from xsam_edge.export.to_bundle import export_bundle  # noqa: E402
 from xsam_edge.model.predictor import XSamPredictor  # noqa: E402
 from xsam_edge.runtime.session import EdgeSession  # noqa: E402
 from xsam_edge.spec.bundle import MANIFEST_FILE, BundleError, load_bundle  # noqa: E402
-from xsam_edge.spec.golden import load_golden  # noqa: E402
 from xsam_edge.spec.tokenizer import tiny_tokenizer  # noqa: E402
 from xsam_edge.spec.types import SegmentationRequest, Task  # noqa: E402
 
@@ -113,7 +112,7 @@ def test_more_conditions_than_slots_is_a_clear_error(session):
 
 
 def test_golden_vectors_are_reproduced(session):
-    requests, outputs = load_golden(session.manifest.root / "golden")
+    requests, outputs = session.manifest.load_golden()
     assert len(requests) == 3
     for request, golden in zip(requests, outputs, strict=True):
         got = session.run(request)

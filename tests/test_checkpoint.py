@@ -457,3 +457,38 @@ def test_import_checkpoint_with_the_tiny_tokenizer(tmp_path, archive_state):
     report = import_checkpoint(ckpt, "tiny", tok_dir, tmp_path / "imported")
     assert report.ok
     assert XSamPredictor.from_pretrained(tmp_path / "imported")
+
+
+# -- configs checked before anything is built (issue #34) ---------------------------------------------------
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        ([], "must be a JSON object"),
+        ({"schema_version": 1}, "has no llm"),
+        ({k: v for k, v in TINY.to_dict().items() if k != "llm"}, "has no llm"),
+        ({**TINY.to_dict(), "llm": {**TINY.to_dict()["llm"], "hidden_size": 10**9}}, "hidden_size"),
+        ({**TINY.to_dict(), "decoder": {**TINY.to_dict()["decoder"], "logit_clamp": "big"}}, "finite number"),
+        ({**TINY.to_dict(), "tokens": {**TINY.to_dict()["tokens"], "seg": ""}}, "non-empty"),
+    ],
+    ids=["a list", "no sections", "no llm", "a giant llm", "a string number", "an empty marker"],
+)
+def test_a_bad_config_is_refused_before_any_model_is_built(tmp_path, source, tokenizer, config, expected):
+    folder = save_pretrained(source, tmp_path / "m", tokenizer)
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=expected):
+        from_pretrained(folder)
+
+
+def test_a_full_size_config_over_small_weights_is_refused_without_allocating(tmp_path, source, tokenizer):
+    """x-sam-phi3's config beside the tiny weights: refused from the header, before 18 GB are asked for."""
+    import resource
+
+    from xsam_edge.model.presets import X_SAM_PHI3
+
+    folder = save_pretrained(source, tmp_path / "m", tokenizer)
+    (folder / "config.json").write_text(X_SAM_PHI3.to_json())
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ValueError, match="does not match"):
+        from_pretrained(folder)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 1024, grown_mb  # the full model in fp32 would be 18 000 MB

@@ -326,3 +326,58 @@ def test_console_script(tmp_path):
     assert bad.stderr.strip().splitlines() == [
         f"xsam-edge segment: error: no such file: {tmp_path / 'missing.png'}"
     ]
+
+
+# -- every verb: one line and exit 2 for a user error (issue #34) -------------------------------------------
+def test_a_file_where_the_output_folder_goes(files, capsys):
+    blocker = files["out"] / "test.png"
+    blocker.write_bytes(b"a file, not a folder")
+    code, _, err = _run(["export", "--preset", "tiny", "--backend", "onnx", "--out", blocker / "b"], capsys)
+    _assert_one_line_error(code, err, "export", "is a file, not a folder")
+
+
+def test_a_hostile_train_state_is_refused_in_one_line(files, capsys):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > /tmp/xsam-pwned",))
+
+    run = files["out"] / "run"
+    run.mkdir()
+    (run / "train_state.pt").write_bytes(pickle.dumps({"progress": Evil()}))
+    code, _, err = _run(["train", "--preset", "tiny", "--out", run, "--steps", "1,1,1"], capsys)
+    _assert_one_line_error(code, err, "train", "no code from it ran")
+    assert not Path("/tmp/xsam-pwned").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, verb, expected",
+    [
+        (["info", "--preset", "tiny", "--text-tokens", "-5"], "info", "--text-tokens"),
+        (["info"], "info", "--preset"),
+        (["eval", "--model", "nowhere"], "eval", "nowhere"),
+        (["export", "--preset", "tiny", "--backend", "tflite", "--out", "x"], "export", "unknown backend"),
+        (["quantize", "--recipe", "nope", "--out", "x"], "quantize", "nope"),
+        (["run", "--bundle", "nowhere", "--backend", "onnx", "--image", "x.png"], "run", "x.png"),
+        (["reference", "--model", "nowhere", "--out", "g"], "reference", "nowhere"),
+        (["bench", "--bundle", "nowhere", "--golden", "g"], "bench", "nowhere"),
+        (["distill", "--teacher", "nowhere", "--student-preset", "nope", "--out", "x"], "distill", "nowhere"),
+        (["prune", "--teacher", "nowhere", "--out", "x"], "prune", ""),
+        (["sign", "--bundle", "nowhere", "--key", "k.pem"], "sign", "nowhere"),
+        (["pipeline", "--student", "nope"], "pipeline", "nope"),
+        (["cache"], "cache", ""),
+        (["segment", "--preset", "tiny", "--image", "x.png", "--text", "a"], "segment", "x.png"),
+        (["import-checkpoint", "--checkpoint", "x.bin"], "import-checkpoint", ""),
+        (["train", "--steps", "1,2", "--out", "x"], "train", "--steps"),
+    ],
+)
+def test_every_verb_reports_a_user_error_in_one_line(argv, verb, expected, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as raised:  # argparse errors exit; library errors return
+        raise SystemExit(main(argv))
+    err = capsys.readouterr().err
+    assert raised.value.code == EXIT_USER_ERROR, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err and lines[0].startswith(f"xsam-edge {verb}"), err
+    assert expected in lines[0], lines[0]

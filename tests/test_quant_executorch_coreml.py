@@ -368,6 +368,7 @@ def test_coreml_quantized_llm_part_is_one_multifunction_package(coreml_llm, tiny
         )
         entries.append(graph_entry(graph, staging))
     manifest = bundle_manifest(tiny_model, tiny_tokenizer(), SLOTS, entries, source={"name": "tiny"})
+    tiny_tokenizer().save(staging)  # a sealed bundle always carries its tokenizer
     fp32 = load_bundle(finalize_bundle(staging, tmp_path / "fp32", manifest))
     recipe = Recipe("c", "coreml", {"llm": Int4WeightOnly(group_size=32)}, default=Float16())
     part = _quantize_graph(

@@ -3,7 +3,12 @@
 Everything the project writes goes through here: single text or byte files (a temporary file in the same
 folder, fsync, ``os.replace``), what a converter library writes by itself (ONNX files with their external
 data, OpenVINO ``.xml`` + ``.bin``, Core ML ``.mlpackage`` folders: ``write_atomically`` lets it write into a
-fresh folder beside the target and moves the results into place), and whole folders (``replace_dir``).
+fresh folder beside the target and moves the results into place), and whole folders (``staged_dir``,
+``replace_dir``).
+
+A kill at any point leaves the target whole: either the old one or the new one. Temporary files and folders
+carry the writing process's id; the next write to the same place removes those of processes that are gone,
+and ``recover_dir`` puts an old folder back when a kill fell between ``replace_dir``'s two renames.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ def atomic_write_with(path: str | os.PathLike[str], write: Callable[[Path], obje
     is fsynced and made world-readable (a bundle's files must be readable by the app).
     """
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_stale(path.parent, f".{path.name}.")
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -72,8 +78,9 @@ def write_atomically(out_dir: Path, write: Callable[[Path], T]) -> tuple[list[Pa
         tuple[list[Path], T]: the moved files (model file first, then by name) and ``write``'s result.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+    _make_folder(out_dir)
+    _remove_stale(out_dir, ".staging-")
+    tmp = Path(tempfile.mkdtemp(prefix=f".staging-{os.getpid()}-", dir=out_dir))
     try:
         result = write(tmp)
         files = []
@@ -96,8 +103,10 @@ def staged_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
         Path: the staging folder (same filesystem as ``target``, so the swap is a rename).
     """
     target = Path(target).resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    _make_folder(target.parent)
+    recover_dir(target)
+    _remove_stale(target.parent, f".{target.name}.staging-")
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-{os.getpid()}-", dir=target.parent))
     try:
         yield staging
         replace_dir(staging, target)
@@ -107,11 +116,79 @@ def staged_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def replace_dir(new: Path, target: Path) -> None:
-    """Swap the folder ``new`` into ``target`` (same filesystem); an existing target is moved aside first."""
+    """Swap the folder ``new`` into ``target`` (same filesystem); an existing target is moved aside first.
+
+    A kill between the two renames leaves ``target`` missing and the old folder as ``.<name>.old-<pid>``:
+    ``recover_dir`` (run by the next write or ``load_bundle``) renames it back.
+    """
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
         os.replace(target, old)
         os.replace(new, target)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(new, target)
+
+
+def recover_dir(target: str | os.PathLike[str]) -> None:
+    """Undo a ``replace_dir`` that a kill interrupted, and drop old copies left by finished processes.
+
+    If ``target`` is missing and an old copy of a process that is gone exists, the newest such copy is
+    renamed back into place. With ``target`` present, old copies of processes that are gone are removed.
+    """
+    target = Path(target)
+    if not target.parent.is_dir():
+        return
+    olds = [p for p in target.parent.glob(f".{target.name}.old-*") if not _alive(_pid_of(p, ".old-"))]
+    if not target.exists() and olds:
+        newest = max(olds, key=lambda p: p.stat().st_mtime)
+        os.replace(newest, target)
+        olds.remove(newest)
+    for old in olds:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _make_folder(folder: Path) -> None:
+    """Create ``folder`` (and its parents), or say which part of its path is a file.
+
+    Raises:
+        NotADirectoryError: a component of the path is a file.
+    """
+    for part in (folder, *folder.parents):
+        if part.exists() and not part.is_dir():
+            raise NotADirectoryError(f"{part} is a file, not a folder; choose another output path")
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def _pid_of(path: Path, marker: str) -> int | None:
+    """The process id written after ``marker`` in a temporary name (``None`` if there is none)."""
+    tail = path.name.split(marker, 1)[-1]
+    digits = tail.split("-", 1)[0].split(".", 1)[0]
+    return int(digits) if digits.isdigit() else None
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _remove_stale(folder: Path, prefix: str) -> None:
+    """Remove temporaries named ``<prefix><pid>-…`` in ``folder`` whose process is gone (a killed writer)."""
+    if not folder.is_dir():
+        return
+    for path in folder.glob(f"{prefix}*"):
+        pid = _pid_of(path, prefix)
+        if pid is None or _alive(pid) or pid == os.getpid():
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import pickle
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from . import bench, distill, edge, model, pipeline
 
@@ -20,8 +22,15 @@ EXIT_USER_ERROR = 2
 GROUPS = (model, pipeline, edge, bench, distill)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (and exit code 2), like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xsam-edge", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="xsam-edge", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="verb", required=True)
     for group in GROUPS:
         group.add_parsers(sub)
@@ -41,17 +50,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError, RuntimeError) as err:
-        if os.environ.get("XSAM_EDGE_DEBUG"):
-            raise
-        print(f"xsam-edge {args.verb}: error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        return 130
     except BrokenPipeError:  # output piped into `head`
         sys.stderr.close()
         return 0
+    except (ValueError, OSError, RuntimeError, pickle.UnpicklingError) as err:
+        # ValueError covers RequestError, BundleError and every bad value; OSError every file a user named
+        # (missing, a folder, a file where a folder must go, no permission); UnpicklingError a checkpoint
+        # that carries code, refused by weights_only loading
+        if os.environ.get("XSAM_EDGE_DEBUG"):
+            raise
+        print(f"xsam-edge {args.verb}: error: {one_line(err)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return 130
     return 0
+
+
+def one_line(err: BaseException, limit: int = 2000) -> str:
+    """An error's message on one line (a multi-line report joined by "; "), its type when it has none."""
+    text = "; ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+    if isinstance(err, pickle.UnpicklingError):
+        text = f"the file carries objects that weights-only loading refuses (no code from it ran): {text}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 if __name__ == "__main__":

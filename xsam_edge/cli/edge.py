@@ -10,7 +10,7 @@ from .common import build_request, request_arguments, slot_arguments, slots_from
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    for add in (_export_parser, _quantize_parser, _run_parser):
+    for add in (_export_parser, _quantize_parser, _run_parser, _sign_parser):
         add(sub)
 
 
@@ -78,6 +78,7 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
         required=True,
         help=f"one of the bundle's backends (runtimes for this OS: {', '.join(runnable_backends())})",
     )
+    p.add_argument("--public-key", help="refuse the bundle unless it is signed by this Ed25519 key (PEM)")
     request_arguments(p)
     p.set_defaults(run=_run)
 
@@ -88,7 +89,7 @@ def _run(args: argparse.Namespace) -> None:
 
     image = load_image(args.image)
     request = build_request(args, image)
-    session = EdgeSession(args.bundle, args.backend)
+    session = EdgeSession(args.bundle, args.backend, public_key=args.public_key)
     write_result(args, image, request, session.segment(request))
 
 
@@ -188,3 +189,25 @@ def _quantize(args: argparse.Namespace) -> None:
     verdict = "holds" if worst <= args.max_drop else "does NOT hold even with every quantized graph float"
     print(f"budget {args.max_drop:.2f} points {verdict} (worst drop {worst:.2f}); wrote {fit.result.bundle}")
     print(f"every step of the search: {fit.folder / 'fit.json'}")
+
+
+def _sign_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sign", help="sign a bundle's manifest (Ed25519), or make a key pair")
+    p.add_argument("--bundle", help="the bundle to sign (checked first)")
+    p.add_argument("--key", help="the private key (PEM) to sign with")
+    p.add_argument("--new-key", metavar="DIR", help="write signing-key.pem and signing-key.pub.pem into DIR")
+    p.set_defaults(run=_sign)
+
+
+def _sign(args: argparse.Namespace) -> None:
+    from xsam_edge.spec.bundle import load_bundle
+    from xsam_edge.spec.signing import new_key_pair, sign_bundle
+
+    if args.new_key:
+        private, public = new_key_pair(args.new_key)
+        print(f"wrote {private} (keep it secret) and {public} (ship it with the app)")
+        return
+    if not args.bundle or not args.key:
+        raise ValueError("give --bundle B --key PRIVATE.pem, or --new-key DIR")
+    load_bundle(args.bundle)  # never sign a bundle that does not check out
+    print(f"wrote {sign_bundle(args.bundle, args.key)}")

@@ -10,6 +10,16 @@ import sys
 from .common import build_request, request_arguments, write_result
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a count of tokens, 0 or more")
+    return value
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     for add in (_info_parser, _segment_parser, _import_parser, _train_parser, _eval_parser, _cache_parser):
         add(sub)
@@ -18,7 +28,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def _info_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="parameters and MACs per component of a preset")
     p.add_argument("--preset", required=True, help="preset name (e.g. x-sam-phi3, tiny)")
-    p.add_argument("--text-tokens", type=int, default=48, help="text tokens of the referring query")
+    p.add_argument("--text-tokens", type=_non_negative, default=48, help="text tokens of the referring query")
     p.add_argument("--json", action="store_true", help="print JSON for machines")
     p.set_defaults(run=_info)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_model
 
 from xsam_edge.files import atomic_write_text, staged_dir
@@ -239,36 +239,53 @@ def read_config(directory: str | os.PathLike) -> XSamConfig:
 def from_pretrained(directory: str | os.PathLike) -> XSam:
     """Build the model stored in ``directory`` and load its weights (every tensor must match).
 
+    The weights' names and shapes are read from the safetensors header and compared with the config's model
+    built on the meta device first, so a folder whose config and weights disagree is refused before any
+    memory is allocated.
+
     Raises:
         FileNotFoundError: the folder or its weights are missing.
-        ValueError: the weights do not fit the stored config.
+        ValueError: the config is invalid, or the weights do not fit it.
     """
     config = read_config(directory)
     weights = Path(directory) / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{directory} has no {WEIGHTS_FILE}")
     try:
+        with safe_open(weights, "pt") as handle:
+            shapes = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{weights} is truncated or corrupt: {err}") from err
+    with torch.device("meta"):
+        skeleton = build_model(config)
+    report = _compare(skeleton, shapes)
+    if report is not None:
+        raise ValueError(f"{weights} does not match {directory}/{CONFIG_FILE}:\n{report.summary()}")
+    try:
         state = load_file(weights)
     except (SafetensorError, OSError) as err:
         raise ValueError(f"{weights} is truncated or corrupt: {err}") from err
     floating = [v.dtype for v in state.values() if v.is_floating_point()]
     model = _build_in_dtype(config, floating[0] if floating else torch.float32)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    # save_model drops tied duplicates; those reappear through the tie, so they are not missing
-    tied = {k for k in missing if _is_tied(model, k)}
-    missing = [k for k in missing if k not in tied]
-    bad_shape = [k for k in state if k in own and state[k].shape != own[k].shape]
-    if missing or unexpected or bad_shape:
-        report = LoadReport(
-            missing=missing,
-            unexpected=unexpected,
-            mismatched=[(k, tuple(state[k].shape), tuple(own[k].shape)) for k in bad_shape],
-        )
-        raise ValueError(f"{weights} does not match {directory}/{CONFIG_FILE}:\n{report.summary()}")
     model.load_state_dict(state, strict=False)
     return model.eval()
+
+
+def _compare(model: XSam, shapes: dict[str, tuple[int, ...]]) -> LoadReport | None:
+    """Missing, unexpected and mis-shaped tensors of ``shapes`` against ``model`` (``None``: they fit)."""
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(own) - set(shapes))
+    unexpected = sorted(set(shapes) - set(own))
+    # save_model drops tied duplicates; those reappear through the tie, so they are not missing
+    missing = [k for k in missing if not _is_tied(model, k)]
+    bad_shape = [k for k in shapes if k in own and shapes[k] != own[k]]
+    if not (missing or unexpected or bad_shape):
+        return None
+    return LoadReport(
+        missing=missing,
+        unexpected=unexpected,
+        mismatched=[(k, shapes[k], own[k]) for k in bad_shape],
+    )
 
 
 def _build_in_dtype(config: XSamConfig, dtype: torch.dtype) -> XSam:
@@ -281,8 +298,12 @@ def _build_in_dtype(config: XSamConfig, dtype: torch.dtype) -> XSam:
         torch.set_default_dtype(previous)
 
 
+TIED_PAIR = ("llm.lm_head.weight", "llm.model.embed_tokens.weight")
+
+
 def _is_tied(model: XSam, key: str) -> bool:
-    return key == "llm.lm_head.weight" and model.config.llm.tie_word_embeddings
+    """A tied LLM stores its output head and input embedding once: either name may be the one dropped."""
+    return key in TIED_PAIR and model.config.llm.tie_word_embeddings
 
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

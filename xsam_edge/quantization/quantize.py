@@ -278,6 +278,7 @@ def assemble_bundle(fp32: Manifest, recipe: Recipe, parts: Mapping[str, GraphPar
                 "reports": [parts[g].report.to_dict() for g in QUANT_GRAPHS],
             },
             root=None,
+            sealed=False,
         )
         seal_bundle(staging, manifest)
     return target

@@ -104,6 +104,7 @@ class EdgeSession(Predictor):
         max_new_tokens (int): generation budget for GCG and chat.
         runtime (Any): a backend runtime to use instead of the registered one named ``backend`` (e.g. one
             made with options: ONNX Runtime execution providers, Core ML compute units).
+        public_key (Any): require the bundle to be signed by this Ed25519 public key (``spec.signing``).
     """
 
     def __init__(
@@ -112,10 +113,11 @@ class EdgeSession(Predictor):
         backend: str,
         max_new_tokens: int = 64,
         runtime: Any = None,
+        public_key: Any = None,
     ) -> None:
         from xsam_edge.backends import get_backend
 
-        manifest = bundle if isinstance(bundle, Manifest) else load_bundle(bundle)
+        manifest = bundle if isinstance(bundle, Manifest) else load_bundle(bundle, public_key=public_key)
         if backend not in manifest.backends:
             raise ValueError(
                 f"bundle has no {backend!r} graphs; it was exported for: {', '.join(manifest.backends)}"

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -283,35 +286,139 @@ class XSamConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> XSamConfig:
+    def from_dict(cls, data: Any) -> XSamConfig:
+        """Rebuild a config from ``to_dict`` output, checked before anything is built.
+
+        Every section must be there (a missing one never falls back to the full-size defaults), every value
+        of the type its field declares, every size within ``SIZE_LIMITS``.
+
+        Raises:
+            ValueError: not a config, a missing section, an unknown field, a wrong type or size, or a newer
+                schema; the message names the field.
+        """
+        check_config_dict(data)
         data = dict(data)
-        version = data.pop("schema_version", SCHEMA_VERSION)
-        if version > SCHEMA_VERSION:
-            raise ValueError(
-                f"config schema version {version} is newer than this xsam_edge understands "
-                f"({SCHEMA_VERSION}); upgrade xsam_edge"
-            )
+        data.pop("schema_version", None)
         return _build(cls, data)
 
 
-def _build(cls: type, data: dict[str, Any]) -> Any:
-    """Rebuild a (nested) frozen dataclass from ``asdict`` output, turning lists back into tuples."""
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(data) - set(known)
+# Sections a stored config must hold: without them a config would silently mean the full-size model.
+REQUIRED_SECTIONS = ("llm", "global_encoder", "seg_encoder", "connector", "decoder", "tokens")
+# Bounds on integer fields (inclusive): far beyond any real X-SAM variant, so a bad or hostile file is refused
+# before it can ask for terabytes. Fields not listed take the default range.
+SIZE_LIMITS: dict[str, tuple[int, int]] = {
+    "vocab_size": (1, 1 << 20),
+    "hidden_size": (1, 1 << 15),
+    "intermediate_size": (1, 1 << 17),
+    "num_layers": (1, 512),
+    "num_heads": (1, 1024),
+    "num_kv_heads": (1, 1024),
+    "max_position_embeddings": (1, 1 << 20),
+    "image_size": (8, 8192),
+    "patch_size": (1, 512),
+    "window_size": (0, 1024),
+    "output_channels": (1, 1 << 15),
+    "num_queries": (1, 1 << 14),
+    "encoder_layers": (0, 128),
+    "decoder_layers": (1, 128),
+    "encoder_ffn_dim": (1, 1 << 17),
+    "decoder_ffn_dim": (1, 1 << 17),
+    "mask_feature_size": (1, 1 << 15),
+    "region_points": (1, 1 << 16),
+    "visual_pool": (1, 64),
+    "seg_pool": (1, 64),
+    "num_points": (1, 64),
+    "num_feature_levels": (1, 8),
+}
+DEFAULT_LIMITS = (-(1 << 20), 1 << 31)
+
+
+def check_config_dict(data: Any, where: str = "config") -> None:
+    """Check a stored config's structure, types and sizes (``XSamConfig.from_dict`` calls it).
+
+    Raises:
+        ValueError: the first problem found, with its field path.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be a JSON object of config sections, got {type(data).__name__}")
+    version = data.get("schema_version", SCHEMA_VERSION)
+    if type(version) is not int or version < 1:
+        raise ValueError(f"{where}.schema_version must be a positive integer, got {version!r:.40}")
+    if version > SCHEMA_VERSION:
+        raise ValueError(
+            f"{where} schema version {version} is newer than this xsam_edge understands ({SCHEMA_VERSION}); "
+            "upgrade xsam_edge"
+        )
+    missing = [s for s in REQUIRED_SECTIONS if s not in data]
+    if missing:
+        raise ValueError(f"{where} has no {', '.join(missing)} section; save the model with save_pretrained")
+    _check_fields(XSamConfig, {k: v for k, v in data.items() if k != "schema_version"}, where)
+    tokens = data["tokens"]
+    markers = [tokens.get(k, "?") for k in ("seg", "phrase_start", "phrase_end", "image", "region")]
+    if not all(markers) or len(set(markers)) != len(markers):
+        raise ValueError(
+            f"{where}.tokens: the special-token spellings must be distinct and non-empty: {markers}"
+        )
+
+
+def _check_fields(cls: type, data: Any, where: str) -> None:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; known: {sorted(known)}")
-    kwargs: dict[str, Any] = {}
-    nested = {
-        "llm": LLMConfig,
-        "global_encoder": GlobalEncoderConfig,
-        "seg_encoder": SegEncoderConfig,
-        "connector": ConnectorConfig,
-        "decoder": DecoderConfig,
-        "tokens": TokenConfig,
-    }
+        raise ValueError(f"unknown {cls.__name__} fields {unknown} in {where}; known: {sorted(known)}")
     for name, value in data.items():
-        if cls is XSamConfig and name in nested and isinstance(value, dict):
-            value = _build(nested[name], value)
+        _check_value(name, hints[name], value, f"{where}.{name}")
+
+
+def _check_value(name: str, hint: Any, value: Any, where: str) -> None:
+    """``value`` against the field's annotation: int, float, bool, str, a tuple of them, a section, None."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        _check_fields(hint, value, where)
+    elif origin is tuple:
+        if not isinstance(value, list | tuple) or len(value) > 64:
+            raise ValueError(f"{where} must be a list of at most 64 values, got {value!r:.80}")
+        for i, item in enumerate(value):
+            _check_value(name, args[0], item, f"{where}[{i}]")
+    elif hint is bool:
+        if type(value) is not bool:
+            raise ValueError(f"{where} must be true or false, got {value!r:.80}")
+    elif hint is int:
+        low, high = SIZE_LIMITS.get(name, DEFAULT_LIMITS)
+        if type(value) is not int or not low <= value <= high:
+            raise ValueError(f"{where} must be an integer in [{low}, {high}], got {value!r:.80}")
+    elif hint is float:
+        if type(value) not in (int, float) or not math.isfinite(value):
+            raise ValueError(f"{where} must be a finite number, got {value!r:.80}")
+    elif hint is str:
+        if not isinstance(value, str) or len(value) > 256:
+            raise ValueError(f"{where} must be a string of at most 256 characters, got {value!r:.80}")
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a (nested) frozen dataclass from checked ``asdict`` output, lists back into tuples."""
+    kwargs: dict[str, Any] = {}
+    hints = typing.get_type_hints(cls)
+    for name, value in data.items():
+        hint = hints[name]
+        section = next(
+            (
+                a
+                for a in (hint, *typing.get_args(hint))
+                if isinstance(a, type) and dataclasses.is_dataclass(a)
+            ),
+            None,
+        )
+        if section is not None and isinstance(value, dict):
+            value = _build(section, value)
         elif isinstance(value, list):
             value = tuple(value)
         kwargs[name] = value

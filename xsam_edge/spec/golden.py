@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from xsam_edge.spec.image_io import load_image
 from xsam_edge.spec.types import Box, MaskPrompt, Point, Prompt, Scribble, SegmentationRequest, Task
 
 GOLDEN_VERSION = 1
+Resolver = Callable[[str], Path]
 
 
 def prompt_to_json(prompt: Prompt, mask_file: str | None = None) -> dict:
@@ -30,7 +32,8 @@ def prompt_to_json(prompt: Prompt, mask_file: str | None = None) -> dict:
     return {"type": "mask", "file": mask_file}
 
 
-def prompt_from_json(data: dict, root: Path) -> Prompt:
+def prompt_from_json(data: dict, root: Path | Resolver) -> Prompt:
+    resolve = root if callable(root) else (lambda name: Path(root) / name)
     kind = data.get("type")
     if kind == "point":
         return Point(float(data["x"]), float(data["y"]))
@@ -39,7 +42,7 @@ def prompt_from_json(data: dict, root: Path) -> Prompt:
     if kind == "scribble":
         return Scribble(tuple((float(x), float(y)) for x, y in data["points"]))
     if kind == "mask":
-        return MaskPrompt(np.asarray(Image.open(root / data["file"])) > 127)
+        return MaskPrompt(np.asarray(Image.open(resolve(data["file"]))) > 127)
     raise ValueError(f"unknown prompt type {kind!r} in golden requests")
 
 
@@ -81,31 +84,37 @@ def save_golden(
 
 
 def load_golden(
-    directory: str | os.PathLike,
+    directory: str | os.PathLike, resolve: Resolver | None = None
 ) -> tuple[list[SegmentationRequest], list[dict[str, np.ndarray]]]:
     """Read what ``save_golden`` wrote.
+
+    Args:
+        directory (str | os.PathLike): the golden folder.
+        resolve (Resolver | None): name in the folder → path; a bundle passes one that refuses any name its
+            manifest does not list, so ``requests.json`` cannot send a reader outside the bundle.
 
     Raises:
         ValueError: unreadable or of a newer version.
     """
     root = Path(directory)
+    resolve = resolve or (lambda name: root / name)
     try:
-        data = json.loads((root / "requests.json").read_text())
+        data = json.loads(resolve("requests.json").read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"golden requests in {root} are unreadable: {err}") from err
     if data.get("version", 0) > GOLDEN_VERSION:
         raise ValueError(f"golden vectors version {data['version']} are newer than this xsam_edge reads")
     requests = [
         SegmentationRequest(
-            load_image(root / e["image"]),
+            load_image(resolve(e["image"])),
             Task(e["task"]),
             text=e["text"],
             categories=e["categories"],
-            prompts=[prompt_from_json(p, root) for p in e["prompts"]],
+            prompts=[prompt_from_json(p, resolve) for p in e["prompts"]],
         )
         for e in data["requests"]
     ]
-    with np.load(root / "outputs.npz", allow_pickle=False) as npz:
+    with np.load(resolve("outputs.npz"), allow_pickle=False) as npz:
         arrays = dict(npz)
     outputs = [
         {k.rsplit("_", 1)[0]: v for k, v in arrays.items() if k.rsplit("_", 1)[1] == str(i)}

@@ -11,7 +11,9 @@ and every request restores that cache and prefills only its own tokens. No torch
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,9 +25,16 @@ from xsam_edge.spec.config import XSamConfig
 from xsam_edge.spec.geometry import Geometry
 from xsam_edge.spec.postprocess import finish
 from xsam_edge.spec.preprocess import PreprocessSpec
-from xsam_edge.spec.prompts import build_request_prompt, image_prefix, is_generate_task
+from xsam_edge.spec.prompts import build_request_prompt, get_template, image_prefix, is_generate_task
 from xsam_edge.spec.tokenizer import XSamTokenizer, check_prompt_length, expand_image_placeholder
-from xsam_edge.spec.types import PROMPT_TASKS, SegmentationRequest, SegmentationResult, Task
+from xsam_edge.spec.types import (
+    PROMPT_TASKS,
+    RequestError,
+    SegmentationRequest,
+    SegmentationResult,
+    Task,
+    validate_request,
+)
 
 
 class Engine(Protocol):
@@ -139,10 +148,10 @@ def condition_slots(
         tuple: cond (1, C, D) float32, valid (1, C) float32 0/1, seg (1, D) float32.
 
     Raises:
-        ValueError: more phrases than slots.
+        RequestError: more phrases than slots.
     """
     if len(spans) > slots:
-        raise ValueError(
+        raise RequestError(
             f"the request has {len(spans)} categories / phrases but the segment graph has {slots} "
             "condition slots; re-export with a larger --max-conditions"
         )
@@ -231,19 +240,22 @@ class Predictor:
         Raises:
             ValueError: the prompt does not fit the context, or more phrases than condition slots.
         """
-        self.set_image(request.image)
-        image = self._image
-        assert image is not None
+        validate_request(request)  # a request's fields can change after it was made
+        self._check_user_text(request)
         cfg = self.config
         generate = is_generate_task(request.task)
 
-        # prompt: the template around the question (and, in tensor mode, the answer with <SEG>)
+        # prompt: the template around the question (and, in tensor mode, the answer with <SEG>), checked
+        # against the context before the image is encoded
         prompt = build_request_prompt(
             request, template=cfg.tokens.template, with_answer=not generate, tokens=cfg.tokens
         )
         ids = self._expand(self.tokenizer.encode(prompt, add_bos=cfg.tokens.add_bos))
         reserved = self.max_new_tokens if generate else 0
         check_prompt_length(len(ids), self.engine.max_seq, cfg.num_image_tokens, reserved)
+        self.set_image(request.image)
+        image = self._image
+        assert image is not None
         start = len(image.prefix_ids)
         if ids[:start] != image.prefix_ids:
             raise RuntimeError("the prompt does not start with the cached image prefix (tokenizer mismatch)")
@@ -296,6 +308,26 @@ class Predictor:
         )
 
     # -- helpers -----------------------------------------------------------------------------
+    @functools.cached_property
+    def reserved_markers(self) -> tuple[str, ...]:
+        """Strings user text may not hold: the tokenizer's special tokens and the template's own markers."""
+        chat = get_template(self.config.tokens.template)
+        spelled = chat.system + chat.instruction + chat.suffix + "".join(chat.stop_words)
+        markers = set(re.findall(r"<\|[^<>|]+\|>", spelled)) | set(self.tokenizer.special_strings())
+        return tuple(sorted(markers))
+
+    def _check_user_text(self, request: SegmentationRequest) -> None:
+        """Refuse text or categories that would smuggle template structure or special tokens into a turn."""
+        for field_name, value in [("text", request.text)] + [("category", c) for c in request.categories]:
+            if not value:
+                continue
+            found = [m for m in self.reserved_markers if m in value]
+            if found:
+                raise RequestError(
+                    f"{field_name} {value[:60]!r} holds the reserved marker(s) {', '.join(found)}, special "
+                    "tokens of the model's template; remove them (the prompt builder places them itself)"
+                )
+
     def _expand(self, ids: list[int]) -> list[int]:
         return expand_image_placeholder(ids, self.config.num_image_tokens)
 

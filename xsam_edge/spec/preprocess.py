@@ -67,7 +67,8 @@ def scaled_size(image_hw: tuple[int, int], size: int) -> tuple[int, int]:
     if h < 1 or w < 1:
         raise ValueError(f"image size must be positive, got {(h, w)}")
     scale = size * 1.0 / max(h, w)
-    return int(h * scale + 0.5), int(w * scale + 0.5)
+    # at least one pixel: a 993x2 image still letterboxes (to a one-pixel sliver) instead of failing
+    return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
 
 
 def letterbox(

@@ -18,7 +18,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from xsam_edge.spec.config import TokenConfig
-from xsam_edge.spec.types import CATEGORY_TASKS, GENERATE_TASKS, PROMPT_TASKS, SegmentationRequest, Task
+from xsam_edge.spec.types import (
+    CATEGORY_TASKS,
+    GENERATE_TASKS,
+    PROMPT_TASKS,
+    RequestError,
+    SegmentationRequest,
+    Task,
+)
 
 INPUT_FIELD = "{input}"
 IMAGE_SEPARATOR = "\n"  # between the image marker and the question; part of the cacheable prefix
@@ -180,7 +187,7 @@ def build_question(
     if task in CATEGORY_TASKS:
         names = [_check_reserved(c, "category", reserved).strip() for c in categories]
         if not names or not all(names):
-            raise ValueError(
+            raise RequestError(
                 f"task {task.value!r} needs a list of non-empty category names, got {categories!r}"
             )
         listed = ", ".join(phrase(n) for n in names)
@@ -190,7 +197,7 @@ def build_question(
         )
     if task in PROMPT_TASKS:
         if num_regions < 1:
-            raise ValueError(
+            raise RequestError(
                 f"task {task.value!r} needs num_regions >= 1 (one per visual prompt), got {num_regions}"
             )
         listed = ", ".join(phrase(tokens.region) for _ in range(num_regions))
@@ -289,7 +296,7 @@ def image_prefix(template: str | ChatTemplate = "phi3_chat", tokens: TokenConfig
 def _user_text(text: str | None, task: Task, reserved: tuple[str, ...]) -> str:
     """``text`` checked to be non-empty and free of special markers."""
     if text is None or not text.strip():
-        raise ValueError(f"task {task.value!r} needs a non-empty text")
+        raise RequestError(f"task {task.value!r} needs a non-empty text")
     return _check_reserved(text, "text", reserved)
 
 
@@ -297,7 +304,7 @@ def _check_reserved(value: str, field_name: str, reserved: tuple[str, ...]) -> s
     """``value`` unchanged, or ValueError if it contains a special marker the prompt owns."""
     found = [m for m in reserved if m in value]
     if found:
-        raise ValueError(
+        raise RequestError(
             f"{field_name} {value!r} contains the reserved marker(s) {found}; the prompt builder inserts "
             "these itself, remove them from the input"
         )

@@ -24,6 +24,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre
 from xsam_edge.files import atomic_write_text
 from xsam_edge.spec.config import TokenConfig
 from xsam_edge.spec.prompts import ChatTemplate, get_template
+from xsam_edge.spec.types import RequestError
 
 IMAGE_TOKEN_ID = -200
 REGION_TOKEN_ID = -300
@@ -219,6 +220,11 @@ class XSamTokenizer:
     def pad_id(self) -> int:
         """The padding id; the EOS id when the tokenizer has no padding token."""
         return self.eos_id if self.pad_token is None else self._require(self.pad_token, "pad token")
+
+    def special_strings(self) -> tuple[str, ...]:
+        """The spellings of the tokenizer's special tokens (BOS, EOS, template markers, ``<SEG>`` …)."""
+        decoder = self.backend.get_added_tokens_decoder()
+        return tuple(sorted({t.content for t in decoder.values() if t.special and t.content}))
 
     def __len__(self) -> int:
         """Vocabulary size including added tokens: the LLM needs at least this many embedding rows."""
@@ -491,12 +497,12 @@ def check_prompt_length(length: int, capacity: int, image_tokens: int, reserved:
     """Refuse a prompt that does not fit the LLM context (or KV cache) with ``reserved`` tokens kept free.
 
     Raises:
-        ValueError: what the prompt needs, what the context holds, and what to do.
+        RequestError: what the prompt needs, what the context holds, and what to do.
     """
     budget = capacity - reserved
     if length > budget:
         kept = f" with {reserved} tokens kept for the answer" if reserved else ""
-        raise ValueError(
+        raise RequestError(
             f"the prompt needs {length} tokens ({image_tokens} of them image tokens) but the LLM context "
             f"holds {budget}{kept}; shorten the text or pass fewer categories / prompts"
         )

@@ -5,10 +5,27 @@ Coordinates are pixels of the original image, x to the right, y down. No torch h
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
+
+# Caps on what one request may hold (a request is bounded work whatever the input). Above them the request is
+# refused with a RequestError; the bundle's own slots (condition and region slots, context length) bound it
+# further at run time.
+MAX_TEXT_CHARS = 4000
+MAX_CATEGORIES = 256
+MAX_CATEGORY_CHARS = 128
+MAX_PROMPTS = 64
+MAX_SCRIBBLE_POINTS = 256
+MAX_IMAGE_PIXELS = 40_000_000
+MIN_IMAGE_SIDE = 2
+
+
+class RequestError(ValueError):
+    """A request that cannot be answered as given: the message names the field and the fix."""
 
 
 class Task(StrEnum):
@@ -80,7 +97,12 @@ class SegmentationRequest:
     prompts: list[Prompt] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.task = Task(self.task)
+        try:
+            self.task = Task(self.task)
+        except ValueError:
+            raise RequestError(
+                f"unknown task {self.task!r:.60}; tasks: {', '.join(t.value for t in Task)}"
+            ) from None
         validate_request(self)
 
     @property
@@ -136,38 +158,90 @@ class SegmentationResult:
 def validate_request(request: SegmentationRequest) -> None:
     """Check a request before any compute; every message names the field and the fix.
 
+    Types, finite numbers, sizes and the caps above (``MAX_*``). The prompt builder then refuses text that
+    holds the template's own markers, before any image is encoded (``spec.plan``).
+
     Raises:
-        ValueError: a missing or malformed field for the task.
+        RequestError: a missing or malformed field for the task.
     """
     image = request.image
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
         shape = getattr(image, "shape", type(image).__name__)
-        raise ValueError(
+        raise RequestError(
             f"image must be an (H, W, 3) RGB array, got {shape}; load files with "
             "xsam_edge.spec.image_io.load_image, which converts grayscale, RGBA and 16-bit images"
         )
     if image.dtype != np.uint8:
-        raise ValueError(f"image must be uint8, got {image.dtype}")
+        raise RequestError(f"image must be uint8, got {image.dtype}")
     h, w = image.shape[:2]
-    if min(h, w) < 2:
-        raise ValueError(f"image is {w}x{h} pixels; at least 2x2 is needed to segment anything")
+    if min(h, w) < MIN_IMAGE_SIDE:
+        raise RequestError(f"image is {w}x{h} pixels; at least 2x2 is needed to segment anything")
+    if h * w > MAX_IMAGE_PIXELS:
+        raise RequestError(f"image is {w}x{h} pixels, more than {MAX_IMAGE_PIXELS}; downscale it first")
     task = request.task
-    if task in (Task.REFERRING, Task.REASONING, Task.CHAT):
-        if not request.text or not request.text.strip():
-            raise ValueError(f"task {task.value!r} needs a non-empty text")
+    _check_text(request.text, task)
+    _check_categories(request.categories, task)
+    prompts = request.prompts
+    if not isinstance(prompts, list | tuple):
+        raise RequestError(
+            f"prompts must be a list of Point, Scribble, Box or MaskPrompt, got {_kind(prompts)}"
+        )
+    if len(prompts) > MAX_PROMPTS:
+        raise RequestError(f"{len(prompts)} visual prompts; at most {MAX_PROMPTS} per request")
+    if task in PROMPT_TASKS and not prompts:
+        raise RequestError(
+            f"task {task.value!r} needs at least one visual prompt (point, scribble, box or mask)"
+        )
+    for i, prompt in enumerate(prompts):
+        _validate_prompt(prompt, i, h, w)
+
+
+def _kind(value: object) -> str:
+    return f"{type(value).__name__} {value!r:.60}"
+
+
+def _check_text(text: object, task: Task) -> None:
+    if text is not None:
+        if not isinstance(text, str):
+            raise RequestError(f"text must be a str, got {_kind(text)} (decode bytes first)")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RequestError("text holds characters that are not valid Unicode (lone surrogates)") from None
+        if len(text) > MAX_TEXT_CHARS:
+            raise RequestError(f"text is {len(text)} characters; at most {MAX_TEXT_CHARS}")
+        if "\x00" in text:
+            raise RequestError("text holds a NUL character")
+    if task in (Task.REFERRING, Task.REASONING, Task.CHAT) and (text is None or not text.strip()):
+        raise RequestError(f"task {task.value!r} needs a non-empty text")
+
+
+def _check_categories(categories: object, task: Task) -> None:
+    if isinstance(categories, str) or not isinstance(categories, list | tuple):
+        raise RequestError(
+            f"categories must be a list of names, got {_kind(categories)}; e.g. categories=['dog', 'cat']"
+        )
+    if len(categories) > MAX_CATEGORIES:
+        raise RequestError(f"{len(categories)} categories; at most {MAX_CATEGORIES} per request")
+    for name in categories:
+        if not isinstance(name, str):
+            raise RequestError(f"category names must be str, got {_kind(name)}")
+        _check_text(name, task)
+        if len(name) > MAX_CATEGORY_CHARS:
+            raise RequestError(f"category {name[:40]!r}… is longer than {MAX_CATEGORY_CHARS} characters")
     if task in CATEGORY_TASKS:
-        names = [c.strip() for c in request.categories]
+        names = [c.strip() for c in categories]
         if not names or any(not c for c in names):
-            raise ValueError(f"task {task.value!r} needs a list of non-empty category names")
+            raise RequestError(f"task {task.value!r} needs a list of non-empty category names")
         if len(set(names)) != len(names):
-            raise ValueError(f"category names must be unique, got {request.categories}")
-    if task in PROMPT_TASKS:
-        if not request.prompts:
-            raise ValueError(
-                f"task {task.value!r} needs at least one visual prompt (point, scribble, box or mask)"
-            )
-        for i, prompt in enumerate(request.prompts):
-            _validate_prompt(prompt, i, h, w)
+            raise RequestError(f"category names must be unique, got {list(categories)}")
+
+
+def _coordinate(value: object, what: str) -> float:
+    """A finite real number (not a bool, not a string)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise RequestError(f"{what} must be a finite number, got {_kind(value)}")
+    return float(value)
 
 
 def _validate_prompt(prompt: Prompt, index: int, h: int, w: int) -> None:
@@ -176,24 +250,38 @@ def _validate_prompt(prompt: Prompt, index: int, h: int, w: int) -> None:
 
     where = f"prompt {index}"
     if isinstance(prompt, Point):
-        if not inside(prompt.x, prompt.y):
-            raise ValueError(f"{where}: point ({prompt.x}, {prompt.y}) is outside the {w}x{h} image")
+        x, y = _coordinate(prompt.x, f"{where}: x"), _coordinate(prompt.y, f"{where}: y")
+        if not inside(x, y):
+            raise RequestError(f"{where}: point ({x}, {y}) is outside the {w}x{h} image")
     elif isinstance(prompt, Scribble):
-        if len(prompt.points) < 1:
-            raise ValueError(f"{where}: a scribble needs at least one point")
-        bad = [p for p in prompt.points if not inside(*p)]
-        if bad:
-            raise ValueError(f"{where}: scribble points {bad[:3]} are outside the {w}x{h} image")
+        points = prompt.points
+        if not isinstance(points, list | tuple) or not points:
+            raise RequestError(f"{where}: a scribble needs a list of (x, y) points, got {_kind(points)}")
+        if len(points) > MAX_SCRIBBLE_POINTS:
+            raise RequestError(f"{where}: {len(points)} scribble points; at most {MAX_SCRIBBLE_POINTS}")
+        for j, point in enumerate(points):
+            if not isinstance(point, list | tuple) or len(point) != 2:
+                raise RequestError(f"{where}: scribble point {j} must be an (x, y) pair, got {_kind(point)}")
+            x, y = (_coordinate(v, f"{where}: scribble point {j}") for v in point)
+            if not inside(x, y):
+                raise RequestError(f"{where}: scribble point ({x}, {y}) is outside the {w}x{h} image")
     elif isinstance(prompt, Box):
-        if not (prompt.x0 < prompt.x1 and prompt.y0 < prompt.y1):
-            raise ValueError(f"{where}: box needs x0 < x1 and y0 < y1, got {prompt}")
-        if not (inside(prompt.x0, prompt.y0) and 0 < prompt.x1 <= w and 0 < prompt.y1 <= h):
-            raise ValueError(f"{where}: box {prompt} is outside the {w}x{h} image")
+        x0, y0, x1, y1 = (
+            _coordinate(v, f"{where}: box") for v in (prompt.x0, prompt.y0, prompt.x1, prompt.y1)
+        )
+        if not (x0 < x1 and y0 < y1):
+            raise RequestError(f"{where}: box needs x0 < x1 and y0 < y1, got {prompt}")
+        if not (inside(x0, y0) and 0 < x1 <= w and 0 < y1 <= h):
+            raise RequestError(f"{where}: box {prompt} is outside the {w}x{h} image")
     elif isinstance(prompt, MaskPrompt):
-        mask = np.asarray(prompt.mask)
+        mask = prompt.mask
+        if not isinstance(mask, np.ndarray) or mask.dtype.kind not in "biuf":
+            raise RequestError(f"{where}: a mask prompt needs a numpy array, got {_kind(mask)}")
         if mask.shape != (h, w):
-            raise ValueError(f"{where}: mask is {mask.shape}, the image is {(h, w)}")
+            raise RequestError(f"{where}: mask is {mask.shape}, the image is {(h, w)}")
         if not mask.any():
-            raise ValueError(f"{where}: mask prompt is empty")
+            raise RequestError(f"{where}: mask prompt is empty")
     else:
-        raise TypeError(f"{where}: expected Point, Scribble, Box or MaskPrompt, got {type(prompt).__name__}")
+        raise RequestError(
+            f"{where}: expected Point, Scribble, Box or MaskPrompt, got {type(prompt).__name__}"
+        )
