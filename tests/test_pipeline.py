@@ -174,3 +174,13 @@ def test_the_shipped_teacher_is_checked_and_used_unless_retrained(cache, tmp_pat
     monkeypatch.setattr(teacher, "SHIPPED_DIR", tmp_path / "nothing")
     with pytest.raises(RuntimeError, match="the shipped teacher is missing"):
         ensure_teacher()
+
+
+def test_the_package_ships_a_teacher_that_loads():
+    from xsam_edge.model.predictor import XSamPredictor
+    from xsam_edge.training.teacher import shipped_teacher
+
+    folder, record = shipped_teacher()
+    assert record["recipe"]["preset"] == "shapes-teacher" and record["eval"]["data"] == "shapes:val"
+    predictor = XSamPredictor.from_pretrained(folder)
+    assert predictor.model.config.name == "shapes-teacher"

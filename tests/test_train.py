@@ -163,3 +163,16 @@ def test_balanced_stream_repeats_rare_tasks():
     share = picked.count(Task.CHAT) / len(picked)
     # repeat factor r = sqrt(0.1 / 0.05) ≈ 1.41 for chat, 1 for referring: share ≈ 1.41 / 20.41
     assert 0.055 < share < 0.085
+
+
+def test_recipe_encoder_lr_scale_reaches_every_stage():
+    """Upstream's 0.1 stays the default; the embedded teacher (random encoders) trains them at 1.0."""
+    from xsam_edge.training.recipe import TeacherRecipe
+    from xsam_edge.training.train import _configure
+
+    assert {s.encoder_lr_scale for s in recipe(STEPS)} == {0.1}
+    stages = recipe(STEPS, lr=1e-3, encoder_lr_scale=1.0)
+    assert {s.encoder_lr_scale for s in stages} == {1.0}
+    groups = _configure(build_model("tiny"), stages[0])
+    assert [g["lr"] for g in groups] == [1e-3, 1e-3]  # the encoder group learns at the full rate
+    assert TeacherRecipe().encoder_lr_scale == 1.0

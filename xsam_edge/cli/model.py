@@ -122,6 +122,12 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=_steps, default=default.steps, help="segmentor,align,mixed steps")
     p.add_argument("--batch-size", type=int, default=default.batch_size)
     p.add_argument("--lr", type=float, default=default.lr)
+    p.add_argument(
+        "--encoder-lr-scale",
+        type=float,
+        default=default.encoder_lr_scale,
+        help="image encoders' lr as a fraction of --lr (0.1 upstream, for pretrained encoders)",
+    )
     p.add_argument("--seed", type=int, default=default.seed)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.set_defaults(run=_train)
@@ -140,6 +146,7 @@ def _train(args: argparse.Namespace) -> None:
         device=args.device,
         data=args.data,
         val_data=args.val_data or None,
+        encoder_lr_scale=args.encoder_lr_scale,
     )
     print(f"wrote {model_dir}")
 

@@ -12,14 +12,19 @@ TEACHER_PRESET = "shapes-teacher"
 
 @dataclass(frozen=True)
 class TeacherRecipe:
-    """How the cached teacher is made: steps per stage (segmentor, align, mixed), batch, lr, seed."""
+    """How the cached teacher is made: steps per stage (segmentor, align, mixed), batch, lr, seed.
+
+    ``encoder_lr_scale``: the image encoders' lr as a fraction of ``lr``; 1.0 because the teacher's encoders
+    start from random weights (upstream's 0.1 is for pretrained SAM / SigLIP encoders).
+    """
 
     preset: str = TEACHER_PRESET
-    steps: tuple[int, int, int] = (600, 300, 1200)
+    steps: tuple[int, int, int] = (1000, 300, 5000)
     batch_size: int = 8
-    lr: float = 3e-4
+    lr: float = 1e-3
     seed: int = 0
     data: str = "shapes:train"
+    encoder_lr_scale: float = 1.0
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]

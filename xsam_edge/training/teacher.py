@@ -74,11 +74,12 @@ def train_model(
     out_dir: str | os.PathLike,
     preset: str = TEACHER_PRESET,
     steps: tuple[int, int, int] = TeacherRecipe.steps,
-    batch_size: int = 8,
-    lr: float = 3e-4,
+    batch_size: int = TeacherRecipe.batch_size,
+    lr: float = TeacherRecipe.lr,
     seed: int = 0,
     device: str = "cpu",
     data: str = "shapes:train",
+    encoder_lr_scale: float = TeacherRecipe.encoder_lr_scale,
     val_data: str | None = "shapes:val-fast",
     stop_after: int | None = None,
 ) -> Path:
@@ -95,6 +96,8 @@ def train_model(
         data (str): ``shapes:train`` (other sources: use ``xsam_edge.training.train.train`` directly).
         val_data (str | None): evaluated at each stage end (logged), ``None`` to skip.
         stop_after (int | None): stop after this many steps (resume later).
+        encoder_lr_scale (float): the image encoders' learning rate as a fraction of ``lr`` (1.0: they
+            train from scratch here, unlike upstream's pretrained encoders at 0.1).
 
     Returns:
         Path: the model folder.
@@ -106,7 +109,8 @@ def train_model(
     torch.manual_seed(seed)
     model = build_model(preset)
     tokenizer = tokenizer_for(preset)
-    config = TrainConfig(stages=recipe(steps, batch_size=batch_size, lr=lr), seed=seed, device=device)
+    stages = recipe(steps, batch_size=batch_size, lr=lr, encoder_lr_scale=encoder_lr_scale)
+    config = TrainConfig(stages=stages, seed=seed, device=device)
     evaluate = _stage_evaluator(tokenizer, val_data) if val_data else None
     return train(
         model,
@@ -222,6 +226,7 @@ def ensure_teacher(
         seed=teacher_recipe.seed,
         device=device,
         data=teacher_recipe.data,
+        encoder_lr_scale=teacher_recipe.encoder_lr_scale,
     )
 
 

@@ -96,8 +96,14 @@ class TrainConfig:
     device: str = "cpu"
 
 
-def recipe(steps: tuple[int, int, int], batch_size: int = 8, lr: float = 3e-4) -> tuple[StageConfig, ...]:
-    """The three-stage recipe with the given step counts."""
+def recipe(
+    steps: tuple[int, int, int], batch_size: int = 8, lr: float = 3e-4, encoder_lr_scale: float = 0.1
+) -> tuple[StageConfig, ...]:
+    """The three-stage recipe with the given step counts.
+
+    ``encoder_lr_scale`` multiplies the image encoders' learning rate: upstream's 0.1 protects pretrained
+    encoders; encoders trained from scratch (the embedded teacher) learn at the full rate (1.0).
+    """
     everything = ("",)
     return (
         StageConfig(
@@ -108,6 +114,7 @@ def recipe(steps: tuple[int, int, int], batch_size: int = 8, lr: float = 3e-4) -
             trainable=("segmentor.", "seg_connector."),
             tasks=(Task.PANOPTIC,),
             lm_weight=0.0,
+            encoder_lr_scale=encoder_lr_scale,
             schedule="multistep",
         ),
         StageConfig(
@@ -118,8 +125,17 @@ def recipe(steps: tuple[int, int, int], batch_size: int = 8, lr: float = 3e-4) -
             trainable=("visual_projector.", "seg_projector.", "llm."),
             tasks=(Task.GCG, Task.CHAT),
             mask_weight=0.0,
+            encoder_lr_scale=encoder_lr_scale,
         ),
-        StageConfig("mixed", steps[2], batch_size, lr, trainable=everything, tasks=tuple(Task)),
+        StageConfig(
+            "mixed",
+            steps[2],
+            batch_size,
+            lr,
+            trainable=everything,
+            tasks=tuple(Task),
+            encoder_lr_scale=encoder_lr_scale,
+        ),
     )
 
 
