@@ -176,7 +176,7 @@ Status CheckConfined(const std::string& root, const std::string& relative) {
   // a symlink inside the folder may still point out of it: compare real paths
   std::string real_root = RealPath(root);
   std::string real = RealPath(root + "/" + relative);
-  if (real.empty()) return BundleError("bundle file " + relative + " is missing from " + root);
+  if (real.empty()) return BundleError("bundle file " + relative + " is missing from " + root + "; re-export or copy it again");
   if (real_root.empty() || real.compare(0, real_root.size() + 1, real_root + "/") != 0) {
     return BundleError("bundle file " + relative + " resolves to " + real + ", outside the bundle folder " +
                        real_root + " (a symlink out of the bundle); copy the file into the bundle instead");
@@ -217,10 +217,13 @@ Status LoadBundle(const std::string& folder, bool verify_checksums, Manifest* ou
   }
   for (const auto& kv : m.files) {
     const std::string file = m.path(kv.first);
+    Status confined = CheckConfined(m.root, kv.first);
+    if (!confined.ok() && IsRegularFile(file)) return confined;
     if (!IsRegularFile(file)) {
+      // a path that leaves the folder is named as such, whether or not something lies there
+      if (!confined.ok() && confined.message().find("is missing") == std::string::npos) return confined;
       return BundleError("bundle file " + kv.first + " is missing from " + m.root + "; re-export or copy it again");
     }
-    XSAM_RETURN_IF_ERROR(CheckConfined(m.root, kv.first));
     if (verify_checksums) {
       std::string hex;
       XSAM_RETURN_IF_ERROR(Sha256File(file, &hex));

@@ -110,10 +110,9 @@ Status ApplyDecoder(const Json& spec, std::vector<std::string>* tokens) {
     std::string scheme = spec["prepend_scheme"].is_string() ? spec["prepend_scheme"].as_string()
                          : (spec["add_prefix_space"].is_bool() && !spec["add_prefix_space"].as_bool()) ? "never"
                                                                                                       : "always";
+    // as the crate does: in the first token every replacement character is dropped, not only a leading one
     for (size_t i = 0; i < tokens->size(); ++i) {
-      std::string t = ReplaceAll((*tokens)[i], repl, " ");
-      if (i == 0 && scheme != "never" && !t.empty() && t[0] == ' ') t = t.substr(1);
-      (*tokens)[i] = t;
+      (*tokens)[i] = ReplaceAll((*tokens)[i], repl, i == 0 && scheme != "never" ? "" : " ");
     }
   } else if (type == "Replace") {
     if (!spec["pattern"]["String"].is_string()) return Unsupported("tokenizer.json Replace decoder with a regex");
