@@ -2,10 +2,10 @@
 
     python native/tools/dump_reference.py OUT [--bundle DIR]
 
-OUT/bundle        the tiny preset (visible random weights, grid sampler) exported for ExecuTorch, unless --bundle
+OUT/bundle        the tiny preset (random weights, grid sampler) exported for ExecuTorch, unless --bundle
 OUT/parity        requests of every task (requests.json, PNGs) and EdgeSession's answers (expected.json)
-OUT/tokenizers    tokenizer.json files (the bundle's word-level one, a Qwen-style byte-level BPE, Phi-3-style
-                  SentencePiece BPEs) and cases.json: the `tokenizers` package's ids and decodings of test strings
+OUT/tokenizers    tokenizer.json files (the bundle's word-level one, Qwen- and GPT-2-style byte-level BPEs,
+                  Phi-3-style SentencePiece BPEs) and cases.json: the `tokenizers` package's ids and decodings
 OUT/preprocess    images of awkward sizes and the spec's letterbox / global / prompt-mask arrays (arrays.npz)
 """
 
@@ -94,8 +94,13 @@ def dump_parity(bundle: Path, out: Path) -> None:
                 Image.fromarray(np.asarray(prompt.mask, np.uint8) * 255).save(out / mask_file)
             prompts.append(prompt_to_json(prompt, mask_file))
         entries.append(
-            {"task": request.task.value, "text": request.text, "categories": request.categories,
-             "prompts": prompts, "image": "image.png"}
+            {
+                "task": request.task.value,
+                "text": request.text,
+                "categories": request.categories,
+                "prompts": prompts,
+                "image": "image.png",
+            }
         )
         result = session.segment(request)
         expected.append(
@@ -124,21 +129,30 @@ def _train(tok, texts: list[str], vocab_size: int, special: list[str], alphabet:
 
 
 def tokenizer_files(bundle: Path) -> dict[str, str]:
-    """name → tokenizer.json text: the bundle's word-level one and three BPE styles trained on the corpus."""
+    """Tokenizer files by name: the bundle's word-level one and BPE styles trained on the corpus."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-    corpus = TEXTS + [build_prompt(t, text="the red circle", categories=["circle", "sky"], num_regions=2)
-                      for t in Task]
+    corpus = TEXTS + [
+        build_prompt(t, text="the red circle", categories=["circle", "sky"], num_regions=2) for t in Task
+    ]
     files = {"word_level": (bundle / "tokenizer.json").read_text()}
 
     qwen = Tokenizer(models.BPE())
     qwen.normalizer = normalizers.NFC()
     qwen.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex(QWEN_PATTERN), behavior="isolated"),
-         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+        [
+            pre_tokenizers.Split(Regex(QWEN_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
     )
     qwen.decoder = decoders.ByteLevel()
-    _train(qwen, corpus, 700, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], pre_tokenizers.ByteLevel.alphabet())
+    _train(
+        qwen,
+        corpus,
+        700,
+        ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        pre_tokenizers.ByteLevel.alphabet(),
+    )
     files["qwen_style_bpe"] = qwen.to_str()
 
     gpt2 = Tokenizer(models.BPE())
@@ -151,7 +165,9 @@ def tokenizer_files(bundle: Path) -> dict[str, str]:
     special = ["<unk>", "<s>", "</s>", "<|user|>", "<|assistant|>", "<|end|>"]
     for name, metaspace in (("phi3_style_legacy", False), ("phi3_style_metaspace", True)):
         base = Tokenizer(models.BPE(unk_token="<unk>"))
-        base.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
+        base.pre_tokenizer = pre_tokenizers.Metaspace(
+            replacement="\u2581", prepend_scheme="first", split=False
+        )
         _train(base, [t for t in corpus if not any(ord(c) > 0x3000 for c in t)], 500, special, [])
         data = json.loads(base.to_str())
         vocab = data["model"]["vocab"]
@@ -161,12 +177,21 @@ def tokenizer_files(bundle: Path) -> dict[str, str]:
         tok = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
         tok.add_special_tokens(special)
         if metaspace:
-            tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
+            tok.pre_tokenizer = pre_tokenizers.Metaspace(
+                replacement="\u2581", prepend_scheme="first", split=False
+            )
             tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
         else:
-            tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+            tok.normalizer = normalizers.Sequence(
+                [normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")]
+            )
             tok.decoder = decoders.Sequence(
-                [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+                [
+                    decoders.Replace("\u2581", " "),
+                    decoders.ByteFallback(),
+                    decoders.Fuse(),
+                    decoders.Strip(" ", 1, 0),
+                ]
             )
         files[name] = tok.to_str()
     return files
@@ -176,8 +201,11 @@ def dump_tokenizers(bundle: Path, out: Path) -> None:
     from tokenizers import Tokenizer
 
     out.mkdir(parents=True, exist_ok=True)
-    strings = TEXTS + [build_prompt(t, text="the red circle", categories=["circle", "sky"], num_regions=2,
-                                    template=tpl) for t in Task for tpl in ("phi3_chat", "qwen_chat")]
+    strings = TEXTS + [
+        build_prompt(t, text="the red circle", categories=["circle", "sky"], num_regions=2, template=tpl)
+        for t in Task
+        for tpl in ("phi3_chat", "qwen_chat")
+    ]
     strings += ["\n", " ", "<|user|>\n", "<|im_start|>user\n", "a", ""]
     cases = []
     for name, text in tokenizer_files(bundle).items():
@@ -185,9 +213,15 @@ def dump_tokenizers(bundle: Path, out: Path) -> None:
         tok = Tokenizer.from_str(text)
         for s in strings:
             ids = tok.encode(s, add_special_tokens=False).ids
-            cases.append({"tokenizer": f"{name}.json", "text": s, "ids": ids,
-                          "decoded": tok.decode(ids, skip_special_tokens=False),
-                          "decoded_skip": tok.decode(ids, skip_special_tokens=True)})
+            cases.append(
+                {
+                    "tokenizer": f"{name}.json",
+                    "text": s,
+                    "ids": ids,
+                    "decoded": tok.decode(ids, skip_special_tokens=False),
+                    "decoded_skip": tok.decode(ids, skip_special_tokens=True),
+                }
+            )
     (out / "cases.json").write_text(json.dumps({"cases": cases}, indent=1, ensure_ascii=False))
 
 
@@ -203,14 +237,24 @@ def dump_preprocess(bundle: Path, out: Path) -> None:
         pixels, scaled = spec.letterbox(image)
         arrays[f"letterbox_{i}"] = pixels
         arrays[f"global_{i}"] = spec.global_pixels(image)
-        prompts = [Point(w / 3, h / 2), Box(w * 0.1, h * 0.2, w * 0.7, h * 0.9),
-                   Scribble(((0.5, 0.5), (w - 1.5, h - 1.5), (w / 2, 0.2)))]
+        prompts = [
+            Point(w / 3, h / 2),
+            Box(w * 0.1, h * 0.2, w * 0.7, h * 0.9),
+            Scribble(((0.5, 0.5), (w - 1.5, h - 1.5), (w / 2, 0.2))),
+        ]
         arrays[f"prompt_masks_{i}"] = spec.prompt_masks(prompts, (h, w))
         arrays[f"prompt_boxes_{i}"] = np.array([spec.prompt_box(p, (h, w)) for p in prompts], np.float64)
-        cases.append({"image": f"image_{i}.png", "scaled_hw": list(scaled),
-                      "prompts": [prompt_to_json(p) for p in prompts]})
+        cases.append(
+            {
+                "image": f"image_{i}.png",
+                "scaled_hw": list(scaled),
+                "prompts": [prompt_to_json(p) for p in prompts],
+            }
+        )
     np.savez_compressed(out / "arrays.npz", **arrays)
-    (out / "cases.json").write_text(json.dumps({"preprocess": manifest["preprocess"], "cases": cases}, indent=1))
+    (out / "cases.json").write_text(
+        json.dumps({"preprocess": manifest["preprocess"], "cases": cases}, indent=1)
+    )
 
 
 def export_tiny(out: Path) -> Path:
