@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NATIVE = ROOT / "native"
 CACHE = Path(os.environ.get("XSAM_NATIVE_CACHE", Path.home() / ".cache" / "xsam_edge" / "native"))
 INSTALL = "scripts/install-native-deps.sh"
-CTEST_NAMES = ("tokenizer", "preprocess", "bundle", "parity", "selfcheck", "run_cli", "bench_cli")
+CTEST_NAMES = ("tokenizer", "preprocess", "postprocess", "bundle", "parity", "selfcheck", "run_cli", "bench_cli")
 
 
 def _executorch_root() -> Path | None:

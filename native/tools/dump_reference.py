@@ -7,6 +7,7 @@ OUT/parity        requests of every task (requests.json, PNGs) and EdgeSession's
 OUT/tokenizers    tokenizer.json files (the bundle's word-level one, Qwen- and GPT-2-style byte-level BPEs,
                   Phi-3-style SentencePiece BPEs) and cases.json: the `tokenizers` package's ids and decodings
 OUT/preprocess    images of awkward sizes and the spec's letterbox / global / prompt-mask arrays (arrays.npz)
+OUT/postprocess   seeded decoder logits (logits.npz) and spec/postprocess.py's results for every task
 """
 
 from __future__ import annotations
@@ -257,6 +258,71 @@ def dump_preprocess(bundle: Path, out: Path) -> None:
     )
 
 
+def dump_postprocess(out: Path) -> None:
+    """Every task's post-processing on seeded logits that keep queries.
+
+    A random model's queries rarely pass panoptic's 0.8 threshold, so these are made to; the geometries
+    make both the letterbox crop and the final resize non-trivial.
+    """
+    from xsam_edge.spec.geometry import Geometry
+    from xsam_edge.spec.postprocess import postprocess
+
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(3)
+    arrays, cases = {}, []
+    tasks = [
+        (Task.REFERRING, ["the red circle"]),
+        (Task.GCG, ["a ring", "two squares", "the sky"]),
+        (Task.PANOPTIC, ["circle", "square", "sky"]),
+        (Task.OPEN_VOCABULARY, ["ring", "grass"]),
+        (Task.INSTANCE, ["circle", "square", "star"]),
+        (Task.SEMANTIC, ["circle", "sky", "grass", "wall"]),
+        (Task.VISUAL_GROUNDED, ["prompt 0", "prompt 1"]),
+        (Task.INTERACTIVE, ["prompt 0", "prompt 1", "prompt 2"]),
+    ]
+    for i, (task, labels) in enumerate(tasks):
+        q, m = 12, 16
+        h, w = [(37, 53), (61, 29), (40, 40), (23, 70)][i % 4]
+        geometry = Geometry.for_image((h, w), 64)
+        cls = rng.normal(0, 2, (q, len(labels) + 1)).astype(np.float32)
+        cls[: q // 2, -1] -= 6  # half the queries confidently not background
+        cls[np.arange(q // 2), rng.integers(0, len(labels), q // 2)] += 6
+        # one blob per query on a noisy negative background: panoptic keeps the ones that do not overlap
+        masks = rng.normal(-5, 1, (q, m, m)).astype(np.float32)
+        for k in range(q):
+            y0, x0 = rng.integers(0, m - 4, 2)
+            masks[k, y0 : y0 + rng.integers(3, 8), x0 : x0 + rng.integers(3, 8)] += 10
+        boxes = [(float(b), float(b), float(b + w // 2), float(b + h // 2)) for b in range(len(labels))]
+        result = postprocess(
+            task,
+            cls,
+            masks,
+            geometry,
+            labels=labels,
+            prompt_boxes=boxes if task is Task.INTERACTIVE else None,
+        )
+        arrays[f"class_logits_{i}"] = cls
+        arrays[f"mask_logits_{i}"] = masks
+        cases.append(
+            {
+                "task": task.value,
+                "labels": labels,
+                "prompt_boxes": boxes,
+                "image_hw": [h, w],
+                "scaled_hw": list(geometry.scaled_hw),
+                "input_size": 64,
+                "expected": {
+                    "labels": result.labels,
+                    "label_ids": [int(v) for v in result.label_ids],
+                    "scores": [float(v) for v in result.scores],
+                    "rle": [rle(mk) for mk in result.masks],
+                },
+            }
+        )
+    np.savez(out / "logits.npz", **arrays)
+    (out / "cases.json").write_text(json.dumps({"cases": cases}, indent=1))
+
+
 def export_tiny(out: Path) -> Path:
     from conftest import make_tiny_model, with_grid_sampler
 
@@ -280,6 +346,7 @@ def main() -> None:
     dump_parity(bundle, out / "parity")
     dump_tokenizers(bundle, out / "tokenizers")
     dump_preprocess(bundle, out / "preprocess")
+    dump_postprocess(out / "postprocess")
     assert TokenConfig().template == "phi3_chat"
     print(f"wrote {out}")
 
