@@ -32,7 +32,16 @@ ROOT = Path(__file__).resolve().parents[1]
 NATIVE = ROOT / "native"
 CACHE = Path(os.environ.get("XSAM_NATIVE_CACHE", Path.home() / ".cache" / "xsam_edge" / "native"))
 INSTALL = "scripts/install-native-deps.sh"
-CTEST_NAMES = ("tokenizer", "preprocess", "postprocess", "bundle", "parity", "selfcheck", "run_cli", "bench_cli")
+CTEST_NAMES = (
+    "tokenizer",
+    "preprocess",
+    "postprocess",
+    "bundle",
+    "parity",
+    "selfcheck",
+    "run_cli",
+    "bench_cli",
+)
 
 
 def _executorch_root() -> Path | None:
@@ -118,12 +127,12 @@ def _build(name: str, reference: Path, executorch: Path, toolchain: Path | None 
 
 
 def _ctest(build: Path, timeout: int) -> str:
-    proc = _run(["ctest", "--test-dir", str(build), "--output-on-failure"], timeout=timeout)
+    # verbose: each test's own summary lines (parity numbers, selfcheck verdict) land in the pytest log
+    proc = _run(["ctest", "--test-dir", str(build), "--verbose"], timeout=timeout)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-6000:]
-    assert re.search(rf"100% tests passed, 0 tests failed out of {len(CTEST_NAMES)}\b", output), output[
-        -3000:
-    ]
+    summary = rf"100% tests passed, 0 tests failed out of {len(CTEST_NAMES)}\b"
+    assert re.search(summary, output), output[-3000:]
     return output
 
 
@@ -144,7 +153,7 @@ def _arm64_executorch() -> Path | None:
 @pytest.mark.slow
 def test_ctest_x86_64(x86_build: Path) -> None:
     output = _ctest(x86_build, timeout=600)
-    assert "parity vs EdgeSession: 12 requests" in output
+    assert "parity vs EdgeSession: 12 requests" in output and "selfcheck PASS" in output
 
 
 @pytest.mark.slow
@@ -156,7 +165,8 @@ def test_ctest_arm64_under_qemu(reference: Path) -> None:
     if executorch is None:
         pytest.skip(f"the arm64 executorch wheel is not unpacked under {CACHE}; run {INSTALL}")
     build = _build("aarch64", reference, executorch, NATIVE / "cmake" / "aarch64-linux-gnu.cmake")
-    _ctest(build, timeout=1500)
+    output = _ctest(build, timeout=1500)
+    assert "parity vs EdgeSession: 12 requests" in output and "selfcheck PASS" in output
 
 
 @pytest.mark.slow
