@@ -47,9 +47,14 @@ TEXTS = [
 
 
 def every_task_requests(image: np.ndarray) -> list[SegmentationRequest]:
+    """One or two requests per task; prompt coordinates are laid out for 80 x 48 and scaled to the image."""
     h, w = image.shape[:2]
+
+    def xy(x: float, y: float) -> tuple[float, float]:
+        return x * w / 80, y * h / 48
+
     mask = np.zeros((h, w), bool)
-    mask[5:20, 10:40] = True
+    mask[round(5 * h / 48) : round(20 * h / 48), round(10 * w / 80) : round(40 * w / 80)] = True
     return [
         SegmentationRequest(image, Task.REFERRING, text="the red circle"),
         SegmentationRequest(image, Task.REASONING, text="the shape with the most corners"),
@@ -57,12 +62,18 @@ def every_task_requests(image: np.ndarray) -> list[SegmentationRequest]:
         SegmentationRequest(image, Task.INSTANCE, categories=["circle", "square"]),
         SegmentationRequest(image, Task.SEMANTIC, categories=["circle", "sky"]),
         SegmentationRequest(image, Task.OPEN_VOCABULARY, categories=["ring", "hexagon"]),
-        SegmentationRequest(image, Task.INTERACTIVE, prompts=[Point(30, 20), Box(5, 5, 40, 30)]),
         SegmentationRequest(
-            image, Task.INTERACTIVE, prompts=[Scribble(((2, 2), (30, 20))), MaskPrompt(mask), Point(60, 10)]
+            image, Task.INTERACTIVE, prompts=[Point(*xy(30, 20)), Box(*xy(5, 5), *xy(40, 30))]
         ),
-        SegmentationRequest(image, Task.VISUAL_GROUNDED, prompts=[Point(40, 24)]),
-        SegmentationRequest(image, Task.VISUAL_GROUNDED, prompts=[Box(2, 3, 30, 40), Point(70, 8)]),
+        SegmentationRequest(
+            image,
+            Task.INTERACTIVE,
+            prompts=[Scribble((xy(2, 2), xy(30, 20))), MaskPrompt(mask), Point(*xy(60, 10))],
+        ),  # 3 prompts for 2 region slots: the session batches
+        SegmentationRequest(image, Task.VISUAL_GROUNDED, prompts=[Point(*xy(40, 24))]),
+        SegmentationRequest(
+            image, Task.VISUAL_GROUNDED, prompts=[Box(*xy(2, 3), *xy(30, 40)), Point(*xy(70, 8))]
+        ),
         SegmentationRequest(image, Task.GCG),
         SegmentationRequest(image, Task.CHAT, text="how many objects are there?"),
     ]
@@ -76,13 +87,14 @@ def rle(mask: np.ndarray) -> list[int]:
     return runs if flat.size == 0 or flat[0] == 0 else [0, *runs]
 
 
-def dump_parity(bundle: Path, out: Path) -> None:
+def dump_parity(bundle: Path, out: Path, image_file: Path | None = None) -> None:
     from conftest import make_image
 
     from xsam_edge.runtime.session import EdgeSession
+    from xsam_edge.spec.image_io import load_image
 
     out.mkdir(parents=True, exist_ok=True)
-    image = make_image()
+    image = make_image() if image_file is None else load_image(image_file)
     Image.fromarray(image).save(out / "image.png")
     session = EdgeSession(bundle, "executorch")
     entries, expected = [], []
@@ -340,10 +352,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out")
     parser.add_argument("--bundle", help="use this ExecuTorch bundle instead of exporting the tiny preset")
+    parser.add_argument("--image", help="parity requests on this image (default: the tests' 80 x 48 image)")
     args = parser.parse_args()
     out = Path(args.out)
     bundle = Path(args.bundle) if args.bundle else export_tiny(out / "bundle")
-    dump_parity(bundle, out / "parity")
+    dump_parity(bundle, out / "parity", Path(args.image) if args.image else None)
     dump_tokenizers(bundle, out / "tokenizers")
     dump_preprocess(bundle, out / "preprocess")
     dump_postprocess(out / "postprocess")
