@@ -153,7 +153,7 @@ def _arm64_executorch() -> Path | None:
 @pytest.mark.slow
 def test_ctest_x86_64(x86_build: Path) -> None:
     output = _ctest(x86_build, timeout=600)
-    assert "parity vs EdgeSession: 12 requests" in output and "selfcheck PASS" in output
+    assert "parity vs EdgeSession: 13 requests" in output and "selfcheck PASS" in output
 
 
 @pytest.mark.slow
@@ -166,7 +166,7 @@ def test_ctest_arm64_under_qemu(reference: Path) -> None:
         pytest.skip(f"the arm64 executorch wheel is not unpacked under {CACHE}; run {INSTALL}")
     build = _build("aarch64", reference, executorch, NATIVE / "cmake" / "aarch64-linux-gnu.cmake")
     output = _ctest(build, timeout=1500)
-    assert "parity vs EdgeSession: 12 requests" in output and "selfcheck PASS" in output
+    assert "parity vs EdgeSession: 13 requests" in output and "selfcheck PASS" in output
 
 
 @pytest.mark.slow

@@ -59,6 +59,9 @@ def every_task_requests(image: np.ndarray) -> list[SegmentationRequest]:
         SegmentationRequest(image, Task.REFERRING, text="the red circle"),
         SegmentationRequest(image, Task.REASONING, text="the shape with the most corners"),
         SegmentationRequest(image, Task.PANOPTIC, categories=["circle", "square", "sky"]),
+        SegmentationRequest(
+            image, Task.PANOPTIC, categories=["square", "sand"]
+        ),  # the teacher keeps one here
         SegmentationRequest(image, Task.INSTANCE, categories=["circle", "square"]),
         SegmentationRequest(image, Task.SEMANTIC, categories=["circle", "sky"]),
         SegmentationRequest(image, Task.OPEN_VOCABULARY, categories=["ring", "hexagon"]),
