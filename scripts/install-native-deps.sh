@@ -38,7 +38,11 @@ if [ ! -f "$target/executorch/share/cmake/executorch-config.cmake" ]; then
   echo "install-native-deps: fetching the executorch $version manylinux_2_28_aarch64 wheel" >&2
   "$python" -m pip download -q --no-deps --only-binary=:all: --platform manylinux_2_28_aarch64 \
     --python-version 3.11 "executorch==$version" -d "$tmp" 2>&1 | grep -v "^WARNING" >&2 || true
-  wheel="$(ls "$tmp"/executorch-*aarch64*.whl)"
+  wheel="$(ls "$tmp"/executorch-*aarch64*.whl 2>/dev/null || true)"
+  if [ -z "$wheel" ]; then
+    echo "install-native-deps: pip could not download executorch==$version for manylinux_2_28_aarch64" >&2
+    exit 1
+  fi
   "$python" - "$wheel" "$tmp/unpacked" <<'PY'
 import sys, zipfile
 wheel, out = sys.argv[1], sys.argv[2]

@@ -137,11 +137,11 @@ def _ctest(build: Path, timeout: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def x86_build(reference: Path) -> Path:
+def x86_build(request: pytest.FixtureRequest) -> Path:
     missing = _missing(("cmake", "c++"))
-    if missing:
+    if missing:  # checked before the reference data, which takes minutes to make
         pytest.skip(f"native toolchain missing ({', '.join(missing)}); run {INSTALL}")
-    return _build("host", reference, _executorch_root())
+    return _build("host", request.getfixturevalue("reference"), _executorch_root())
 
 
 def _arm64_executorch() -> Path | None:
@@ -157,13 +157,14 @@ def test_ctest_x86_64(x86_build: Path) -> None:
 
 
 @pytest.mark.slow
-def test_ctest_arm64_under_qemu(reference: Path) -> None:
+def test_ctest_arm64_under_qemu(request: pytest.FixtureRequest) -> None:
     missing = _missing(("cmake", "aarch64-linux-gnu-g++", "qemu-aarch64"))
     if missing:
         pytest.skip(f"arm64 cross toolchain missing ({', '.join(missing)}); run {INSTALL}")
     executorch = _arm64_executorch()
     if executorch is None:
         pytest.skip(f"the arm64 executorch wheel is not unpacked under {CACHE}; run {INSTALL}")
+    reference = request.getfixturevalue("reference")
     build = _build("aarch64", reference, executorch, NATIVE / "cmake" / "aarch64-linux-gnu.cmake")
     output = _ctest(build, timeout=1500)
     assert "parity vs EdgeSession: 13 requests" in output and "selfcheck PASS" in output
