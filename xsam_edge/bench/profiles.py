@@ -154,8 +154,10 @@ PROFILES: dict[str, DeviceProfile] = {
             "an arm64 Android phone: the ExecuTorch runtime with XNNPACK",
             ("executorch",),
             needs="android",
-            install="build android_demo (Gradle, ExecuTorch AAR) and adb push the bundle to /data/local/tmp",
-            run="the demo app's bench mode over adb (not built yet)",
+            install="build native/ with the NDK (native/README.md); adb push xsam_runner, the ExecuTorch "
+            "libraries and the bundle to /data/local/tmp",
+            run="adb shell xsam_runner bench --bundle B --out bench.json; adb pull bench.json; "
+            "xsam-edge bench --import bench.json",
         ),
     )
 }

@@ -59,23 +59,56 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", help="result JSON (default: <out>/bench.json)")
     p.add_argument("--out", default="outputs/bench", help="folder for bench.json, bench.md and the plots")
     p.add_argument("--list-profiles", action="store_true", help="print the device profiles and exit")
+    p.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="JSON",
+        help="add results measured elsewhere (xsam_runner bench on a phone) to the report; repeatable",
+    )
     p.set_defaults(run=_bench)
 
 
 def _bench(args: argparse.Namespace) -> None:
-    from xsam_edge.bench.harness import BenchOptions, bench
-    from xsam_edge.bench.profiles import PROFILES, get_profile
+    from xsam_edge.bench.imported import load_bench_results
+    from xsam_edge.bench.profiles import PROFILES
     from xsam_edge.bench.report import graph_table, markdown_table, write_plots
     from xsam_edge.files import atomic_write_text
-    from xsam_edge.spec.bundle import load_bundle
 
     if args.list_profiles:
         for profile in PROFILES.values():
             print(f"{profile.name:<14} {', '.join(profile.bench_backends()):<22} {profile.description}")
             print(f"{'':<14} install: {profile.install}")
         return
+    imported = [r for path in args.imports for r in load_bench_results(path)]
+    if not (args.bundle and args.golden) and not imported:
+        raise ValueError("bench needs --bundle and --golden, or --import JSON (or --list-profiles)")
+    results = (_bench_here(args) if args.bundle or args.golden else []) + imported
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    document = {"results": results}
+    json_path = Path(args.json) if args.json else out / "bench.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json_path, json.dumps(document, indent=2) + "\n")
+    markdown = "\n\n".join(
+        [markdown_table(results)]
+        + [f"### {r['label']} / {r['backend']}\n\n{graph_table(r)}" for r in results]
+    )
+    atomic_write_text(out / "bench.md", markdown + "\n")
+    plots = write_plots(results, out)
+    print(markdown)
+    print(f"wrote {json_path}, {out / 'bench.md'}" + "".join(f", {p}" for p in plots))
+
+
+def _bench_here(args: argparse.Namespace) -> list[dict]:
+    """Bench ``--bundle`` against ``--golden`` on this machine, one result per backend."""
+    from xsam_edge.bench.harness import BenchOptions, bench
+    from xsam_edge.bench.profiles import get_profile
+    from xsam_edge.spec.bundle import load_bundle
+
     if not args.bundle or not args.golden:
-        raise ValueError("bench needs --bundle and --golden (or --list-profiles)")
+        raise ValueError("bench needs both --bundle and --golden to measure here")
     profile = get_profile(args.device_profile)
     manifest = load_bundle(args.bundle)
     backends = (
@@ -95,18 +128,4 @@ def _bench(args: argparse.Namespace) -> None:
         cross_model=args.cross_model,
         roofline=args.roofline,
     )
-    results = [bench(args.bundle, b.strip(), args.golden, profile, options) for b in backends]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    document = {"results": results}
-    json_path = Path(args.json) if args.json else out / "bench.json"
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(json_path, json.dumps(document, indent=2) + "\n")
-    markdown = "\n\n".join(
-        [markdown_table(results)]
-        + [f"### {r['label']} / {r['backend']}\n\n{graph_table(r)}" for r in results]
-    )
-    atomic_write_text(out / "bench.md", markdown + "\n")
-    plots = write_plots(results, out)
-    print(markdown)
-    print(f"wrote {json_path}, {out / 'bench.md'}" + "".join(f", {p}" for p in plots))
+    return [bench(args.bundle, b.strip(), args.golden, profile, options) for b in backends]
