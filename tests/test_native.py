@@ -179,10 +179,19 @@ def test_selfcheck_and_parity_numbers(x86_build: Path, reference: Path) -> None:
     broken = x86_build / "broken_bundle"
     shutil.rmtree(broken, ignore_errors=True)
     shutil.copytree(reference / "bundle", broken)
-    with open(broken / "tokenizer.json", "a") as f:
-        f.write(" ")
+    tokenizer = broken / "tokenizer.json"
+    text = tokenizer.read_bytes()
+    tokenizer.write_bytes(text[:-1] + bytes([text[-1] ^ 0x01]))  # one byte changed, same size
     refused = _run([runner, "selfcheck", "--bundle", str(broken)])
     assert refused.returncode == 2 and "tokenizer.json does not match its checksum" in refused.stderr
+    with open(tokenizer, "a") as f:  # a size the manifest does not list: refused before any hashing
+        f.write(" ")
+    refused = _run([runner, "selfcheck", "--bundle", str(broken)])
+    assert (
+        refused.returncode == 2
+        and "tokenizer.json is" in refused.stderr
+        and "its manifest says" in refused.stderr
+    )
 
 
 @pytest.mark.slow

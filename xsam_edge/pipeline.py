@@ -59,16 +59,17 @@ def _example_requests(image) -> dict[str, SegmentationRequest]:
     }
 
 
-# The stages in run order and the seconds each takes on 2 CPU cores (the progress display's time left).
+# The stages in run order and the seconds each took on 2 idle CPU cores from a fresh clone (2026-12-05,
+# docs/results/pipeline.md): the progress display's time left, scaled by how fast this machine goes.
 STAGES = (
-    ("teacher", 2.0),
-    ("examples", 8.0),
-    ("teacher eval", 60.0),
-    ("golden reference", 45.0),
-    ("student", 150.0),
-    ("student eval", 40.0),
-    ("quantization recipes", 300.0),
-    ("bench", 150.0),
+    ("teacher", 1.0),
+    ("examples", 1.0),
+    ("teacher eval", 17.0),
+    ("golden reference", 8.0),
+    ("student", 137.0),
+    ("student eval", 18.0),
+    ("quantization recipes", 357.0),
+    ("bench", 183.0),
 )
 
 

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TextIO
 
+MIN_EXPECTED = 10.0  # seconds: shorter stages do not move the speed estimate
+
 
 def clock(seconds: float) -> str:
     """``75`` → ``1:15``; ``3725`` → ``1:02:05``."""
@@ -57,10 +59,14 @@ class Progress:
 
     # -- what is known ------------------------------------------------------------------------------
     def speed(self) -> float:
-        """Measured over expected seconds of the stages done (1 before any, or when all were skipped)."""
-        done = [s for s in self._stages if s.seconds]
+        """Measured over expected seconds of the stages done, clamped to [1/4, 4].
+
+        Only stages expected to take ``MIN_EXPECTED`` seconds or more count: a stage of a second says little
+        about a machine's speed (1 before any such stage is done, or when all were skipped).
+        """
+        done = [s for s in self._stages if s.seconds and s.expected >= MIN_EXPECTED]
         expected = sum(s.expected for s in done)
-        return sum(s.seconds for s in done) / expected if expected else 1.0
+        return min(max(sum(s.seconds for s in done) / expected, 0.25), 4.0) if expected else 1.0
 
     def left(self, current: str | None = None, current_left: float | None = None) -> float:
         """Seconds left in the whole job: the stages not done, scaled by ``speed``."""

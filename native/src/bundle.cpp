@@ -1,5 +1,6 @@
 #include "bundle.hpp"
 
+#include <dirent.h>
 #include <sys/stat.h>
 
 #include <climits>
@@ -151,6 +152,42 @@ const GraphSpec* Manifest::graph(const std::string& name, const std::string& bac
   return nullptr;
 }
 
+bool Manifest::listed(const std::string& relative) const {
+  if (files.count(relative)) return true;
+  auto it = files.lower_bound(relative + "/");
+  return it != files.end() && it->first.compare(0, relative.size() + 1, relative + "/") == 0;
+}
+
+// Every entry under `root` (relative POSIX path -> size of a regular file); a symlink, device, FIFO or
+// socket anywhere is an error, as in spec/bundle.py `_tree`.
+static Status WalkBundle(const std::string& root, const std::string& relative,
+                         std::map<std::string, int64_t>* found) {
+  const std::string folder = relative.empty() ? root : root + "/" + relative;
+  DIR* dir = opendir(folder.c_str());
+  if (dir == nullptr) return BundleError("cannot list " + folder);
+  Status status = Status::Ok();
+  while (dirent* entry = readdir(dir)) {
+    const std::string name = entry->d_name;
+    if (name == "." || name == "..") continue;
+    const std::string rel = relative.empty() ? name : relative + "/" + name;
+    struct stat info;
+    if (lstat((root + "/" + rel).c_str(), &info) != 0) {
+      status = BundleError("cannot stat bundle entry " + rel);
+    } else if (S_ISLNK(info.st_mode)) {
+      status = BundleError("bundle entry " + rel + " is a symlink; bundles hold regular files only");
+    } else if (S_ISDIR(info.st_mode)) {
+      status = WalkBundle(root, rel, found);
+    } else if (!S_ISREG(info.st_mode)) {
+      status = BundleError("bundle entry " + rel + " is not a regular file (a device, FIFO or socket)");
+    } else if (rel != "manifest.json" && rel != "manifest.sig") {
+      (*found)[rel] = static_cast<int64_t>(info.st_size);
+    }
+    if (!status.ok()) break;
+  }
+  closedir(dir);
+  return status;
+}
+
 std::vector<std::string> Manifest::backends() const {
   std::set<std::string> names;
   for (const GraphSpec& g : graphs) names.insert(g.backend);
@@ -205,28 +242,50 @@ Status LoadBundle(const std::string& folder, bool verify_checksums, Manifest* ou
                        " is newer than this native runtime reads (" + std::to_string(kMaxSchemaVersion) +
                        "); upgrade the runtime or re-export the bundle with a matching xsam_edge");
   }
+  if (m.schema_version < kMinSchemaVersion) {
+    return BundleError("bundle schema version " + std::to_string(m.schema_version) +
+                       " predates sealed bundles (version " + std::to_string(kMinSchemaVersion) +
+                       "); re-export it with a matching xsam_edge");
+  }
   for (const char* key : {"model", "preprocess", "tokens", "slots", "files"}) {
     if (!raw[key].is_object()) return BundleError(manifest_path + " is malformed: '" + key + "' missing");
   }
   if (!raw["graphs"].is_array()) return BundleError(manifest_path + " is malformed: 'graphs' missing");
 
-  // files: every one present, confined, and (optionally) matching its checksum
+  // files: each listed with {sha256, size}, confined to the folder; the folder holds exactly those
   for (const auto& kv : raw["files"].members()) {
-    if (!kv.second.is_string()) return BundleError(manifest_path + ": checksum of " + kv.first + " is not a string");
-    m.files[kv.first] = kv.second.as_string();
+    const Json& record = kv.second;
+    if (!record.is_object() || !record["sha256"].is_string() || !record["size"].is_integer() ||
+        record["size"].as_int() < 0) {
+      return BundleError(manifest_path + ": files." + kv.first + " must be {\"sha256\", \"size\"}");
+    }
+    XSAM_RETURN_IF_ERROR(CheckConfined(m.root, kv.first));
+    m.files[kv.first] = record["sha256"].as_string();
+    m.sizes[kv.first] = record["size"].as_int();
   }
-  for (const auto& kv : m.files) {
-    const std::string file = m.path(kv.first);
-    Status confined = CheckConfined(m.root, kv.first);
-    if (!confined.ok() && IsRegularFile(file)) return confined;
-    if (!IsRegularFile(file)) {
-      // a path that leaves the folder is named as such, whether or not something lies there
-      if (!confined.ok() && confined.message().find("is missing") == std::string::npos) return confined;
+  std::map<std::string, int64_t> found;
+  XSAM_RETURN_IF_ERROR(WalkBundle(m.root, "", &found));
+  for (const auto& kv : m.sizes) {
+    auto it = found.find(kv.first);
+    if (it == found.end()) {
       return BundleError("bundle file " + kv.first + " is missing from " + m.root + "; re-export or copy it again");
     }
-    if (verify_checksums) {
+    if (it->second != kv.second) {
+      return BundleError("bundle file " + kv.first + " is " + std::to_string(it->second) +
+                         " bytes, its manifest says " + std::to_string(kv.second) +
+                         " (corrupted, truncated or replaced); re-export or copy the bundle again");
+    }
+  }
+  for (const auto& kv : found) {
+    if (!m.files.count(kv.first)) {
+      return BundleError(m.root + " holds " + kv.first + ", which its manifest does not list; remove it (a " +
+                         "sealed bundle holds its listed files only) or re-export");
+    }
+  }
+  if (verify_checksums) {  // sizes first: a huge replaced file is refused before it is read
+    for (const auto& kv : m.files) {
       std::string hex;
-      XSAM_RETURN_IF_ERROR(Sha256File(file, &hex));
+      XSAM_RETURN_IF_ERROR(Sha256File(m.path(kv.first), &hex));
       if (hex != kv.second) {
         return BundleError("bundle file " + kv.first +
                            " does not match its checksum (corrupted or edited); re-export or copy the bundle again");
@@ -251,7 +310,10 @@ Status LoadBundle(const std::string& folder, bool verify_checksums, Manifest* ou
     m.graphs.push_back(std::move(graph));
   }
   for (const Json& gf : raw["golden"].items()) {
-    if (gf.is_string()) m.golden.push_back(gf.as_string());
+    if (!gf.is_string() || !m.files.count(gf.as_string())) {
+      return BundleError(manifest_path + ": golden entries must be listed files");
+    }
+    m.golden.push_back(gf.as_string());
   }
 
   m.model = raw["model"];

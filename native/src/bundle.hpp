@@ -13,7 +13,8 @@
 
 namespace xsam {
 
-constexpr int kMaxSchemaVersion = 3;  // spec/bundle.py SCHEMA_VERSION this core reads
+constexpr int kMaxSchemaVersion = 4;  // spec/bundle.py SCHEMA_VERSION this core reads (sealed bundles)
+constexpr int kMinSchemaVersion = 4;  // older bundles list no sizes and are not sealed: re-export them
 
 struct TensorSpec {
   std::string name;
@@ -68,11 +69,14 @@ struct Manifest {
   int64_t num_image_tokens = 0;  // derived from the config as XSamConfig.num_image_tokens
   std::vector<GraphSpec> graphs;
   std::map<std::string, std::string> files;  // relative path -> sha256
+  std::map<std::string, int64_t> sizes;      // relative path -> bytes
   std::vector<std::string> golden;
 
   const GraphSpec* graph(const std::string& name, const std::string& backend) const;
   std::vector<std::string> backends() const;
   std::string path(const std::string& relative) const { return root + "/" + relative; }
+  // true when `relative` is a listed file or a listed folder (a Core ML package) of the bundle
+  bool listed(const std::string& relative) const;
 };
 
 // Open and verify a bundle. `verify_checksums` false skips the sha256 pass (the runner's --no-verify, for

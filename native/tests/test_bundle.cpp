@@ -50,15 +50,34 @@ int main(int argc, char** argv) {
   CHECK(m.max_regions == 2 && m.num_image_tokens > 0 && m.graph("llm", "executorch"), "manifest contents");
 
   fs::path d = Copy(bundle, tmp, "edited_byte");
-  { std::ofstream(d / "executorch" / "region.pte", std::ios::app) << "x"; }
+  {  // one byte flipped in place: same size, so only the checksum can tell
+    std::fstream f(d / "executorch" / "region.pte", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(100);
+    char c = 0;
+    f.get(c);
+    f.seekp(100);
+    f.put(static_cast<char>(c ^ 0xFF));
+  }
   ExpectRefused(d, "a changed byte", "does not match its checksum");
+
+  d = Copy(bundle, tmp, "grown_file");
+  { std::ofstream(d / "executorch" / "region.pte", std::ios::app) << "x"; }
+  ExpectRefused(d, "a file of another size", "its manifest says");
+
+  d = Copy(bundle, tmp, "unlisted_file");
+  { std::ofstream(d / "executorch" / "extra.pte") << "not in the manifest"; }
+  ExpectRefused(d, "an unlisted file", "does not list");
+
+  d = Copy(bundle, tmp, "old_schema");
+  Edit(d / "manifest.json", "\"schema_version\": 4", "\"schema_version\": 3");
+  ExpectRefused(d, "an unsealed (older) bundle", "predates sealed bundles");
 
   d = Copy(bundle, tmp, "missing_file");
   fs::remove(d / "executorch" / "embed.pte");
   ExpectRefused(d, "a missing file", "missing");
 
   d = Copy(bundle, tmp, "newer_schema");
-  Edit(d / "manifest.json", "\"schema_version\": 3", "\"schema_version\": 99");
+  Edit(d / "manifest.json", "\"schema_version\": 4", "\"schema_version\": 99");
   ExpectRefused(d, "a newer schema", "newer");
 
   d = Copy(bundle, tmp, "dotdot");
