@@ -19,6 +19,7 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="model folder")
     src.add_argument("--preset", help="preset with RANDOM weights (export smoke runs)")
+    p.add_argument("--tokenizer", help="local HF tokenizer folder, for --preset other than tiny")
     p.add_argument(
         "--backend",
         default="all",
@@ -47,7 +48,7 @@ def _export(args: argparse.Namespace) -> None:
         get_backend(name)  # an unknown name fails here, before the model loads
     options = {"executorch": {"partitioner": args.et_partitioner}} if "executorch" in backends else {}
     slots = slots_from(args)
-    predictor = load_predictor(model_dir=args.model, preset=args.preset)
+    predictor = load_predictor(model_dir=args.model, preset=args.preset, tokenizer_dir=args.tokenizer)
     lineage = read_lineage(args.model) if args.model else None
     bundle, graphs = export_bundle(
         predictor.model,
@@ -98,6 +99,7 @@ def _quantize_parser(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", help="model folder (default: the embedded teacher, trained on first use)")
     src.add_argument("--preset", help="preset with RANDOM weights (size and smoke runs only)")
+    p.add_argument("--tokenizer", help="local HF tokenizer folder, for --preset other than tiny")
     p.add_argument("--recipe", help="a named recipe or a recipe .toml file (see --list-recipes)")
     p.add_argument("--list-recipes", action="store_true", help="print the named recipes and exit")
     p.add_argument("--out", help="bundle folder (replaced atomically)")
@@ -147,7 +149,7 @@ def _quantize(args: argparse.Namespace) -> None:
         from xsam_edge.training.teacher import ensure_teacher
 
         args.model = str(ensure_teacher())
-    predictor = load_predictor(model_dir=args.model, preset=args.preset)
+    predictor = load_predictor(model_dir=args.model, preset=args.preset, tokenizer_dir=args.tokenizer)
     slots = SlotConfig(prefill_len=args.prefill_len, max_seq=args.max_seq)
     if args.max_drop is None:
         from xsam_edge.quantization.quantize import quantize_bundle

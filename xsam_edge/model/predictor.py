@@ -184,11 +184,14 @@ def load_predictor(
         seed (int): seeds random weights and the region sampler.
 
     Raises:
-        ValueError: neither or both of ``model_dir`` and ``preset``, or no tokenizer for the preset.
+        ValueError: neither or both of ``model_dir`` and ``preset``, no tokenizer for the preset, or a
+            tokenizer folder beside a model folder.
     """
     if (model_dir is None) == (preset is None):
         raise ValueError("give exactly one of a model folder (--model) or a preset (--preset)")
     if model_dir is not None:
+        if tokenizer_dir is not None:
+            raise ValueError("a model folder carries its own tokenizer: --tokenizer goes with --preset only")
         return XSamPredictor.from_pretrained(model_dir, seed=seed)
     from xsam_edge.model.build import build_model
     from xsam_edge.model.presets import get_preset

@@ -248,3 +248,30 @@ def get_preset(name: str) -> XSamConfig:
         return PRESETS[name]
     except KeyError:
         raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}") from None
+
+
+def at_depth(config: XSamConfig, llm_layers: int = 2, encoder_layers: int = 3) -> XSamConfig:
+    """``config`` at its real widths, token counts and resolutions but few layers.
+
+    Tests and benchmarks use it to meet the scale bugs tiny presets hide (image-token counts, pooling, shape
+    guards, cache sizes, memory) in seconds; the seg encoder keeps its window attention, with its last
+    block global and the taps on the last blocks, as the full encoder places them.
+    """
+    if llm_layers < 1 or encoder_layers < 2:
+        raise ValueError("at_depth needs at least 1 LLM layer and 2 encoder layers")
+    n = encoder_layers
+    seg = dataclasses.replace(
+        config.seg_encoder,
+        num_layers=n,
+        global_attn_indexes=(n - 1,),
+        projector_layer=n - 1,
+        connector_layers=tuple(max(1, n - 2 + i) for i in range(3))[-3:],
+    )
+    return dataclasses.replace(
+        config,
+        llm=dataclasses.replace(config.llm, num_layers=llm_layers),
+        global_encoder=dataclasses.replace(config.global_encoder, num_layers=n),
+        seg_encoder=seg,
+        decoder=dataclasses.replace(config.decoder, encoder_layers=1, decoder_layers=2),
+        name=f"{config.name}@{llm_layers}L",
+    )

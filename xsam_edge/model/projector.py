@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,11 +29,18 @@ class Projector(nn.Module):
         """Project features to the next space.
 
         Args:
-            x (torch.Tensor): (B, H, W, C) channels-last grid, or (B, N, C) tokens.
+            x (torch.Tensor): (B, H, W, C) channels-last grid, or (B, N, C) tokens of a square grid.
 
         Returns:
             torch.Tensor: (B, N', out_features) with N' = (H·r/pool)·(W·r/pool) for a grid input.
         """
+        needs_grid = self.config.pool > 1 or self.config.downsample_ratio != 1
+        if x.ndim == 3 and needs_grid:
+            # encoders hand tokens as (B, N, C): pooling and unshuffling act on the square grid they came from
+            side = math.isqrt(x.shape[1])
+            if side * side != x.shape[1]:
+                raise ValueError(f"{x.shape[1]} tokens do not form a square grid to pool or unshuffle")
+            x = x.reshape(x.shape[0], side, side, x.shape[-1])
         if x.ndim == 4:
             if self.config.pool > 1:
                 # average-pool the token grid (student lever: fewer image tokens for the LLM)

@@ -1,0 +1,86 @@
+"""The real X-SAM's student presets at their real widths, token counts and resolutions, at reduced depth
+(``at_depth``): what the tiny presets hide (pooling, image-token counts, shape guards, cache sizes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import every_task_requests, make_image
+
+from xsam_edge.model.build import build_model
+from xsam_edge.model.checkpoint import from_pretrained, save_pretrained
+from xsam_edge.model.predictor import XSamPredictor
+from xsam_edge.model.presets import at_depth, get_preset
+from xsam_edge.model.projector import Projector
+from xsam_edge.spec.config import ProjectorConfig, XSamConfig
+from xsam_edge.spec.tokenizer import TINY_WORDS, XSamTokenizer, build_word_tokenizer
+
+STUDENTS = ("x-sam-student-s", "x-sam-student-qwen2-0.5b")
+IMAGE_HW = (240, 320)
+CHAT_SPECIALS = {"qwen_chat": ["<|im_start|>", "<|im_end|>"]}
+
+
+def student_tokenizer(config: XSamConfig) -> XSamTokenizer:
+    """A word-level tokenizer with the template's special tokens: a real one's shapes, nothing to fetch."""
+    tokenizer = build_word_tokenizer(TINY_WORDS, 4096)
+    tokenizer.add_special_tokens(CHAT_SPECIALS.get(config.tokens.template, []))
+    return XSamTokenizer(tokenizer, config.tokens, bos_token="<s>", pad_token="<pad>")
+
+
+def shallow_student(name: str, seed: int = 0) -> tuple[torch.nn.Module, XSamTokenizer]:
+    config = at_depth(get_preset(name))
+    torch.manual_seed(seed)
+    return build_model(config).eval(), student_tokenizer(config)
+
+
+def test_projector_pools_a_token_sequence_as_its_square_grid():
+    """SigLIP hands (B, N, C) tokens: ``visual_pool=2`` must pool them as the 24×24 grid they came from."""
+    torch.manual_seed(0)
+    projector = Projector(ProjectorConfig(384, 1024, pool=2)).eval()
+    tokens = torch.randn(1, 576, 384)
+    grid = tokens.reshape(1, 24, 24, 384)
+    with torch.no_grad():
+        out = projector(tokens)
+        want = projector(grid)
+    assert out.shape == (1, 144, 1024)
+    torch.testing.assert_close(out, want)
+    with pytest.raises(ValueError, match="square grid"):
+        projector(torch.randn(1, 575, 384))
+
+
+@pytest.mark.parametrize("name", STUDENTS)
+def test_student_encodes_as_many_image_tokens_as_its_config_counts(name):
+    model, _ = shallow_student(name)
+    cfg = model.config
+    seg = torch.zeros(1, 3, cfg.seg_encoder.image_size, cfg.seg_encoder.image_size)
+    glob = torch.zeros(1, 3, cfg.global_encoder.image_size, cfg.global_encoder.image_size)
+    with torch.no_grad():
+        features = model.encode_image(seg, glob)
+    assert features.image_tokens.shape == (1, cfg.num_image_tokens, cfg.llm.hidden_size)
+    assert cfg.num_image_tokens == 208  # 12² SigLIP + 8² SAM tokens, as the preset's comment promises
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", STUDENTS)
+def test_student_answers_every_task_eagerly(name):
+    model, tokenizer = shallow_student(name)
+    predictor = XSamPredictor(model, tokenizer, max_new_tokens=4)
+    image = make_image(IMAGE_HW)
+    for request in every_task_requests(image):
+        result = predictor.segment(request)
+        assert result.masks.shape[1:] == IMAGE_HW, request.task
+        assert len(result.labels) == len(result.masks) == len(result.scores), request.task
+
+
+def test_tied_student_round_trips_through_save_pretrained(tmp_path):
+    """Qwen2's tied embeddings are stored once and come back under either name."""
+    model, tokenizer = shallow_student("x-sam-student-qwen2-0.5b")
+    save_pretrained(model, tmp_path / "m", tokenizer)
+    again = from_pretrained(tmp_path / "m").eval()
+    assert again.llm.lm_head.weight.data_ptr() == again.llm.get_input_embeddings().weight.data_ptr()
+    ids = torch.tensor([[1, 5, 9, 12]])
+    with torch.no_grad():
+        want = model.llm(input_ids=ids).logits
+        got = again.llm(input_ids=ids).logits
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
