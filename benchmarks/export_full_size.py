@@ -65,11 +65,12 @@ def export_one(preset: str, backend: str, graph: str, out_dir: str, llm_layers: 
 
     import torch
 
+    from xsam_edge.backends import get_backend
     from xsam_edge.export.graphs import SlotConfig
     from xsam_edge.model.build import build_model
     from xsam_edge.model.presets import get_preset
 
-    exporter = getattr(__import__(f"xsam_edge.export.{backend}", fromlist=["x"]), f"export_{backend}")
+    exporter = get_backend(backend).load_exporter()
     start = time.perf_counter()
     torch.manual_seed(0)
     config = get_preset(preset)

@@ -211,3 +211,31 @@ def test_a_signed_bundle_is_checked_against_the_public_key(copy, tmp_path):
     _edit(copy, lambda d: d.__setitem__("created", "later"))  # any change after signing
     with pytest.raises(BundleError, match="signature does not match"):
         load_bundle(copy, public_key=public)
+
+
+def test_onnx_external_data_may_not_leave_the_bundle(copy):
+    """A whole hostile bundle (hashes made to match) whose LLM graph takes its weights from a file outside.
+
+    The manifest is fine, the graph file is not, and the runtime refuses it before any request."""
+    import onnx
+
+    from xsam_edge.spec.bundle import sha256_file
+
+    graph = copy / "onnx" / "llm_kvio_prefill.onnx"
+    shutil.copy2(copy / "onnx" / "llm_weights.bin", copy.parent / "outside" / "weights.bin")
+    model = onnx.load(str(graph), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for item in tensor.external_data:
+            if item.key == "location":
+                item.value = "../../outside/weights.bin"
+    onnx.save(model, str(graph))
+    relative = "onnx/llm_kvio_prefill.onnx"
+    _edit(
+        copy,
+        lambda d: d["files"].__setitem__(
+            relative, {"sha256": sha256_file(graph), "size": graph.stat().st_size}
+        ),
+    )
+    load_bundle(copy)  # sealed: every listed file matches its hash
+    with pytest.raises(BundleError, match="ONNX Runtime cannot load"):
+        EdgeSession(copy, "onnx")

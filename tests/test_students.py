@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import every_task_requests, make_image
 
+from xsam_edge.export.graphs import SlotConfig
 from xsam_edge.model.build import build_model
 from xsam_edge.model.checkpoint import from_pretrained, save_pretrained
 from xsam_edge.model.predictor import XSamPredictor
@@ -15,6 +16,7 @@ from xsam_edge.model.presets import at_depth, get_preset
 from xsam_edge.model.projector import Projector
 from xsam_edge.spec.config import ProjectorConfig, XSamConfig
 from xsam_edge.spec.tokenizer import TINY_WORDS, XSamTokenizer, build_word_tokenizer
+from xsam_edge.spec.types import RequestError, SegmentationRequest, Task
 
 STUDENTS = ("x-sam-student-s", "x-sam-student-qwen2-0.5b")
 IMAGE_HW = (240, 320)
@@ -84,3 +86,27 @@ def test_tied_student_round_trips_through_save_pretrained(tmp_path):
         want = model.llm(input_ids=ids).logits
         got = again.llm(input_ids=ids).logits
     np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+@pytest.mark.parametrize(
+    ("name", "cache"), [("x-sam-student-s", 1280), ("x-sam-phi3", 2816), ("shapes-teacher", 512)]
+)
+def test_kv_cache_is_sized_to_the_work_not_the_context(name, cache):
+    """Image tokens + the text budget in whole prefill chunks, capped at the context: 1280 of 4096 slots for a
+    student (every slot costs attention MACs on every prefill and decode step)."""
+    config = get_preset(name)
+    slots = SlotConfig()
+    assert slots.seq_len(config) == cache
+    assert slots.seq_len(config) % slots.prefill_len == 0 or cache == config.llm.max_position_embeddings
+    assert SlotConfig(text_budget=64).seq_len(get_preset("x-sam-student-s")) == 320  # 208 + 64 → 5 chunks
+
+
+def test_a_request_longer_than_the_sized_cache_is_refused_clearly():
+    model, tokenizer = shallow_student("x-sam-student-s")
+    predictor = XSamPredictor(model, tokenizer)
+    predictor.engine.max_seq = SlotConfig(text_budget=64).seq_len(
+        model.config
+    )  # as a bundle's cache would be
+    request = SegmentationRequest(make_image(IMAGE_HW), Task.PANOPTIC, categories=tuple(TINY_WORDS[:40]))
+    with pytest.raises(RequestError, match="LLM context holds"):
+        predictor.segment(request)

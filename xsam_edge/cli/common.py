@@ -103,7 +103,14 @@ def slot_arguments(p: argparse.ArgumentParser) -> None:
         "--max-conditions", type=int, default=16, help="category/phrase slots of the segment graph"
     )
     p.add_argument("--prefill-len", type=int, default=64, help="tokens per LLM prefill call")
-    p.add_argument("--max-seq", type=int, help="KV-cache length (default: the LLM context)")
+    p.add_argument(
+        "--max-seq",
+        type=int,
+        help="KV-cache length (default: image tokens + --text-budget, whole prefill chunks)",
+    )
+    p.add_argument(
+        "--text-budget", type=int, default=1024, help="tokens a request may use besides the image tokens"
+    )
 
 
 def slots_from(args: argparse.Namespace) -> SlotConfig:
@@ -114,4 +121,5 @@ def slots_from(args: argparse.Namespace) -> SlotConfig:
         max_conditions=args.max_conditions,
         prefill_len=args.prefill_len,
         max_seq=args.max_seq,
+        text_budget=args.text_budget,
     )

@@ -119,8 +119,7 @@ def _quantize_parser(sub: argparse._SubParsersAction) -> None:
         help="with --max-drop on ExecuTorch, ONNX or OpenVINO: the most sensitive layers per graph to try in "
         "float before the whole graph goes float (0: whole graphs only)",
     )
-    p.add_argument("--prefill-len", type=int, default=64, help="tokens per LLM prefill call")
-    p.add_argument("--max-seq", type=int, help="KV-cache length (default: the LLM context)")
+    slot_arguments(p)
     p.set_defaults(run=_quantize)
 
 
@@ -141,7 +140,6 @@ def _quantize(args: argparse.Namespace) -> None:
         from xsam_edge.data.registry import parse_spec
 
         parse_spec(args.eval_data)
-    from xsam_edge.export.graphs import SlotConfig
     from xsam_edge.model.predictor import load_predictor
     from xsam_edge.quantization.report import format_reports
 
@@ -150,7 +148,7 @@ def _quantize(args: argparse.Namespace) -> None:
 
         args.model = str(ensure_teacher())
     predictor = load_predictor(model_dir=args.model, preset=args.preset, tokenizer_dir=args.tokenizer)
-    slots = SlotConfig(prefill_len=args.prefill_len, max_seq=args.max_seq)
+    slots = slots_from(args)
     if args.max_drop is None:
         from xsam_edge.quantization.quantize import quantize_bundle
 

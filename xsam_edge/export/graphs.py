@@ -75,9 +75,13 @@ class SlotConfig:
     Args:
         max_regions (int): K, visual-prompt slots of the ``region`` graph.
         max_conditions (int): C, condition slots of the ``segment`` graph.
-        max_seq (int | None): T cache length of the ``llm`` graph; ``None`` means the LLM's
-            ``max_position_embeddings`` (see ``seq_len``).
+        max_seq (int | None): T cache length of the ``llm`` graph; ``None`` sizes it to the work:
+            the image tokens plus ``text_budget``, rounded up to whole prefill chunks and capped at the
+            LLM's context (see ``seq_len``).
         prefill_len (int): tokens per prefill chunk (also the ``embed`` graph's length).
+        text_budget (int): tokens a request may use besides the image tokens (template, user text or
+            category list, region tokens, answer); a longer request is refused with a ``RequestError``.
+            Only read when ``max_seq`` is ``None``.
 
     Raises:
         ValueError: a size is not a positive int, or ``prefill_len`` exceeds ``max_seq``.
@@ -87,9 +91,10 @@ class SlotConfig:
     max_conditions: int = 16
     max_seq: int | None = None
     prefill_len: int = 64
+    text_budget: int = 1024
 
     def __post_init__(self) -> None:
-        for name in ("max_regions", "max_conditions", "prefill_len", "max_seq"):
+        for name in ("max_regions", "max_conditions", "prefill_len", "max_seq", "text_budget"):
             value = getattr(self, name)
             if value is None and name == "max_seq":
                 continue
@@ -107,7 +112,13 @@ class SlotConfig:
             ValueError: ``max_seq`` is beyond the LLM's context, or shorter than ``prefill_len``.
         """
         context = config.llm.max_position_embeddings
-        max_seq = context if self.max_seq is None else self.max_seq
+        if self.max_seq is None:
+            # every cache slot costs attention MACs on every step (the graphs attend over the whole cache):
+            # size it to what a request can use, not to the context
+            need = config.num_image_tokens + self.text_budget
+            max_seq = min(context, -(-need // self.prefill_len) * self.prefill_len)
+        else:
+            max_seq = self.max_seq
         if max_seq > context:
             raise ValueError(f"max_seq {max_seq} exceeds the LLM context {context}; pass max_seq ≤ {context}")
         if self.prefill_len > max_seq:

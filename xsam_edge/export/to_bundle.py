@@ -197,7 +197,9 @@ def bundle_manifest(
 
 def _slots_entry(slots: SlotConfig, model: XSam) -> dict:
     """The manifest's ``slots``: the slot sizes with the sequence length they give this model."""
-    return {**dataclasses.asdict(slots), "max_seq": slots.seq_len(model.config)}
+    entry = {**dataclasses.asdict(slots), "max_seq": slots.seq_len(model.config)}
+    del entry["text_budget"]  # already spent: max_seq is what the runtime reads
+    return entry
 
 
 def _kept_graphs(

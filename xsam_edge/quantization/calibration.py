@@ -112,12 +112,32 @@ class _Recorder:
         return self.runner.run(*inputs)
 
 
+def _cache_sample_limit(manifest: Any, max_samples: int, max_bytes: int) -> int:
+    """Samples per KV-I/O graph that keep the pair within ``max_bytes`` (at least one each)."""
+    per_sample = max(
+        sum(
+            int(np.prod(i["shape"])) * np.dtype(i["dtype"]).itemsize for i in manifest.graph(n, "onnx").inputs
+        )
+        for n in (KVIO_PREFILL, KVIO_DECODE)
+    )
+    limit = max(1, min(max_samples, max_bytes // (2 * per_sample)))
+    if limit < max_samples:
+        log.info(
+            "calibration: %d KV-I/O samples per LLM graph (%.0f MB each, bound %.1f GB)",
+            limit,
+            per_sample / 1e6,
+            max_bytes / 1e9,
+        )
+    return limit
+
+
 def record_calibration(
     fp32_bundle: str | os.PathLike,
     examples: Sequence[Example],
     max_samples: int = 32,
     progress: bool = True,
     kv_caches: bool = True,
+    max_cache_bytes: int = 2 << 30,
 ) -> CalibrationSet:
     """Run ``examples`` through the float ONNX bundle and record every graph's inputs.
 
@@ -128,6 +148,8 @@ def record_calibration(
         progress (bool): a progress bar.
         kv_caches (bool): record the KV-I/O pair with its past caches (only ONNX's LLM graphs take them);
             ``False`` keeps ``llm_prefill`` alone.
+        max_cache_bytes (int): memory bound for the KV-I/O samples together (default 2 GiB): each one holds
+            the whole past cache, so a full-size LLM keeps fewer samples than ``max_samples`` (logged).
 
     Returns:
         CalibrationSet: samples for ``encode_image``, ``embed``, ``region``, ``segment``, the KV-I/O LLM pair
@@ -154,8 +176,9 @@ def record_calibration(
     # without kv_caches only the chunk inputs are kept (what a stateful LLM sees): at full size one sample's
     # past caches are 100 MB per layer, and 32 of them for prefill and decode do not fit a 24 GB machine
     keep = None if kv_caches else 2
-    llm.prefill = _Recorder(llm.prefill, samples[KVIO_PREFILL], max_samples, keep)
-    llm.decode = _Recorder(llm.decode, samples[KVIO_DECODE], max_samples if kv_caches else 0)
+    kv_limit = _cache_sample_limit(session.manifest, max_samples, max_cache_bytes) if kv_caches else 0
+    llm.prefill = _Recorder(llm.prefill, samples[KVIO_PREFILL], kv_limit if kv_caches else max_samples, keep)
+    llm.decode = _Recorder(llm.decode, samples[KVIO_DECODE], kv_limit)
     order = sorted(range(len(examples)), key=lambda i: examples[i].image_id)
     refused: list[str] = []
     for i in tqdm(order, desc="calibrate", disable=not progress, leave=False):

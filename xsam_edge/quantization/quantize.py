@@ -224,7 +224,7 @@ def _packed_float_bytes(pack: Any, float_entries: list[GraphEntry], fp32: Manife
     """Bytes of the float graphs after the backend's pack step (Core ML: the two LLM packages merged)."""
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         copies = [
-            dataclasses.replace(e, files=[_copy(fp32.path(e.files[0]), Path(tmp)).name])
+            dataclasses.replace(e, files=[_copy(fp32.path(f), Path(tmp)).name for f in e.files])
             for e in float_entries
         ]
         return files_bytes([Path(tmp) / f for e in pack(copies, Path(tmp)) for f in e.files])

@@ -37,6 +37,32 @@ def require(module: str, package: str, backend: str) -> Any:
         ) from err
 
 
+def check_signature(entry: Any, inputs: list[str], outputs: list[str] | int) -> None:
+    """Refuse a graph file whose inputs and outputs are not the manifest's.
+
+    A mismatch is a bad bundle, not a runtime error on the first request. ``outputs`` is a list of names, or
+    a count where the runtime may drop an output's name (OpenVINO pass-through outputs).
+
+    Raises:
+        BundleError: the names or counts differ.
+    """
+    from xsam_edge.spec.bundle import BundleError
+
+    want_in = [i["name"] for i in entry.inputs]
+    want_out = [o["name"] for o in entry.outputs]
+    got_out = outputs if isinstance(outputs, list) else None
+    if (
+        inputs != want_in
+        or (got_out is not None and got_out != want_out)
+        or (got_out is None and outputs != len(want_out))
+    ):
+        returns = outputs if got_out is not None else f"{outputs} outputs"
+        raise BundleError(
+            f"graph {entry.backend}/{entry.name}: the file takes {inputs} and returns {returns}; "
+            f"the manifest says {want_in} → {want_out}"
+        )
+
+
 def threads() -> int:
     """Intra-op threads: ``XSAM_EDGE_THREADS``, or every core."""
     return int(os.environ.get("XSAM_EDGE_THREADS", "0")) or (os.cpu_count() or 1)

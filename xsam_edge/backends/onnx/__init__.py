@@ -13,4 +13,5 @@ ONNX = Backend(
     exporter="xsam_edge.backends.onnx.export:export_onnx",
     quantizer="xsam_edge.backends.onnx.quantize:OnnxQuantizer",
     runtime="xsam_edge.backends.onnx.runtime:OnnxRuntimeBackend",
+    pack="xsam_edge.backends.onnx.pack:share_llm_weights",  # the LLM pair's weights stored once
 )

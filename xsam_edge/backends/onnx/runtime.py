@@ -6,16 +6,21 @@ from typing import Any
 
 import numpy as np
 
-from xsam_edge.runtime.protocol import GraphRunner, HostCacheLLM, LLMRunner, require, threads
-from xsam_edge.spec.bundle import GraphEntry, Manifest
+from xsam_edge.runtime.protocol import GraphRunner, HostCacheLLM, LLMRunner, check_signature, require, threads
+from xsam_edge.spec.bundle import BundleError, GraphEntry, Manifest
 
 
 class _OrtGraph:
     def __init__(self, ort: Any, path: str, entry: GraphEntry, providers: list[str]) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads()
-        self.session = ort.InferenceSession(path, options, providers=providers)
+        try:
+            self.session = ort.InferenceSession(path, options, providers=providers)
+        except Exception as err:  # a listed, checksummed file ONNX Runtime will not load is a bad bundle
+            # (among others: external data that points outside the model's folder, which it refuses)
+            raise BundleError(f"graph onnx/{entry.name}: ONNX Runtime cannot load {path}: {err}") from None
         self.inputs = [i.name for i in self.session.get_inputs()]
+        check_signature(entry, self.inputs, [o.name for o in self.session.get_outputs()])
         self.outputs = [o["name"] for o in entry.outputs]
 
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]:

@@ -98,7 +98,9 @@ def _stateful_llm(model: XSam, slots: SlotConfig) -> Any:
     spec = graph_specs(model.config, slots)[name]
     module = build_graph(model, name, slots)
     inputs = example_inputs(model.config, name, slots, dtype=next(module.parameters()).dtype)
-    tokens = torch.export.Dim("tokens", min=1, max=slots.prefill_len)
+    # DYNAMIC, not a named Dim: at real widths the GQA fold adds guards such as T·min(64, 256·T) = 64·T that
+    # hold for every T ≥ 1 but sympy cannot prove, and a named Dim makes them a ConstraintViolationError
+    tokens = torch.export.Dim.DYNAMIC(min=1, max=slots.prefill_len)
     dynamic = {
         "inputs_embeds": {1: tokens},
         "cache_position": {0: tokens},

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from xsam_edge.runtime.protocol import GraphRunner, LLMRunner, require, threads
+from xsam_edge.runtime.protocol import GraphRunner, LLMRunner, check_signature, require, threads
 from xsam_edge.spec.bundle import GraphEntry, Manifest
 
 
@@ -15,6 +15,14 @@ class _OvGraph:
     def __init__(self, compiled: Any, entry: GraphEntry) -> None:
         self.request = compiled.create_infer_request()
         self.inputs = [i["name"] for i in entry.inputs]
+        # a port has several names (the converter's and ours): each input must carry the manifest's
+        names = [
+            w if w in p.get_names() else p.get_any_name()
+            for w, p in zip(self.inputs, compiled.inputs, strict=False)
+        ]
+        check_signature(
+            entry, names + [p.get_any_name() for p in compiled.inputs[len(names) :]], len(compiled.outputs)
+        )
         self.outputs = [o["name"] for o in entry.outputs]
 
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]:

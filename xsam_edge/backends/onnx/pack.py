@@ -1,0 +1,79 @@
+"""The ONNX pack step: the KV-I/O LLM pair stores its weights once.
+
+``llm_kvio_prefill`` and ``llm_kvio_decode`` are the same weights traced at two chunk lengths; exported as
+two ONNX files they held every weight twice (a 2.1 GB float bundle for 1.24 GB of weights). Here every
+initializer of 1 KiB or more is written once, by content, to ``onnx/llm_weights.bin`` and both files point
+at it as ONNX external data (offsets aligned to 64 KiB, so ONNX Runtime can map the file rather than read
+it). Small initializers (scales, zero points, shapes) stay inside each file. Run again on packed files, it
+writes the same result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from pathlib import Path
+
+from xsam_edge.spec.bundle import GraphEntry
+
+__all__ = ["SHARED_WEIGHTS", "share_llm_weights"]
+
+SHARED_WEIGHTS = "llm_weights.bin"
+LLM_PAIR = ("llm_kvio_prefill", "llm_kvio_decode")
+MIN_SHARED_BYTES = 1024
+ALIGN = 1 << 16  # ONNX Runtime maps external data whose offset is a multiple of the allocation granularity
+
+
+def share_llm_weights(entries: list[GraphEntry], root: Path) -> list[GraphEntry]:
+    """The bundle's pack step for ONNX: both LLM graphs over one weights file.
+
+    Args:
+        entries (list[GraphEntry]): a bundle's entries (files relative to ``root``); anything but the ONNX
+            LLM pair passes through, and without both of them nothing changes.
+        root (Path): the folder the entries' files are relative to.
+
+    Returns:
+        list[GraphEntry]: the entries, the pair's ``files`` now ``[<graph>.onnx, <folder>/llm_weights.bin]``.
+    """
+    import onnx
+
+    pair = {e.name: e for e in entries if e.backend == "onnx" and e.name in LLM_PAIR}
+    if len(pair) != len(LLM_PAIR):
+        return entries
+    root = Path(root)
+    graph_files = {name: root / e.files[0] for name, e in pair.items()}
+    folders = {p.parent for p in graph_files.values()}
+    if len(folders) != 1:
+        return entries  # the pair in two folders (a merged bundle): leave it as it came
+    folder = folders.pop()
+    models = {name: onnx.load(str(path), load_external_data=True) for name, path in graph_files.items()}
+    old_files = {root / f for e in pair.values() for f in e.files[1:]}
+    target = folder / SHARED_WEIGHTS
+    tmp = folder / f".{SHARED_WEIGHTS}.tmp-{os.getpid()}"
+    placed: dict[str, tuple[int, int]] = {}
+    with open(tmp, "wb") as out:
+        for model in models.values():
+            for tensor in model.graph.initializer:
+                raw = tensor.raw_data
+                if not tensor.HasField("raw_data") or len(raw) < MIN_SHARED_BYTES:
+                    continue
+                digest = hashlib.sha256(raw).hexdigest()
+                if digest not in placed:
+                    offset = -(-out.tell() // ALIGN) * ALIGN
+                    out.seek(offset)
+                    out.write(raw)
+                    placed[digest] = (offset, len(raw))
+                offset, length = placed[digest]
+                onnx.external_data_helper.set_external_data(tensor, SHARED_WEIGHTS, offset, length)
+                tensor.ClearField("raw_data")
+                tensor.data_location = onnx.TensorProto.EXTERNAL
+    for name, model in models.items():
+        part = graph_files[name].with_name(f".{graph_files[name].name}.tmp-{os.getpid()}")
+        onnx.save(model, str(part))
+        os.replace(part, graph_files[name])
+    os.replace(tmp, target)
+    for stale in old_files - {target}:
+        stale.unlink(missing_ok=True)
+    shared = str(target.relative_to(root))
+    return [dataclasses.replace(e, files=[e.files[0], shared]) if e in pair.values() else e for e in entries]
