@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Install what the app demos' tests need (tests/test_android_demo.py, tests/test_ios_demo.py):
+#   - Debian packages: a JDK (jni.h for native/jni, java), kotlin (kotlinc 1.3), junit4 (+ hamcrest),
+#     libandroid-json-org-java (org.json as Android ships it), nodejs + npm (the Swift syntax check), g++.
+#     Skipped when everything is there; needs root (apt-get) otherwise.
+#   - npm: tree-sitter (node bindings) and tree-sitter-swift, pinned, installed with --ignore-scripts into
+#     $XSAM_NATIVE_CACHE/tree-sitter-swift (both ship prebuilt node addons for linux-x64 / arm64, so nothing is
+#     compiled or downloaded at install time).
+# Idempotent; safe to run on every CI run. Prints the tree-sitter folder (its node_modules' parent) last.
+set -euo pipefail
+
+cache="${XSAM_NATIVE_CACHE:-$HOME/.cache/xsam_edge/native}"
+tree_sitter_version="0.22.4"
+tree_sitter_swift_version="0.7.1"
+
+need=()
+for item in javac:default-jdk-headless kotlinc:kotlin node:nodejs npm:npm g++:g++; do
+  command -v "${item%%:*}" >/dev/null 2>&1 || need+=("${item##*:}")
+done
+for item in junit4.jar:junit4 hamcrest-core.jar:libhamcrest-java json-android.jar:libandroid-json-org-java; do
+  [ -f "/usr/share/java/${item%%:*}" ] || need+=("${item##*:}")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-app-deps: missing ${need[*]}; run as root or: sudo apt-get install ${need[*]}" >&2
+    exit 1
+  fi
+  echo "install-app-deps: apt-get install ${need[*]}" >&2
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+target="$cache/tree-sitter-swift"
+stamp="$target/installed-$tree_sitter_version-$tree_sitter_swift_version"
+if [ ! -f "$stamp" ]; then
+  rm -rf "$target"
+  mkdir -p "$target"
+  echo "install-app-deps: npm install tree-sitter@$tree_sitter_version tree-sitter-swift@$tree_sitter_swift_version" >&2
+  (cd "$target" && echo '{"private": true}' > package.json \
+    && npm install --ignore-scripts --no-audit --no-fund --loglevel=error \
+      "tree-sitter@$tree_sitter_version" "tree-sitter-swift@$tree_sitter_swift_version" >&2)
+  touch "$stamp"
+fi
+echo "$target"
