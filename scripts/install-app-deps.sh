@@ -8,6 +8,7 @@
 #     compiled or downloaded at install time).
 # Idempotent; safe to run on every CI run. Prints the tree-sitter folder (its node_modules' parent) last.
 set -euo pipefail
+. "$(dirname "$0")/apt-install.sh"
 
 cache="${XSAM_NATIVE_CACHE:-$HOME/.cache/xsam_edge/native}"
 tree_sitter_version="0.22.4"
@@ -20,15 +21,7 @@ done
 for item in junit4.jar:junit4 hamcrest-core.jar:libhamcrest-java json-android.jar:libandroid-json-org-java; do
   [ -f "/usr/share/java/${item%%:*}" ] || need+=("${item##*:}")
 done
-if [ "${#need[@]}" -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "install-app-deps: missing ${need[*]}; run as root or: sudo apt-get install ${need[*]}" >&2
-    exit 1
-  fi
-  echo "install-app-deps: apt-get install ${need[*]}" >&2
-  apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+apt_install_missing install-app-deps "${need[@]}"
 
 target="$cache/tree-sitter-swift"
 stamp="$target/installed-$tree_sitter_version-$tree_sitter_swift_version"
