@@ -4,7 +4,8 @@ kotlinc compiles the core and its JUnit 4 tests; they run against the native bui
 (native/build-host, which also builds native/jni when the JDK's headers are there) and its tiny reference
 bundle: every reference request gives EdgeSession's answer through Kotlin -> JNI -> C API, errors come back
 as exceptions, and the drawing maths equals spec/image_io.py's (palette, overlay). The Android app itself
-(android_demo/app) needs the Android SDK / NDK and is not built here. Tests skip, saying what is missing,
+(android_demo/app) needs the Android SDK / NDK and is not built here: its Kotlin and the Gradle scripts get a
+tree-sitter syntax check (tests/app_syntax.py). Tests skip, saying what is missing,
 without the toolchain; ``scripts/install-app-deps.sh`` installs it (CI runs it before pytest).
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from app_syntax import check_rejects, check_sources, syntax_checker  # noqa: F401  (fixture, used by name)
 from PIL import Image
 from test_native import ROOT, _missing, _run, reference, x86_build  # noqa: F401  (fixtures, used by name)
 
@@ -139,3 +141,16 @@ def test_core_is_platform_free_and_the_app_points_at_it() -> None:
     exported = set(re.findall(r"XSAM_JNI\(\w+, (\w+)\)\(JNIEnv", jni))
     declared = set(re.findall(r"external fun (\w+)\(", native_kt))
     assert exported == declared and len(exported) == 22, exported ^ declared
+
+
+def test_app_kotlin_and_gradle_scripts_parse(syntax_checker: list[str]) -> None:  # noqa: F811
+    """android_demo/app is not compiled here (no Android SDK): its Kotlin and Gradle scripts are parsed."""
+    sources = sorted([*ANDROID.rglob("*.kt"), *ANDROID.rglob("*.kts")])
+    assert len([p for p in sources if "app" in p.parts and p.suffix == ".kt"]) >= 3, sources
+    check_sources(syntax_checker, sources)
+
+
+def test_the_checker_rejects_broken_kotlin(syntax_checker: list[str], tmp_path: Path) -> None:  # noqa: F811
+    fine = "package a\n\nclass A {\n    fun f(x: Int): Int = x + 1\n}\n"
+    broken = "package a\n\nclass A {\n    fun f(x: Int: Int = x + 1\n}\n"
+    check_rejects(syntax_checker, tmp_path, fine, broken, ".kt", ":4:")

@@ -1,7 +1,7 @@
 """The iOS demo (ios_demo/) where Linux can reach it: Swift syntax and the bridge's C++ side.
 
 There is no Swift toolchain or Xcode here, so the SwiftUI sources are syntax-checked with tree-sitter-swift
-(``ios_demo/tools/check_swift_syntax.js``; the checker is shown to reject broken Swift), and the C++ that
+(``scripts/check-syntax.js``; the checker is shown to reject broken Swift), and the C++ that
 XSamBridge.mm calls (``native/apple``: BridgeSession over the C API, drawing maths, gestures) is built with
 native/ by tests/test_native.py's fixture and run against the tiny reference bundle and spec/image_io.py's
 palette. XSamBridge.mm itself (Objective-C++) and the app are not compiled here. Tests skip, saying what is
@@ -14,32 +14,18 @@ import re
 from pathlib import Path
 
 import pytest
-from test_native import CACHE, ROOT, _missing, _run, reference, x86_build  # noqa: F401  (fixtures, used by name)
+from app_syntax import check_rejects, check_sources, syntax_checker  # noqa: F401  (fixture, used by name)
+from test_native import ROOT, _run, reference, x86_build  # noqa: F401  (fixtures, used by name)
 
 from xsam_edge.spec.image_io import palette
 
 IOS = ROOT / "ios_demo"
-CHECKER = IOS / "tools" / "check_swift_syntax.js"
-INSTALL = "scripts/install-app-deps.sh"
 
 
-@pytest.fixture(scope="module")
-def swift_checker() -> list[str]:
-    """The command that syntax-checks Swift files (node and the packages the install script adds)."""
-    if _missing(("node",)):
-        pytest.skip(f"node is missing; run {INSTALL}")
-    modules = CACHE / "tree-sitter-swift" / "node_modules"
-    if not (modules / "tree-sitter-swift").is_dir() or not (modules / "tree-sitter").is_dir():
-        pytest.skip(f"tree-sitter-swift is not installed under {modules}; run {INSTALL}")
-    return ["env", f"NODE_PATH={modules}", "node", str(CHECKER)]
-
-
-def test_every_swift_source_parses(swift_checker: list[str]) -> None:
+def test_every_swift_source_parses(syntax_checker: list[str]) -> None:  # noqa: F811
     sources = sorted(IOS.rglob("*.swift"))
     assert len(sources) >= 5, sources
-    proc = _run([*swift_checker, *map(str, sources)], timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"{len(sources)} files parsed, 0 with syntax errors" in proc.stdout
+    check_sources(syntax_checker, sources)
 
 
 @pytest.mark.parametrize(
@@ -50,15 +36,14 @@ def test_every_swift_source_parses(swift_checker: list[str]) -> None:
         ("let x = = 1\n", ":1:"),
     ],
 )
-def test_the_checker_rejects_broken_swift(swift_checker: list[str], tmp_path: Path, snippet: str, where: str):
-    broken = tmp_path / "Broken.swift"
-    broken.write_text(snippet)
-    fine = tmp_path / "Fine.swift"
-    fine.write_text('import SwiftUI\nstruct A: View {\n    var body: some View { Text("x") }\n}\n')
-    proc = _run([*swift_checker, str(fine), str(broken)], timeout=60)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "2 files parsed, 1 with syntax errors" in proc.stdout
-    assert f"{broken}{where}" in proc.stdout and str(fine) not in proc.stdout.replace(str(broken), "")
+def test_the_checker_rejects_broken_swift(
+    syntax_checker: list[str],  # noqa: F811
+    tmp_path: Path,
+    snippet: str,
+    where: str,
+) -> None:
+    fine = 'import SwiftUI\nstruct A: View {\n    var body: some View { Text("x") }\n}\n'
+    check_rejects(syntax_checker, tmp_path, fine, snippet, ".swift", where)
 
 
 def _bridge_test(build: Path, reference: Path, tmp_path: Path, colours: str):  # noqa: F811
