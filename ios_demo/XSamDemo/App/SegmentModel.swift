@@ -39,12 +39,12 @@ final class SegmentModel: ObservableObject {
         queue.async {
             do {
                 let opened = try XSamBridge(bundlePath: url.path)
-                DispatchQueue.main.async {
+                Task { @MainActor in
                     self.bridge = opened
                     self.status = "bundle ready: pick a photo"
                 }
             } catch {
-                DispatchQueue.main.async {
+                Task { @MainActor in
                     self.status = "no bundle at \(url.path): \(error.localizedDescription)"
                 }
             }
@@ -69,13 +69,13 @@ final class SegmentModel: ObservableObject {
         queue.async {
             do {
                 try bridge.setImage(cgImage)
-                DispatchQueue.main.async {
+                Task { @MainActor in
                     self.photo = cgImage
                     self.clearPrompts()
                     self.status = "\(cgImage.width) x \(cgImage.height): type a query or draw, then Segment"
                 }
             } catch {
-                DispatchQueue.main.async { self.status = "error: \(error.localizedDescription)" }
+                Task { @MainActor in self.status = "error: \(error.localizedDescription)" }
             }
         }
     }
@@ -98,39 +98,36 @@ final class SegmentModel: ObservableObject {
 
     func segment() {
         guard let bridge = bridge, photo != nil else { return }
-        let task: String
-        var text: String?
+        let asked: (task: String, text: String?, prompts: [XSamPrompt])
         if mode == .text {
             let trimmed = query.trimmingCharacters(in: .whitespacesAndNewlines)
             guard !trimmed.isEmpty else {
                 status = "type a query"
                 return
             }
-            task = "referring"
-            text = trimmed
+            asked = ("referring", trimmed, [])
         } else {
             guard !prompts.isEmpty else {
                 status = "draw a prompt first"
                 return
             }
-            task = "interactive"
+            asked = ("interactive", nil, prompts)
         }
-        let asked = mode == .text ? [] : prompts
         status = "segmenting…"
         let start = Date()
         queue.async {
             do {
-                let result = try bridge.segmentTask(task, text: text, prompts: asked)
+                let result = try bridge.segmentTask(asked.task, text: asked.text, prompts: asked.prompts)
                 let layer = result.newOverlayImage()
                 let ms = Int(Date().timeIntervalSince(start) * 1000)
-                DispatchQueue.main.async {
+                Task { @MainActor in
                     self.answer = result
                     self.overlay = layer
                     let generated = result.text.map { ": \($0)" } ?? ""
                     self.status = "\(result.segments.count) mask(s) in \(ms) ms\(generated)"
                 }
             } catch {
-                DispatchQueue.main.async { self.status = "error: \(error.localizedDescription)" }
+                Task { @MainActor in self.status = "error: \(error.localizedDescription)" }
             }
         }
     }
