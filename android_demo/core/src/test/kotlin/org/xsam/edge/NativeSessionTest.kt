@@ -101,6 +101,17 @@ class NativeSessionTest {
     }
 
     @Test
+    fun openingWithoutChecksumsAnswersTheSame() {
+        val (h, w, rgb) = ReferenceData.readRgb(File(reference, "parity/image.png"))
+        val request = SegmentRequest(Task.INTERACTIVE, prompts = listOf(Prompt.Box(5.0, 5.0, 40.0, 30.0)))
+        val fast = XSamSession.open(bundle, verifyChecksums = false).use { it.setImage(rgb, h, w); it.segment(request) }
+        val (session, _) = openWithImage()
+        val checked = session.use { it.segment(request) }
+        assertEquals(checked.segments.map { it.score }, fast.segments.map { it.score })
+        assertArrayEquals(checked.segments[0].mask, fast.segments[0].mask)
+    }
+
+    @Test
     fun aMissingBundleIsABundleErrorWithTheCoreMessage() {
         val missing = File(reference, "no-such-bundle")
         try {
