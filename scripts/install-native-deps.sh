@@ -6,6 +6,7 @@
 #     (headers, libraries, CMake config only) into $XSAM_NATIVE_CACHE/executorch-<version>-aarch64.
 # Idempotent; safe to run on every CI run. Prints the arm64 ExecuTorch folder on its last line.
 set -euo pipefail
+. "$(dirname "$0")/apt-install.sh"
 
 cache="${XSAM_NATIVE_CACHE:-$HOME/.cache/xsam_edge/native}"
 python="${PYTHON:-python}"
@@ -14,15 +15,7 @@ need=()
 for tool in cmake:cmake ninja:ninja-build g++:g++ aarch64-linux-gnu-g++:g++-aarch64-linux-gnu qemu-aarch64:qemu-user; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
-if [ "${#need[@]}" -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "install-native-deps: missing ${need[*]}; run as root or: sudo apt-get install ${need[*]}" >&2
-    exit 1
-  fi
-  echo "install-native-deps: apt-get install ${need[*]}" >&2
-  apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+apt_install_missing install-native-deps "${need[@]}"
 
 version="$("$python" -c 'import importlib.metadata as m; print(m.version("executorch"))' 2>/dev/null || true)"
 if [ -z "$version" ]; then

@@ -2,7 +2,10 @@
 # reads its variables (EXECUTORCH_INCLUDE_DIRS, EXECUTORCH_COMPILE_DEFINITIONS, EXECUTORCH_LIBRARIES) and adds the
 # quantized kernels, which the wheel leaves out of the aggregate (they would clash with the Python plugin; a
 # standalone program has no plugin, and quantized bundles call them outside the XNNPACK delegate).
-find_package(executorch REQUIRED CONFIG PATHS "${EXECUTORCH_ROOT}/share/cmake" NO_DEFAULT_PATH)
+# share/cmake: the wheel's layout; lib/cmake/ExecuTorch: a source build's install prefix (Android, iOS; untested)
+find_package(executorch REQUIRED CONFIG
+             PATHS "${EXECUTORCH_ROOT}/share/cmake" "${EXECUTORCH_ROOT}/lib/cmake/ExecuTorch" NO_DEFAULT_PATH
+             CMAKE_FIND_ROOT_PATH_BOTH)  # the NDK toolchain would re-root these under its sysroot
 if(NOT EXECUTORCH_INCLUDE_DIRS OR NOT EXECUTORCH_LIBRARIES)
   message(FATAL_ERROR "the executorch package at ${EXECUTORCH_ROOT} ships no C++ headers or libraries")
 endif()
