@@ -119,6 +119,9 @@ def _build(name: str, reference: Path, executorch: Path, toolchain: Path | None 
     if toolchain is not None:
         cmd.append(f"-DCMAKE_TOOLCHAIN_FILE={toolchain}")
     with _locked(f"build-{name}"):
+        cache = build / "CMakeCache.txt"
+        if cache.is_file() and f"CMAKE_HOME_DIRECTORY:INTERNAL={NATIVE}\n" not in cache.read_text():
+            shutil.rmtree(build)  # configured in another checkout (a copied tree): CMake refuses it
         configured = _run(cmd)
         assert configured.returncode == 0, configured.stdout[-3000:] + configured.stderr[-3000:]
         built = _run(["cmake", "--build", str(build), "-j", "2"], timeout=1800)

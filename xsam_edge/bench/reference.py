@@ -11,7 +11,6 @@ the same model and data skips them. The golden folder itself appears only when e
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import logging
@@ -135,7 +134,7 @@ def make_reference(
     if not examples:
         raise ValueError(f"{data} gave no samples; check the dataset spec and --limit")
     slots = slots or SlotConfig()
-    traced_slots = {**dataclasses.asdict(slots), "max_seq": slots.seq_len(model.config)}  # as manifests have
+    traced_slots = slots.manifest_entry(model.config)  # as manifests have them
     origin = model_source(model, read_lineage(model_dir))  # hashes every weight: once
     source = {**origin, "config": model.config.to_dict(), "slots": traced_slots}
     to_trace = set(traced_samples(examples, traced))

@@ -25,6 +25,7 @@ The host does what graphs do badly (tokenization, splicing, span averaging): tha
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,6 +125,15 @@ class SlotConfig:
         if self.prefill_len > max_seq:
             raise ValueError(f"prefill_len {self.prefill_len} is longer than the cache (max_seq {max_seq})")
         return max_seq
+
+    def manifest_entry(self, config: XSamConfig) -> dict:
+        """The bundle manifest's ``slots`` (also a golden reference's): the traced sizes.
+
+        ``max_seq`` is resolved for ``config``; ``text_budget`` is spent in it, so it is not listed.
+        """
+        entry = {**dataclasses.asdict(self), "max_seq": self.seq_len(config)}
+        del entry["text_budget"]
+        return entry
 
 
 @dataclass(frozen=True)

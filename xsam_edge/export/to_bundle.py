@@ -186,20 +186,13 @@ def bundle_manifest(
             "eos": tokenizer.eos_id,
             "pad": tokenizer.pad_id,
         },
-        slots=_slots_entry(slots, model),
+        slots=slots.manifest_entry(model.config),
         graphs=graphs,
         files={},
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         golden=golden or [],
         source=source or model_source(model, lineage),
     )
-
-
-def _slots_entry(slots: SlotConfig, model: XSam) -> dict:
-    """The manifest's ``slots``: the slot sizes with the sequence length they give this model."""
-    entry = {**dataclasses.asdict(slots), "max_seq": slots.seq_len(model.config)}
-    del entry["text_budget"]  # already spent: max_seq is what the runtime reads
-    return entry
 
 
 def _kept_graphs(
@@ -213,7 +206,7 @@ def _kept_graphs(
             f"cannot keep the graphs of {keep.root}: they come from other weights "
             f"({keep.source.get('fingerprint')}, this model {source['fingerprint']}); export every backend"
         )
-    wanted = _slots_entry(slots, model)
+    wanted = slots.manifest_entry(model.config)
     if keep.slots != wanted:
         raise ValueError(f"cannot keep the graphs of {keep.root}: its slots {keep.slots} are not {wanted}")
     return [dataclasses.replace(e) for e in keep.graphs if e.backend not in backends]
