@@ -1,7 +1,7 @@
 """A full-width student of the real X-SAM from a bundle: size, load, first / next query, decode speed, memory.
 
 Run: ``python -m benchmarks.student_bundle [--preset x-sam-student-s] [--backend onnx,openvino]
-[--llm-layers N] [--repeats 3] [--work outputs/student-bundle] [--out PATH]``.
+[--llm-layers N] [--max-seq N] [--threads N] [--repeats 3] [--work outputs/student-bundle] [--out PATH]``.
 
 Builds the preset with random weights drawn like trained ones (``randomize_like_trained``; speed and size do
 not depend on the values) and a word-level tokenizer with the template's special tokens, exports one bundle
@@ -36,16 +36,25 @@ def _folder_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
-def export(preset: str, backends: list[str], work: Path, llm_layers: int | None) -> dict:
+def export(
+    preset: str, backends: list[str], work: Path, llm_layers: int | None, max_seq: int | None = None
+) -> dict:
     """Export the preset (random weights) to ``work``; export time, bundle and weight bytes."""
     import dataclasses
 
     import torch
 
     sys.path.insert(0, str(ROOT / "tests"))
-    from test_students import student_tokenizer
+    threads = os.environ.get("XSAM_EDGE_THREADS")
+    from test_students import student_tokenizer  # its conftest sets the test suite's thread count
+
+    if threads is None:
+        os.environ.pop("XSAM_EDGE_THREADS", None)
+    else:
+        os.environ["XSAM_EDGE_THREADS"] = threads
 
     from benchmarks.export_full_size import randomize_like_trained
+    from xsam_edge.export.graphs import SlotConfig
     from xsam_edge.export.to_bundle import export_bundle
     from xsam_edge.model.build import build_model
     from xsam_edge.model.presets import get_preset
@@ -58,7 +67,8 @@ def export(preset: str, backends: list[str], work: Path, llm_layers: int | None)
     model = build_model(config).eval()
     randomize_like_trained(model)
     start = time.perf_counter()
-    path, graphs = export_bundle(model, student_tokenizer(config), work, backends, progress=False)
+    slots = SlotConfig(max_seq=max_seq)
+    path, graphs = export_bundle(model, student_tokenizer(config), work, backends, slots, progress=False)
     return {
         "preset": config.name,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -114,6 +124,8 @@ def main() -> None:
     parser.add_argument("--preset", default="x-sam-student-s")
     parser.add_argument("--backend", default="onnx,openvino")
     parser.add_argument("--llm-layers", type=int, help="fewer LLM layers (default: the preset's)")
+    parser.add_argument("--max-seq", type=int, help="KV-cache length (default: sized to the work)")
+    parser.add_argument("--threads", type=int, help="runtime threads (default: every core)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", default="outputs/student-bundle")
     parser.add_argument("--out", help="results JSON (default docs/results/data/student-bundle-<date>.json)")
@@ -124,8 +136,10 @@ def main() -> None:
         return
     from xsam_edge.files import atomic_write_text
 
+    if args.threads:
+        os.environ["XSAM_EDGE_THREADS"] = str(args.threads)  # the measuring children inherit it
     backends = [b.strip() for b in args.backend.split(",")]
-    exported = export(args.preset, backends, Path(args.work), args.llm_layers)
+    exported = export(args.preset, backends, Path(args.work), args.llm_layers, args.max_seq)
     print(json.dumps(exported, indent=2))
     rows = []
     for backend in backends:
