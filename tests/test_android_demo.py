@@ -143,7 +143,7 @@ def test_core_is_platform_free_and_the_app_points_at_it() -> None:
     native_kt = (CORE / "main" / "kotlin" / "org" / "xsam" / "edge" / "XSamNative.kt").read_text()
     exported = set(re.findall(r"XSAM_JNI\(\w+, (\w+)\)\(JNIEnv", jni))
     declared = set(re.findall(r"external fun (\w+)\(", native_kt))
-    assert exported == declared and len(exported) == 22, exported ^ declared
+    assert exported == declared and len(exported) == 23, exported ^ declared
 
 
 def test_app_kotlin_and_gradle_scripts_parse(syntax_checker: list[str]) -> None:  # noqa: F811

@@ -62,6 +62,7 @@ def test_bridge_cpp_side_against_the_core(x86_build: Path, reference: Path, tmp_
     assert proc.returncode == 0 and "apple_bridge: passed (0 failures)" in proc.stdout, proc.stdout[-4000:]
     # every reference request the demo can express (all but the one with a mask prompt) is compared
     assert "bridge vs core: 12 requests identical" in proc.stdout
+    assert "bridge selfcheck: PASS, 3 golden requests" in proc.stdout, proc.stdout[-4000:]
 
 
 @pytest.mark.slow

@@ -39,6 +39,7 @@ CTEST_NAMES = (
     "bundle",
     "parity",
     "selfcheck",
+    "selfcheck_c_api",
     "run_cli",
     "bench_cli",
 )
@@ -157,6 +158,8 @@ def _arm64_executorch() -> Path | None:
 def test_ctest_x86_64(x86_build: Path) -> None:
     output = _ctest(x86_build, timeout=600)
     assert "parity vs EdgeSession: 13 requests" in output and "selfcheck PASS" in output
+    # xsam_selfcheck through the C API: a pass on the bundle, a fail on a tampered golden copy
+    assert "selfcheck C API: passed (0 failures)" in output and "tampered golden: passed 0" in output
 
 
 @pytest.mark.slow

@@ -79,4 +79,11 @@ bool BridgeSession::Segment(const BridgeRequest& request, BridgeAnswer* answer, 
   return true;
 }
 
+bool BridgeSession::SelfCheck(double atol, double min_iou, BridgeSelfCheck* report, BridgeError* error) {
+  xsam_selfcheck_report r{};
+  if (!Check(xsam_selfcheck(session_, atol, min_iou, &r), error)) return false;
+  *report = {r.requests, r.worst_logit_diff, r.worst_mask_iou, r.passed != 0, atol, min_iou};
+  return true;
+}
+
 }  // namespace xsam_apple

@@ -50,6 +50,16 @@ struct BridgeAnswer {
   std::string text;
 };
 
+// xsam_selfcheck_report with the tolerances it was run at.
+struct BridgeSelfCheck {
+  size_t requests = 0;
+  double worst_logit_diff = 0;
+  double worst_mask_iou = 1;
+  bool passed = false;
+  double atol = 0;
+  double min_iou = 0;
+};
+
 // One opened bundle. Not thread-safe (one serial queue per session: the core keeps one image's state and its
 // last error is per thread).
 class BridgeSession {
@@ -63,6 +73,9 @@ class BridgeSession {
   // (height, width, 3) RGB bytes, row-major.
   bool SetImage(const uint8_t* rgb, int height, int width, BridgeError* error);
   bool Segment(const BridgeRequest& request, BridgeAnswer* answer, BridgeError* error);
+  // The bundle's golden vectors (xsam_selfcheck): true with *report filled whether or not they passed; false
+  // for a bundle without golden vectors (XSAM_UNSUPPORTED), bad tolerances or a failed run.
+  bool SelfCheck(double atol, double min_iou, BridgeSelfCheck* report, BridgeError* error);
 
  private:
   explicit BridgeSession(xsam_session* session) : session_(session) {}

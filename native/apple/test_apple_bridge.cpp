@@ -1,6 +1,6 @@
 // The iOS bridge's C++ side on Linux: BridgeSession (C API as C++ values) gives exactly what the core's C++
 // Session gives on the reference requests that the demo can express (no mask prompts), reports failures with
-// the core's status and message, and the drawing maths matches spec/image_io.py (palette from a file the
+// the core's status and message, its self-check reports what the core's RunSelfCheck reports, and the drawing maths matches spec/image_io.py (palette from a file the
 // Python test writes) and the placement rules of spec's annotate.
 //   test_apple_bridge BUNDLE PARITY_DIR PALETTE_FILE      (PALETTE_FILE: "r g b" lines of spec's palette(n))
 #include <cmath>
@@ -12,6 +12,7 @@
 #include "gestures.hpp"
 #include "golden.hpp"
 #include "overlay_math.hpp"
+#include "selfcheck.hpp"
 #include "xsam/session.hpp"
 
 using namespace xsam_apple;
@@ -115,6 +116,33 @@ void FailuresComeBackWithTheCoreMessage(const std::string& bundle) {
         "an empty scribble: " + error.message);
 }
 
+// The bridge's self-check against the core's C++ RunSelfCheck on the same bundle: same numbers, a pass at the
+// runner's tolerances, a fail at impossible ones, a refusal of a negative atol.
+void SelfCheckMatchesTheCore(const std::string& bundle) {
+  std::unique_ptr<xsam::Session> core;
+  CHECK_OK(xsam::Session::Open(bundle, xsam::SessionOptions(), &core));
+  if (!core) return;
+  xsam::SelfCheckReport want;
+  CHECK_OK(xsam::RunSelfCheck(*core, 1e-3, 0.99, &want));
+  BridgeError error;
+  std::unique_ptr<BridgeSession> s = BridgeSession::Open(bundle, true, &error);
+  CHECK(s != nullptr, "open: " + error.message);
+  if (!s) return;
+  BridgeSelfCheck got;
+  CHECK(s->SelfCheck(1e-3, 0.99, &got, &error), "selfcheck: " + error.message);
+  std::printf("bridge selfcheck: %s, %zu golden requests, worst logit difference %.3g, worst mask IoU %.4f\n",
+              got.passed ? "PASS" : "FAIL", got.requests, got.worst_logit_diff, got.worst_mask_iou);
+  CHECK(got.passed && want.passed && got.requests == want.requests && got.requests > 0, "golden vectors pass");
+  CHECK(got.worst_logit_diff == want.worst_logit_diff && got.worst_mask_iou == want.worst_mask_iou,
+        "the bridge reports the core's numbers");
+  CHECK(got.atol == 1e-3 && got.min_iou == 0.99, "the tolerances come back");
+  BridgeSelfCheck strict;
+  CHECK(s->SelfCheck(0.0, 1.01, &strict, &error) && !strict.passed, "min IoU above 1 cannot pass");
+  CHECK(!s->SelfCheck(-1.0, 0.99, &strict, &error) && error.status == XSAM_INVALID_ARGUMENT &&
+            error.message.find("atol") != std::string::npos,
+        "a negative atol is refused: " + error.message);
+}
+
 void DrawingMaths(const std::string& palette_file) {
   std::ifstream in(palette_file);
   int r, g, b, n = 0;
@@ -186,6 +214,7 @@ int main(int argc, char** argv) {
   CHECK(compared >= 10, "only " + std::to_string(compared) + " requests compared");
   std::printf("bridge vs core: %d requests identical\n", compared);
   FailuresComeBackWithTheCoreMessage(argv[1]);
+  SelfCheckMatchesTheCore(argv[1]);
   DrawingMaths(argv[3]);
   GesturesToPrompts();
   return finish("apple_bridge");

@@ -167,3 +167,19 @@ XSAM_JNI(jlong, resultLabelId)(JNIEnv*, jclass, jlong result, jint i) {
 XSAM_JNI(jbyteArray, resultText)(JNIEnv* env, jclass, jlong result) {
   return CString(env, xsam_result_text(Handle<xsam_result>(result)));
 }
+
+// out: {requests, worst logit difference, worst mask IoU, passed (1 or 0)}
+XSAM_JNI(jint, selfcheck)(JNIEnv* env, jclass, jlong session, jdouble atol, jdouble min_iou, jdoubleArray out) {
+  if (!out || env->GetArrayLength(out) < 4) {
+    ThrowIllegalArgument(env, "selfcheck: the output array must hold four elements");
+    return XSAM_INVALID_ARGUMENT;
+  }
+  xsam_selfcheck_report report{};
+  xsam_status status = xsam_selfcheck(Handle<xsam_session>(session), atol, min_iou, &report);
+  if (status == XSAM_OK) {
+    const jdouble values[4] = {static_cast<jdouble>(report.requests), report.worst_logit_diff, report.worst_mask_iou,
+                               report.passed ? 1.0 : 0.0};
+    env->SetDoubleArrayRegion(out, 0, 4, values);
+  }
+  return status;
+}

@@ -2,9 +2,11 @@
 // (allocation failures) so nothing unwinds through a JNI or Objective-C frame.
 #include "xsam/xsam.h"
 
+#include <cmath>
 #include <new>
 #include <string>
 
+#include "selfcheck.hpp"
 #include "xsam/session.hpp"
 
 struct xsam_session {
@@ -150,6 +152,22 @@ xsam_status xsam_segment(xsam_session* s, const xsam_request* r, xsam_result** o
     auto result = std::make_unique<xsam_result>();
     XSAM_RETURN_IF_ERROR(s->session->Segment(request, &result->result));
     *out = result.release();
+    return xsam::Status::Ok();
+  });
+}
+
+xsam_status xsam_selfcheck(xsam_session* s, double atol, double min_iou, xsam_selfcheck_report* out) {
+  return Guard([&] {
+    if (!s || !out) return xsam::InvalidArgument("xsam_selfcheck needs a session and a report");
+    if (!(atol >= 0) || std::isnan(min_iou)) {
+      return xsam::InvalidArgument("xsam_selfcheck needs atol >= 0 and a min_iou that is a number");
+    }
+    xsam::SelfCheckReport report;
+    XSAM_RETURN_IF_ERROR(xsam::RunSelfCheck(*s->session, atol, min_iou, &report));
+    out->requests = report.requests;
+    out->worst_logit_diff = report.worst_logit_diff;
+    out->worst_mask_iou = report.worst_mask_iou;
+    out->passed = report.passed ? 1 : 0;
     return xsam::Status::Ok();
   });
 }

@@ -7,19 +7,9 @@
 #include "check.hpp"
 #include "golden.hpp"
 #include "preprocess.hpp"
+#include "selfcheck.hpp"
 
 using namespace xsam;
-
-namespace {
-
-double MaxDiff(const std::vector<float>& a, const std::vector<float>& b) {
-  if (a.size() != b.size()) return INFINITY;
-  double d = 0;
-  for (size_t i = 0; i < a.size(); ++i) d = std::fmax(d, std::fabs(static_cast<double>(a[i]) - b[i]));
-  return d;
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2) return 2;
@@ -60,8 +50,8 @@ int main(int argc, char** argv) {
     req.set("prompts", entry["prompts"]);
     CHECK_OK(RequestFromJson(req, dir, &r));
     std::pair<int, int> scaled;
-    double d_letter = MaxDiff(Letterbox(r.image, spec, &scaled), arrays["letterbox_" + k].AsFloats());
-    double d_global = MaxDiff(GlobalPixels(r.image, spec), arrays["global_" + k].AsFloats());
+    double d_letter = MaxAbsDiff(Letterbox(r.image, spec, &scaled), arrays["letterbox_" + k].AsFloats());
+    double d_global = MaxAbsDiff(GlobalPixels(r.image, spec), arrays["global_" + k].AsFloats());
     CHECK(scaled.first == entry["scaled_hw"][0].as_int() && scaled.second == entry["scaled_hw"][1].as_int(), "scaled size " + k);
     // Pillow 13 resamples some portrait images vertically first (its published Resample.c, which this core
     // follows, goes horizontally first): there a pixel may differ by one grey level after normalisation
@@ -77,7 +67,7 @@ int main(int argc, char** argv) {
       BoxF box = MaskBox(raster.data(), r.image.height, r.image.width);
       for (int c = 0; c < 4; ++c) CHECK(box[c] == boxes[j * 4 + c], "prompt box " + k + "/" + std::to_string(j));
     }
-    double d_masks = MaxDiff(masks, arrays["prompt_masks_" + k].AsFloats());
+    double d_masks = MaxAbsDiff(masks, arrays["prompt_masks_" + k].AsFloats());
     CHECK(d_masks == 0, "prompt masks " + k + " differ by " + std::to_string(d_masks));
     std::printf("image %dx%d: letterbox max|d| %g, global max|d| %g, prompt masks max|d| %g\n", r.image.width,
                 r.image.height, d_letter, d_global, d_masks);

@@ -3,12 +3,12 @@
 //   selfcheck  the bundle's golden vectors -> pass / fail with the worst difference
 //   answer     every request of a requests.json -> results with run-length masks (parity tests)
 //   bench      the harness's JSON (per-graph / per-stage p50 / p90, first vs next query, load, peak RSS)
-#include <cmath>
 #include <cstdio>
 #include <memory>
 
 #include "golden.hpp"
 #include "runner_io.hpp"
+#include "selfcheck.hpp"
 #include "xsam/session.hpp"
 
 namespace xsam {
@@ -66,54 +66,21 @@ int Run(const Args& args) {
   return 0;
 }
 
-double MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
-  if (a.size() != b.size()) return INFINITY;
-  double worst = 0;
-  for (size_t i = 0; i < a.size(); ++i) worst = std::fmax(worst, std::fabs(static_cast<double>(a[i]) - b[i]));
-  return worst;
-}
-
 int SelfCheck(const Args& args) {
   std::unique_ptr<Session> session;
   Status st = OpenSession(args, &session);
   if (!st.ok()) return Fail(st);
   const double atol = std::stod(args.get("atol", "1e-3")), min_iou = std::stod(args.get("min-iou", "0.99"));
-  std::vector<GoldenCase> cases;
-  if (!(st = LoadGolden(session->manifest().root + "/golden", &cases)).ok()) return Fail(st);
-  double worst_logit = 0, worst_iou = 1;
-  bool pass = !cases.empty();
-  for (size_t i = 0; i < cases.size(); ++i) {
-    RawOutput raw;
-    Result result;
-    if (!(st = session->Run(cases[i].request, &raw)).ok()) return Fail(st);
-    if (!(st = session->Segment(cases[i].request, &result)).ok()) return Fail(st);
-    double d_cls = MaxAbsDiff(raw.logits.cls, cases[i].outputs["class_logits"].AsFloats());
-    double d_mask = MaxAbsDiff(raw.logits.masks, cases[i].outputs["mask_logits"].AsFloats());
-    const NpyArray& masks = cases[i].outputs["masks"];
-    double iou = masks.shape.empty() || static_cast<size_t>(masks.shape[0]) != result.masks.size() ? 0.0 : 1.0;
-    if (iou > 0) {
-      std::vector<float> ref = masks.AsFloats();
-      const size_t n = static_cast<size_t>(result.height) * result.width;
-      for (size_t m = 0; m < result.masks.size(); ++m) {
-        size_t inter = 0, uni = 0;
-        for (size_t p = 0; p < n; ++p) {
-          bool a = result.masks[m][p] != 0, b = ref[m * n + p] != 0;
-          inter += a && b;
-          uni += a || b;
-        }
-        iou = std::fmin(iou, uni ? static_cast<double>(inter) / uni : 1.0);
-      }
-    }
-    bool ok = d_cls <= atol && d_mask <= atol && iou >= min_iou;
-    pass = pass && ok;
-    worst_logit = std::fmax(worst_logit, std::fmax(d_cls, d_mask));
-    worst_iou = std::fmin(worst_iou, iou);
+  SelfCheckReport report;
+  st = RunSelfCheck(*session, atol, min_iou, &report, [](size_t i, const SelfCheckCase& c) {
     std::printf("golden %zu %-16s class_logits max|d| %.3g  mask_logits max|d| %.3g  mask IoU min %.4f  %s\n", i,
-                TaskName(cases[i].request.task), d_cls, d_mask, iou, ok ? "ok" : "FAIL");
-  }
+                TaskName(c.task), c.class_logit_diff, c.mask_logit_diff, c.mask_iou, c.ok ? "ok" : "FAIL");
+  });
+  if (!st.ok()) return Fail(st);
   std::printf("selfcheck %s: %zu golden requests, worst logit difference %.3g (atol %.3g), worst mask IoU %.4f "
-              "(min %.2f)\n", pass ? "PASS" : "FAIL", cases.size(), worst_logit, atol, worst_iou, min_iou);
-  return pass ? 0 : 1;
+              "(min %.2f)\n", report.passed ? "PASS" : "FAIL", report.requests, report.worst_logit_diff, atol,
+              report.worst_mask_iou, min_iou);
+  return report.passed ? 0 : 1;
 }
 
 int Answer(const Args& args) {

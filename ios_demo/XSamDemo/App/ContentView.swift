@@ -1,11 +1,13 @@
 import PhotosUI
 import SwiftUI
 
-/// The one screen: photo and camera buttons, the input mode, the query, the status line, the image canvas.
+/// The main screen: photo and camera buttons, the input mode, the query, the status line, the image canvas;
+/// Self-check opens SelfCheckView as a sheet.
 struct ContentView: View {
     @ObservedObject var model: SegmentModel
     @State private var pickerItem: PhotosPickerItem?
     @State private var showCamera = false
+    @State private var showSelfCheck = false
 
     var body: some View {
         VStack(spacing: 8) {
@@ -27,6 +29,7 @@ struct ContentView: View {
                 Button("Clear") { model.clearPrompts() }
                 Button("Segment") { model.segment() }
                     .buttonStyle(.borderedProminent)
+                Button("Self-check") { showSelfCheck = true }
             }
             Text(model.status)
                 .font(.footnote)
@@ -44,6 +47,9 @@ struct ContentView: View {
         }
         .sheet(isPresented: $showCamera) {
             CameraPicker { image in model.load(image) }
+        }
+        .sheet(isPresented: $showSelfCheck) {
+            SelfCheckView(model: model)
         }
     }
 }

@@ -22,6 +22,9 @@ enum InputMode: String, CaseIterable, Identifiable {
 final class SegmentModel: ObservableObject {
     /// Largest photo side handed to the core: masks come back at the image size.
     static let maxSide: CGFloat = 1024
+    /// The runner's selfcheck tolerances (native/tools/runner.cpp).
+    static let selfCheckAtol = 1e-3
+    static let selfCheckMinIou = 0.99
 
     @Published var photo: CGImage?
     @Published var overlay: CGImage?
@@ -30,6 +33,9 @@ final class SegmentModel: ObservableObject {
     @Published var mode: InputMode = .text
     @Published var query = ""
     @Published var status = "opening the bundle…"
+    @Published var selfCheck: XSamSelfCheckReport?
+    @Published var selfCheckError: String?
+    @Published var selfCheckRunning = false
 
     private var bridge: XSamBridge?
     private let queue = DispatchQueue(label: "org.xsam.edge.session")
@@ -128,6 +134,33 @@ final class SegmentModel: ObservableObject {
                 }
             } catch {
                 Task { @MainActor in self.status = "error: \(error.localizedDescription)" }
+            }
+        }
+    }
+
+    /// Runs the bundle's golden vectors on the session's queue; the result lands in selfCheck / selfCheckError.
+    func runSelfCheck() {
+        guard let bridge = bridge else {
+            selfCheckError = "the bundle is not open yet"
+            return
+        }
+        selfCheckRunning = true
+        selfCheck = nil
+        selfCheckError = nil
+        queue.async {
+            do {
+                let report = try bridge.selfCheck(atol: Self.selfCheckAtol, minIou: Self.selfCheckMinIou)
+                Task { @MainActor in
+                    self.selfCheck = report
+                    self.selfCheckRunning = false
+                    let verdict = report.passed ? "passed" : "FAILED"
+                    self.status = "self-check \(verdict): \(report.requests) golden requests"
+                }
+            } catch {
+                Task { @MainActor in
+                    self.selfCheckError = error.localizedDescription
+                    self.selfCheckRunning = false
+                }
             }
         }
     }

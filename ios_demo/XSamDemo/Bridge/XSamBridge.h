@@ -42,6 +42,17 @@ typedef NS_ENUM(NSInteger, XSamGestureMode) {
 - (nullable CGImageRef)newOverlayImage CF_RETURNS_RETAINED;
 @end
 
+/// The bundle's golden vectors run on this device (xsam_selfcheck): the worst logit difference and mask IoU
+/// against the stored outputs, and the verdict at the tolerances asked for.
+@interface XSamSelfCheckReport : NSObject
+@property(nonatomic, readonly) NSInteger requests;
+@property(nonatomic, readonly) double worstLogitDiff;
+@property(nonatomic, readonly) double worstMaskIou;
+@property(nonatomic, readonly) BOOL passed;
+@property(nonatomic, readonly) double atol;
+@property(nonatomic, readonly) double minIou;
+@end
+
 /// One opened bundle. Not thread-safe: call it from one serial queue.
 @interface XSamBridge : NSObject
 - (nullable instancetype)initWithBundlePath:(NSString *)path error:(NSError **)error NS_SWIFT_NAME(init(bundlePath:));
@@ -53,6 +64,12 @@ typedef NS_ENUM(NSInteger, XSamGestureMode) {
                                 text:(nullable NSString *)text
                              prompts:(NSArray<XSamPrompt *> *)prompts
                                error:(NSError **)error NS_SWIFT_NAME(segmentTask(_:text:prompts:));
+/// Runs the golden vectors (the runner's tolerances: atol 1e-3, minIou 0.99). A failed comparison is a report
+/// with passed == NO; a bundle without golden vectors is an error with code XSAM_UNSUPPORTED (5). The golden
+/// images replace the encoded photo: the next segment call encodes it again.
+- (nullable XSamSelfCheckReport *)selfCheckWithAtol:(double)atol
+                                             minIou:(double)minIou
+                                              error:(NSError **)error NS_SWIFT_NAME(selfCheck(atol:minIou:));
 @end
 
 /// The view <-> image maps of a fit-centred image (native/apple/overlay_math.hpp).

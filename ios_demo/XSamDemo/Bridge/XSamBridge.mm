@@ -78,6 +78,18 @@ static NSString *Utf8(const std::string &s) { return [NSString stringWithUTF8Str
 }
 @end
 
+@implementation XSamSelfCheckReport {
+ @public
+  xsam_apple::BridgeSelfCheck _report;
+}
+- (NSInteger)requests { return static_cast<NSInteger>(_report.requests); }
+- (double)worstLogitDiff { return _report.worst_logit_diff; }
+- (double)worstMaskIou { return _report.worst_mask_iou; }
+- (BOOL)passed { return _report.passed ? YES : NO; }
+- (double)atol { return _report.atol; }
+- (double)minIou { return _report.min_iou; }
+@end
+
 @implementation XSamBridge {
   std::unique_ptr<xsam_apple::BridgeSession> _session;
 }
@@ -147,6 +159,16 @@ static NSString *Utf8(const std::string &s) { return [NSString stringWithUTF8Str
   }
   answer->_segments = segments;
   return answer;
+}
+
+- (XSamSelfCheckReport *)selfCheckWithAtol:(double)atol minIou:(double)minIou error:(NSError **)error {
+  XSamSelfCheckReport *report = [[XSamSelfCheckReport alloc] init];
+  xsam_apple::BridgeError e;
+  if (!_session->SelfCheck(atol, minIou, &report->_report, &e)) {
+    if (error) *error = MakeError(e);
+    return nil;
+  }
+  return report;
 }
 @end
 

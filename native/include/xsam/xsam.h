@@ -66,6 +66,22 @@ int64_t xsam_result_label_id(const xsam_result* result, size_t i);
 /* The answer's text (GCG, chat), or NULL. */
 const char* xsam_result_text(const xsam_result* result);
 
+/* The bundle's golden vectors (golden/requests.json + outputs.npz) run on this device and compared with the
+ * stored outputs: a request passes when its class and mask logits are within atol (max |d|) and every mask's
+ * IoU with the stored one is at least min_iou (the runner's `selfcheck` uses 1e-3 and 0.99). */
+typedef struct {
+  size_t requests;          /* golden requests run */
+  double worst_logit_diff;  /* largest max |d| over class and mask logits */
+  double worst_mask_iou;    /* smallest mask IoU (0 where the mask count differed) */
+  int passed;               /* 1 when every request passed and there was at least one */
+} xsam_selfcheck_report;
+
+/* XSAM_OK with *out filled, whether the check passed or not (see out->passed). XSAM_UNSUPPORTED when the
+ * bundle has no golden vectors; XSAM_INVALID_ARGUMENT for atol < 0 or a NaN tolerance; other codes when the
+ * vectors are unreadable or a request fails. Needs no image; the golden images replace the session's encoded
+ * one, so the next xsam_segment encodes the image of xsam_set_image again. */
+xsam_status xsam_selfcheck(xsam_session* session, double atol, double min_iou, xsam_selfcheck_report* out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -35,4 +35,7 @@ internal object XSamNative {
     @JvmStatic external fun resultScore(result: Long, i: Int): Float
     @JvmStatic external fun resultLabelId(result: Long, i: Int): Long
     @JvmStatic external fun resultText(result: Long): ByteArray?
+
+    /** out: requests, worst logit difference, worst mask IoU, passed (1 or 0). */
+    @JvmStatic external fun selfcheck(session: Long, atol: Double, minIou: Double, out: DoubleArray): Int
 }

@@ -43,6 +43,17 @@ class XSamSession private constructor(private var handle: Long) : Closeable {
         }
     }
 
+    /**
+     * Runs the bundle's golden vectors and compares them with the stored outputs (xsam_selfcheck). A failed
+     * comparison is a report with passed = false; a bundle without golden vectors is an UNSUPPORTED
+     * [XSamException]. The golden images replace the encoded one: the next [segment] encodes the image again.
+     */
+    fun selfcheck(atol: Double = 1e-3, minIou: Double = 0.99): SelfCheckReport {
+        val out = DoubleArray(4)
+        XSamException.check(XSamNative.selfcheck(live(), atol, minIou, out))
+        return SelfCheckReport(out[0].toInt(), out[1], out[2], out[3] != 0.0, atol, minIou)
+    }
+
     override fun close() {
         if (handle != 0L) XSamNative.close(handle)
         handle = 0L

@@ -175,6 +175,40 @@ class NativeSessionTest {
     }
 
     @Test
+    fun selfcheckPassesOnTheReferenceBundle() {
+        XSamSession.open(bundle).use { session ->
+            val report = session.selfcheck()
+            println("kotlin selfcheck: ${report.summary()}")
+            assertTrue(report.summary(), report.passed)
+            assertEquals(3, report.requests)
+            assertTrue(report.summary(), report.worstLogitDiff < 1e-4)
+            assertTrue(report.summary(), report.worstMaskIou >= 0.99)
+            assertTrue(report.summary(), report.summary().startsWith("PASS: 3 golden requests"))
+        }
+    }
+
+    @Test
+    fun selfcheckFailsOnImpossibleTolerancesAndRefusesBadOnes() {
+        val (session, rgb) = openWithImage()
+        session.use {
+            val strict = session.selfcheck(atol = 0.0, minIou = 1.01)
+            assertEquals(false, strict.passed)
+            assertEquals(3, strict.requests)
+            assertTrue(strict.summary(), strict.summary().startsWith("FAIL"))
+            try {
+                session.selfcheck(atol = -1.0)
+                fail("a negative atol was accepted")
+            } catch (e: XSamException) {
+                assertEquals(XSamException.Status.INVALID_ARGUMENT, e.status)
+                assertTrue(e.message, e.message!!.contains("atol"))
+            }
+            // the session still answers its own image after the golden images
+            val point = session.segment(SegmentRequest(Task.INTERACTIVE, prompts = listOf(Prompt.Point(30.0, 20.0))))
+            assertEquals(rgb.size / 3, point.segments[0].mask.size)
+        }
+    }
+
+    @Test
     fun utf8TextSurvivesTheJniBoundary() {
         val (session, _) = openWithImage()
         session.use {

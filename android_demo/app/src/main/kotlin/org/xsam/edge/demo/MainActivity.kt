@@ -1,5 +1,6 @@
 package org.xsam.edge.demo
 
+import android.app.AlertDialog
 import android.graphics.Bitmap
 import android.os.Bundle
 import android.os.Handler
@@ -17,7 +18,8 @@ import org.xsam.edge.InputMode
 import org.xsam.edge.XSamSession
 
 /**
- * One screen: pick or take a photo, type a query or draw points / boxes / scribbles, see the masks. The bundle
+ * One screen: pick or take a photo, type a query or draw points / boxes / scribbles, see the masks; Self-check
+ * runs the bundle's golden vectors on this device and shows the verdict. The bundle
  * is read from the app's external files folder (adb push, see README.md). All core calls run on one worker
  * thread: a session is not thread-safe and its last error is per thread.
  */
@@ -52,6 +54,7 @@ class MainActivity : ComponentActivity() {
             addView(modeButton)
             addView(button("Clear") { view.prompts.clear(); view.clearAnswer() })
             addView(button("Segment") { segment() })
+            addView(button("Self-check") { selfcheck() })
         }
         setContentView(LinearLayout(this).apply {
             orientation = LinearLayout.VERTICAL
@@ -122,6 +125,25 @@ class MainActivity : ComponentActivity() {
             view.showResult(answer)
             val text = answer.text?.let { ": $it" }.orEmpty()
             status.text = "${answer.segments.size} mask(s) in $ms ms$text"
+        }
+    }
+
+    /** The bundle's golden vectors at the runner's tolerances (atol 1e-3, min IoU 0.99), shown in a dialog. */
+    private fun selfcheck() {
+        val s = session ?: run {
+            status.text = "no bundle open"
+            return
+        }
+        status.text = "self-check: running the golden vectors..."
+        val start = System.nanoTime()
+        onWorker({ s.selfcheck() }) { report ->
+            val ms = (System.nanoTime() - start) / 1_000_000
+            status.text = "self-check ${if (report.passed) "passed" else "FAILED"} in $ms ms"
+            AlertDialog.Builder(this)
+                .setTitle(if (report.passed) "Self-check passed" else "Self-check failed")
+                .setMessage(report.summary())
+                .setPositiveButton(android.R.string.ok, null)
+                .show()
         }
     }
 
