@@ -381,3 +381,18 @@ def test_every_verb_reports_a_user_error_in_one_line(argv, verb, expected, capsy
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err and lines[0].startswith(f"xsam-edge {verb}"), err
     assert expected in lines[0], lines[0]
+
+
+def test_export_takes_a_tokenizer_for_a_preset(capsys, tmp_path):
+    """A preset has no tokenizer of its own: ``--tokenizer`` gives it one (issue #35); with ``--model``, whose
+    folder holds its own, it is refused."""
+    tok_dir = _tokenizer_dir(tmp_path)
+    out = tmp_path / "bundle"
+    argv = ["export", "--preset", "tiny", "--tokenizer", tok_dir, "--backend", "onnx", "--out", out]
+    code, _, err = _run(argv, capsys)
+    assert code == 0, err
+    assert (out / "tokenizer.json").is_file() and (out / "onnx" / "segment.onnx").is_file()
+    code, _, err = _run(
+        ["export", "--model", tmp_path, "--tokenizer", tok_dir, "--out", tmp_path / "b2"], capsys
+    )
+    _assert_one_line_error(code, err, "export", "tokenizer")
