@@ -289,3 +289,27 @@ def test_budget_search_tries_layers_before_whole_graphs(tmp_path):
     # max_layers=0 (or a backend whose runtime cannot run here: Core ML) goes straight to whole graphs
     fit = _search(_FakeScorer(), recipe, 1.0, tmp_path, tmp_path / "out", max_layers=0, min_gain_db=1.0)
     assert [s["kept_float"] for s in fit.history] == [[], ["llm"]] and fit.layers == {}
+
+
+def test_kv_io_calibration_samples_are_bounded_by_memory():
+    """Each KV-I/O sample holds the whole past cache.
+
+    At x-sam-student-s's 1280-slot cache a sample is 42 MB, so the default 2 GiB bound for the pair keeps 25
+    per graph instead of 32 (issue #35: 4096 slots, two graphs and no bound were OOM-killed at 10 GB)."""
+    from types import SimpleNamespace
+
+    from xsam_edge.quantization.calibration import _cache_sample_limit
+
+    cache = [16, 4, 1280, 64]  # layers, kv heads, slots, head dim of x-sam-student-s
+    inputs = [
+        {"shape": [1, 64, 1024], "dtype": "float32"},
+        {"shape": [64], "dtype": "int64"},
+        {"shape": cache, "dtype": "float32"},
+        {"shape": cache, "dtype": "float32"},
+    ]
+    manifest = SimpleNamespace(graph=lambda name, backend: SimpleNamespace(inputs=inputs))
+    per_sample = 2 * 16 * 4 * 1280 * 64 * 4 + 64 * 1024 * 4 + 64 * 8
+    limit = _cache_sample_limit(manifest, 32, 2 << 30)
+    assert limit == (2 << 30) // (2 * per_sample) == 25
+    assert _cache_sample_limit(manifest, 4, 2 << 30) == 4  # fewer asked: as asked
+    assert _cache_sample_limit(manifest, 32, 1) == 1  # at least one sample per graph
