@@ -1,4 +1,4 @@
-"""A student of the real X-SAM at its real widths (reduced depth) exported to every backend that runs here,
+"""The real X-SAM's students at their real widths (reduced depth) exported to every backend that runs here,
 answering every task from the bundle as the eager model does: what the tiny bundles cannot show (208 image
 tokens, a grouped-query LLM at width 1024, dynamic-shape guards at real sizes, the need-sized KV cache)."""
 
@@ -14,7 +14,7 @@ pytest.importorskip("openvino")
 pytest.importorskip("executorch")
 
 from conftest import every_task_requests, make_image  # noqa: E402
-from test_students import IMAGE_HW, shallow_student  # noqa: E402
+from test_students import IMAGE_HW, STUDENTS, shallow_student  # noqa: E402
 
 from xsam_edge.export.to_bundle import export_bundle  # noqa: E402
 from xsam_edge.model.predictor import XSamPredictor  # noqa: E402
@@ -25,9 +25,9 @@ BACKENDS = ("onnx", "openvino", "executorch")
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def student():
-    return shallow_student("x-sam-student-s")
+@pytest.fixture(scope="module", params=STUDENTS)
+def student(request):
+    return shallow_student(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -79,5 +79,7 @@ def test_onnx_stores_each_weight_once(bundle, student):
         g["files"] for g in manifest["graphs"] if g["backend"] == "onnx" and g["name"].startswith("llm")
     ]
     assert [f[1] for f in llm_files] == ["onnx/llm_weights.bin"] * 2
+    if model.config.llm.tie_word_embeddings:  # the table in the embed graph and, as lm_head, in the LLM's
+        weights += model.llm.get_input_embeddings().weight.numel() * 4
     onnx_bytes = sum(f.stat().st_size for f in (bundle / "onnx").rglob("*") if f.is_file())
     assert onnx_bytes < 1.1 * weights, (onnx_bytes, weights)
