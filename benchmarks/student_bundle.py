@@ -44,20 +44,12 @@ def export(
 
     import torch
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    threads = os.environ.get("XSAM_EDGE_THREADS")
-    from test_students import student_tokenizer  # its conftest sets the test suite's thread count
-
-    if threads is None:
-        os.environ.pop("XSAM_EDGE_THREADS", None)
-    else:
-        os.environ["XSAM_EDGE_THREADS"] = threads
-
     from benchmarks.export_full_size import randomize_like_trained
     from xsam_edge.export.graphs import SlotConfig
     from xsam_edge.export.to_bundle import export_bundle
     from xsam_edge.model.build import build_model
     from xsam_edge.model.presets import get_preset
+    from xsam_edge.spec.tokenizer import word_tokenizer
 
     config = get_preset(preset)
     if llm_layers is not None:  # the LLM alone shallower (its cost per layer is the same at any depth)
@@ -68,7 +60,7 @@ def export(
     randomize_like_trained(model)
     start = time.perf_counter()
     slots = SlotConfig(max_seq=max_seq)
-    path, graphs = export_bundle(model, student_tokenizer(config), work, backends, slots, progress=False)
+    path, graphs = export_bundle(model, word_tokenizer(config.tokens), work, backends, slots, progress=False)
     return {
         "preset": config.name,
         "parameters": sum(p.numel() for p in model.parameters()),

@@ -14,26 +14,18 @@ from xsam_edge.model.checkpoint import from_pretrained, save_pretrained
 from xsam_edge.model.predictor import XSamPredictor
 from xsam_edge.model.presets import at_depth, get_preset
 from xsam_edge.model.projector import Projector
-from xsam_edge.spec.config import ProjectorConfig, XSamConfig
-from xsam_edge.spec.tokenizer import TINY_WORDS, XSamTokenizer, build_word_tokenizer
+from xsam_edge.spec.config import ProjectorConfig
+from xsam_edge.spec.tokenizer import TINY_WORDS, XSamTokenizer, word_tokenizer
 from xsam_edge.spec.types import RequestError, SegmentationRequest, Task
 
 STUDENTS = ("x-sam-student-s", "x-sam-student-qwen2-0.5b")
 IMAGE_HW = (240, 320)
-CHAT_SPECIALS = {"qwen_chat": ["<|im_start|>", "<|im_end|>"]}
-
-
-def student_tokenizer(config: XSamConfig) -> XSamTokenizer:
-    """A word-level tokenizer with the template's special tokens: a real one's shapes, nothing to fetch."""
-    tokenizer = build_word_tokenizer(TINY_WORDS, 4096)
-    tokenizer.add_special_tokens(CHAT_SPECIALS.get(config.tokens.template, []))
-    return XSamTokenizer(tokenizer, config.tokens, bos_token="<s>", pad_token="<pad>")
 
 
 def shallow_student(name: str, seed: int = 0) -> tuple[torch.nn.Module, XSamTokenizer]:
     config = at_depth(get_preset(name))
     torch.manual_seed(seed)
-    return build_model(config).eval(), student_tokenizer(config)
+    return build_model(config).eval(), word_tokenizer(config.tokens)
 
 
 def test_projector_pools_a_token_sequence_as_its_square_grid():

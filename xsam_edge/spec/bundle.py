@@ -138,8 +138,7 @@ class Manifest:
             BundleError: the path is not listed (nothing outside the sealed list is ever opened).
         """
         assert self.root is not None, "manifest not loaded from a folder"
-        listed = relative in self.files or any(k.startswith(relative + "/") for k in self.files)
-        if self.sealed and not listed:
+        if self.sealed and not _is_listed(relative, self.files):
             raise BundleError(f"{relative!r} is not a file of this bundle (not in its manifest)")
         return self.root / relative
 
@@ -154,6 +153,11 @@ class Manifest:
         data.pop("root")
         data.pop("sealed")
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def _is_listed(relative: str, files: dict) -> bool:
+    """A listed file, or a listed graph folder (a Core ML ``.mlpackage``: its files are listed)."""
+    return relative in files or any(k.startswith(relative + "/") for k in files)
 
 
 def sha256_file(path: str | os.PathLike, size: int | None = None) -> str:
@@ -181,9 +185,9 @@ def seal_bundle(staging: Path, manifest: Manifest) -> None:
     manifest.files = {
         rel: {"sha256": sha256_file(staging / rel), "size": size} for rel, size in found.items()
     }
-    data = json.loads(manifest.to_json())
-    _check_manifest(data, staging / MANIFEST_FILE)
-    (staging / MANIFEST_FILE).write_text(manifest.to_json())
+    text = manifest.to_json()
+    _check_manifest(json.loads(text), staging / MANIFEST_FILE)
+    (staging / MANIFEST_FILE).write_text(text)
 
 
 def finalize_bundle(staging: Path, target: str | os.PathLike, manifest: Manifest) -> Path:
@@ -295,7 +299,7 @@ def _check_manifest(data: Any, path: Path) -> None:
             raise BundleError(f"{path}: graph {g['backend']}/{g['name']} is listed twice")
         seen.add(key)
         for f in g["files"]:
-            if f not in data["files"] and not any(k.startswith(f + "/") for k in data["files"]):
+            if not _is_listed(f, data["files"]):
                 raise BundleError(
                     f"{path}: graph {g['backend']}/{g['name']} names {f!r}, which is not listed"
                 )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -25,7 +24,7 @@ from xsam_edge.spec.config import XSamConfig
 from xsam_edge.spec.geometry import Geometry
 from xsam_edge.spec.postprocess import finish
 from xsam_edge.spec.preprocess import PreprocessSpec
-from xsam_edge.spec.prompts import build_request_prompt, get_template, image_prefix, is_generate_task
+from xsam_edge.spec.prompts import build_request_prompt, image_prefix, is_generate_task
 from xsam_edge.spec.tokenizer import XSamTokenizer, check_prompt_length, expand_image_placeholder
 from xsam_edge.spec.types import (
     PROMPT_TASKS,
@@ -241,14 +240,17 @@ class Predictor:
             ValueError: the prompt does not fit the context, or more phrases than condition slots.
         """
         validate_request(request)  # a request's fields can change after it was made
-        self._check_user_text(request)
         cfg = self.config
         generate = is_generate_task(request.task)
 
         # prompt: the template around the question (and, in tensor mode, the answer with <SEG>), checked
         # against the context before the image is encoded
         prompt = build_request_prompt(
-            request, template=cfg.tokens.template, with_answer=not generate, tokens=cfg.tokens
+            request,
+            template=cfg.tokens.template,
+            with_answer=not generate,
+            tokens=cfg.tokens,
+            reserved=self.special_strings,
         )
         ids = self._expand(self.tokenizer.encode(prompt, add_bos=cfg.tokens.add_bos))
         reserved = self.max_new_tokens if generate else 0
@@ -309,24 +311,9 @@ class Predictor:
 
     # -- helpers -----------------------------------------------------------------------------
     @functools.cached_property
-    def reserved_markers(self) -> tuple[str, ...]:
-        """Strings user text may not hold: the tokenizer's special tokens and the template's own markers."""
-        chat = get_template(self.config.tokens.template)
-        spelled = chat.system + chat.instruction + chat.suffix + "".join(chat.stop_words)
-        markers = set(re.findall(r"<\|[^<>|]+\|>", spelled)) | set(self.tokenizer.special_strings())
-        return tuple(sorted(markers))
-
-    def _check_user_text(self, request: SegmentationRequest) -> None:
-        """Refuse text or categories that would smuggle template structure or special tokens into a turn."""
-        for field_name, value in [("text", request.text)] + [("category", c) for c in request.categories]:
-            if not value:
-                continue
-            found = [m for m in self.reserved_markers if m in value]
-            if found:
-                raise RequestError(
-                    f"{field_name} {value[:60]!r} holds the reserved marker(s) {', '.join(found)}, special "
-                    "tokens of the model's template; remove them (the prompt builder places them itself)"
-                )
+    def special_strings(self) -> tuple[str, ...]:
+        """The tokenizer's special tokens: user text may not hold them (``<s>``, ``<pad>`` …)."""
+        return self.tokenizer.special_strings()
 
     def _expand(self, ids: list[int]) -> list[int]:
         return expand_image_placeholder(ids, self.config.num_image_tokens)

@@ -14,6 +14,7 @@ the model splices out. No torch here.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -147,6 +148,7 @@ def build_question(
     categories: Sequence[str] = (),
     num_regions: int = 0,
     tokens: TokenConfig | None = None,
+    reserved: Sequence[str] = (),
 ) -> str:
     """The question for ``task``, without the image marker or the chat template.
 
@@ -160,6 +162,8 @@ def build_question(
         num_regions (int): number of visual prompts K (interactive, visual-grounded); each becomes
             ``<p><region></p>``.
         tokens (TokenConfig | None): special-token spellings; ``None`` means the defaults.
+        reserved (Sequence[str]): more strings user text may not hold (the template's markers, the
+            tokenizer's special tokens), besides the image, region and added tokens.
 
     Returns:
         str: the question text.
@@ -169,7 +173,7 @@ def build_question(
     """
     task = Task(task)
     tokens = tokens or TokenConfig()
-    reserved = (tokens.image, tokens.region, *tokens.added)
+    reserved = (tokens.image, tokens.region, *tokens.added, *reserved)
 
     def phrase(inner: str) -> str:
         return f"{tokens.phrase_start}{inner}{tokens.phrase_end}"
@@ -221,6 +225,7 @@ def build_prompt(
     template: str | ChatTemplate = "phi3_chat",
     with_answer: bool = True,
     tokens: TokenConfig | None = None,
+    reserved: Sequence[str] = (),
 ) -> str:
     """The full LLM input text for one question: the template around ``<image>``, newline, question.
 
@@ -235,6 +240,8 @@ def build_prompt(
         with_answer (bool): append the eval answer and the template suffix (tensor mode). Ignored for GCG
             and chat, which have no fixed answer: their prompt ends with the assistant header.
         tokens (TokenConfig | None): special-token spellings; ``None`` means the defaults.
+        reserved (Sequence[str]): see :func:`build_question`; the template's own markers are added here, so
+            user text cannot close its turn or open another.
 
     Returns:
         str: the prompt, with ``<image>`` and ``<region>`` markers; it starts with :func:`image_prefix`.
@@ -244,7 +251,14 @@ def build_prompt(
     """
     tokens = tokens or TokenConfig()
     chat = get_template(template)
-    question = build_question(task, text=text, categories=categories, num_regions=num_regions, tokens=tokens)
+    question = build_question(
+        task,
+        text=text,
+        categories=categories,
+        num_regions=num_regions,
+        tokens=tokens,
+        reserved=(*template_markers(chat), *reserved),
+    )
     prompt = chat.wrap(tokens.image + IMAGE_SEPARATOR + question)
     answer = answer_for(task, tokens)
     if with_answer and answer is not None:
@@ -258,6 +272,7 @@ def build_request_prompt(
     template: str | ChatTemplate = "phi3_chat",
     with_answer: bool = True,
     tokens: TokenConfig | None = None,
+    reserved: Sequence[str] = (),
 ) -> str:
     """:func:`build_prompt` for a ``SegmentationRequest`` (one region per prompt)."""
     return build_prompt(
@@ -268,7 +283,15 @@ def build_request_prompt(
         template=template,
         with_answer=with_answer,
         tokens=tokens,
+        reserved=reserved,
     )
+
+
+def template_markers(template: str | ChatTemplate) -> tuple[str, ...]:
+    """The ``<|...|>`` markers the template spells (``<|user|>``, ``<|end|>``, ``<|im_start|>`` …)."""
+    chat = get_template(template)
+    spelled = chat.system + chat.instruction + chat.suffix + "".join(chat.stop_words)
+    return tuple(sorted(set(re.findall(r"<\|[^<>|]+\|>", spelled))))
 
 
 def image_prefix(template: str | ChatTemplate = "phi3_chat", tokens: TokenConfig | None = None) -> str:

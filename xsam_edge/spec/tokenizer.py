@@ -23,7 +23,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre
 
 from xsam_edge.files import atomic_write_text
 from xsam_edge.spec.config import TokenConfig
-from xsam_edge.spec.prompts import ChatTemplate, get_template
+from xsam_edge.spec.prompts import ChatTemplate, get_template, template_markers
 from xsam_edge.spec.types import RequestError
 
 IMAGE_TOKEN_ID = -200
@@ -460,6 +460,17 @@ def tiny_tokenizer(tokens: TokenConfig | None = None) -> XSamTokenizer:
     """The committed tiny word-level tokenizer of the tiny preset: ``<s>``=1, ``<|end|>``=2, ``<pad>``=0."""
     text = resources.files("xsam_edge").joinpath(TINY_TOKENIZER_ASSET).read_text(encoding="utf-8")
     return XSamTokenizer(Tokenizer.from_str(text), tokens, bos_token="<s>", pad_token="<pad>")
+
+
+def word_tokenizer(tokens: TokenConfig, vocab_size: int = 4096) -> XSamTokenizer:
+    """The tiny word list as a tokenizer for any template, its ``<|...|>`` markers added as special tokens.
+
+    Random-weight presets in tests and speed or size benchmarks get a real tokenizer's shapes with nothing to
+    fetch (their answers mean nothing); a real model ships its own tokenizer.
+    """
+    backend = build_word_tokenizer(TINY_WORDS, vocab_size)
+    backend.add_special_tokens(list(template_markers(tokens.template)))
+    return XSamTokenizer(backend, tokens, bos_token="<s>", pad_token="<pad>")
 
 
 # -- helpers -------------------------------------------------------------------------------------

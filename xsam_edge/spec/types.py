@@ -200,18 +200,23 @@ def _kind(value: object) -> str:
     return f"{type(value).__name__} {value!r:.60}"
 
 
+def _check_string(value: object, what: str, limit: int) -> None:
+    """A str of valid Unicode, no NUL, at most ``limit`` characters."""
+    if not isinstance(value, str):
+        raise RequestError(f"{what} must be a str, got {_kind(value)} (decode bytes first)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError(f"{what} holds characters that are not valid Unicode (lone surrogates)") from None
+    if len(value) > limit:
+        raise RequestError(f"{what} is {len(value)} characters; at most {limit}")
+    if "\x00" in value:
+        raise RequestError(f"{what} holds a NUL character")
+
+
 def _check_text(text: object, task: Task) -> None:
     if text is not None:
-        if not isinstance(text, str):
-            raise RequestError(f"text must be a str, got {_kind(text)} (decode bytes first)")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise RequestError("text holds characters that are not valid Unicode (lone surrogates)") from None
-        if len(text) > MAX_TEXT_CHARS:
-            raise RequestError(f"text is {len(text)} characters; at most {MAX_TEXT_CHARS}")
-        if "\x00" in text:
-            raise RequestError("text holds a NUL character")
+        _check_string(text, "text", MAX_TEXT_CHARS)
     if task in (Task.REFERRING, Task.REASONING, Task.CHAT) and (text is None or not text.strip()):
         raise RequestError(f"task {task.value!r} needs a non-empty text")
 
@@ -224,11 +229,7 @@ def _check_categories(categories: object, task: Task) -> None:
     if len(categories) > MAX_CATEGORIES:
         raise RequestError(f"{len(categories)} categories; at most {MAX_CATEGORIES} per request")
     for name in categories:
-        if not isinstance(name, str):
-            raise RequestError(f"category names must be str, got {_kind(name)}")
-        _check_text(name, task)
-        if len(name) > MAX_CATEGORY_CHARS:
-            raise RequestError(f"category {name[:40]!r}… is longer than {MAX_CATEGORY_CHARS} characters")
+        _check_string(name, "a category name", MAX_CATEGORY_CHARS)
     if task in CATEGORY_TASKS:
         names = [c.strip() for c in categories]
         if not names or any(not c for c in names):

@@ -15,14 +15,13 @@ class _OvGraph:
     def __init__(self, compiled: Any, entry: GraphEntry) -> None:
         self.request = compiled.create_infer_request()
         self.inputs = [i["name"] for i in entry.inputs]
-        # a port has several names (the converter's and ours): each input must carry the manifest's
+        # a port has several names (the converter's and ours): the manifest's name counts if the port has it
+        want = dict(enumerate(self.inputs))
         names = [
-            w if w in p.get_names() else p.get_any_name()
-            for w, p in zip(self.inputs, compiled.inputs, strict=False)
+            want[i] if want.get(i) in port.get_names() else port.get_any_name()
+            for i, port in enumerate(compiled.inputs)
         ]
-        check_signature(
-            entry, names + [p.get_any_name() for p in compiled.inputs[len(names) :]], len(compiled.outputs)
-        )
+        check_signature(entry, names, len(compiled.outputs))
         self.outputs = [o["name"] for o in entry.outputs]
 
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
