@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # read by transformers when (and only if) a verb imports it: `run` stays free of torch
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
-        args.run(args)
+        code = args.run(args)  # a verb may return a non-zero status (a fidelity target missed: 1)
     except BrokenPipeError:  # output piped into `head`
         sys.stderr.close()
         return 0
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return 130
-    return 0
+    return int(code or 0)
 
 
 def one_line(err: BaseException, limit: int = 2000) -> str:

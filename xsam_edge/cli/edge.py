@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from xsam_edge.backends import BACKENDS, backend_names, get_backend, runnable_backends
 
@@ -120,12 +121,59 @@ def _quantize_parser(sub: argparse._SubParsersAction) -> None:
         "float before the whole graph goes float (0: whole graphs only)",
     )
     slot_arguments(p)
+    own = p.add_argument_group("any model (instead of X-SAM): an .onnx file or a Hugging Face model folder")
+    own.add_argument("--model-file", help="the model to quantize (writes its quantized file(s) into --out)")
+    own.add_argument("--backend", help="onnx, openvino, executorch or coreml (with --model-file)")
+    own.add_argument(
+        "--scheme", help='a scheme name or its TOML table as JSON: \'{"scheme": "w4", "ratio": 0.8}\''
+    )
+    own.add_argument(
+        "--calibration", help="calibration samples: .npz, one array per input, samples on axis 0"
+    )
+    own.add_argument("--holdout", help="held-out samples (.npz); default: 20 %% of --calibration held back")
+    own.add_argument(
+        "--target-cosine", type=float, help="worst held-out sample's cosine to reach by fallback"
+    )
+    own.add_argument("--keep-float", action="append", default=[], help="layer name pattern kept float")
     p.set_defaults(run=_quantize)
 
 
-def _quantize(args: argparse.Namespace) -> None:
+def _quantize_file(args: argparse.Namespace) -> int:
+    """``--model-file``: ``quantize_model`` on a user's file, the report, exit 1 when the target is missed."""
+    import json
+
+    from xsam_edge.quantization.any_model import load_samples, quantize_model
+    from xsam_edge.quantization.report import format_reports
+
+    if not (args.backend and args.scheme and args.out):
+        raise ValueError("--model-file needs --backend, --scheme and --out")
+    scheme = json.loads(args.scheme) if args.scheme.lstrip().startswith("{") else args.scheme
+    result = quantize_model(
+        args.model_file,
+        args.backend,
+        scheme,
+        args.out,
+        name=Path(args.model_file).stem or "model",
+        calibration=load_samples(args.calibration) if args.calibration else (),
+        holdout=load_samples(args.holdout) if args.holdout else (),
+        keep_float=args.keep_float,
+        target_cosine=args.target_cosine,
+    )
+    print(format_reports([result.report]))
+    print(f"wrote {', '.join(str(f) for f in result.files)}")
+    if result.target_met is False:
+        print(
+            f"worst held-out cosine {result.report.worst_cosine:.4f} MISSES the target {args.target_cosine}"
+        )
+        return 1
+    return 0
+
+
+def _quantize(args: argparse.Namespace) -> int | None:
     from xsam_edge.quantization.recipes import RECIPES, load_recipe
 
+    if args.model_file:
+        return _quantize_file(args)
     if args.list_recipes:
         for name, recipe in RECIPES.items():
             print(f"{name:<17}{recipe.backend:<11}{recipe.description}")

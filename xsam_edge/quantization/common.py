@@ -16,8 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from xsam_edge.export.placement import psnr
-
 from .recipes import supported_schemes
 from .report import GraphQuantReport, LayerScore
 from .schemes import Scheme
@@ -26,6 +24,7 @@ __all__ = [
     "add_note",
     "check_request",
     "file_layer_sensitivity",
+    "held_out_note",
     "io_names",
     "keep_float_pattern",
     "layer_names",
@@ -188,23 +187,15 @@ def _flatten(name: str) -> str:
 def output_psnr(
     names: Sequence[str], reference: Sequence[Sequence[np.ndarray]], test: Sequence[Sequence[np.ndarray]]
 ) -> dict[str, float]:
-    """PSNR per output over all held-out samples together (peak and error of the concatenated values).
+    """PSNR per output over all samples together (``measure_outputs``'s pooled PSNR; ``inf`` when equal)."""
+    from .fidelity import measure_outputs
 
-    Args:
-        names (Sequence[str]): output names, in output order.
-        reference (Sequence[Sequence[np.ndarray]]): per sample, the float32 file's outputs.
-        test (Sequence[Sequence[np.ndarray]]): per sample, the quantized file's outputs.
+    return {name: f.psnr_db for name, f in measure_outputs(names, reference, test).items()}
 
-    Returns:
-        dict[str, float]: output name → dB (``inf`` when identical).
-    """
-    return {
-        name: psnr(
-            np.concatenate([np.asarray(r[i], np.float64).ravel() for r in reference]),
-            np.concatenate([np.asarray(t[i], np.float64).ravel() for t in test]),
-        )
-        for i, name in enumerate(names)
-    }
+
+def held_out_note(samples: Sequence[Any]) -> str:
+    """What a report's fidelity was measured on, when it was measured on held-out samples."""
+    return f"{len(samples)} held-out sample(s), not used for calibration"
 
 
 def add_note(report: GraphQuantReport, note: str) -> None:

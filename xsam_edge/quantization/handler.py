@@ -16,19 +16,21 @@ never skips silently: every op it leaves float is in the report with the reason.
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
+from .common import add_note
 from .report import GraphQuantReport, LayerScore
-from .schemes import Scheme
+from .schemes import Int8Static, Scheme
 
 Samples = dict[str, list[list[np.ndarray]]]
 """Bundle graph name → positional input samples."""
@@ -139,6 +141,29 @@ class QuantizeHandler(ABC):
         """
         raise cannot_rank(self.backend)
 
+    def rank_layers(
+        self,
+        source: GraphSource,
+        scheme: Scheme,
+        keep_float: tuple[str, ...],
+        calibration: Samples,
+        holdout: Samples,
+        work: Path,
+        quantized: QuantizedGraph,
+        progress: bool = False,
+    ) -> list[str]:
+        """The quantized layers as keep-float patterns, most sensitive first (the fallback's order).
+
+        The default is the per-layer pass (``layer_sensitivity``: one quantization per layer, scored on
+        ``holdout``); a handler with a cheaper measurement overrides it. ``quantized`` is the whole graph's
+        result, for handlers that rank from it.
+
+        Raises:
+            ValueError: this backend cannot rank layers here.
+        """
+        _, scores = self.layer_sensitivity(source, scheme, keep_float, calibration, holdout, work, progress)
+        return [s.module for s in scores]
+
     def quantize_module(
         self,
         module: Any,
@@ -148,29 +173,42 @@ class QuantizeHandler(ABC):
         out_dir: str | Path,
         name: str,
         keep_float: tuple[str, ...] = (),
+        holdout: Sequence[Sequence[np.ndarray]] = (),
     ) -> GraphQuantReport:
         """Quantize any module for this backend: ``out_dir/<name>.<ext>`` (a user's own graph).
 
         Args:
             module (Any): the float ``nn.Module`` (not modified; eval mode is set).
-            example_inputs (Sequence[Any]): positional tensors fixing the static shapes; PSNR is measured on
-                them.
+            example_inputs (Sequence[Any]): positional tensors fixing the static shapes; fidelity is
+                measured on them only when ``holdout`` is empty (the report says so).
             calibration (Sequence[Sequence[np.ndarray]]): positional input samples (static schemes need them).
             scheme (Scheme): one of the backend's ``schemes``.
             out_dir (str | Path): destination folder.
             name (str): file stem and report name.
             keep_float (tuple[str, ...]): module-name patterns left in float.
+            holdout (Sequence[Sequence[np.ndarray]]): samples kept out of calibration, that the report's
+                fidelity (worst-sample PSNR and cosine) is measured on.
 
         Returns:
             GraphQuantReport: ``files`` holds the quantized file(s).
         """
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        inputs = tuple(example_inputs)
+        # one dim order: a channels-last example made ExecuTorch read contiguous inputs in the wrong order
+        inputs = tuple(x.contiguous() if hasattr(x, "contiguous") else x for x in example_inputs)
         source = GraphSource(name, module=module.eval(), example_inputs=inputs)
-        held = [[x.detach().cpu().numpy() for x in inputs]]
+        held = [list(s) for s in holdout] or [[x.detach().cpu().numpy() for x in inputs]]
         samples = {name: [list(s) for s in calibration]}
-        return self.quantize(source, scheme, keep_float, samples, {name: held}, out_dir).report
+        report = self.quantize(source, scheme, keep_float, samples, {name: held}, out_dir).report
+        if not holdout:
+            report.measured_on = "the example input only: no held-out samples given"
+        return report
+
+
+def _closeness(report: GraphQuantReport) -> tuple[float, float]:
+    """How close a quantized graph stayed to float: (worst cosine, worst PSNR); higher is closer."""
+    cosine = report.worst_cosine
+    return (-1.0 if math.isnan(cosine) else cosine, report.min_psnr)
 
 
 class FileQuantizer(QuantizeHandler):
@@ -201,6 +239,63 @@ class FileQuantizer(QuantizeHandler):
                 scheme needs it.
         """
 
+    def smooth_quant_unavailable(self) -> str | None:
+        """Why this backend cannot apply SmoothQuant here (``None`` when it can)."""
+        return f"{self.backend!r} has no SmoothQuant"
+
+    def quantize_files_tuned(
+        self,
+        graph: str,
+        names: Sequence[str],
+        fp32_files: dict[str, list[Path]],
+        scheme: Scheme,
+        keep_float: tuple[str, ...],
+        calibration: Samples,
+        holdout: Samples,
+        out_dir: Path,
+    ) -> tuple[dict[str, list[Path]], GraphQuantReport]:
+        """``quantize_files`` with ``smooth_quant="auto"`` resolved by measurement.
+
+        SmoothQuant is applied only where it measurably helps: the graph is quantized without it, then with
+        it, and the run whose worst held-out sample is closer to float (cosine, then PSNR) is kept; the
+        report's note gives both scores. Without held-out samples, or on a backend without SmoothQuant,
+        ``auto`` means off, and the note says why.
+        """
+        if not (isinstance(scheme, Int8Static) and scheme.smooth_quant == "auto"):
+            return self.quantize_files(
+                graph, names, fp32_files, scheme, keep_float, calibration, holdout, out_dir
+            )
+        off, on = replace(scheme, smooth_quant="off"), replace(scheme, smooth_quant="on")
+        files, report = self.quantize_files(
+            graph, names, fp32_files, off, keep_float, calibration, holdout, out_dir
+        )
+        why_not = self.smooth_quant_unavailable()
+        if why_not is None and not any(holdout.get(n) for n in names):
+            why_not = "no held-out samples to compare on"
+        if why_not:
+            add_note(report, f"smooth_quant auto: off ({why_not})")
+            return files, report
+        with tempfile.TemporaryDirectory(prefix=".smooth-quant-", dir=out_dir) as tmp:
+            on_files, on_report = self.quantize_files(
+                graph, names, fp32_files, on, keep_float, calibration, holdout, Path(tmp)
+            )
+            off_score, on_score = _closeness(report), _closeness(on_report)
+            scores = f"worst cosine off {off_score[0]:.4f}, on {on_score[0]:.4f}"
+            if on_score <= off_score:
+                add_note(report, f"smooth_quant auto: off ({scores})")
+                return files, report
+            for f in (f for paths in files.values() for f in paths):
+                if f.is_dir():
+                    shutil.rmtree(f, ignore_errors=True)
+                else:
+                    f.unlink(missing_ok=True)
+            moved = {
+                n: [Path(shutil.move(str(f), out_dir / f.name)) for f in fs] for n, fs in on_files.items()
+            }
+        on_report.files = [str(f) for fs in moved.values() for f in fs]
+        add_note(on_report, f"smooth_quant auto: on ({scores})")
+        return moved, on_report
+
     def quantized_layers(
         self, fp32_files: dict[str, list[Path]], quant_files: dict[str, list[Path]]
     ) -> list[str]:
@@ -225,7 +320,7 @@ class FileQuantizer(QuantizeHandler):
         graphs = self.graphs
         if graph not in graphs:
             raise ValueError(f"unknown graph {graph!r}; {self.backend} quantizes: {', '.join(graphs)}")
-        return self.quantize_files(
+        return self.quantize_files_tuned(
             graph, graphs[graph], fp32_files, scheme, keep_float, calibration, holdout, Path(out_dir)
         )
 
@@ -238,9 +333,21 @@ class FileQuantizer(QuantizeHandler):
         holdout: Samples,
         out_dir: Path,
     ) -> QuantizedGraph:
-        if source.module is None:
+        if source.module is None and source.model is not None:  # a recipe graph of an X-SAM bundle
             files, report = self.quantize_graph(
                 source.name, source.files, scheme, keep_float, calibration, holdout, out_dir
+            )
+            return QuantizedGraph(files, report)
+        if source.module is None:  # a user's own file(s), each quantized under its own name
+            files, report = self.quantize_files_tuned(
+                source.name,
+                tuple(source.files),
+                source.files,
+                scheme,
+                keep_float,
+                calibration,
+                holdout,
+                out_dir,
             )
             return QuantizedGraph(files, report)
         # a module: its float file lives in a folder of its own, removed once quantized
@@ -249,7 +356,7 @@ class FileQuantizer(QuantizeHandler):
             folder.mkdir()
             module, inputs = source.module, source.example_inputs
             fp32 = {source.name: self.export_float(module, inputs, folder, source.name, scheme)}
-            files, report = self.quantize_files(
+            files, report = self.quantize_files_tuned(
                 source.name, (source.name,), fp32, scheme, keep_float, calibration, holdout, Path(out_dir)
             )
         return QuantizedGraph(files, report)

@@ -40,6 +40,7 @@ from xsam_edge.spec.bundle import (
 from xsam_edge.spec.tokenizer import XSamTokenizer
 
 from .calibration import CalibrationSet, record_calibration
+from .fallback import quantize_to_target
 from .handler import GraphSource, QuantizeHandler, cannot_rank
 from .recipes import QUANT_GRAPHS, Recipe
 from .report import GraphQuantReport, LayerScore, files_bytes
@@ -161,7 +162,7 @@ def _quantize_graph(
     backend = recipe.backend
     keep_float = recipe.keep_float_for(graph)
     pack = get_backend(backend).load_pack()  # a backend's repacking after quantization (Core ML's LLM)
-    key = _key(scheme.to_dict(), keep_float, "packed" if pack else "")
+    key = _key(scheme.to_dict(), keep_float, "packed" if pack else "", recipe.targets.get(graph))
     folder = work / "graphs" / backend / f"{graph}-{scheme.label()}-{key}"
     done = folder / "part.json"
     if done.is_file():
@@ -187,8 +188,11 @@ def _quantize_graph(
         report.bytes_fp32 = report.bytes_quant = files_bytes([folder / f for f in report.files])
     else:
         source = GraphSource(graph, files=fp32_files, model=model, slots=slots)
-        result = _handler(backend).quantize(source, scheme, keep_float, calib, holdout, folder)
-        report = result.report
+        target = recipe.targets.get(graph)
+        fit = quantize_to_target(
+            _handler(backend), source, scheme, keep_float, calib, holdout, folder, target
+        )
+        result, report = fit.result, fit.result.report
         if result.exported is not None:  # the handler lowered the graph itself (ExecuTorch)
             from xsam_edge.export.to_bundle import graph_entry
 

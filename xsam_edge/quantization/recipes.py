@@ -23,6 +23,9 @@ users have; ``load_recipe`` also reads a user's TOML file:
     [float_layers]          # per graph, modules the accuracy budget found too sensitive to quantize
     llm = ["lm.blocks.0.down_proj"]
 
+    [targets]               # per graph, the worst held-out sample's cosine to reach by layer fallback
+    encode_image = 0.99
+
 Everything is checked when the recipe is built (``validate`` for the backend's support matrix), so a bad
 recipe fails before any export or calibration starts.
 """
@@ -120,6 +123,8 @@ class Recipe:
         float_layers (Mapping[str, tuple[str, ...]]): graph → module-name patterns left in float in that graph
             only (what a per-layer sensitivity pass chose; a graph's quantized part is cached per its own
             patterns, so adding one re-quantizes that graph alone).
+        targets (Mapping[str, float]): graph → the cosine its worst held-out sample must reach; the graph's
+            most sensitive layers are kept float, by measured rank, until it does (``fallback.py``).
     """
 
     name: str
@@ -130,6 +135,7 @@ class Recipe:
     keep_float: tuple[str, ...] = FRAGILE
     description: str = ""
     float_layers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    targets: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from xsam_edge.backends import backend_names
@@ -140,7 +146,7 @@ class Recipe:
                 f"recipe {self.name!r}: unknown backend {self.backend!r}; backends: {', '.join(known)}"
             )
         supported = supported_schemes(self.backend)
-        for table in ("graphs", "float_layers"):
+        for table in ("graphs", "float_layers", "targets"):
             unknown = sorted(set(getattr(self, table)) - set(QUANT_GRAPHS))
             if unknown:
                 raise ValueError(
@@ -152,6 +158,11 @@ class Recipe:
                 raise ValueError(
                     f"recipe {self.name!r}: float_layers.{graph} must be a list of module names, "
                     f"got {layers!r}"
+                )
+        for graph, target in self.targets.items():
+            if isinstance(target, bool) or not isinstance(target, int | float) or not 0 < target <= 1:
+                raise ValueError(
+                    f"recipe {self.name!r}: targets.{graph} must be a cosine in (0, 1], got {target!r}"
                 )
         for graph in QUANT_GRAPHS:
             scheme = self.scheme_for(graph)
@@ -165,6 +176,7 @@ class Recipe:
         object.__setattr__(self, "keep_float", tuple(self.keep_float))
         object.__setattr__(self, "graphs", dict(self.graphs))
         object.__setattr__(self, "float_layers", {g: tuple(v) for g, v in self.float_layers.items() if v})
+        object.__setattr__(self, "targets", dict(self.targets))
 
     def scheme_for(self, graph: str) -> Scheme:
         """The scheme of ``graph`` (the default when the recipe does not name it)."""
@@ -201,6 +213,7 @@ class Recipe:
             "graphs": {g: s.to_dict() for g, s in self.graphs.items()},
             "keep_float": list(self.keep_float),
             "float_layers": {g: list(v) for g, v in self.float_layers.items()},
+            "targets": dict(self.targets),
             "calibration": {"data": self.calibration.data, "images": self.calibration.images},
         }
 
@@ -220,6 +233,7 @@ class Recipe:
             "graphs",
             "keep_float",
             "float_layers",
+            "targets",
             "calibration",
         }
         extra = sorted(set(data) - allowed)
@@ -241,6 +255,9 @@ class Recipe:
         float_layers = data.get("float_layers", {})
         if not isinstance(float_layers, Mapping):
             raise ValueError(f"{where}: 'float_layers' must be a table of graph = [module names]")
+        targets = data.get("targets", {})
+        if not isinstance(targets, Mapping):
+            raise ValueError(f"{where}: 'targets' must be a table of graph = worst-sample cosine")
         graph_schemes = {g: scheme_from_dict(s, f"{where}: graphs.{g}") for g, s in graphs.items()}
         default = scheme_from_dict(data.get("default", "fp32"), f"{where}: default")
         try:
@@ -253,6 +270,7 @@ class Recipe:
                 keep_float=tuple(data.get("keep_float", FRAGILE)),
                 description=str(data.get("description", "")),
                 float_layers=dict(float_layers),
+                targets=dict(targets),
             )
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from None

@@ -9,9 +9,12 @@ precisions, the ExecuTorch delegate's quantized ops, Core ML's constexpr decompr
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .fidelity import Fidelity
 
 __all__ = ["GraphQuantReport", "LayerScore", "files_bytes", "format_reports"]
 
@@ -59,7 +62,10 @@ class GraphQuantReport:
         integer_ops (dict[str, int]): op type → count of integer / compressed ops found in the result.
         notes (list[str]): anything else a user should know (a fallback taken, an option ignored).
         psnr_db (dict[str, float]): per output, PSNR of the quantized file against float32 on held-out
-            calibration inputs (``inf`` when identical).
+            calibration inputs, all samples pooled (``inf`` when identical).
+        fidelity (dict[str, dict]): per output, ``Fidelity.to_dict()``: the worst sample's PSNR and cosine.
+        measured_on (str): which data the PSNR and fidelity come from (held-out samples, or the example
+            input when none were given): a number is only as good as its data.
     """
 
     graph: str
@@ -74,6 +80,22 @@ class GraphQuantReport:
     integer_ops: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     psnr_db: dict[str, float] = field(default_factory=dict)
+    fidelity: dict[str, dict[str, Any]] = field(default_factory=dict)
+    measured_on: str = ""
+
+    def record(self, measured: Mapping[str, Fidelity], on: str) -> None:
+        """Add measured outputs (``measure_outputs``): their pooled PSNR and worst-sample fidelity."""
+        for name, f in measured.items():
+            self.psnr_db[name] = f.psnr_db
+            self.fidelity[name] = f.to_dict()
+        if on and on not in self.measured_on.split("; "):
+            self.measured_on = f"{self.measured_on}; {on}" if self.measured_on else on
+
+    @property
+    def worst_cosine(self) -> float:
+        """The lowest per-sample cosine over every output (``nan`` when nothing was measured)."""
+        values = [f["worst_cosine"] for f in self.fidelity.values()]
+        return min(values) if values else math.nan
 
     @property
     def ratio(self) -> float:
@@ -103,9 +125,16 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.2f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
 
 
+def _cos(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.4f}"
+
+
 def format_reports(reports: list[GraphQuantReport]) -> str:
     """The per-graph summary table: scheme, size before → after, PSNR vs float32, integer-op evidence."""
-    header = f"{'graph':<14}{'scheme':<14}{'float32':>11}{'quantized':>12}{'ratio':>7}{'min PSNR':>10}"
+    header = (
+        f"{'graph':<14}{'scheme':<14}{'float32':>11}{'quantized':>12}{'ratio':>7}{'min PSNR':>10}"
+        f"{'worst cos':>11}"
+    )
     rows = [header + "  evidence"]
     for r in reports:
         psnr = r.min_psnr
@@ -114,7 +143,7 @@ def format_reports(reports: list[GraphQuantReport]) -> str:
         evidence = ", ".join(f"{op}×{n}" for op, n in top)
         rows.append(
             f"{r.graph:<14}{r.scheme:<14}{_mb(r.bytes_fp32):>11}{_mb(r.bytes_quant):>12}{r.ratio:>6.2f}×"
-            f"{cell:>10}  {evidence or '-'}"
+            f"{cell:>10}{_cos(r.worst_cosine):>11}  {evidence or '-'}"
         )
     total_fp32 = sum(r.bytes_fp32 for r in reports)
     total = sum(r.bytes_quant for r in reports)
@@ -122,6 +151,9 @@ def format_reports(reports: list[GraphQuantReport]) -> str:
         f"{'total':<28}{_mb(total_fp32):>11}{_mb(total):>12}{(total_fp32 / total if total else 1):>6.2f}×"
     )
     notes = [f"  {r.graph}: {n}" for r in reports for n in r.notes]
+    measured = [f"  {r.graph}: {r.measured_on}" for r in reports if r.measured_on]
+    if measured:
+        rows += ["measured on:", *measured]
     kept = [f"  {r.graph}: {k}" for r in reports for k in r.kept_float]
     if kept:
         rows += ["kept float:", *kept]

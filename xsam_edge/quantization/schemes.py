@@ -78,14 +78,27 @@ class Float16(Scheme):
     bits: ClassVar[int] = 16
 
 
+SMOOTH_QUANT = ("off", "on", "auto")
+
+
 @dataclass(frozen=True)
 class Int8Static(Scheme):
     """W8A8: per-channel symmetric INT8 weights, INT8 activations from calibrated ranges.
+
+    Every setting the backends' quantizers expose that moves accuracy is a field, so a recipe can reach it.
 
     Args:
         per_channel (bool): one weight scale per output channel (else one per tensor).
         calibration_method (str): ``minmax`` or ``percentile`` (clips rare outliers; backends that lack it
             fall back to their closest method and say so in the report).
+        smooth_quant (str): outlier migration into the weights: ``off``, ``on``, or ``auto`` (quantize both
+            ways and keep the one whose worst held-out sample is closer to float; the report says which).
+            SmoothQuant helps LLM activations with massive outliers and can collapse a ViT.
+        smooth_quant_alpha (float | None): migration strength in [0, 1] (``None``: the library's default).
+        symmetric_activations (bool | None): symmetric INT8 activations (``None``: the backend's default;
+            ONNX Runtime symmetric, NNCF's MIXED preset asymmetric).
+        op_types (tuple[str, ...]): the backend's op types to quantize (ONNX ``MatMul``, ``Conv`` …; OpenVINO
+            ``MatMul``, ``Convolution`` …); empty: every compute op the handler knows.
     """
 
     name: ClassVar[str] = "w8a8"
@@ -93,12 +106,32 @@ class Int8Static(Scheme):
     bits: ClassVar[int] = 8
     per_channel: bool = True
     calibration_method: str = "minmax"
+    smooth_quant: str = "auto"
+    smooth_quant_alpha: float | None = None
+    symmetric_activations: bool | None = None
+    op_types: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.calibration_method not in ("minmax", "percentile"):
             raise ValueError(
                 f"w8a8: calibration_method must be 'minmax' or 'percentile', got {self.calibration_method!r}"
             )
+        if self.smooth_quant not in SMOOTH_QUANT:
+            raise ValueError(
+                f"w8a8: smooth_quant must be one of {', '.join(SMOOTH_QUANT)}, got {self.smooth_quant!r}"
+            )
+        alpha = self.smooth_quant_alpha
+        if alpha is not None and (
+            isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1
+        ):
+            raise ValueError(f"w8a8: smooth_quant_alpha must be a number in [0, 1] or absent, got {alpha!r}")
+        if self.symmetric_activations is not None and not isinstance(self.symmetric_activations, bool):
+            raise ValueError(
+                f"w8a8: symmetric_activations must be true or false, got {self.symmetric_activations!r}"
+            )
+        if isinstance(self.op_types, str) or not all(isinstance(t, str) and t for t in self.op_types):
+            raise ValueError(f"w8a8: op_types must be a list of op type names, got {self.op_types!r}")
+        object.__setattr__(self, "op_types", tuple(self.op_types))
 
 
 @dataclass(frozen=True)
@@ -126,6 +159,8 @@ class Int4WeightOnly(Scheme):
         symmetric (bool): symmetric INT4 (else asymmetric with a zero point per group).
         data_aware (bool): let the backend use calibration data to pick scales (NNCF scale estimation /
             AWQ); ignored, and reported, where the backend has no data-aware INT4.
+        ratio (float): the fraction of the weights at INT4; the rest, the most sensitive layers by the
+            backend's ranking (NNCF's, or the weight quantization error on ONNX), stay INT8 (mixed INT4/INT8).
     """
 
     name: ClassVar[str] = "w4"
@@ -133,16 +168,20 @@ class Int4WeightOnly(Scheme):
     group_size: int = 32
     symmetric: bool = True
     data_aware: bool = False
+    ratio: float = 1.0
 
     def __post_init__(self) -> None:
         _check_group(self.name, self.group_size)
+        if isinstance(self.ratio, bool) or not isinstance(self.ratio, int | float) or not 0 < self.ratio <= 1:
+            raise ValueError(f"w4: ratio must be a number in (0, 1], got {self.ratio!r}")
 
     @property
     def calibrated(self) -> bool:  # type: ignore[override]
         return self.data_aware
 
     def label(self) -> str:
-        return f"w4-g{self.group_size}" + ("-awq" if self.data_aware else "")
+        mixed = f"-r{round(self.ratio * 100)}" if self.ratio < 1 else ""
+        return f"w4-g{self.group_size}" + ("-awq" if self.data_aware else "") + mixed
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,8 @@ from xsam_edge.export.graphs import SlotConfig, build_graph, example_inputs, gra
 from xsam_edge.export.placement import ExportedGraph
 from xsam_edge.files import atomic_write_bytes
 from xsam_edge.model.xsam import XSam
-from xsam_edge.quantization.common import mean_gain, output_psnr
+from xsam_edge.quantization.common import held_out_note, mean_gain, output_psnr
+from xsam_edge.quantization.fidelity import Fidelity, measure_outputs
 from xsam_edge.quantization.handler import GraphSource, QuantizedGraph, QuantizeHandler, Samples
 from xsam_edge.quantization.report import GraphQuantReport, LayerScore, files_bytes
 from xsam_edge.quantization.schemes import Scheme
@@ -122,9 +123,9 @@ def _tensors(sample: Sequence[np.ndarray], dtypes: Sequence[str]) -> tuple[torch
     )
 
 
-def _stateless_psnr(
+def _stateless_fidelity(
     path: Path, reference: nn.Module, names: Sequence[str], samples: list[tuple[torch.Tensor, ...]]
-) -> dict[str, float]:
+) -> dict[str, Fidelity]:
     method = load_program(path).load_method("forward")
     want, got = [], []
     for sample in samples:
@@ -133,12 +134,12 @@ def _stateless_psnr(
         out = out if isinstance(out, tuple | list) else (out,)
         want.append([o.float().numpy() for o in out])
         got.append(run_method(method, sample))
-    return output_psnr(names, want, got)
+    return measure_outputs(names, want, got)
 
 
-def _llm_psnr(
+def _llm_fidelity(
     path: Path, reference: nn.Module, samples: list[tuple[torch.Tensor, ...]], max_seq: int
-) -> dict[str, float]:
+) -> dict[str, Fidelity]:
     """Prefill chunks in order through one loaded program and the eager graph, then one decode."""
     program = load_program(path)
     methods = {m: program.load_method(m) for m in LLM_METHODS}
@@ -152,7 +153,7 @@ def _llm_psnr(
             with torch.no_grad():
                 want.append([o.float().numpy() for o in reference(*chunk)])
             got.append(run_method(methods[method], chunk))
-        result |= output_psnr([f"{method}.projected", f"{method}.logits"], want, got)
+        result |= measure_outputs([f"{method}.projected", f"{method}.logits"], want, got)
     return result
 
 
@@ -200,10 +201,10 @@ def quantize_graph(
 
     reference = build_graph(model, key, slots)  # eager float32, fresh caches
     if graph == "llm":
-        psnr_db = _llm_psnr(exported.file, reference, held, slots.seq_len(model.config))
+        measured = _llm_fidelity(exported.file, reference, held, slots.seq_len(model.config))
     else:
-        psnr_db = _stateless_psnr(exported.file, reference, [s.name for s in spec.outputs], held)
-    notes = plan.notes + ([] if holdout.get(key) else ["PSNR on the example inputs: no held-out samples"])
+        measured = _stateless_fidelity(exported.file, reference, [s.name for s in spec.outputs], held)
+    on = held_out_note(holdout[key]) if holdout.get(key) else "the example inputs only: no held-out samples"
     report = GraphQuantReport(
         graph=graph,
         backend=BACKEND,
@@ -214,9 +215,9 @@ def quantize_graph(
         quantized=plan.quantized,
         kept_float=plan.kept_float,
         integer_ops=integer_evidence(exported.placement["methods"], exported.file),
-        notes=notes,
-        psnr_db=psnr_db,
+        notes=plan.notes,
     )
+    report.record(measured, on)
     return exported, report
 
 
@@ -320,6 +321,7 @@ def _quantize_module(
     out_dir: Path,
     name: str,
     keep_float: tuple[str, ...] = (),
+    holdout: list[tuple[np.ndarray, ...]] | None = None,
 ) -> GraphQuantReport:
     """Quantize any module and lower it with XNNPACK to ``out_dir/<name>.pte`` (a user's own graph).
 
@@ -327,7 +329,9 @@ def _quantize_module(
         module (nn.Module): the float module (not modified).
         example_inputs (tuple[torch.Tensor, ...]): positional inputs fixing the static shapes.
         calibration (list[tuple[np.ndarray, ...]]): samples (positional inputs); ``w8a8`` sets its ranges from
-            them, and PSNR is measured on them (on ``example_inputs`` when empty).
+            them.
+        holdout (list[tuple[np.ndarray, ...]] | None): samples the fidelity is measured on (the example
+            inputs when none: the report says so).
         scheme (Scheme): one of ``SUPPORTED["executorch"]``.
         out_dir (Path): destination folder.
         name (str): the program's file stem.
@@ -349,7 +353,8 @@ def _quantize_module(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     module = module.eval()
-    inputs = tuple(example_inputs)
+    # one dim order: a channels-last example made ExecuTorch read contiguous inputs in the wrong order
+    inputs = tuple(x.contiguous() if isinstance(x, torch.Tensor) else x for x in example_inputs)
     samples = [
         tuple(torch.from_numpy(np.asarray(x)).to(e.dtype) for x, e in zip(s, inputs, strict=True))
         for s in calibration
@@ -363,11 +368,15 @@ def _quantize_module(
     path = out_dir / f"{name}.pte"
     program = edge.to_executorch(ExecutorchBackendConfig(do_quant_fusion_and_const_prop=True))
     atomic_write_bytes(path, program.buffer)
-    held = samples or [inputs]
+    held = [
+        tuple(torch.from_numpy(np.asarray(x)).to(e.dtype) for x, e in zip(s, inputs, strict=True))
+        for s in holdout or []
+    ]
+    on = held_out_note(held) if held else "the example input only: no held-out samples given"
     with torch.no_grad():
         outputs = module(*inputs)
     count = len(outputs) if isinstance(outputs, tuple | list) else 1
-    return GraphQuantReport(
+    report = GraphQuantReport(
         graph=name,
         backend=BACKEND,
         scheme=scheme.label(),
@@ -378,9 +387,12 @@ def _quantize_module(
         quantized=plan.quantized,
         kept_float=plan.kept_float,
         integer_ops=integer_evidence(methods, path),
-        notes=plan.notes + ([] if samples else ["PSNR on the example inputs: no samples given"]),
-        psnr_db=_stateless_psnr(path, module, [f"output_{i}" for i in range(count)], held),
+        notes=plan.notes,
     )
+    report.record(
+        _stateless_fidelity(path, module, [f"output_{i}" for i in range(count)], held or [inputs]), on
+    )
+    return report
 
 
 class ExecuTorchQuantizer(QuantizeHandler):
@@ -398,10 +410,15 @@ class ExecuTorchQuantizer(QuantizeHandler):
         out_dir: Path,
     ) -> QuantizedGraph:
         if source.module is not None:
-            # PSNR on the calibration samples when given (what ranges were set from), else the examples
-            samples = calibration.get(source.name, [])
             report = _quantize_module(
-                source.module, source.example_inputs, samples, scheme, out_dir, source.name, keep_float
+                source.module,
+                source.example_inputs,
+                calibration.get(source.name, []),
+                scheme,
+                out_dir,
+                source.name,
+                keep_float,
+                holdout.get(source.name),
             )
             return QuantizedGraph({source.name: [Path(f) for f in report.files]}, report)
         exported, report = quantize_graph(

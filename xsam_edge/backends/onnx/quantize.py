@@ -8,13 +8,16 @@ scheme         what the file becomes (TOOLCHAIN.md §6c, §8 #15)
                provider runs it (its InsertCastTransformer computes any op that lacks an fp16 kernel in fp32)
 ``w8a8``       ``quantize_static``: QDQ, per-channel symmetric INT8 weights, symmetric INT8 activations from
                a ``CalibrationDataReader``, MinMax or Percentile; only compute ops (MatMul, Gemm, Conv,
-               ConvTranspose) are quantized, so LayerNorm, Softmax and GELU inputs stay float
+               ConvTranspose, or the scheme's ``op_types``) are quantized, so LayerNorm, Softmax and GELU
+               inputs stay float; ``symmetric_activations`` and ``smooth_quant`` (Intel Neural
+               Compressor's, when installed) pass through
 ``w8a8-dyn``   ``quantize_dynamic``: INT8 per-channel weights, activations quantized at run time
 ``w8``         ``MatMulNBitsQuantizer(bits=8)`` on the raw export: INT8 MatMul weights in blocks of
                ``W8_BLOCK`` along K (MatMulNBits has no per-channel mode; a scale per 128 adds 3 %)
 ``w4``         ``MatMulNBitsQuantizer(bits=4, block_size=group_size, is_symmetric)`` on the raw export
                (pre-processing fuses MatMul+Add into Gemm, which it skips); embedding tables become
-               ``GatherBlockQuantized``
+               ``GatherBlockQuantized``; ``ratio < 1`` first packs the MatMuls with the largest INT4 weight
+               error at 8 bits (``1 - ratio`` of the weights)
 =============  ==========================================================================================
 
 Weight-only schemes first rewrite ``Gemm`` nodes with a constant weight as ``MatMul`` (+ ``Add``): the dynamo
@@ -49,18 +52,21 @@ import numpy as np
 import torch
 
 from xsam_edge.backends.onnx.export import EXTERNAL_DATA_BYTES, export_file
+from xsam_edge.backends.onnx.ranking import rank_qdq_nodes
+from xsam_edge.backends.onnx.weight_only import save_model, weight_only
 from xsam_edge.files import write_atomically
 from xsam_edge.quantization.common import (
     add_note,
     check_request,
+    held_out_note,
     io_names,
     keep_float_pattern,
     layer_names,
     model_file,
-    output_psnr,
     threads,
 )
-from xsam_edge.quantization.handler import FileQuantizer
+from xsam_edge.quantization.fidelity import Fidelity, measure_outputs
+from xsam_edge.quantization.handler import FileQuantizer, GraphSource, QuantizedGraph
 from xsam_edge.quantization.report import GraphQuantReport, files_bytes
 from xsam_edge.quantization.schemes import Int4WeightOnly, Int8Static, Scheme
 
@@ -69,7 +75,6 @@ __all__ = ["OnnxQuantizer", "quantized_layers"]
 log = logging.getLogger(__name__)
 BACKEND = "onnx"
 COMPUTE_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")
-W8_BLOCK = 128
 # op types that prove integer storage or compute in a result file
 EVIDENCE_OPS = (
     "QuantizeLinear",
@@ -84,6 +89,7 @@ EVIDENCE_OPS = (
     "GatherBlockQuantized",
 )
 _NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+RANK_SAMPLES = 8  # samples the QDQ ranking runs on (each keeps two tensors per quantized node)
 # the integer ops that replace a float node (named after it): weight-only and dynamic schemes
 _INTEGER_OPS = ("MatMulNBits", "GatherBlockQuantized", "MatMulInteger", "ConvInteger")
 # w8 / w4: weights that MatMulNBits / GatherBlockQuantized do not take, and why
@@ -126,7 +132,7 @@ def _quantize(
         )
         new_files[name] = files
         if holdout.get(name):
-            report.psnr_db.update(_psnr(src, files[0], holdout[name], tag))
+            report.record(_fidelity(src, files[0], holdout[name], tag), held_out_note(holdout[name]))
         else:
             _run(files[0], [])  # it must still load on the CPU provider
             add_note(report, f"no held-out samples for {name}: PSNR not measured")
@@ -162,19 +168,39 @@ def _quantize_file(
     external = any(onnx.external_data_helper.uses_external_data(t) for t in model.graph.initializer)
     if external:  # weights over 2 GB: the result keeps them in <name>.onnx.data
         onnx.load_external_data_for_model(model, str(src.parent))
+    with _at_least_opset(model, src, external, report) as (model, src):
+        _quantize_model(model, src, dst, scheme, keep_float, samples, external, report, tag)
+
+
+def _quantize_model(
+    model: Any,
+    src: Path,
+    dst: Path,
+    scheme: Scheme,
+    keep_float: tuple[str, ...],
+    samples: list[list[np.ndarray]],
+    external: bool,
+    report: GraphQuantReport,
+    tag: str,
+) -> None:
+    """Quantize the loaded ``model`` (read from ``src``) into ``dst``; add the evidence to ``report``."""
+    import onnx
+
     excluded = _keep_float_nodes(model, keep_float)
     targets = {"w4": ("MatMul", "Gather"), "w8": ("MatMul",)}.get(scheme.name, COMPUTE_OPS)
+    if isinstance(scheme, Int8Static) and scheme.op_types:
+        targets = scheme.op_types
     if scheme.name == "fp16":
         _to_fp16(model, dst, excluded, external)
     elif not any(n.op_type in targets and n.name not in excluded for n in model.graph.node):
         add_note(report, f"{tag or report.graph}: no {'/'.join(targets)} op to quantize: stays float")
-        _save(model, dst, external)
+        save_model(model, dst, external)
     elif isinstance(scheme, Int8Static):
         _static(model, src, dst, scheme, excluded, samples, external, report)
     elif scheme.name == "w8a8-dyn":
         _dynamic(src, dst, excluded, external)
     else:  # w8, w4
-        _weight_only(model, dst, scheme, excluded, external, report)
+        weight_only(model, dst, scheme, excluded, external, report)
     result = onnx.load(str(dst), load_external_data=False)
     evidence = Counter(n.op_type for n in result.graph.node if n.op_type in EVIDENCE_OPS)
     fp16 = sum(t.data_type == onnx.TensorProto.FLOAT16 for t in result.graph.initializer)
@@ -187,6 +213,37 @@ def _quantize_file(
     for node, (label, why) in left.items():
         why = f"keep_float {excluded[node]!r}" if node in excluded else why
         report.kept_float.append(f"{prefix}{label}: {why}")
+
+
+MIN_OPSET = 13
+"""Per-channel ``DequantizeLinear`` (its ``axis``) needs opset 13; older files are converted first."""
+
+
+@contextlib.contextmanager
+def _at_least_opset(
+    model: Any, src: Path, external: bool, report: GraphQuantReport
+) -> Iterator[tuple[Any, Path]]:
+    """``(model, src)``, converted to opset ``MIN_OPSET`` in a scratch file when the file is older.
+
+    ORT's quantizers write per-channel QDQ nodes with an ``axis`` that an opset-11 graph cannot hold: the
+    result failed to load (``DequantizeLinear`` axis). ``onnx.version_converter`` upgrades the graph first.
+    """
+    import onnx
+    from onnx import version_converter
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
+    if opset >= MIN_OPSET:
+        yield model, src
+        return
+    try:
+        upgraded = version_converter.convert_version(model, MIN_OPSET)
+    except Exception as err:  # the converter raises plain RuntimeErrors for ops it cannot map
+        raise ValueError(f"{src.name}: opset {opset} could not be converted to {MIN_OPSET} ({err})") from None
+    add_note(report, f"{src.name}: opset {opset} converted to {MIN_OPSET} before quantization")
+    with tempfile.TemporaryDirectory(prefix=".opset-") as scratch:
+        path = Path(scratch) / src.name
+        save_model(upgraded, path, external)
+        yield onnx.load(str(path)), path
 
 
 def quantized_layers(fp32_files: dict[str, list[Path]], quant_files: dict[str, list[Path]]) -> list[str]:
@@ -295,26 +352,11 @@ def _outcome(model: Any, scheme: Scheme, excluded: set[str]) -> tuple[int, dict[
     return quantized, left
 
 
-def _save(model: Any, path: Path, external: bool) -> None:
-    """``onnx.save`` with the weights in ``<name>.data`` beside it when the float file had external data."""
-    import onnx
-
-    if external:
-        data = {
-            "save_as_external_data": True,
-            "all_tensors_to_one_file": True,
-            "location": f"{path.name}.data",
-        }
-        onnx.save_model(model, str(path), **data)
-    else:
-        onnx.save_model(model, str(path))
-
-
 def _to_fp16(model: Any, dst: Path, excluded: dict[str, str], external: bool) -> None:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     half = convert_float_to_float16(model, keep_io_types=True, node_block_list=list(excluded))
-    _save(half, dst, external)
+    save_model(half, dst, external)
 
 
 class _Reader:
@@ -373,15 +415,37 @@ def _static(
                 str(dst),
                 reader,
                 quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=list(COMPUTE_OPS),
+                op_types_to_quantize=list(scheme.op_types or COMPUTE_OPS),
                 per_channel=scheme.per_channel,
                 activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 nodes_to_exclude=list(excluded),
                 use_external_data_format=external,
                 calibrate_method=method[scheme.calibration_method],
-                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+                extra_options=_static_options(scheme),
             )
+
+
+def _static_options(scheme: Int8Static) -> dict[str, Any]:
+    """``quantize_static``'s extra options for the scheme's activation symmetry and SmoothQuant."""
+    symmetric = True if scheme.symmetric_activations is None else scheme.symmetric_activations
+    options: dict[str, Any] = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
+    if scheme.smooth_quant == "on":
+        why_not = smooth_quant_unavailable()
+        if why_not:
+            raise ValueError(f"w8a8 smooth_quant='on': {why_not}")
+        alpha = 0.5 if scheme.smooth_quant_alpha is None else scheme.smooth_quant_alpha
+        options |= {"SmoothQuant": True, "SmoothQuantAlpha": alpha}
+    return options
+
+
+def smooth_quant_unavailable() -> str | None:
+    """ORT's SmoothQuant runs Intel Neural Compressor's implementation: absent, it cannot run."""
+    import importlib.util
+
+    if importlib.util.find_spec("neural_compressor") is None:
+        return "ONNX Runtime's SmoothQuant needs neural-compressor, which is not installed"
+    return None
 
 
 def _dynamic(src: Path, dst: Path, excluded: dict[str, str], external: bool) -> None:
@@ -396,76 +460,6 @@ def _dynamic(src: Path, dst: Path, excluded: dict[str, str], external: bool) -> 
         nodes_to_exclude=list(excluded),
         use_external_data_format=external,
     )
-
-
-def _weight_only(
-    model: Any, dst: Path, scheme: Scheme, excluded: dict[str, str], external: bool, report: GraphQuantReport
-) -> None:
-    """MatMulNBits (and GatherBlockQuantized for w4) on the raw model, after the Gemm → MatMul rewrite."""
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-    if _gemm_to_matmul(model):
-        add_note(report, "Gemm nodes with constant weights were rewritten as MatMul (+ Add) for MatMulNBits")
-    w4 = isinstance(scheme, Int4WeightOnly)
-    with _quiet("onnxruntime.quantization.matmul_nbits_quantizer"):
-        quantizer = MatMulNBitsQuantizer(
-            model,
-            bits=4 if w4 else 8,
-            block_size=scheme.group_size if w4 else W8_BLOCK,
-            is_symmetric=scheme.symmetric if w4 else True,
-            nodes_to_exclude=list(excluded),
-            op_types_to_quantize=("MatMul", "Gather") if w4 else ("MatMul",),
-        )
-        quantizer.process()
-    _save(quantizer.model.model, dst, external)
-
-
-def _gemm_to_matmul(model: Any) -> int:
-    """Rewrite ``Gemm(A, W[, C])`` with a constant W (alpha 1, no transA) as ``MatMul(A, Wᵀ?)`` [+ ``Add``].
-
-    Returns:
-        int: nodes rewritten.
-    """
-    from onnx import helper, numpy_helper
-
-    graph = model.graph
-    constants = {t.name: t for t in graph.initializer}
-    nodes, rewritten, transposed = [], 0, {}
-    for node in graph.node:
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        weight = node.input[1] if node.op_type == "Gemm" and len(node.input) > 1 else None
-        if (
-            weight not in constants
-            or attrs.get("transA", 0)
-            or attrs.get("alpha", 1.0) != 1.0
-            or (len(node.input) > 2 and node.input[2] and attrs.get("beta", 1.0) != 1.0)
-        ):
-            nodes.append(node)
-            continue
-        if attrs.get("transB", 0):
-            if weight not in transposed:
-                array = numpy_helper.to_array(constants[weight]).T.copy()
-                transposed[weight] = numpy_helper.from_array(array, f"{weight}_transposed")
-                graph.initializer.append(transposed[weight])
-            weight = transposed[weight].name
-        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
-        out = f"{node.output[0]}_matmul" if bias else node.output[0]
-        matmul = helper.make_node("MatMul", [node.input[0], weight], [out], name=node.name)
-        matmul.metadata_props.extend(node.metadata_props)
-        nodes.append(matmul)
-        if bias:
-            add = helper.make_node("Add", [out, bias], [node.output[0]], name=f"{node.name}_bias")
-            add.metadata_props.extend(node.metadata_props)
-            nodes.append(add)
-        rewritten += 1
-    if rewritten:
-        del graph.node[:]
-        graph.node.extend(nodes)
-        used = {i for n in graph.node for i in n.input}
-        keep = [t for t in graph.initializer if t.name in used]
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
-    return rewritten
 
 
 class _PreprocessHint(logging.Filter):
@@ -490,18 +484,6 @@ def _without_preprocess_hint() -> Iterator[None]:
         root.removeFilter(hint)
 
 
-@contextlib.contextmanager
-def _quiet(logger: str) -> Iterator[None]:
-    """Hold one chatty ORT logger at WARNING for the duration (it logs every node at INFO)."""
-    log = logging.getLogger(logger)
-    level = log.level
-    log.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
-
-
 def _run(path: Path, samples: Sequence[Sequence[np.ndarray]]) -> tuple[list[str], list[list[np.ndarray]]]:
     """Output names, and the outputs per sample, of ``path`` on ORT's CPU provider."""
     import onnxruntime as ort
@@ -514,17 +496,54 @@ def _run(path: Path, samples: Sequence[Sequence[np.ndarray]]) -> tuple[list[str]
     return outputs, [session.run(None, dict(zip(names, s, strict=True))) for s in samples]
 
 
-def _psnr(fp32: Path, quant: Path, samples: list[list[np.ndarray]], tag: str) -> dict[str, float]:
-    """PSNR per output of ``quant`` against ``fp32`` on ``samples`` (keys ``tag.output`` when tagged)."""
+def _fidelity(fp32: Path, quant: Path, samples: list[list[np.ndarray]], tag: str) -> dict[str, Fidelity]:
+    """Each output of ``quant`` against ``fp32`` on ``samples`` (keys ``tag.output`` when tagged)."""
     names, reference = _run(fp32, samples)
     _, test = _run(quant, samples)
-    return {(f"{tag}.{k}" if tag else k): v for k, v in output_psnr(names, reference, test).items()}
+    return {(f"{tag}.{k}" if tag else k): v for k, v in measure_outputs(names, reference, test).items()}
 
 
 class OnnxQuantizer(FileQuantizer):
     """ONNX files quantized with ``onnxruntime.quantization`` (the recipe graph ``llm``: the KV-I/O pair)."""
 
     backend = BACKEND
+
+    def smooth_quant_unavailable(self) -> str | None:
+        return smooth_quant_unavailable()
+
+    def rank_layers(
+        self,
+        source: GraphSource,
+        scheme: Scheme,
+        keep_float: tuple[str, ...],
+        calibration: dict[str, list[list[np.ndarray]]],
+        holdout: dict[str, list[list[np.ndarray]]],
+        work: Path,
+        quantized: QuantizedGraph,
+        progress: bool = False,
+    ) -> list[str]:
+        """``w8a8``: one run of the QDQ graph (``ranking.rank_qdq_nodes``); other schemes: the per-layer pass.
+
+        The ranking runs on calibration samples, not held-out ones, so the target is not fitted to its data.
+        """
+        if not isinstance(scheme, Int8Static):
+            return super().rank_layers(
+                source, scheme, keep_float, calibration, holdout, work, quantized, progress
+            )
+        ranked: list[str] = []
+        with tempfile.TemporaryDirectory(prefix=".rank-float-", dir=work) as tmp:
+            for name, files in quantized.files.items():
+                quant = model_file(files, ".onnx")
+                if source.files:
+                    float_file = model_file(source.files[name], ".onnx")
+                else:  # a module: its float file was temporary; the same export gives the same node names
+                    exported = self.export_float(
+                        source.module, source.example_inputs, Path(tmp), name, scheme
+                    )
+                    float_file = model_file(exported, ".onnx")
+                samples = (calibration.get(name) or holdout.get(name) or [])[:RANK_SAMPLES]
+                ranked += rank_qdq_nodes(float_file, quant, samples, _quantized_nodes(float_file, quant))
+        return list(dict.fromkeys(ranked))
 
     def export_float(
         self, module: torch.nn.Module, example_inputs: tuple, out_dir: Path, name: str, scheme: Scheme

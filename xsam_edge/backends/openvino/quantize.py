@@ -6,11 +6,14 @@ scheme         what the IR becomes (TOOLCHAIN.md §6d, §8 #16)
 ``fp32``       the float IR, copied
 ``fp16``       ``ov.save_model(compress_to_fp16=True)``: fp16 weights (the CPU plugin decompresses them to
                its inference precision, so on CPU this is storage only)
-``w8a8``       ``nncf.quantize(model_type=TRANSFORMER, preset=MIXED, subset_size=len(samples))``: INT8 weights
-               and FakeQuantize on activations; ``minmax`` → NNCF's MINMAX range estimator, ``percentile`` →
-               MEAN_QUANTILE (NNCF has no histogram-percentile estimator); ``per_channel`` → weight params
+``w8a8``       ``nncf.quantize(model_type=TRANSFORMER, subset_size=len(samples))``: INT8 weights and
+               FakeQuantize on activations; ``minmax`` → NNCF's MINMAX range estimator, ``percentile`` →
+               MEAN_QUANTILE (NNCF has no histogram-percentile estimator); ``per_channel`` → weight params;
+               ``smooth_quant`` → SmoothQuant alphas (off: −1); ``symmetric_activations`` → preset
+               PERFORMANCE (else MIXED); ``op_types`` → the other weighted op types ignored
 ``w8``         ``nncf.compress_weights(model.clone(), INT8_ASYM)`` (it mutates its input)
-``w4``         ``compress_weights(INT4_SYM | INT4_ASYM, group_size, ratio=1.0)``; ``data_aware`` adds the
+``w4``         ``compress_weights(INT4_SYM | INT4_ASYM, group_size, ratio)`` (NNCF ranks the layers and keeps
+               ``1 - ratio`` of the weights INT8); ``data_aware`` adds the
                calibration dataset with ``scale_estimation=True, awq=True`` (AWQ applies where NNCF finds its
                MatMul patterns); NNCF keeps embeddings and the last layer at INT8 by default
 =============  ==========================================================================================
@@ -50,13 +53,14 @@ from xsam_edge.files import write_atomically
 from xsam_edge.quantization.common import (
     add_note,
     check_request,
+    held_out_note,
     io_names,
     keep_float_pattern,
     layer_names,
     model_file,
-    output_psnr,
     threads,
 )
+from xsam_edge.quantization.fidelity import measure_outputs
 from xsam_edge.quantization.handler import FileQuantizer
 from xsam_edge.quantization.report import GraphQuantReport, files_bytes
 from xsam_edge.quantization.schemes import Int4WeightOnly, Int8Static, Scheme
@@ -129,7 +133,8 @@ def _quantize(
         if holdout.get(name):
             reference = compile_model(xml, F32_CONFIG, threads=threads())
             names_out, want = _run(reference, holdout[name])
-            report.psnr_db.update(output_psnr(names_out, want, _run(compiled, holdout[name])[1]))
+            measured = measure_outputs(names_out, want, _run(compiled, holdout[name])[1])
+            report.record(measured, held_out_note(holdout[name]))
         else:
             add_note(report, f"no held-out samples for {name}: PSNR not measured")
     report.files = [str(f) for fs in new_files.values() for f in fs]
@@ -247,26 +252,46 @@ def _dataset(model: Any, samples: list[list[np.ndarray]]) -> Any:
 
 
 def _static(model: Any, scheme: Int8Static, ignored: dict[str, str], samples: list[list[np.ndarray]]) -> Any:
-    """``nncf.quantize`` (it returns a new model) with the scheme's range estimator and weight granularity."""
+    """``nncf.quantize`` (it returns a new model) with every setting of the scheme.
+
+    ``smooth_quant`` ``on``/``off`` sets NNCF's SmoothQuant alphas (a negative alpha turns it off; ``auto`` is
+    resolved by the caller, which quantizes both ways); ``symmetric_activations`` picks the preset
+    (PERFORMANCE: symmetric, MIXED: asymmetric, NNCF's default for transformers); ``op_types`` ignores every
+    other weighted op type.
+    """
     import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        AdvancedSmoothQuantParameters,
+        QuantizationParameters,
+    )
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     ranges = {
         "minmax": RangeEstimatorParametersSet.MINMAX,
         "percentile": RangeEstimatorParametersSet.MEAN_QUANTILE,
     }
+    alpha = scheme.smooth_quant_alpha if scheme.smooth_quant_alpha is not None else 0.95
+    alphas = (
+        AdvancedSmoothQuantParameters(convolution=-1, matmul=alpha)
+        if scheme.smooth_quant == "on"
+        else AdvancedSmoothQuantParameters(convolution=-1, matmul=-1)
+    )
     advanced = AdvancedQuantizationParameters(
         activations_range_estimator_params=ranges[scheme.calibration_method],
         weights_quantization_params=QuantizationParameters(per_channel=scheme.per_channel),
+        smooth_quant_alphas=alphas,
     )
+    symmetric = scheme.symmetric_activations
+    preset = nncf.QuantizationPreset.PERFORMANCE if symmetric else nncf.QuantizationPreset.MIXED
+    skipped = sorted(set(WEIGHTED_OPS) - {"Gather"} - set(scheme.op_types)) if scheme.op_types else []
     return nncf.quantize(
         model,
         _dataset(model, samples),
         model_type=nncf.ModelType.TRANSFORMER,
-        preset=nncf.QuantizationPreset.MIXED,
+        preset=preset,
         subset_size=len(samples),
-        ignored_scope=nncf.IgnoredScope(names=list(ignored), validate=False),
+        ignored_scope=nncf.IgnoredScope(names=list(ignored), types=skipped, validate=False),
         advanced_parameters=advanced,
     )
 
@@ -294,7 +319,7 @@ def _compress(
     options = {
         "mode": mode,
         "group_size": scheme.group_size,
-        "ratio": 1.0,
+        "ratio": scheme.ratio,
         "ignored_scope": scope,
         "advanced_parameters": advanced,
     }
@@ -365,6 +390,9 @@ class OpenVinoQuantizer(FileQuantizer):
     """OpenVINO IR quantized with NNCF (the recipe graph ``llm``: the one stateful IR)."""
 
     backend = BACKEND
+
+    def smooth_quant_unavailable(self) -> str | None:
+        return None  # NNCF's SmoothQuant ships with NNCF
 
     def export_float(
         self, module: torch.nn.Module, example_inputs: tuple, out_dir: Path, name: str, scheme: Scheme

@@ -1,0 +1,185 @@
+"""ONNX weight-only schemes (``w8``, ``w4``, mixed INT4/INT8) with ORT's ``MatMulNBitsQuantizer``.
+
+Weight-only schemes first rewrite ``Gemm`` nodes with a constant weight as ``MatMul`` (+ ``Add``): the dynamo
+exporter emits Gemm for a Linear on 2-D input (the LLM head on the last token), and MatMulNBits takes only
+MatMul. A mixed ``w4`` (``ratio < 1``) ranks the MatMuls by their relative INT4 rounding error and packs the
+worst ``1 - ratio`` of the weights at 8 bits first, then the rest at 4 bits.
+
+Importing ``matmul_nbits_quantizer`` calls ``logging.basicConfig(level=INFO)`` inside ORT, so later ORT
+quantization calls log at INFO when the application configured no logging of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xsam_edge.quantization.common import add_note
+from xsam_edge.quantization.report import GraphQuantReport
+from xsam_edge.quantization.schemes import Int4WeightOnly, Scheme
+
+__all__ = ["W8_BLOCK", "quiet", "save_model", "weight_only"]
+
+W8_BLOCK = 128
+"""``w8`` packs INT8 weights in blocks of 128 along K (MatMulNBits has no per-channel mode; 3 % overhead)."""
+
+
+def weight_only(
+    model: Any,
+    dst: Path,
+    scheme: Scheme,
+    excluded: dict[str, str],
+    external: bool,
+    report: GraphQuantReport,
+) -> None:
+    """MatMulNBits (and GatherBlockQuantized for w4) on the raw model, after the Gemm → MatMul rewrite."""
+    if _gemm_to_matmul(model):
+        add_note(report, "Gemm nodes with constant weights were rewritten as MatMul (+ Add) for MatMulNBits")
+    w4 = isinstance(scheme, Int4WeightOnly)
+    int8 = _int8_share(model, scheme, excluded) if w4 and scheme.ratio < 1 else set()
+    if int8:  # mixed: the most sensitive MatMuls at INT8 first, the rest at INT4 in a second pass
+        others = [
+            n.name for n in model.graph.node if n.op_type in ("MatMul", "Gather") and n.name not in int8
+        ]
+        model = _matmul_nbits(model, 8, W8_BLOCK, True, [*excluded, *others], ("MatMul",))
+        add_note(
+            report, f"{len(int8)} MatMul(s) kept at INT8 (ratio {scheme.ratio}): largest INT4 weight error"
+        )
+    if w4:
+        model = _matmul_nbits(
+            model, 4, scheme.group_size, scheme.symmetric, list(excluded), ("MatMul", "Gather")
+        )
+    else:
+        model = _matmul_nbits(model, 8, W8_BLOCK, True, list(excluded), ("MatMul",))
+    save_model(model, dst, external)
+
+
+def _matmul_nbits(
+    model: Any, bits: int, block: int, symmetric: bool, excluded: list[str], ops: tuple[str, ...]
+) -> Any:
+    """One ``MatMulNBitsQuantizer`` pass; the quantized ``ModelProto``."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    with quiet("onnxruntime.quantization.matmul_nbits_quantizer"):
+        quantizer = MatMulNBitsQuantizer(
+            model,
+            bits=bits,
+            block_size=block,
+            is_symmetric=symmetric,
+            nodes_to_exclude=excluded,
+            op_types_to_quantize=ops,
+        )
+        quantizer.process()
+    return quantizer.model.model
+
+
+def _int8_share(model: Any, scheme: Int4WeightOnly, excluded: dict[str, str]) -> set[str]:
+    """The MatMuls a mixed ``w4`` keeps at INT8: largest relative INT4 error first, ``1 - ratio`` of weights.
+
+    The data-free ranking NNCF also offers (its weight quantization error metric): each 2-D constant weight
+    is rounded to INT4 in groups of ``group_size`` along its input axis, and its relative error measured.
+    """
+    from onnx import numpy_helper
+
+    constants = {t.name: t for t in model.graph.initializer}
+    errors, sizes = {}, {}
+    for node in model.graph.node:
+        weight = constants.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) > 1 else None
+        if weight is None or len(weight.dims) != 2 or node.name in excluded:
+            continue
+        w = numpy_helper.to_array(weight).astype(np.float64)  # (K, N): groups run along K
+        k = w.shape[0] - w.shape[0] % scheme.group_size
+        if k == 0:
+            continue
+        groups = w[:k].reshape(-1, scheme.group_size, w.shape[1])
+        scale = np.abs(groups).max(axis=1, keepdims=True) / 7 + 1e-12
+        error = np.linalg.norm(groups - np.clip(np.round(groups / scale), -8, 7) * scale)
+        errors[node.name] = error / (np.linalg.norm(groups) + 1e-12)
+        sizes[node.name] = w.size
+    budget, chosen, taken = (1 - scheme.ratio) * sum(sizes.values()), set(), 0
+    for name in sorted(errors, key=lambda n: -errors[n]):
+        if taken >= budget:
+            break
+        chosen.add(name)
+        taken += sizes[name]
+    return chosen
+
+
+def _gemm_to_matmul(model: Any) -> int:
+    """Rewrite ``Gemm(A, W[, C])`` with a constant W (alpha 1, no transA) as ``MatMul(A, Wᵀ?)`` [+ ``Add``].
+
+    Returns:
+        int: nodes rewritten.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    constants = {t.name: t for t in graph.initializer}
+    nodes, rewritten, transposed = [], 0, {}
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        weight = node.input[1] if node.op_type == "Gemm" and len(node.input) > 1 else None
+        if (
+            weight not in constants
+            or attrs.get("transA", 0)
+            or attrs.get("alpha", 1.0) != 1.0
+            or (len(node.input) > 2 and node.input[2] and attrs.get("beta", 1.0) != 1.0)
+        ):
+            nodes.append(node)
+            continue
+        if attrs.get("transB", 0):
+            if weight not in transposed:
+                array = numpy_helper.to_array(constants[weight]).T.copy()
+                transposed[weight] = numpy_helper.from_array(array, f"{weight}_transposed")
+                graph.initializer.append(transposed[weight])
+            weight = transposed[weight].name
+        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        out = f"{node.output[0]}_matmul" if bias else node.output[0]
+        matmul = helper.make_node("MatMul", [node.input[0], weight], [out], name=node.name)
+        matmul.metadata_props.extend(node.metadata_props)
+        nodes.append(matmul)
+        if bias:
+            add = helper.make_node("Add", [out, bias], [node.output[0]], name=f"{node.name}_bias")
+            add.metadata_props.extend(node.metadata_props)
+            nodes.append(add)
+        rewritten += 1
+    if rewritten:
+        del graph.node[:]
+        graph.node.extend(nodes)
+        used = {i for n in graph.node for i in n.input}
+        keep = [t for t in graph.initializer if t.name in used]
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+    return rewritten
+
+
+@contextlib.contextmanager
+def quiet(logger: str) -> Iterator[None]:
+    """Hold one chatty ORT logger at WARNING for the duration (it logs every node at INFO)."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def save_model(model: Any, path: Path, external: bool) -> None:
+    """``onnx.save`` with the weights in ``<name>.data`` beside it when the float file had external data."""
+    import onnx
+
+    if external:
+        data = {
+            "save_as_external_data": True,
+            "all_tensors_to_one_file": True,
+            "location": f"{path.name}.data",
+        }
+        onnx.save_model(model, str(path), **data)
+    else:
+        onnx.save_model(model, str(path))

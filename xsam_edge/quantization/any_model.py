@@ -1,0 +1,254 @@
+"""Quantize any model, not only X-SAM: one entry point for a torch module, an ONNX file or a HF model folder.
+
+``quantize_model`` is the Python twin of ``xsam-edge quantize --model-file``. The model comes in as
+
+- an ``nn.Module`` with positional ``example_inputs`` (they fix the static shapes);
+- a ``.onnx`` file of any opset (converted to opset 13 where the quantizer needs it), for ONNX Runtime, or
+  converted to OpenVINO IR first;
+- a Hugging Face model folder (``config.json`` + weights, read offline), wrapped so its outputs are a tuple.
+
+Calibration samples set the ranges; held-out samples, never the calibration ones, are what the report's
+fidelity and the ``target_cosine`` are measured on (20 % of the calibration samples are held back when no
+held-out set is given, and the report says so). With a target, the layers are ranked by measured
+sensitivity and kept float one group at a time until the worst held-out sample holds it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xsam_edge.backends import get_backend
+
+from .fallback import quantize_to_target
+from .handler import FileQuantizer, GraphSource
+from .report import GraphQuantReport
+from .schemes import Scheme, scheme_from_dict
+
+__all__ = ["ModelQuantResult", "load_samples", "quantize_model", "split_holdout"]
+
+HOLDOUT_FRACTION = 0.2
+
+
+@dataclass
+class ModelQuantResult:
+    """The quantized file(s), the report and whether the fidelity target was met (``None``: no target)."""
+
+    files: list[Path]
+    report: GraphQuantReport
+    target_met: bool | None
+
+
+def split_holdout(
+    samples: Sequence[Sequence[np.ndarray]], fraction: float = HOLDOUT_FRACTION
+) -> tuple[list[list[np.ndarray]], list[list[np.ndarray]]]:
+    """(calibration, held-out): every ``round(1 / fraction)``-th sample held out, at least one of each.
+
+    Raises:
+        ValueError: fewer than two samples (nothing to hold out).
+    """
+    if len(samples) < 2:
+        raise ValueError(
+            f"give at least 2 calibration samples to hold some out, or a held-out set ({len(samples)})"
+        )
+    step = max(2, round(1 / fraction))
+    held_out = set(range(step - 1, len(samples), step)) or {len(samples) - 1}
+    calib = [list(s) for i, s in enumerate(samples) if i not in held_out]
+    return calib, [list(s) for i, s in enumerate(samples) if i in held_out]
+
+
+def load_samples(path: str | os.PathLike) -> list[list[np.ndarray]]:
+    """Positional samples from an ``.npz``: one array per model input, in file order, samples on axis 0.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not an ``.npz`` of arrays with one common sample count, or object arrays (refused:
+            loading them would run pickle).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no samples file {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = [data[k] for k in data.files]
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{path}: not an .npz of plain arrays ({err})") from None
+    if not arrays or any(a.ndim == 0 for a in arrays) or len({a.shape[0] for a in arrays}) != 1:
+        raise ValueError(
+            f"{path}: give one array per input, each with the samples on axis 0 and the same count"
+        )
+    return [[a[i] for a in arrays] for i in range(arrays[0].shape[0])]
+
+
+class _TupleOutputs:
+    """Wraps a Hugging Face model so ``forward`` returns a tuple of tensors (what the exporters take)."""
+
+    @staticmethod
+    def wrap(model: Any) -> Any:
+        import torch
+
+        class TupleOutputs(torch.nn.Module):
+            def __init__(self, inner: torch.nn.Module) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                out = self.inner(*args)
+                values = out.to_tuple() if hasattr(out, "to_tuple") else out
+                values = values if isinstance(values, tuple | list) else (values,)
+                return tuple(v for v in values if isinstance(v, torch.Tensor))
+
+        return TupleOutputs(model).eval()
+
+
+def _hf_module(folder: Path) -> Any:
+    """A HF model folder as a module (offline: only the folder's own files are read)."""
+    from transformers import AutoModel
+
+    try:
+        model = AutoModel.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(
+            f"{folder}: not a Hugging Face model folder this transformers reads ({err})"
+        ) from None
+    return _TupleOutputs.wrap(model)
+
+
+def _onnx_files(path: Path) -> list[Path]:
+    """The ONNX file and the external data files it names (all beside it)."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    model = onnx.load(str(path), load_external_data=False)
+    locations = {
+        dict((e.key, e.value) for e in t.external_data)["location"]
+        for t in model.graph.initializer
+        if uses_external_data(t)
+    }
+    return [path, *(path.parent / loc for loc in sorted(locations))]
+
+
+def _as_ir(onnx_path: Path, folder: Path, name: str) -> list[Path]:
+    """An ONNX file converted to a float32 OpenVINO IR ``folder/<name>.xml`` (+ ``.bin``)."""
+    import openvino as ov
+
+    xml = folder / f"{name}.xml"
+    ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
+    return [xml, xml.with_suffix(".bin")]
+
+
+def quantize_model(
+    model: Any,
+    backend: str,
+    scheme: Scheme | str | dict[str, Any],
+    out_dir: str | os.PathLike,
+    *,
+    name: str = "model",
+    example_inputs: Sequence[Any] = (),
+    calibration: Sequence[Sequence[np.ndarray]] = (),
+    holdout: Sequence[Sequence[np.ndarray]] = (),
+    keep_float: Sequence[str] = (),
+    target_cosine: float | None = None,
+    max_float: float = 0.25,
+    progress: bool = False,
+) -> ModelQuantResult:
+    """Quantize ``model`` for ``backend`` into ``out_dir`` and measure it on held-out samples.
+
+    Args:
+        model (Any): an ``nn.Module``, a ``.onnx`` path, or a Hugging Face model folder.
+        backend (str): a registered backend (``onnx``, ``openvino``, ``executorch``, ``coreml``).
+        scheme (Scheme | str | dict[str, Any]): the scheme, or its TOML form (``{"scheme": "w4", …}``).
+        out_dir (str | os.PathLike): destination folder (the kept trial's files end up here).
+        name (str): the graph's name (file stem, report name).
+        example_inputs (Sequence[Any]): positional tensors for a module or HF folder (default: the first
+            calibration sample).
+        calibration (Sequence[Sequence[np.ndarray]]): positional input samples that set ranges.
+        holdout (Sequence[Sequence[np.ndarray]]): samples the fidelity is measured on (default: 20 % of
+            ``calibration``, held back).
+        keep_float (Sequence[str]): layer name patterns kept float (module paths, node or weight names).
+        target_cosine (float | None): the worst held-out sample's cosine to reach by layer fallback.
+        max_float (float): the largest fraction of ranked layers the fallback may keep float.
+        progress (bool): progress bars.
+
+    Raises:
+        ValueError: an unknown backend or scheme, a model kind the backend cannot take, or bad samples.
+        FileNotFoundError: the model path does not exist.
+    """
+    handler = get_backend(backend).quantize_handler()
+    scheme = scheme if isinstance(scheme, Scheme) else scheme_from_dict(scheme)
+    out_dir = Path(out_dir)
+    calib, held = [list(s) for s in calibration], [list(s) for s in holdout]
+    measured_on = ""
+    if not held and len(calib) >= 2:
+        calib, held = split_holdout(calib)
+        measured_on = f"{len(held)} sample(s) held back from the {len(calibration)} given for calibration"
+    with tempfile.TemporaryDirectory(prefix=".float-") as tmp:
+        source = _source(model, handler, backend, name, example_inputs, calib or held, Path(tmp), scheme)
+        fit = quantize_to_target(
+            handler,
+            source,
+            scheme,
+            tuple(keep_float),
+            {name: calib},
+            {name: held},
+            out_dir / f".{name}.trials",
+            target_cosine,
+            max_float,
+            progress,
+        )
+        files = []
+        for path in (Path(f) for fs in fit.result.files.values() for f in fs):
+            target = out_dir / path.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            files.append(Path(shutil.move(str(path), target)))
+        shutil.rmtree(out_dir / f".{name}.trials", ignore_errors=True)
+    report = fit.result.report
+    report.files = [str(f) for f in files]
+    if measured_on:
+        report.measured_on = measured_on
+    return ModelQuantResult(files, report, fit.target_met if target_cosine is not None else None)
+
+
+def _source(
+    model: Any,
+    handler: Any,
+    backend: str,
+    name: str,
+    example_inputs: Sequence[Any],
+    samples: list[list[np.ndarray]],
+    tmp: Path,
+    scheme: Scheme,
+) -> GraphSource:
+    """The graph as the handler takes it: float files (ONNX input) or a module with example inputs."""
+    import torch
+
+    if isinstance(model, str | os.PathLike):
+        path = Path(model)
+        if not path.exists():
+            raise FileNotFoundError(f"no model at {path}")
+        if path.suffix == ".onnx":
+            if not isinstance(handler, FileQuantizer) or backend not in ("onnx", "openvino"):
+                raise ValueError(
+                    f"an ONNX file quantizes on onnx or openvino, not {backend!r}: give the module"
+                )
+            files = _onnx_files(path) if backend == "onnx" else _as_ir(path, tmp, name)
+            return GraphSource(name, files={name: files})
+        if path.is_dir() and (path / "config.json").is_file():
+            model = _hf_module(path)
+        else:
+            raise ValueError(f"{path}: give an .onnx file or a Hugging Face model folder (with config.json)")
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"a model is an nn.Module, an .onnx file or a HF folder, got {type(model).__name__}")
+    inputs = tuple(example_inputs) or tuple(torch.from_numpy(np.asarray(x)) for x in samples[0])
+    inputs = tuple(x.contiguous() if isinstance(x, torch.Tensor) else x for x in inputs)  # one dim order
+    if not inputs:
+        raise ValueError("give example_inputs (or calibration samples) to fix the module's input shapes")
+    return GraphSource(name, module=model.eval(), example_inputs=inputs)
