@@ -189,3 +189,18 @@ def test_executorch_channels_last_example_runs_right(tmp_path):
         net, "executorch", "w8a8", tmp_path, name="cl", example_inputs=(example,), calibration=data
     )
     assert result.report.worst_cosine > 0.99, result.report.fidelity
+
+
+def test_openvino_fallback_ranks_in_one_run_and_reaches_the_target(tmp_path):
+    torch.manual_seed(0)
+    scheme = {"scheme": "w8a8", "smooth_quant": "off", "symmetric_activations": True}
+    kwargs = {"name": "mlp", "calibration": _samples(8), "holdout": _samples(3, 1)}
+    whole = quantize_model(_OutlierMlp(), "openvino", scheme, tmp_path / "whole", **kwargs)
+    fixed = quantize_model(
+        _OutlierMlp(), "openvino", scheme, tmp_path / "fixed", target_cosine=0.999, **kwargs
+    )
+    print(whole.report.worst_cosine, fixed.report.notes, fixed.report.kept_float)
+    assert whole.report.worst_cosine < 0.999 <= fixed.report.worst_cosine and fixed.target_met
+    fallback = [k for k in fixed.report.kept_float if "fallback" in k]
+    assert fallback and "rank 1 of" in fallback[0]
+    assert sorted(p.name for p in (tmp_path / "fixed").iterdir()) == ["mlp.bin", "mlp.xml"]

@@ -313,3 +313,28 @@ def test_kv_io_calibration_samples_are_bounded_by_memory():
     assert limit == (2 << 30) // (2 * per_sample) == 25
     assert _cache_sample_limit(manifest, 4, 2 << 30) == 4  # fewer asked: as asked
     assert _cache_sample_limit(manifest, 32, 1) == 1  # at least one sample per graph
+
+
+def test_recipe_target_falls_back_layers_and_says_so_in_the_bundle(model, seeded_work, tmp_path):
+    """A per-graph target the whole quantized graph misses: layers go float by rank until it holds (or the
+    limit), the manifest's report lists each with its rank, and the fidelity was measured on held-out data."""
+    recipe = Recipe(
+        "tiny-target",
+        "onnx",
+        {"segment": Int8Static(smooth_quant="off")},
+        calibration=Calibration("shapes:val-fast", 2),
+        targets={"segment": 0.99999},
+    )
+    result = quantize_bundle(
+        model, tiny_tokenizer(), recipe, tmp_path / "b", seeded_work(), SLOTS, progress=False
+    )
+    report = next(r for r in load_bundle(result.bundle).quantization["reports"] if r["graph"] == "segment")
+    assert "held-out" in report["measured_on"] and report["fidelity"]
+    assert any(n.startswith("target worst cosine 0.99999") for n in report["notes"]), report["notes"]
+    fallback = [k for k in report["kept_float"] if "fallback: sensitivity rank" in k]
+    assert any("rank 1 of" in k for k in fallback), fallback
+    assert EdgeSession(result.bundle, "onnx") is not None
+    with pytest.raises(ValueError, match="targets.segment must be a cosine"):
+        Recipe("bad", "onnx", targets={"segment": 1.5})
+    with pytest.raises(ValueError, match="no graph named 'nope'"):
+        Recipe("bad", "onnx", targets={"nope": 0.9})

@@ -16,7 +16,6 @@ sensitivity and kept float one group at a time until the worst held-out sample h
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -198,20 +197,13 @@ def quantize_model(
             tuple(keep_float),
             {name: calib},
             {name: held},
-            out_dir / f".{name}.trials",
+            out_dir,
             target_cosine,
             max_float,
             progress,
         )
-        files = []
-        for path in (Path(f) for fs in fit.result.files.values() for f in fs):
-            target = out_dir / path.name
-            if target.is_dir():
-                shutil.rmtree(target)
-            files.append(Path(shutil.move(str(path), target)))
-        shutil.rmtree(out_dir / f".{name}.trials", ignore_errors=True)
+    files = [Path(f) for fs in fit.result.files.values() for f in fs]
     report = fit.result.report
-    report.files = [str(f) for f in files]
     if measured_on:
         report.measured_on = measured_on
     return ModelQuantResult(files, report, fit.target_met if target_cosine is not None else None)

@@ -8,16 +8,19 @@ The loop every entry point shares (recipes with ``targets``, ``quantize_model`` 
 3. keep the 1, 2, 4, … most sensitive layers float until the target holds, or ``max_float`` of the layers
    are float; the report names each layer kept float, its rank and why, and says when the target was missed.
 
-Each trial lives in its own folder under ``out_dir``; the losing trials are removed.
+The whole-graph trial is written into ``out_dir`` itself; later trials into hidden subfolders, the kept one
+moved up into ``out_dir`` at the end, so callers find the files where a plain quantization puts them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .handler import GraphSource, QuantizedGraph, QuantizeHandler, Samples
 from .schemes import Scheme
@@ -42,6 +45,38 @@ def _worst(result: QuantizedGraph) -> float:
     return -1.0 if math.isnan(cosine) else cosine
 
 
+def _remove(result: QuantizedGraph, folder: Path, out_dir: Path) -> None:
+    """Delete a losing trial: its subfolder, or (the whole-graph trial in ``out_dir``) its files."""
+    if folder != out_dir:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for path in (Path(f) for files in result.files.values() for f in files):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _move_up(result: QuantizedGraph, folder: Path, out_dir: Path) -> QuantizedGraph:
+    """The kept trial's files moved from its subfolder into ``out_dir``, every path in the result updated."""
+    moved = {}
+    for entry in folder.iterdir():
+        target = out_dir / entry.name
+        shutil.move(str(entry), target)
+        moved[entry.resolve()] = target
+    shutil.rmtree(folder, ignore_errors=True)
+
+    def where(path: Any) -> Path:
+        return moved.get(Path(path).resolve(), Path(path))
+
+    files = {name: [where(f) for f in fs] for name, fs in result.files.items()}
+    exported = result.exported
+    if exported is not None:
+        exported = dataclasses.replace(exported, files=[where(f) for f in exported.files])
+    result.report.files = [str(where(f)) for f in result.report.files]
+    return QuantizedGraph(files, result.report, exported)
+
+
 def quantize_to_target(
     handler: QuantizeHandler,
     source: GraphSource,
@@ -63,7 +98,7 @@ def quantize_to_target(
         keep_float (tuple[str, ...]): patterns kept float from the start.
         calibration (Samples): calibration samples.
         holdout (Samples): held-out samples the target is measured on (required with a target).
-        out_dir (Path): folder for the trials (the kept one stays, in a subfolder ``trial-<k>``).
+        out_dir (Path): where the kept quantization's files end up (trials in hidden subfolders meanwhile).
         target (float | None): the worst held-out sample's cosine to reach; ``None``: quantize once.
         max_float (float): the largest fraction of the ranked layers the loop may keep float.
         progress (bool): progress bars for the ranking pass.
@@ -82,9 +117,10 @@ def quantize_to_target(
             )
 
     def trial(k: int, extra: list[str]) -> tuple[QuantizedGraph, Path]:
-        folder = out_dir / f"trial-{k}"
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir()
+        folder = out_dir / f".trial-{k}" if k else out_dir
+        if k:
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
         return handler.quantize(source, scheme, (*keep_float, *extra), calibration, holdout, folder), folder
 
     best, folder = trial(0, [])
@@ -96,9 +132,8 @@ def quantize_to_target(
             source, scheme, keep_float, calibration, holdout, out_dir, best, progress
         )
     except ValueError as err:
-        best.report.notes.append(
-            f"target worst cosine {target} missed ({first:.4f}); no layer ranking: {err}"
-        )
+        missed = f"target worst cosine {target} MISSED ({first:.4f})"
+        best.report.notes.append(f"{missed}; no layer ranking: {err}")
         return FallbackResult(best, folder, False, [])
     limit = max(1, int(len(ranking) * max_float))
     k, kept, met = 1, [], False
@@ -106,14 +141,17 @@ def quantize_to_target(
         candidate, candidate_folder = trial(k, ranking[:k])
         log.info("%s: %d layer(s) float → worst cosine %.4f", source.name, k, _worst(candidate))
         if _worst(candidate) > _worst(best):
-            shutil.rmtree(folder, ignore_errors=True)
+            _remove(best, folder, out_dir)
             best, folder, kept = candidate, candidate_folder, ranking[:k]
         else:
-            shutil.rmtree(candidate_folder, ignore_errors=True)
+            _remove(candidate, candidate_folder, out_dir)
         if _worst(best) >= target:
             met = True
             break
         k = min(k * 2, limit) if k < limit else limit + 1
+    if folder != out_dir:
+        best = _move_up(best, folder, out_dir)
+        folder = out_dir
     report = best.report
     for rank, layer in enumerate(kept, 1):
         why = f"fallback: sensitivity rank {rank} of {len(ranking)}, float to reach worst cosine {target}"

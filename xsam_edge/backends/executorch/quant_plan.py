@@ -69,6 +69,24 @@ def _light_copy(module: nn.Module) -> nn.Module:
     return copy.deepcopy(module, memo)
 
 
+def _unapplied_settings(scheme: Scheme) -> list[str]:
+    """The w8a8 settings XNNPACK's pt2e quantizer has no knob for, said in the report instead of dropped."""
+    if scheme.name != "w8a8":
+        return []
+    notes = []
+    if scheme.smooth_quant != "off":
+        notes.append(
+            f"smooth_quant {scheme.smooth_quant!r}: off (XNNPACK's pt2e quantizer has no SmoothQuant)"
+        )
+    if scheme.symmetric_activations:
+        notes.append("symmetric_activations true: not applied (XNNPACK's static activations are asymmetric)")
+    if scheme.op_types:
+        notes.append(
+            f"op_types {list(scheme.op_types)} not applied: XNNPACK's quantizer picks its own patterns"
+        )
+    return notes
+
+
 class QuantPlan:
     """What one scheme does to one wrapper module; ``prepare`` is ``export_executorch``'s hook.
 
@@ -97,6 +115,7 @@ class QuantPlan:
         self.quantized_modules: list[str] = []
         self.kept_float: list[str] = []
         self.notes: list[str] = []
+        self.notes += _unapplied_settings(scheme)
 
     def prepare(self, module: nn.Module) -> nn.Module:
         """The module to export: a quantized light copy, a pt2e-converted graph, or ``module`` (fp32)."""

@@ -1,0 +1,76 @@
+"""What the real-weight benchmarks share: text windows, photos, timing, paired bootstrap, result files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xsam_edge.files import atomic_write_text
+
+__all__ = ["bootstrap_ci", "calibration_text", "median_seconds", "photos", "text_windows", "write_results"]
+
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results" / "data"
+
+
+def text_windows(text: str, tokenizer: Any, length: int, count: int, skip: int = 0) -> list[np.ndarray]:
+    """``count`` disjoint windows of exactly ``length`` token ids from ``text`` (after ``skip`` windows)."""
+    ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], np.int64)
+    windows = [ids[i : i + length] for i in range(0, len(ids) - length + 1, length)][skip : skip + count]
+    if len(windows) < count:
+        raise ValueError(f"the text gives {len(windows)} windows of {length} tokens, {count} asked for")
+    return windows
+
+
+def calibration_text() -> str:
+    """Python's own documentation (stdlib ``pydoc_data``): calibration text, never evaluation text."""
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[k] for k in sorted(topics))
+
+
+def photos(folder: Path, size: int) -> list[tuple[str, np.ndarray]]:
+    """The test bed's photos as RGB uint8 arrays resized to ``size``×``size`` (bilinear)."""
+    from PIL import Image
+
+    out = []
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in (".png", ".jpg"):
+            image = Image.open(path).convert("RGB").resize((size, size), Image.BILINEAR)
+            out.append((path.stem, np.asarray(image)))
+    return out
+
+
+def median_seconds(run: Callable[[], Any], repeats: int = 3) -> float:
+    """Median wall time of ``run`` over ``repeats`` calls after one warm-up call."""
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bootstrap_ci(values: Sequence[float], resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile bootstrap interval of the mean of ``values`` (paired differences go in)."""
+    data = np.asarray(values, np.float64)
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, len(data), (resamples, len(data)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def write_results(name: str, payload: dict[str, Any], markdown: str) -> Path:
+    """``docs/results/data/real-weights-<name>-<date>.json`` and ``.md`` beside it, written atomically."""
+    stamp = dt.date.today().isoformat()
+    path = RESULTS / f"real-weights-{name}-{stamp}.json"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
+    atomic_write_text(path.with_suffix(".md"), markdown + "\n")
+    return path

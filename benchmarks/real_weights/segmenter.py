@@ -1,0 +1,207 @@
+"""A real conv segmenter (ISNet, 44 M parameters) at INT8: mask IoU against its fp32 masks, and speed.
+
+``python -m benchmarks.real_weights.segmenter [--size 1024] [--calibrate 4] [--threads 2]``
+
+The test bed's ISNet ships as fp16 ONNX; it is made fp32 once (the reference), then quantized through the
+project's one entry point (``quantize_model``) on ONNX Runtime and OpenVINO with the named recipes' W8A8
+scheme, on the first ``--calibrate`` photos; the other photos are held out. Per held-out photo: the IoU of
+the INT8 mask (probability > 0.5) against the fp32 mask; the worst photo is the number. Speed: median of 3
+runs per photo size, fp32 file against INT8 file, in the same runtime with the same threads. ExecuTorch takes
+PyTorch modules, not ONNX files, so it is not in this table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.real_weights.common import median_seconds, photos, write_results
+from benchmarks.real_weights.fetch import ARTEFACTS, fetch
+
+SCHEMES = {
+    "w8a8 (recipe default: SmoothQuant auto)": {"scheme": "w8a8"},
+    "w8a8 percentile": {"scheme": "w8a8", "calibration_method": "percentile"},
+    "w8a8 asymmetric activations": {"scheme": "w8a8", "symmetric_activations": False},
+    "w8a8 asymmetric, percentile": {
+        "scheme": "w8a8",
+        "symmetric_activations": False,
+        "calibration_method": "percentile",
+    },
+}
+
+
+def fp32_file(fp16: Path) -> Path:
+    """The fp16 ISNet as fp32 (initializers, Constant nodes, Casts and value types), cached beside it."""
+    import onnx
+    from onnx import numpy_helper
+
+    out = fp16.with_name("isnet_fp32.onnx")
+    if out.is_file():
+        return out
+    model = onnx.load(str(fp16))
+    half, full = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+
+    def widen(t: Any) -> None:
+        if t.data_type == half:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float32), t.name))
+
+    for t in model.graph.initializer:
+        widen(t)
+    for node in model.graph.node:
+        for a in node.attribute:
+            if a.name == "to" and a.i == half:
+                a.i = full
+            if a.type == onnx.AttributeProto.TENSOR:
+                widen(a.t)
+    del model.graph.value_info[:]
+    model = onnx.shape_inference.infer_shapes(model)
+    tmp = out.with_suffix(".partial")
+    onnx.save(model, str(tmp))
+    tmp.rename(out)
+    return out
+
+
+def preprocess(image: np.ndarray) -> np.ndarray:
+    """ISNet's input: (x − 128) / 256, NCHW float32."""
+    return ((image.astype(np.float32) - 128.0) / 256.0).transpose(2, 0, 1)[None].copy()
+
+
+class Runner:
+    """One file in one runtime: ``run(x)`` → the first output (the mask probabilities)."""
+
+    def __init__(self, backend: str, files: list[Path], threads: int) -> None:
+        self.backend = backend
+        if backend == "onnx":
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            self.session = ort.InferenceSession(str(files[0]), options, providers=["CPUExecutionProvider"])
+        else:
+            import openvino as ov
+
+            config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
+            xml = next(f for f in files if f.suffix == ".xml")
+            self.compiled = ov.Core().compile_model(str(xml), "CPU", config)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        if self.backend == "onnx":
+            return self.session.run(None, {self.session.get_inputs()[0].name: x})[0]
+        return np.asarray(self.compiled(x)[0])
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    from xsam_edge.quantization.any_model import quantize_model
+
+    paths = fetch(("segmenter", "images"))
+    source = fp32_file(paths["segmenter"] / "isnet_fp16.onnx")
+    shots = photos(paths["images"], args.size)
+    inputs = [preprocess(image) for _, image in shots]
+    calibration, held = inputs[: args.calibrate], inputs[args.calibrate :]
+    names = [n for n, _ in shots][args.calibrate :]
+    work = Path(args.work)
+    rows = []
+    for backend in args.backends.split(","):
+        float_files = [source] if backend == "onnx" else _float_ir(source, work / "fp32-ir")
+        reference = Runner(backend, float_files, args.threads)
+        want = [reference.run(x) for x in held]
+        fp32_s = median_seconds(lambda r=reference: r.run(held[0]))
+        for label, scheme in SCHEMES.items():
+            start = time.perf_counter()
+            result = quantize_model(
+                source,
+                backend,
+                scheme,
+                work / backend / "".join(c if c.isalnum() else "_" for c in label),
+                name="isnet",
+                calibration=[[x] for x in calibration],
+                holdout=[[x] for x in held],
+            )
+            seconds = time.perf_counter() - start
+            runner = Runner(backend, result.files, args.threads)
+            got = [runner.run(x) for x in held]
+            ious = [iou(w[0, 0] > 0.5, g[0, 0] > 0.5) for w, g in zip(want, got, strict=True)]
+            int8_s = median_seconds(lambda r=runner: r.run(held[0]))
+            rows.append(
+                {
+                    "backend": backend,
+                    "scheme": label,
+                    "worst_iou": min(ious),
+                    "worst_photo": names[int(np.argmin(ious))],
+                    "mean_iou": float(np.mean(ious)),
+                    "iou_per_photo": dict(zip(names, ious, strict=True)),
+                    "fp32_s": fp32_s,
+                    "int8_s": int8_s,
+                    "speedup": fp32_s / int8_s,
+                    "worst_cosine": result.report.worst_cosine,
+                    "bytes_fp32": result.report.bytes_fp32,
+                    "bytes_int8": result.report.bytes_quant,
+                    "quantize_s": seconds,
+                    "notes": result.report.notes,
+                    "measured_on": result.report.measured_on,
+                    "integer_ops": result.report.integer_ops,
+                }
+            )
+            print(_row(rows[-1]), flush=True)
+    return {
+        "rows": rows,
+        "photos_held_out": names,
+        "calibration_photos": [n for n, _ in shots][: args.calibrate],
+    }
+
+
+def _float_ir(source: Path, folder: Path) -> list[Path]:
+    import openvino as ov
+
+    folder.mkdir(parents=True, exist_ok=True)
+    xml = folder / "isnet.xml"
+    if not xml.is_file():
+        ov.save_model(ov.convert_model(str(source)), str(xml), compress_to_fp16=False)
+    return [xml, xml.with_suffix(".bin")]
+
+
+def _row(r: dict[str, Any]) -> str:
+    return (
+        f"| {r['backend']} | {r['scheme']} | {r['worst_iou']:.4f} ({r['worst_photo']}) "
+        f"| {r['mean_iou']:.4f} | "
+        f"{r['fp32_s'] * 1000:.0f} ms | {r['int8_s'] * 1000:.0f} ms | {r['speedup']:.2f}× | "
+        f"{r['worst_cosine']:.4f} | {r['bytes_fp32'] / 1e6:.1f} → {r['bytes_int8'] / 1e6:.1f} MB |"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=1024, help="input size (ISNet's own: 1024)")
+    parser.add_argument(
+        "--calibrate", type=int, default=4, help="photos used for calibration; the rest held out"
+    )
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--backends", default="onnx,openvino")
+    parser.add_argument("--work", default=str(Path.home() / ".cache/xsam_edge/testbed/work/segmenter"))
+    args = parser.parse_args(argv)
+    if args.size != 1024:
+        raise SystemExit("ISNet's graph has a fixed 1024×1024 input")
+    result = measure(args)
+    command = "python -m benchmarks.real_weights.segmenter " + " ".join(argv or [])
+    header = (
+        "| backend | scheme | worst mask IoU (photo) | mean IoU | fp32 | INT8 | speed-up | worst cosine "
+        "| size |\n"
+        "|---|---|---|---|---|---|---|---|---|"
+    )
+    table = "\n".join([header, *(_row(r) for r in result["rows"])])
+    markdown = f"`{command.strip()}`\n\nISNet ({ARTEFACTS['segmenter'].licence})\n\n{table}"
+    path = write_results("segmenter", {"command": command.strip(), **result, "args": vars(args)}, markdown)
+    print(table, f"\nwrote {path}", sep="\n")
+
+
+if __name__ == "__main__":
+    main()
