@@ -62,6 +62,7 @@ SCHEMES: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "w4-g64-r80": ({"scheme": "w4", "group_size": 64, "symmetric": False, "ratio": 0.8}, ("onnx",)),
     "w4-g32": ({"scheme": "w4", "group_size": 32, "symmetric": False}, ("openvino", "onnx")),
 }
+DEFAULT_SCHEMES = ("fp32", "w8", "w4-g64", "w4-g64-awq", "w4-g64-awq-r80", "w4-g64-r80")  # w4-g32: opt-in
 CAVEATS = (
     "The float32 reference is the GGUF dequantized: its weights already lie on a Q5_0 (some Q8_0/Q4_K/Q6_K) "
     "grid, so re-quantizing to INT8 loses less than it would from a true bf16 checkpoint, and INT4 starts "
@@ -71,6 +72,10 @@ CAVEATS = (
     "(NNCF keeps the embedding and the head at INT8 in w4; ORT's w4 packs both at INT4).",
     "Each window is scored on its own (no context carried between windows); every window predicts "
     "WINDOW - 1 tokens, so perplexity is exp of the mean per-window NLL.",
+    "OpenVINO's CPU plugin runs weight-compressed layers with INT8 dynamic activation quantization "
+    "(DYNAMIC_QUANTIZATION_GROUP_SIZE 32 by default, even at FP32 inference precision): the OpenVINO rows "
+    "measure weights and that together; rows marked (dq off) turn it off. ORT's MatMulNBits (no "
+    "accuracy_level) computes in float.",
     "w4 rows are asymmetric INT4; the mixed rows keep about 20 % of the weights at INT8 (NNCF's ranking "
     "on OpenVINO, the largest INT4 weight error on ONNX).",
 )
@@ -157,15 +162,25 @@ def score(run: Callable[[np.ndarray], np.ndarray], windows: np.ndarray) -> dict[
     return {"nll": nll, "top1": top1, "seconds": seconds, "seconds_per_window": seconds / len(windows)}
 
 
-def runner(backend: str, files: Sequence[Path]) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
-    """A function from ``(1, T)`` ids to logits in the backend's runtime, and the runtime's settings."""
+def runner(
+    backend: str, files: Sequence[Path], dq_off: bool = False
+) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
+    """A function from ``(1, T)`` ids to logits in the backend's runtime, and the runtime's settings.
+
+    OpenVINO compiles with FP32 inference precision, as the project's runtime does; its CPU plugin still
+    quantizes activations to INT8 on the fly (groups of 32) in front of weight-compressed FullyConnected
+    layers unless ``dq_off`` sets ``DYNAMIC_QUANTIZATION_GROUP_SIZE=0``.
+    """
     if backend == "openvino":
         import openvino as ov
 
         xml = next(Path(f) for f in files if str(f).endswith(".xml"))
-        compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        config = {"INFERENCE_PRECISION_HINT": "f32"}
+        if dq_off:
+            config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = "0"
+        compiled = ov.Core().compile_model(str(xml), "CPU", config)
         request = compiled.create_infer_request()
-        settings = {"INFERENCE_PRECISION_HINT": "f32"}
+        settings = dict(config)
         for prop in ("INFERENCE_NUM_THREADS", "DYNAMIC_QUANTIZATION_GROUP_SIZE"):
             try:
                 settings[prop] = str(compiled.get_property(prop))
@@ -208,7 +223,7 @@ def quantize_once(
     done = read_json(marker)
     if done and all(Path(f).is_file() for f in done["files"]):
         log(f"{backend} {folder.name}: quantized files cached")
-        return done
+        return {**done, "cached": True}
     for stale in folder.glob("eval-*.json"):
         stale.unlink()
     example = (torch.zeros(1, window, dtype=torch.int64),) if isinstance(model, torch.nn.Module) else ()
@@ -234,14 +249,16 @@ def quantize_once(
     return record
 
 
-def evaluate_once(folder: Path, backend: str, files: list[str], windows: np.ndarray, sig: str) -> dict:
-    """The per-window scores of the files in ``folder`` (cached per evaluation set)."""
-    cache = folder / f"eval-{sig}.json"
+def evaluate_once(
+    folder: Path, backend: str, files: list[str], windows: np.ndarray, sig: str, dq_off: bool = False
+) -> dict:
+    """The per-window scores of the files in ``folder`` (cached per evaluation set and runtime setting)."""
+    cache = folder / f"eval-{sig}{'-dq0' if dq_off else ''}.json"
     done = read_json(cache)
     if done:
         log(f"{backend} {folder.name}: evaluation cached")
-        return done
-    run, settings = runner(backend, [Path(f) for f in files])
+        return {**done, "cached": True}
+    run, settings = runner(backend, [Path(f) for f in files], dq_off)
     result = {**score(run, windows), "runtime": settings}
     atomic_json(cache, result)
     return result
@@ -268,7 +285,8 @@ def paired(nll: Sequence[float], ref: Sequence[float], seed: int = 0) -> dict[st
 
 def goal(key: str, delta: dict[str, Any]) -> dict[str, Any] | None:
     """The issue's goal for this scheme and whether the point estimate and the CI's upper end meet it."""
-    kind = "int8" if key == "w8" else "int4" if key.startswith("w4") else None
+    base = key.split()[0]
+    kind = "int8" if base == "w8" else "int4" if base.startswith("w4") else None
     if kind is None:
         return None
     limit = GOALS[kind]
@@ -287,6 +305,7 @@ def run_backend(
     data: dict[str, np.ndarray],
     work: Path,
     sig: str,
+    dq_off: bool = False,
 ) -> dict[str, Any]:
     """Every scheme of ``keys`` on ``backend``: quantize (or reuse), evaluate, compare with its fp32."""
     calibration = [[w[None]] for w in data["calibration"]]
@@ -332,6 +351,7 @@ def run_backend(
                 quantized_ops=report["quantized"],
                 integer_ops=report["integer_ops"],
                 files=quant["files"],
+                from_cache={"quantize": quant.get("cached", False), "eval": scores.get("cached", False)},
             )
             log(f"{backend} {key}: ppl {row['ppl']:.4f}")
         except Exception as err:  # noqa: BLE001 - one scheme failing is a result: recorded, the rest go on
@@ -339,6 +359,19 @@ def run_backend(
             row["error"] = f"{type(err).__name__}: {err}"[:3000]
             log(f"{backend} {key}: FAILED {row['error'][:300]}")
         rows[key] = row
+        if dq_off and backend == "openvino" and key != "fp32" and "nll" in row:
+            log(f"{backend} {key}: evaluate with dynamic activation quantization off")
+            extra = evaluate_once(folder, backend, row["files"], data["eval"], sig, dq_off=True)
+            rows[f"{key} (dq off)"] = {
+                **row,
+                "scheme": f"{key} (dq off)",
+                "ppl": math.exp(float(np.mean(extra["nll"]))),
+                "nll": extra["nll"],
+                "top1": extra["top1"],
+                "eval_seconds_per_window": extra["seconds_per_window"],
+                "runtime": extra["runtime"],
+                "from_cache": {**row["from_cache"], "eval": extra.get("cached", False)},
+            }
     reference = rows.get("fp32", {})
     for key, row in rows.items():
         if "nll" in row and "nll" in reference:
@@ -428,9 +461,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=WINDOW, help="tokens per window")
     parser.add_argument("--calibration", type=int, default=CALIBRATION, help="pydoc windows (data-aware)")
     parser.add_argument("--backends", default="openvino,onnx")
-    parser.add_argument("--schemes", default=",".join(SCHEMES), help=f"of {', '.join(SCHEMES)}")
+    parser.add_argument("--schemes", default=",".join(DEFAULT_SCHEMES), help=f"of {', '.join(SCHEMES)}")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for the .json and .md")
     parser.add_argument("--work", type=Path, default=None, help="cache (default $XSAM_EDGE_TESTBED/work/llm)")
+    parser.add_argument("--tag", default="", help="suffix of the results files' names")
+    parser.add_argument(
+        "--dq-off",
+        action="store_true",
+        help="also run each OpenVINO result with the CPU plugin's dynamic activation quantization off",
+    )
     args = parser.parse_args(argv)
     wall = time.perf_counter()
     backends = [b for b in args.backends.split(",") if b]
@@ -464,7 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     eager["ppl"] = math.exp(float(np.mean(eager["nll"])))
     results, sanity = {}, {}
     for backend in backends:
-        results[backend] = run_backend(backend, keys, model, data, work, sig)
+        results[backend] = run_backend(backend, keys, model, data, work, sig, args.dq_off)
         fp32 = results[backend].get("fp32", {})
         if "nll" in fp32:
             diff = np.abs(np.asarray(fp32["nll"]) - np.asarray(eager["nll"]))
@@ -512,7 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "wall_seconds": time.perf_counter() - wall,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"real-weights-llm-{date}"
+    stem = args.out / f"real-weights-llm-{date}{'-' + args.tag if args.tag else ''}"
     atomic_json(stem.with_suffix(".json"), doc)
     table = markdown(doc)
     write_text(stem.with_suffix(".md"), table)

@@ -17,6 +17,8 @@ from xsam_edge.quantization.ranking import Reader, rank_by_added_error
 
 __all__ = ["rank_fake_quantized_ops"]
 
+_SMOOTHING = ("Multiply", "Convert")  # what NNCF's SmoothQuant inserts before an activation FakeQuantize
+
 
 def _reader(xml: Path) -> Reader:
     """Reads ``(friendly name, port)`` tensors of ``xml``: one compiled copy per group of names."""
@@ -72,6 +74,13 @@ def rank_fake_quantized_ops(
             fq = value.get_node()
             if fq.get_type_name() == "FakeQuantize":
                 source = fq.input_value(0)
+                # SmoothQuant puts a scaling Multiply before the FakeQuantize that the float IR lacks: read
+                # the tensor it scales (the error before smoothing, by the same names on both sides)
+                for _ in range(4):
+                    node = source.get_node()
+                    if node.get_friendly_name() in known or node.get_type_name() not in _SMOOTHING:
+                        break
+                    source = node.input_value(0)
                 pre.append((source.get_node().get_friendly_name(), source.get_index()))
         if pre and all(p in known for p, _ in pre):
             io[name] = (pre, (name, 0))
