@@ -204,3 +204,17 @@ def test_openvino_fallback_ranks_in_one_run_and_reaches_the_target(tmp_path):
     fallback = [k for k in fixed.report.kept_float if "fallback" in k]
     assert fallback and "rank 1 of" in fallback[0]
     assert sorted(p.name for p in (tmp_path / "fixed").iterdir()) == ["mlp.bin", "mlp.xml"]
+
+
+def test_executorch_takes_an_example_with_a_zero_stride(tmp_path):
+    """Regression: a numpy ``a[None]`` view becomes a tensor with a 0 stride ("0 in strides is not supported
+    for ExecuTorch" on a real BERT); ``contiguous()`` keeps it, so the handler copies examples outright."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 1)).eval()
+    example = torch.from_numpy(np.random.default_rng(0).standard_normal((3, 16, 16)).astype(np.float32)[None])
+    assert 0 in example.stride() and example.is_contiguous()
+    data = [[np.random.default_rng(i).standard_normal((1, 3, 16, 16)).astype(np.float32)] for i in range(4)]
+    result = quantize_model(
+        net, "executorch", "w8a8", tmp_path, name="z", example_inputs=(example,), calibration=data
+    )
+    assert result.report.worst_cosine > 0.99

@@ -26,6 +26,7 @@ import numpy as np
 
 from xsam_edge.backends import get_backend
 
+from .common import standard_strides
 from .fallback import quantize_to_target
 from .handler import FileQuantizer, GraphSource
 from .report import GraphQuantReport
@@ -240,7 +241,7 @@ def _source(
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"a model is an nn.Module, an .onnx file or a HF folder, got {type(model).__name__}")
     inputs = tuple(example_inputs) or tuple(torch.from_numpy(np.asarray(x)) for x in samples[0])
-    inputs = tuple(x.contiguous() if isinstance(x, torch.Tensor) else x for x in inputs)  # one dim order
+    inputs = tuple(standard_strides(x) for x in inputs)  # one dim order
     if not inputs:
         raise ValueError("give example_inputs (or calibration samples) to fix the module's input shapes")
     return GraphSource(name, module=model.eval(), example_inputs=inputs)

@@ -31,6 +31,7 @@ __all__ = [
     "mean_gain",
     "model_file",
     "output_psnr",
+    "standard_strides",
     "threads",
 ]
 
@@ -191,6 +192,16 @@ def output_psnr(
     from .fidelity import measure_outputs
 
     return {name: f.psnr_db for name, f in measure_outputs(names, reference, test).items()}
+
+
+def standard_strides(x: Any) -> Any:
+    """A tensor copied into one dim order with ordinary strides (other values as they are).
+
+    A channels-last example made ExecuTorch read contiguous inputs in the wrong order (cosine 0.70), and a
+    numpy ``a[None]`` view becomes a tensor with a 0 stride, which ExecuTorch refuses ("0 in strides");
+    ``contiguous()`` keeps both (a size-1 axis never counts against contiguity), a clone does not.
+    """
+    return x.clone(memory_format=torch.contiguous_format) if isinstance(x, torch.Tensor) else x
 
 
 def held_out_note(samples: Sequence[Any]) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import add_note
+from .common import add_note, standard_strides
 from .report import GraphQuantReport, LayerScore
 from .schemes import Int8Static, Scheme
 
@@ -195,7 +195,7 @@ class QuantizeHandler(ABC):
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         # one dim order: a channels-last example made ExecuTorch read contiguous inputs in the wrong order
-        inputs = tuple(x.contiguous() if hasattr(x, "contiguous") else x for x in example_inputs)
+        inputs = tuple(standard_strides(x) for x in example_inputs)
         source = GraphSource(name, module=module.eval(), example_inputs=inputs)
         held = [list(s) for s in holdout] or [[x.detach().cpu().numpy() for x in inputs]]
         samples = {name: [list(s) for s in calibration]}

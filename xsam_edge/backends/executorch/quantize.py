@@ -58,7 +58,7 @@ from xsam_edge.export.graphs import SlotConfig, build_graph, example_inputs, gra
 from xsam_edge.export.placement import ExportedGraph
 from xsam_edge.files import atomic_write_bytes
 from xsam_edge.model.xsam import XSam
-from xsam_edge.quantization.common import held_out_note, mean_gain, output_psnr
+from xsam_edge.quantization.common import held_out_note, mean_gain, output_psnr, standard_strides
 from xsam_edge.quantization.fidelity import Fidelity, measure_outputs
 from xsam_edge.quantization.handler import GraphSource, QuantizedGraph, QuantizeHandler, Samples
 from xsam_edge.quantization.report import GraphQuantReport, LayerScore, files_bytes
@@ -354,9 +354,12 @@ def _quantize_module(
     out_dir.mkdir(parents=True, exist_ok=True)
     module = module.eval()
     # one dim order: a channels-last example made ExecuTorch read contiguous inputs in the wrong order
-    inputs = tuple(x.contiguous() if isinstance(x, torch.Tensor) else x for x in example_inputs)
+    inputs = tuple(standard_strides(x) for x in example_inputs)
     samples = [
-        tuple(torch.from_numpy(np.asarray(x)).to(e.dtype) for x, e in zip(s, inputs, strict=True))
+        tuple(
+            standard_strides(torch.from_numpy(np.asarray(x)).to(e.dtype))
+            for x, e in zip(s, inputs, strict=True)
+        )
         for s in calibration
     ]
     plan = QuantPlan(scheme, keep_float, inputs, samples, stateful=False)
@@ -369,7 +372,10 @@ def _quantize_module(
     program = edge.to_executorch(ExecutorchBackendConfig(do_quant_fusion_and_const_prop=True))
     atomic_write_bytes(path, program.buffer)
     held = [
-        tuple(torch.from_numpy(np.asarray(x)).to(e.dtype) for x, e in zip(s, inputs, strict=True))
+        tuple(
+            standard_strides(torch.from_numpy(np.asarray(x)).to(e.dtype))
+            for x, e in zip(s, inputs, strict=True)
+        )
         for s in holdout or []
     ]
     on = held_out_note(held) if held else "the example input only: no held-out samples given"
