@@ -218,3 +218,21 @@ def test_executorch_takes_an_example_with_a_zero_stride(tmp_path):
         net, "executorch", "w8a8", tmp_path, name="z", example_inputs=(example,), calibration=data
     )
     assert result.report.worst_cosine > 0.99
+
+
+def test_a_hugging_face_folder_goes_in_offline(tmp_path):
+    """A HF model folder (config + safetensors) is read offline, wrapped to tuple outputs and quantized."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
+    BertModel(config).eval().save_pretrained(tmp_path / "bert")
+    ids = [[np.random.default_rng(i).integers(1, 100, (1, 12)).astype(np.int64)] for i in range(6)]
+    result = quantize_model(
+        tmp_path / "bert", "onnx", "w8a8-dyn", tmp_path / "out", name="bert", calibration=ids
+    )
+    assert result.files[0].suffix == ".onnx" and result.report.worst_cosine > 0.95, result.report.fidelity
+    with pytest.raises(ValueError, match="Hugging Face model folder"):
+        quantize_model(tmp_path, "onnx", "w8", tmp_path / "o2", calibration=ids)
