@@ -8,9 +8,11 @@ and its perplexity is compared with the same backend's float32 export, paired wi
 bootstrap 95 % CI). Data-aware schemes calibrate on Python's ``pydoc_data`` topics only; the fidelity the
 report measures uses three more Lee windows, disjoint from the evaluation ones.
 
-Run: ``python -m benchmarks.real_weights.llm [--windows N] [--backends openvino,onnx] [--out DIR]``.
-Quantized files and per-window results are cached under ``$XSAM_EDGE_TESTBED/work/llm/`` (a second run
-skips what is done). Writes ``docs/results/data/real-weights-llm-<date>.json`` and ``.md``.
+Run: ``python -m benchmarks.real_weights.llm [--windows N] [--backends openvino,onnx] [--out DIR]``
+(``--dq-off``: OpenVINO again without its runtime activation quantization; ``--eval-text pydoc``: score
+in-distribution windows instead). Quantized files and per-window results are cached under
+``$XSAM_EDGE_TESTBED/work/llm/`` (a second run skips what is done). Writes
+``docs/results/data/real-weights-llm-<date>[-<tag>].json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -74,8 +76,11 @@ CAVEATS = (
     "WINDOW - 1 tokens, so perplexity is exp of the mean per-window NLL.",
     "OpenVINO's CPU plugin runs weight-compressed layers with INT8 dynamic activation quantization "
     "(DYNAMIC_QUANTIZATION_GROUP_SIZE 32 by default, even at FP32 inference precision): the OpenVINO rows "
-    "measure weights and that together; rows marked (dq off) turn it off. ORT's MatMulNBits (no "
-    "accuracy_level) computes in float.",
+    "measure weights and that together; with --dq-off, rows marked (dq off) turn it off. ORT's "
+    "MatMulNBits (no accuracy_level) computes in float.",
+    "ONNX w8 quantizes MatMuls only: the embedding table (a Gather) stays float, hence its larger file.",
+    "quantize s is quantize_model's wall time: each OpenVINO row includes exporting the module again "
+    "(~40 s); ONNX rows after fp32 start from its exported file.",
     "w4 rows are asymmetric INT4; the mixed rows keep about 20 % of the weights at INT8 (NNCF's ranking "
     "on OpenVINO, the largest INT4 weight error on ONNX).",
 )
@@ -447,9 +452,10 @@ def markdown(doc: dict[str, Any]) -> str:
     for backend, rows in doc["results"].items():
         for key, row in rows.items():
             notes = row.get("notes") or []
-            kept = len(row.get("kept_float") or [])
+            kept = row.get("kept_float") or []
             if notes or kept:
-                said = [*notes, f"{kept} weighted op(s) left float"]
+                more = [f"… {len(kept) - 3} more left float"] if len(kept) > 3 else []
+                said = [*notes, *(f"left float: {k}" for k in kept[:3]), *more]
                 lines.append(f"- {backend} {key}: " + "; ".join(said))
     lines += ["", "Caveats:", "", *[f"- {c}" for c in doc["caveats"]], ""]
     return "\n".join(lines)
@@ -464,6 +470,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--schemes", default=",".join(DEFAULT_SCHEMES), help=f"of {', '.join(SCHEMES)}")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for the .json and .md")
     parser.add_argument("--work", type=Path, default=None, help="cache (default $XSAM_EDGE_TESTBED/work/llm)")
+    parser.add_argument(
+        "--eval-text",
+        choices=("lee", "pydoc"),
+        default="lee",
+        help="evaluate on the Lee news corpus (held-out text) or on pydoc windows kept out of calibration",
+    )
     parser.add_argument("--tag", default="", help="suffix of the results files' names")
     parser.add_argument(
         "--dq-off",
@@ -486,12 +498,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     lee = chunks(tokenizer, (paths["text"] / "lee_background.cor").read_text(encoding="utf-8"), args.window)
     topics = pydoc_data.topics.topics
     pydoc = chunks(tokenizer, "\n\n".join(topics[k] for k in sorted(topics)), args.window)
-    eval_index = spaced(args.windows, len(lee) - HOLDOUT)
-    data = {
-        "eval": lee[eval_index],
-        "holdout": lee[-HOLDOUT:],
-        "calibration": pydoc[spaced(args.calibration, len(pydoc))],
-    }
+    calib_index = spaced(args.calibration, len(pydoc))
+    if args.eval_text == "lee":
+        eval_index = spaced(args.windows, len(lee) - HOLDOUT)
+        eval_windows = lee[eval_index]
+        eval_text = (
+            f"lee_background.cor ({ARTEFACTS['text'].licence}), {len(lee)} windows, evenly spaced ones of "
+            f"the first {len(lee) - HOLDOUT}"
+        )
+    else:  # the calibration text's other windows: in-distribution for the data-aware schemes
+        rest = [i for i in range(len(pydoc)) if i not in set(calib_index)]
+        eval_index = [rest[i] for i in spaced(args.windows, len(rest))]
+        eval_windows = pydoc[eval_index]
+        eval_text = f"pydoc_data.topics, {len(pydoc)} windows, evenly spaced ones not used for calibration"
+    data = {"eval": eval_windows, "holdout": lee[-HOLDOUT:], "calibration": pydoc[calib_index]}
     sig = signature(data["eval"])
     eager_cache = work / f"eager-{sig}.json"
     eager = read_json(eager_cache)
@@ -531,12 +551,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "data": {
             "window": args.window,
             "eval_windows": len(eval_index),
-            "eval_text": f"lee_background.cor ({ARTEFACTS['text'].licence}), {len(lee)} windows, "
-            f"evenly spaced ones of the first {len(lee) - HOLDOUT}",
+            "eval_text": eval_text,
             "eval_window_index": eval_index,
             "holdout": f"the last {HOLDOUT} lee windows (quantize_model's fidelity report only)",
             "calibration_windows": len(data["calibration"]),
             "calibration_text": "Python's pydoc_data.topics (PSF), keys sorted, joined",
+            "calibration_window_index": calib_index,
             "eval_signature": sig,
         },
         "goals_pct": GOALS,
