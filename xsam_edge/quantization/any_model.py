@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from xsam_edge.backends import get_backend
 
@@ -32,7 +33,7 @@ from .handler import FileQuantizer, GraphSource
 from .report import GraphQuantReport
 from .schemes import Scheme, scheme_from_dict
 
-__all__ = ["ModelQuantResult", "load_samples", "quantize_model", "split_holdout"]
+__all__ = ["ModelQuantResult", "TupleOutputs", "load_samples", "quantize_model", "split_holdout"]
 
 HOLDOUT_FRACTION = 0.2
 
@@ -87,25 +88,18 @@ def load_samples(path: str | os.PathLike) -> list[list[np.ndarray]]:
     return [[a[i] for a in arrays] for i in range(arrays[0].shape[0])]
 
 
-class _TupleOutputs:
-    """Wraps a Hugging Face model so ``forward`` returns a tuple of tensors (what the exporters take)."""
+class TupleOutputs(torch.nn.Module):
+    """A Hugging Face model whose ``forward`` returns a tuple of tensors (what the exporters take)."""
 
-    @staticmethod
-    def wrap(model: Any) -> Any:
-        import torch
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
 
-        class TupleOutputs(torch.nn.Module):
-            def __init__(self, inner: torch.nn.Module) -> None:
-                super().__init__()
-                self.inner = inner
-
-            def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
-                out = self.inner(*args)
-                values = out.to_tuple() if hasattr(out, "to_tuple") else out
-                values = values if isinstance(values, tuple | list) else (values,)
-                return tuple(v for v in values if isinstance(v, torch.Tensor))
-
-        return TupleOutputs(model).eval()
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.inner(*args)
+        values = out.to_tuple() if hasattr(out, "to_tuple") else out
+        values = values if isinstance(values, tuple | list) else (values,)
+        return tuple(v for v in values if isinstance(v, torch.Tensor))
 
 
 def _hf_module(folder: Path) -> Any:
@@ -118,7 +112,7 @@ def _hf_module(folder: Path) -> Any:
         raise ValueError(
             f"{folder}: not a Hugging Face model folder this transformers reads ({err})"
         ) from None
-    return _TupleOutputs.wrap(model)
+    return TupleOutputs(model).eval()
 
 
 def _onnx_files(path: Path) -> list[Path]:
@@ -221,8 +215,6 @@ def _source(
     scheme: Scheme,
 ) -> GraphSource:
     """The graph as the handler takes it: float files (ONNX input) or a module with example inputs."""
-    import torch
-
     if isinstance(model, str | os.PathLike):
         path = Path(model)
         if not path.exists():
