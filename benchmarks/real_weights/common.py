@@ -12,11 +12,18 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import RESULTS_DIR
 from xsam_edge.files import atomic_write_text
 
-__all__ = ["bootstrap_ci", "calibration_text", "median_seconds", "photos", "text_windows", "write_results"]
-
-RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results" / "data"
+__all__ = [
+    "Runner",
+    "bootstrap_ci",
+    "calibration_text",
+    "median_seconds",
+    "photos",
+    "text_windows",
+    "write_results",
+]
 
 
 def text_windows(text: str, tokenizer: Any, length: int, count: int, skip: int = 0) -> list[np.ndarray]:
@@ -66,11 +73,35 @@ def bootstrap_ci(values: Sequence[float], resamples: int = 1000, seed: int = 0) 
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+class Runner:
+    """One ONNX or OpenVINO file in its runtime at f32: ``run(x)`` → the first output."""
+
+    def __init__(self, backend: str, files: list[Path], threads: int) -> None:
+        self.backend = backend
+        if backend == "onnx":
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            self.session = ort.InferenceSession(str(files[0]), options, providers=["CPUExecutionProvider"])
+        else:
+            import openvino as ov
+
+            config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
+            xml = next(f for f in files if f.suffix == ".xml")
+            self.compiled = ov.Core().compile_model(str(xml), "CPU", config)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        if self.backend == "onnx":
+            return self.session.run(None, {self.session.get_inputs()[0].name: x})[0]
+        return np.asarray(self.compiled(x)[0])
+
+
 def write_results(name: str, payload: dict[str, Any], markdown: str) -> Path:
     """``docs/results/data/real-weights-<name>-<date>.json`` and ``.md`` beside it, written atomically."""
     stamp = dt.date.today().isoformat()
-    path = RESULTS / f"real-weights-{name}-{stamp}.json"
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"real-weights-{name}-{stamp}.json"
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
     atomic_write_text(path.with_suffix(".md"), markdown + "\n")
     return path

@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.real_weights.common import calibration_text, median_seconds, text_windows, write_results
+from benchmarks.real_weights.common import (
+    Runner,
+    calibration_text,
+    median_seconds,
+    text_windows,
+    write_results,
+)
 from benchmarks.real_weights.fetch import ARTEFACTS, fetch
 
 TARGET = 0.99
@@ -61,22 +67,10 @@ def variants() -> list[tuple[str, str, dict[str, Any], float | None]]:
 
 def _latency(backend: str, files: list[Path], sample: np.ndarray, threads: int) -> float | None:
     """Median seconds per window in the backend's runtime (ExecuTorch: not timed here)."""
-    if backend == "onnx":
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(files[0]), options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return median_seconds(lambda: session.run(None, {name: sample}))
-    if backend == "openvino":
-        import openvino as ov
-
-        xml = next(f for f in files if f.suffix == ".xml")
-        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
-        compiled = ov.Core().compile_model(str(xml), "CPU", config)
-        return median_seconds(lambda: compiled(sample))
-    return None
+    if backend not in ("onnx", "openvino"):
+        return None
+    runner = Runner(backend, files, threads)
+    return median_seconds(lambda: runner.run(sample))
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:

@@ -25,7 +25,6 @@ import math
 import os
 import platform
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -38,6 +37,7 @@ import torch
 
 from benchmarks import RESULTS_DIR
 from benchmarks.real_weights.fetch import ARTEFACTS, cache_dir, fetch
+from xsam_edge.files import atomic_write_text
 
 GGUF = "qwen2.5-coder-0.5b-instruct.gguf"
 WINDOW = 256  # tokens per window: static shapes for the exports
@@ -98,11 +98,9 @@ def atomic_json(path: Path, data: Any) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
+    """``atomic_write_text`` into a folder made first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def read_json(path: Path) -> Any | None:

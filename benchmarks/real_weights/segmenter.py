@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.real_weights.common import median_seconds, photos, write_results
+from benchmarks.real_weights.common import Runner, median_seconds, photos, write_results
 from benchmarks.real_weights.fetch import ARTEFACTS, fetch
 
 ASYM = {"scheme": "w8a8", "symmetric_activations": False}
@@ -66,30 +66,6 @@ def fp32_file(fp16: Path) -> Path:
 def preprocess(image: np.ndarray) -> np.ndarray:
     """ISNet's input: (x − 128) / 256, NCHW float32."""
     return ((image.astype(np.float32) - 128.0) / 256.0).transpose(2, 0, 1)[None].copy()
-
-
-class Runner:
-    """One file in one runtime: ``run(x)`` → the first output (the mask probabilities)."""
-
-    def __init__(self, backend: str, files: list[Path], threads: int) -> None:
-        self.backend = backend
-        if backend == "onnx":
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            self.session = ort.InferenceSession(str(files[0]), options, providers=["CPUExecutionProvider"])
-        else:
-            import openvino as ov
-
-            config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
-            xml = next(f for f in files if f.suffix == ".xml")
-            self.compiled = ov.Core().compile_model(str(xml), "CPU", config)
-
-    def run(self, x: np.ndarray) -> np.ndarray:
-        if self.backend == "onnx":
-            return self.session.run(None, {self.session.get_inputs()[0].name: x})[0]
-        return np.asarray(self.compiled(x)[0])
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -33,6 +33,7 @@ __all__ = [
     "output_psnr",
     "standard_strides",
     "threads",
+    "unique_pattern",
 ]
 
 
@@ -161,12 +162,18 @@ def layer_names(files: Iterable[Mapping[str, tuple[Sequence[str], Sequence[str]]
     """
     picked: list[str] = []
     for ops in files:
-        for op, (tries, _) in ops.items():
-            others = [n for o, (_, seen) in ops.items() if o != op for n in seen]
-            name = next((t for t in tries if t and keep_float_pattern(others, [t]) is None), tries[-1])
+        for op in ops:
+            name = unique_pattern(op, ops)
             if name not in picked:
                 picked.append(name)
     return picked
+
+
+def unique_pattern(op: str, ops: Mapping[str, tuple[Sequence[str], Sequence[str]]]) -> str:
+    """``op``'s first pattern to try that names no other op of ``ops`` (its last, the op name, if none)."""
+    tries, _ = ops[op]
+    others = [n for o, (_, seen) in ops.items() if o != op for n in seen]
+    return next((t for t in tries if t and keep_float_pattern(others, [t]) is None), tries[-1])
 
 
 def model_file(files: Sequence[str | Path], suffix: str) -> Path:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +40,7 @@ class FallbackResult:
 
 
 def _worst(result: QuantizedGraph) -> float:
-    cosine = result.report.worst_cosine
-    return -1.0 if math.isnan(cosine) else cosine
+    return result.report.closeness[0]
 
 
 def _remove(result: QuantizedGraph, folder: Path, out_dir: Path) -> None:

@@ -16,7 +16,6 @@ never skips silently: every op it leaves float is in the report with the reason.
 
 from __future__ import annotations
 
-import math
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
@@ -28,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import add_note, standard_strides
+from .common import add_note, model_file, standard_strides
 from .report import GraphQuantReport, LayerScore
 from .schemes import Int8Static, Scheme
 
@@ -205,14 +204,18 @@ class QuantizeHandler(ABC):
         return report
 
 
-def _closeness(report: GraphQuantReport) -> tuple[float, float]:
-    """How close a quantized graph stayed to float: (worst cosine, worst PSNR); higher is closer."""
-    cosine = report.worst_cosine
-    return (-1.0 if math.isnan(cosine) else cosine, report.min_psnr)
+RANK_SAMPLES = 8
+"""Samples the one-run ranking reads (two tensors per quantized op each)."""
 
 
 class FileQuantizer(QuantizeHandler):
-    """A handler that quantizes the backend's own float files (ONNX Runtime, NNCF, coremltools.optimize)."""
+    """A handler that quantizes the backend's own float files (ONNX Runtime, NNCF, coremltools.optimize).
+
+    Attributes:
+        model_suffix (str): the model file among a graph's files (``.onnx``, ``.xml``).
+    """
+
+    model_suffix: str = ""
 
     @abstractmethod
     def export_float(
@@ -242,6 +245,48 @@ class FileQuantizer(QuantizeHandler):
     def smooth_quant_unavailable(self) -> str | None:
         """Why this backend cannot apply SmoothQuant here (``None`` when it can)."""
         return f"{self.backend!r} has no SmoothQuant"
+
+    def rank_static(
+        self, float_file: Path, quant_file: Path, samples: list[list[np.ndarray]]
+    ) -> list[str] | None:
+        """``w8a8`` layers of ``quant_file`` by the error each adds, from one run of each file.
+
+        ``None`` (the default): no such ranking here, and ``rank_layers`` runs the per-layer pass.
+        """
+        return None
+
+    def rank_layers(
+        self,
+        source: GraphSource,
+        scheme: Scheme,
+        keep_float: tuple[str, ...],
+        calibration: Samples,
+        holdout: Samples,
+        work: Path,
+        quantized: QuantizedGraph,
+        progress: bool = False,
+    ) -> list[str]:
+        """``w8a8``: ``rank_static`` per file; other schemes (or no ``rank_static``): the per-layer pass.
+
+        The ranking runs on calibration samples, not held-out ones, so the target is not fitted to its data.
+        """
+        per_layer = (source, scheme, keep_float, calibration, holdout, work, quantized, progress)
+        if not isinstance(scheme, Int8Static):
+            return super().rank_layers(*per_layer)
+        ranked: list[str] = []
+        with tempfile.TemporaryDirectory(prefix=".rank-float-", dir=work) as tmp:
+            for name, files in quantized.files.items():
+                quant = model_file(files, self.model_suffix)
+                # a module's float file was temporary: the same export gives the same node names
+                floats = source.files.get(name) or self.export_float(
+                    source.module, source.example_inputs, Path(tmp), name, scheme
+                )
+                samples = (calibration.get(name) or holdout.get(name) or [])[:RANK_SAMPLES]
+                ranks = self.rank_static(model_file(floats, self.model_suffix), quant, samples)
+                if ranks is None:
+                    return super().rank_layers(*per_layer)
+                ranked += ranks
+        return list(dict.fromkeys(ranked))
 
     def quantize_files_tuned(
         self,
@@ -279,7 +324,7 @@ class FileQuantizer(QuantizeHandler):
             on_files, on_report = self.quantize_files(
                 graph, names, fp32_files, on, keep_float, calibration, holdout, Path(tmp)
             )
-            off_score, on_score = _closeness(report), _closeness(on_report)
+            off_score, on_score = report.closeness, on_report.closeness
             scores = f"worst cosine off {off_score[0]:.4f}, on {on_score[0]:.4f}"
             if on_score <= off_score:
                 add_note(report, f"smooth_quant auto: off ({scores})")

@@ -18,7 +18,7 @@ from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 
-from .common import keep_float_pattern
+from .common import unique_pattern
 
 __all__ = ["GROUP", "Reader", "rank_by_added_error"]
 
@@ -73,9 +73,5 @@ def rank_by_added_error(
         return []
     error = _relative_errors(tensors, read_float, read_quant, samples)
     added = {op: error[out] - max(error[p] for p in pre) for op, (pre, out) in io.items()}
-    patterns = []
-    for op in sorted(added, key=lambda o: -added[o]):
-        tries, _ = candidates[op]
-        others = [n for o, (_, seen) in candidates.items() if o != op for n in seen]
-        patterns.append(next((t for t in tries if t and keep_float_pattern(others, [t]) is None), tries[-1]))
-    return list(dict.fromkeys(patterns))
+    ranked = sorted(added, key=lambda o: -added[o])
+    return list(dict.fromkeys(unique_pattern(op, candidates) for op in ranked))

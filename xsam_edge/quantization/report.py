@@ -98,6 +98,12 @@ class GraphQuantReport:
         return min(values) if values else math.nan
 
     @property
+    def closeness(self) -> tuple[float, float]:
+        """How close to float, for comparing runs: (worst cosine, −1 when unmeasured; worst PSNR)."""
+        cosine = self.worst_cosine
+        return (-1.0 if math.isnan(cosine) else cosine, self.min_psnr)
+
+    @property
     def ratio(self) -> float:
         """How many times smaller than float32 (1.0 when unchanged)."""
         return self.bytes_fp32 / self.bytes_quant if self.bytes_quant else 1.0

@@ -66,7 +66,7 @@ from xsam_edge.quantization.common import (
     threads,
 )
 from xsam_edge.quantization.fidelity import Fidelity, measure_outputs
-from xsam_edge.quantization.handler import FileQuantizer, GraphSource, QuantizedGraph
+from xsam_edge.quantization.handler import FileQuantizer
 from xsam_edge.quantization.report import GraphQuantReport, files_bytes
 from xsam_edge.quantization.schemes import Int4WeightOnly, Int8Static, Scheme
 
@@ -89,7 +89,6 @@ EVIDENCE_OPS = (
     "GatherBlockQuantized",
 )
 _NAME_SCOPES = "pkg.torch.onnx.name_scopes"
-RANK_SAMPLES = 8  # samples the QDQ ranking runs on (each keeps two tensors per quantized node)
 # the integer ops that replace a float node (named after it): weight-only and dynamic schemes
 _INTEGER_OPS = ("MatMulNBits", "GatherBlockQuantized", "MatMulInteger", "ConvInteger")
 # w8 / w4: weights that MatMulNBits / GatherBlockQuantized do not take, and why
@@ -516,39 +515,11 @@ class OnnxQuantizer(FileQuantizer):
     def smooth_quant_unavailable(self) -> str | None:
         return smooth_quant_unavailable()
 
-    def rank_layers(
-        self,
-        source: GraphSource,
-        scheme: Scheme,
-        keep_float: tuple[str, ...],
-        calibration: dict[str, list[list[np.ndarray]]],
-        holdout: dict[str, list[list[np.ndarray]]],
-        work: Path,
-        quantized: QuantizedGraph,
-        progress: bool = False,
-    ) -> list[str]:
-        """``w8a8``: one run of the QDQ graph (``ranking.rank_qdq_nodes``); other schemes: the per-layer pass.
+    model_suffix = ".onnx"
 
-        The ranking runs on calibration samples, not held-out ones, so the target is not fitted to its data.
-        """
-        if not isinstance(scheme, Int8Static):
-            return super().rank_layers(
-                source, scheme, keep_float, calibration, holdout, work, quantized, progress
-            )
-        ranked: list[str] = []
-        with tempfile.TemporaryDirectory(prefix=".rank-float-", dir=work) as tmp:
-            for name, files in quantized.files.items():
-                quant = model_file(files, ".onnx")
-                if source.files:
-                    float_file = model_file(source.files[name], ".onnx")
-                else:  # a module: its float file was temporary; the same export gives the same node names
-                    exported = self.export_float(
-                        source.module, source.example_inputs, Path(tmp), name, scheme
-                    )
-                    float_file = model_file(exported, ".onnx")
-                samples = (calibration.get(name) or holdout.get(name) or [])[:RANK_SAMPLES]
-                ranked += rank_qdq_nodes(float_file, quant, samples, _quantized_nodes(float_file, quant))
-        return list(dict.fromkeys(ranked))
+    def rank_static(self, float_file: Path, quant_file: Path, samples: list[list[np.ndarray]]) -> list[str]:
+        """The QDQ nodes by the error each adds (``ranking.rank_qdq_nodes``)."""
+        return rank_qdq_nodes(float_file, quant_file, samples, _quantized_nodes(float_file, quant_file))
 
     def export_float(
         self, module: torch.nn.Module, example_inputs: tuple, out_dir: Path, name: str, scheme: Scheme

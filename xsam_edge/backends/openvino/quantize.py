@@ -39,7 +39,6 @@ precisions the CPU plugin runs after compiling (``exec:FullyConnected[u8]`` … 
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -63,7 +62,7 @@ from xsam_edge.quantization.common import (
     threads,
 )
 from xsam_edge.quantization.fidelity import measure_outputs
-from xsam_edge.quantization.handler import FileQuantizer, GraphSource, QuantizedGraph
+from xsam_edge.quantization.handler import FileQuantizer
 from xsam_edge.quantization.report import GraphQuantReport, files_bytes
 from xsam_edge.quantization.schemes import Int4WeightOnly, Int8Static, Scheme
 
@@ -90,7 +89,6 @@ _WEIGHT_PATH = (
     "FakeQuantize",
 )
 _INTEGER = ("i8", "u8", "i4", "u4")
-RANK_SAMPLES = 8  # samples the one-run ranking reads (two tensors per quantized op each)
 # weight-only schemes leave these float: OpenVINO 2026.4.1's CPU plugin computes a weight-compressed 1x1
 # convolution wrong in the pixel decoder (it rewrites it as a FullyConnected; memory_0 PSNR 6 dB, the same
 # weights dequantized in numpy give 53 dB), and convolutions hold few of the weights anyway
@@ -397,40 +395,11 @@ class OpenVinoQuantizer(FileQuantizer):
     def smooth_quant_unavailable(self) -> str | None:
         return None  # NNCF's SmoothQuant ships with NNCF
 
-    def rank_layers(
-        self,
-        source: GraphSource,
-        scheme: Scheme,
-        keep_float: tuple[str, ...],
-        calibration: dict[str, list[list[np.ndarray]]],
-        holdout: dict[str, list[list[np.ndarray]]],
-        work: Path,
-        quantized: QuantizedGraph,
-        progress: bool = False,
-    ) -> list[str]:
-        """``w8a8``: one run of the float and INT8 IRs (``ranking.py``); other schemes: the per-layer pass.
+    model_suffix = ".xml"
 
-        The ranking runs on calibration samples, not held-out ones, so the target is not fitted to its data.
-        """
-        if not isinstance(scheme, Int8Static):
-            return super().rank_layers(
-                source, scheme, keep_float, calibration, holdout, work, quantized, progress
-            )
-        ranked: list[str] = []
-        with tempfile.TemporaryDirectory(prefix=".rank-float-", dir=work) as tmp:
-            for name, files in quantized.files.items():
-                quant = model_file(files, ".xml")
-                if source.files:
-                    float_xml = model_file(source.files[name], ".xml")
-                else:  # a module: its float IR was temporary; the same export gives the same op names
-                    float_xml = model_file(
-                        self.export_float(source.module, source.example_inputs, Path(tmp), name, scheme),
-                        ".xml",
-                    )
-                samples = (calibration.get(name) or holdout.get(name) or [])[:RANK_SAMPLES]
-                candidates = _integer_ops(float_xml, quant)
-                ranked += rank_fake_quantized_ops(float_xml, quant, samples, candidates)
-        return list(dict.fromkeys(ranked))
+    def rank_static(self, float_file: Path, quant_file: Path, samples: list[list[np.ndarray]]) -> list[str]:
+        """The FakeQuantized ops by the error each adds (``ranking.rank_fake_quantized_ops``)."""
+        return rank_fake_quantized_ops(float_file, quant_file, samples, _integer_ops(float_file, quant_file))
 
     def export_float(
         self, module: torch.nn.Module, example_inputs: tuple, out_dir: Path, name: str, scheme: Scheme
