@@ -37,9 +37,9 @@ class _OutlierMlp(nn.Module):
         return h + self.b_down(torch.relu(self.b_up(h * self.scale)))
 
 
-def _samples(n: int, seed: int = 0) -> list[list[np.ndarray]]:
+def _samples(n: int, seed: int = 0, width: int = 64) -> list[list[np.ndarray]]:
     rng = np.random.default_rng(seed)
-    return [[rng.standard_normal((1, 16, 64)).astype(np.float32)] for _ in range(n)]
+    return [[rng.standard_normal((1, 16, width)).astype(np.float32)] for _ in range(n)]
 
 
 def test_fidelity_reports_the_worst_sample_not_the_pool():
@@ -236,3 +236,132 @@ def test_a_hugging_face_folder_goes_in_offline(tmp_path):
     assert result.files[0].suffix == ".onnx" and result.report.worst_cosine > 0.95, result.report.fidelity
     with pytest.raises(ValueError, match="Hugging Face model folder"):
         quantize_model(tmp_path, "onnx", "w8", tmp_path / "o2", calibration=ids)
+
+
+# -- dynamic activations, the per-layer pass for user modules, cutting outputs ------------------------------
+def test_openvino_dynamic_int8_asks_the_plugin_for_grouped_activation_scales(tmp_path):
+    """``w8a8-dyn`` on OpenVINO: INT8 weights in the IR, the group size in its rt_info, INT8 compute; at
+    ViT-S width (384) the outlier channel costs only its group of 32, so the MLP stays close to float."""
+    import openvino as ov
+
+    from xsam_edge.backends.openvino.quantize import DYNAMIC_GROUP
+
+    torch.manual_seed(0)
+    kwargs = {"name": "mlp", "calibration": _samples(4, 0, 384), "holdout": _samples(3, 1, 384)}
+    result = quantize_model(_OutlierMlp(384), "openvino", "w8a8-dyn", tmp_path, **kwargs)
+    model = ov.Core().read_model(str(result.files[0]))
+    group = model.get_rt_info(["runtime_options", "DYNAMIC_QUANTIZATION_GROUP_SIZE"])
+    assert int(group.astype(str)) == DYNAMIC_GROUP
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    assert compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE") == DYNAMIC_GROUP
+    ops = result.report.integer_ops
+    assert ops.get("exec:FullyConnected[u8]", 0) + ops.get("exec:FullyConnected[i8]", 0) >= 4, ops
+    assert result.report.quantized == 4 and result.report.worst_cosine > 0.995, result.report.fidelity
+    per_tensor = quantize_model(_OutlierMlp(384), "onnx", "w8a8-dyn", tmp_path / "ort", **kwargs)
+    assert per_tensor.report.worst_cosine < result.report.worst_cosine, "one scale per tensor loses more"
+
+
+def test_onnx_dynamic_fallback_ranks_in_one_run(tmp_path):
+    """ORT's dynamic INT8 scales a whole tensor at once, so the planted outlier still costs ``b_up``; the
+    one-run ranking reads ``quantize_dynamic``'s file by the float names and puts ``b_up`` first."""
+    from xsam_edge.backends.onnx.ranking import rank_quantized_nodes
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return rank_quantized_nodes(*args, **kwargs)
+
+    torch.manual_seed(0)
+    kwargs = {"name": "mlp", "calibration": _samples(6), "holdout": _samples(3, 1)}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("xsam_edge.backends.onnx.quantize.rank_quantized_nodes", spy)
+        result = quantize_model(_OutlierMlp(), "onnx", "w8a8-dyn", tmp_path, target_cosine=0.9999, **kwargs)
+    print(result.report.notes, result.report.kept_float)
+    assert len(calls) == 1, "ranked from one run of each file, not one quantization per layer"
+    fallback = [k for k in result.report.kept_float if "fallback" in k]
+    assert fallback and "b_up" in fallback[0] and "rank 1 of" in fallback[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlp.onnx"]
+
+
+def test_per_layer_fallback_runs_on_a_user_module(tmp_path):
+    """Regression: a scheme without a one-run ranking (OpenVINO ``w8``) on a user's module gave "per-layer
+    sensitivity needs held-out samples" (the pass looked for X-SAM graph files); now it ranks every layer."""
+    torch.manual_seed(0)
+    kwargs = {"name": "mlp", "calibration": _samples(4), "holdout": _samples(2, 1)}
+    result = quantize_model(_OutlierMlp(), "openvino", "w8", tmp_path, target_cosine=1.0, **kwargs)
+    print(result.report.notes, result.report.kept_float)
+    assert result.target_met is False and not any("no layer ranking" in n for n in result.report.notes)
+    assert any("MISSED" in n and "ranked layer(s) float" in n for n in result.report.notes)
+    assert [k for k in result.report.kept_float if "rank 1 of 4" in k]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlp.bin", "mlp.xml"]
+
+
+class _TwoHeads(nn.Module):
+    """A trunk, the head an app reads, and a side head only training reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = nn.Conv2d(3, 8, 3, padding=1)
+        self.main = nn.Conv2d(8, 1, 1)
+        self.side = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.relu(self.trunk(x))
+        return torch.sigmoid(self.main(h)), self.side(h)
+
+
+def test_outputs_cut_an_onnx_file_to_what_is_deployed(tmp_path, capsys):
+    from xsam_edge.cli import EXIT_USER_ERROR, main
+    from xsam_edge.quantization.any_model import keep_outputs
+
+    torch.manual_seed(0)
+    path = tmp_path / "two.onnx"
+    torch.onnx.export(
+        _TwoHeads().eval(),
+        (torch.randn(1, 3, 16, 16),),
+        str(path),
+        output_names=["mask", "aux"],
+        dynamo=False,
+    )
+    cut = keep_outputs(path, ["mask"], tmp_path / "cut" / "one.onnx")
+    graph = onnx.load(str(cut)).graph
+    assert [o.name for o in graph.output] == ["mask"]
+    assert len(graph.node) < len(onnx.load(str(path)).graph.node) and len(graph.initializer) == 4
+    model = onnx.load(str(path))  # a converter's file may list producers after their consumers
+    nodes = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(reversed(nodes))
+    onnx.save(model, str(tmp_path / "unsorted.onnx"))
+    resorted = keep_outputs(tmp_path / "unsorted.onnx", ["mask"], tmp_path / "sorted.onnx")
+    onnx.checker.check_model(str(resorted))
+    with pytest.raises(ValueError, match="no output.*'logits'.*it has mask, aux"):
+        keep_outputs(path, ["logits"], tmp_path / "x.onnx")
+    data = [[np.random.default_rng(i).standard_normal((1, 3, 16, 16)).astype(np.float32)] for i in range(6)]
+    result = quantize_model(
+        path, "onnx", "w8a8", tmp_path / "q", name="two", calibration=data, outputs=["mask"]
+    )
+    session = ort.InferenceSession(str(result.files[0]), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["mask"] and list(result.report.fidelity) == ["mask"]
+    with pytest.raises(ValueError, match="outputs cuts an .onnx file"):
+        quantize_model(_TwoHeads(), "onnx", "w8a8", tmp_path / "m", calibration=data, outputs=["mask"])
+    np.savez(tmp_path / "calib.npz", x=np.stack([s[0] for s in data]))
+    base = [
+        "quantize",
+        "--model-file",
+        path,
+        "--backend",
+        "openvino",
+        "--scheme",
+        "w8a8",
+        "--out",
+        tmp_path / "o",
+    ]
+    assert main([str(a) for a in [*base, "--calibration", tmp_path / "calib.npz", "--output", "mask"]]) == 0
+    capsys.readouterr()
+    import openvino as ov
+
+    ir = ov.Core().read_model(str(tmp_path / "o" / "two.xml"))
+    assert [o.get_any_name() for o in ir.outputs] == ["mask"]
+    assert main([str(a) for a in [*base, "--output", "nope"]]) == EXIT_USER_ERROR
+    assert "no output(s) ['nope']" in capsys.readouterr().err

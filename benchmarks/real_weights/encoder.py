@@ -13,6 +13,7 @@ preset with SmoothQuant on; ONNX dynamic W8A8), and each recipe with a 0.99 fall
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,11 @@ def variants() -> list[tuple[str, str, dict[str, Any], float | None]]:
             rows.append((f"recipe {name}, target {TARGET}", recipe.backend, scheme, TARGET))
     rows.append(("NNCF default (SmoothQuant on)", "openvino", {"scheme": "w8a8", "smooth_quant": "on"}, None))
     rows.append(("SmoothQuant off", "openvino", {"scheme": "w8a8", "smooth_quant": "off"}, None))
-    rows.append(("ORT dynamic W8A8", "onnx", {"scheme": "w8a8-dyn"}, None))
+    dynamic = {"scheme": "w8a8-dyn"}
+    rows.append(("ORT dynamic W8A8", "onnx", dynamic, None))
+    rows.append((f"ORT dynamic W8A8, target {TARGET}", "onnx", dynamic, TARGET))
+    rows.append(("OpenVINO dynamic W8A8 (groups of 32)", "openvino", dynamic, None))
+    rows.append(("ExecuTorch dynamic W8A8 (per token)", "executorch", dynamic, None))
     asym = {"scheme": "w8a8", "symmetric_activations": False}
     rows.append(("ORT asymmetric activations (uint8)", "onnx", asym, None))
     rows.append((f"ORT asymmetric activations, target {TARGET}", "onnx", asym, TARGET))
@@ -162,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backends", default="", help="comma list (default: every backend that runs here)")
     parser.add_argument("--variants", default="", help="comma list of label substrings to run (default: all)")
     parser.add_argument("--work", default=str(Path.home() / ".cache/xsam_edge/testbed/work/encoder"))
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     result = measure(args)
     command = ("python -m benchmarks.real_weights.encoder " + " ".join(argv or [])).strip()

@@ -13,6 +13,7 @@ PyTorch modules, not ONNX files, so it is not in this table.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ VARIANTS = [
     ("w8a8 percentile", {"scheme": "w8a8", "calibration_method": "percentile"}, None),
     ("w8a8 asymmetric activations", ASYM, None),
     ("w8a8 asymmetric, target 0.99", ASYM, 0.99),
+    ("w8a8 asymmetric, target 0.999", ASYM, 0.999),
 ]
 """(label, scheme, worst held-out cosine target): the recipes' segment scheme and its settings."""
 
@@ -74,10 +76,14 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    from xsam_edge.quantization.any_model import quantize_model
+    from xsam_edge.quantization.any_model import keep_outputs, quantize_model
 
     paths = fetch(("segmenter", "images"))
     source = fp32_file(paths["segmenter"] / "isnet_fp16.onnx")
+    if args.outputs != "all":  # what an app deploys: the side heads only train the network
+        kept = args.outputs.split(",")
+        cut = Path(args.work) / f"isnet_fp32_{'_'.join(kept)}.onnx"
+        source = cut if cut.is_file() else keep_outputs(source, kept, cut)
     shots = photos(paths["images"], args.size)
     inputs = [preprocess(image) for _, image in shots]
     calibration, held = inputs[: args.calibrate], inputs[args.calibrate :]
@@ -85,7 +91,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.work)
     rows = []
     for backend in args.backends.split(","):
-        float_files = [source] if backend == "onnx" else _float_ir(source, work / "fp32-ir")
+        float_files = [source] if backend == "onnx" else _float_ir(source, work / f"fp32-ir-{source.stem}")
         reference = Runner(backend, float_files, args.threads)
         want = [reference.run(x) for x in held]
         fp32_s = median_seconds(lambda r=reference: r.run(held[0]))
@@ -120,6 +126,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     "int8_s": int8_s,
                     "speedup": fp32_s / int8_s,
                     "worst_cosine": result.report.worst_cosine,
+                    "fidelity": result.report.fidelity,
                     "bytes_fp32": result.report.bytes_fp32,
                     "bytes_int8": result.report.bytes_quant,
                     "quantize_s": seconds,
@@ -165,7 +172,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--backends", default="onnx,openvino")
     parser.add_argument("--variants", default="", help="comma list of label substrings to run (default: all)")
+    parser.add_argument(
+        "--outputs",
+        default="output",
+        help="the graph's outputs kept (comma list, or 'all': the 5 side heads and their logits too)",
+    )
     parser.add_argument("--work", default=str(Path.home() / ".cache/xsam_edge/testbed/work/segmenter"))
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     if args.size != 1024:
         raise SystemExit("ISNet's graph has a fixed 1024×1024 input")
@@ -179,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     table = "\n".join([header, *(_row(r) for r in result["rows"])])
     markdown = f"`{command.strip()}`\n\nISNet ({ARTEFACTS['segmenter'].licence})\n\n{table}"
     name = "segmenter-" + args.backends.replace(",", "-") + ("-subset" if args.variants else "")
+    name += "" if args.outputs == "output" else "-outputs-" + args.outputs.replace(",", "-")
     path = write_results(name, {"command": command.strip(), **result, "args": vars(args)}, markdown)
     print(table, f"\nwrote {path}", sep="\n")
 

@@ -135,6 +135,12 @@ def _quantize_parser(sub: argparse._SubParsersAction) -> None:
         "--target-cosine", type=float, help="worst held-out sample's cosine to reach by fallback"
     )
     own.add_argument("--keep-float", action="append", default=[], help="layer name pattern kept float")
+    own.add_argument(
+        "--output",
+        action="append",
+        default=[],
+        help="an ONNX output to keep (repeat; default: all): the graph is cut to what you deploy",
+    )
     p.set_defaults(run=_quantize)
 
 
@@ -157,6 +163,7 @@ def _quantize_file(args: argparse.Namespace) -> int:
         calibration=load_samples(args.calibration) if args.calibration else (),
         holdout=load_samples(args.holdout) if args.holdout else (),
         keep_float=args.keep_float,
+        outputs=args.output,
         target_cosine=args.target_cosine,
     )
     print(format_reports([result.report]))

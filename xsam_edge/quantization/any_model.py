@@ -4,7 +4,8 @@
 
 - an ``nn.Module`` with positional ``example_inputs`` (they fix the static shapes);
 - a ``.onnx`` file of any opset (converted to opset 13 where the quantizer needs it), for ONNX Runtime, or
-  converted to OpenVINO IR first;
+  converted to OpenVINO IR first; ``outputs`` cuts it to the outputs the user deploys (a segmenter's side
+  heads, a detector's auxiliary losses), so neither the fallback nor the file carries what nobody reads;
 - a Hugging Face model folder (``config.json`` + weights, read offline), wrapped so its outputs are a tuple.
 
 Calibration samples set the ranges; held-out samples, never the calibration ones, are what the report's
@@ -33,7 +34,14 @@ from .handler import FileQuantizer, GraphSource
 from .report import GraphQuantReport
 from .schemes import Scheme, scheme_from_dict
 
-__all__ = ["ModelQuantResult", "TupleOutputs", "load_samples", "quantize_model", "split_holdout"]
+__all__ = [
+    "ModelQuantResult",
+    "TupleOutputs",
+    "keep_outputs",
+    "load_samples",
+    "quantize_model",
+    "split_holdout",
+]
 
 HOLDOUT_FRACTION = 0.2
 
@@ -129,6 +137,79 @@ def _onnx_files(path: Path) -> list[Path]:
     return [path, *(path.parent / loc for loc in sorted(locations))]
 
 
+def keep_outputs(path: str | os.PathLike, outputs: Sequence[str], out: str | os.PathLike) -> Path:
+    """``path`` cut to ``outputs`` (in that order) and the nodes they need, written to ``out``.
+
+    The graph keeps all its inputs (callers feed the same samples); initializers no kept node reads go.
+
+    Raises:
+        ValueError: an output the graph does not have, or no outputs.
+    """
+    import onnx
+
+    path, out = Path(path), Path(out)
+    model = onnx.load(str(path))
+    graph = model.graph
+    have = {o.name: o for o in graph.output}
+    missing = [o for o in outputs if o not in have]
+    if not outputs or missing:
+        raise ValueError(f"{path.name}: no output(s) {missing or '(none given)'}; it has {', '.join(have)}")
+    producer = {out: i for i, node in enumerate(graph.node) for out in node.output}
+    needed, stack, keep = set(outputs), list(outputs), set()
+    while stack:  # by producer, not by position: converted files list nodes out of order
+        i = producer.get(stack.pop())
+        if i is not None and i not in keep:
+            keep.add(i)
+            reads = _reads(graph.node[i])
+            stack += [t for t in reads if t not in needed]
+            needed |= reads
+    kept = _topological([node for i, node in enumerate(graph.node) if i in keep], graph)
+    del graph.node[:]
+    graph.node.extend(kept)
+    initializers = [t for t in graph.initializer if t.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    produced = {o for node in kept for o in node.output}
+    shapes = [v for v in graph.value_info if v.name in produced]  # a dangling one stops OpenVINO's reader
+    del graph.value_info[:]
+    graph.value_info.extend(shapes)
+    chosen = [have[o] for o in outputs]
+    del graph.output[:]
+    graph.output.extend(chosen)
+    big = sum(t.ByteSize() for t in initializers) > 2**30  # protobuf's 2 GiB limit, with room
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out), save_as_external_data=big, location=f"{out.name}.data" if big else None)
+    return out
+
+
+def _topological(nodes: list[Any], graph: Any) -> list[Any]:
+    """``nodes`` each after the producers of its inputs (the order the ONNX checker asks for)."""
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    ordered, pending = [], nodes
+    while pending:
+        left = [n for n in pending if not set(n.input) <= ready]
+        ran = [n for n in pending if set(n.input) <= ready]
+        if not ran:  # inputs nobody produces (or a cycle): keep the file's order for the rest
+            return ordered + left
+        ordered += ran
+        ready |= {o for n in ran for o in n.output}
+        pending = left
+    return ordered
+
+
+def _reads(node: Any) -> set[str]:
+    """Every tensor name ``node`` reads, those of its subgraphs (``If``/``Loop`` bodies) included."""
+    import onnx
+
+    names = {n for n in node.input if n}
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for g in graphs:
+            for inner in g.node:
+                names |= _reads(inner)
+    return names
+
+
 def _as_ir(onnx_path: Path, folder: Path, name: str) -> list[Path]:
     """An ONNX file converted to a float32 OpenVINO IR ``folder/<name>.xml`` (+ ``.bin``)."""
     import openvino as ov
@@ -149,6 +230,7 @@ def quantize_model(
     calibration: Sequence[Sequence[np.ndarray]] = (),
     holdout: Sequence[Sequence[np.ndarray]] = (),
     keep_float: Sequence[str] = (),
+    outputs: Sequence[str] = (),
     target_cosine: float | None = None,
     max_float: float = 0.25,
     progress: bool = False,
@@ -167,6 +249,8 @@ def quantize_model(
         holdout (Sequence[Sequence[np.ndarray]]): samples the fidelity is measured on (default: 20 % of
             ``calibration``, held back).
         keep_float (Sequence[str]): layer name patterns kept float (module paths, node or weight names).
+        outputs (Sequence[str]): an ONNX file's outputs to keep (default: all); the rest of the graph, and
+            its error, is cut away before quantization, and the fidelity is measured on these.
         target_cosine (float | None): the worst held-out sample's cosine to reach by layer fallback.
         max_float (float): the largest fraction of ranked layers the fallback may keep float.
         progress (bool): progress bars.
@@ -184,6 +268,10 @@ def quantize_model(
         calib, held = split_holdout(calib)
         measured_on = f"{len(held)} sample(s) held back from the {len(calibration)} given for calibration"
     with tempfile.TemporaryDirectory(prefix=".float-") as tmp:
+        if outputs:
+            if not (isinstance(model, str | os.PathLike) and Path(model).suffix == ".onnx"):
+                raise ValueError("outputs cuts an .onnx file; a module returns what its forward returns")
+            model = keep_outputs(model, outputs, Path(tmp) / "outputs" / f"{name}.onnx")
         source = _source(model, handler, backend, name, example_inputs, calib or held, Path(tmp), scheme)
         fit = quantize_to_target(
             handler,

@@ -246,12 +246,13 @@ class FileQuantizer(QuantizeHandler):
         """Why this backend cannot apply SmoothQuant here (``None`` when it can)."""
         return f"{self.backend!r} has no SmoothQuant"
 
-    def rank_static(
-        self, float_file: Path, quant_file: Path, samples: list[list[np.ndarray]]
+    def rank_one_run(
+        self, float_file: Path, quant_file: Path, scheme: Scheme, samples: list[list[np.ndarray]]
     ) -> list[str] | None:
-        """``w8a8`` layers of ``quant_file`` by the error each adds, from one run of each file.
+        """The layers of ``quant_file`` by the error each adds, from one run of each file.
 
-        ``None`` (the default): no such ranking here, and ``rank_layers`` runs the per-layer pass.
+        ``None`` (the default): no such ranking for this scheme here, and ``rank_layers`` runs the per-layer
+        pass.
         """
         return None
 
@@ -266,27 +267,35 @@ class FileQuantizer(QuantizeHandler):
         quantized: QuantizedGraph,
         progress: bool = False,
     ) -> list[str]:
-        """``w8a8``: ``rank_static`` per file; other schemes (or no ``rank_static``): the per-layer pass.
+        """``rank_one_run`` per file where the backend reads the scheme's graph; else the per-layer pass.
 
-        The ranking runs on calibration samples, not held-out ones, so the target is not fitted to its data.
+        The one-run ranking runs on calibration samples, not held-out ones, so the target is not fitted to
+        its data. A module's float file was temporary: the same export gives the same node names.
         """
-        per_layer = (source, scheme, keep_float, calibration, holdout, work, quantized, progress)
-        if not isinstance(scheme, Int8Static):
-            return super().rank_layers(*per_layer)
-        ranked: list[str] = []
         with tempfile.TemporaryDirectory(prefix=".rank-float-", dir=work) as tmp:
+            floats = dict(source.files)
+            for name in quantized.files:
+                if name not in floats:
+                    folder = Path(tmp) / name
+                    folder.mkdir()
+                    floats[name] = self.export_float(
+                        source.module, source.example_inputs, folder, name, scheme
+                    )
+            ranked: list[str] = []
             for name, files in quantized.files.items():
-                quant = model_file(files, self.model_suffix)
-                # a module's float file was temporary: the same export gives the same node names
-                floats = source.files.get(name) or self.export_float(
-                    source.module, source.example_inputs, Path(tmp), name, scheme
-                )
                 samples = (calibration.get(name) or holdout.get(name) or [])[:RANK_SAMPLES]
-                ranks = self.rank_static(model_file(floats, self.model_suffix), quant, samples)
+                float_file = model_file(floats[name], self.model_suffix)
+                ranks = self.rank_one_run(float_file, model_file(files, self.model_suffix), scheme, samples)
                 if ranks is None:
-                    return super().rank_layers(*per_layer)
+                    break
                 ranked += ranks
-        return list(dict.fromkeys(ranked))
+            else:
+                return list(dict.fromkeys(ranked))
+            files_source = replace(source, files=floats, module=None)
+            _, scores = self.layer_sensitivity(
+                files_source, scheme, keep_float, calibration, holdout, work, progress
+            )
+        return [s.module for s in scores]
 
     def quantize_files_tuned(
         self,
@@ -435,16 +444,15 @@ class FileQuantizer(QuantizeHandler):
             )
         work.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=work, prefix=f"layers-{graph}-") as tmp:
-            files, whole = self.quantize_graph(
-                graph, fp32_files, scheme, keep_float, calibration, holdout, Path(tmp) / "whole"
-            )
+            whole_graph = self.quantize(source, scheme, keep_float, calibration, holdout, Path(tmp) / "whole")
+            files, whole = whole_graph.files, whole_graph.report
             scores = []
             layers = self.quantized_layers(fp32_files, files)
             for layer in tqdm(layers, desc=f"layers of {graph}", disable=not progress):
                 trial = Path(tmp) / f"trial-{len(scores)}"
-                _, report = self.quantize_graph(
-                    graph, fp32_files, scheme, (*keep_float, layer), calibration, holdout, trial
-                )
+                report = self.quantize(
+                    source, scheme, (*keep_float, layer), calibration, holdout, trial
+                ).report
                 gain = round(mean_gain(whole.psnr_db, report.psnr_db), 2)
                 scores.append(LayerScore(layer, gain, report.psnr_db))
                 shutil.rmtree(trial, ignore_errors=True)

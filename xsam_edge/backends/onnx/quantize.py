@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from xsam_edge.backends.onnx.export import EXTERNAL_DATA_BYTES, export_file
-from xsam_edge.backends.onnx.ranking import rank_qdq_nodes
+from xsam_edge.backends.onnx.ranking import rank_quantized_nodes
 from xsam_edge.backends.onnx.weight_only import save_model, weight_only
 from xsam_edge.files import write_atomically
 from xsam_edge.quantization.common import (
@@ -517,9 +517,13 @@ class OnnxQuantizer(FileQuantizer):
 
     model_suffix = ".onnx"
 
-    def rank_static(self, float_file: Path, quant_file: Path, samples: list[list[np.ndarray]]) -> list[str]:
-        """The QDQ nodes by the error each adds (``ranking.rank_qdq_nodes``)."""
-        return rank_qdq_nodes(float_file, quant_file, samples, _quantized_nodes(float_file, quant_file))
+    def rank_one_run(
+        self, float_file: Path, quant_file: Path, scheme: Scheme, samples: list[list[np.ndarray]]
+    ) -> list[str] | None:
+        """Static or dynamic INT8 nodes by the error each adds (``ranking.rank_quantized_nodes``)."""
+        if scheme.name not in ("w8a8", "w8a8-dyn"):
+            return None
+        return rank_quantized_nodes(float_file, quant_file, samples, _quantized_nodes(float_file, quant_file))
 
     def export_float(
         self, module: torch.nn.Module, example_inputs: tuple, out_dir: Path, name: str, scheme: Scheme

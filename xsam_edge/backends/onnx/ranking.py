@@ -1,9 +1,11 @@
-"""ONNX QDQ graphs for the one-run layer ranking (``quantization/ranking.py``): which tensors to read, how.
+"""Quantized ONNX graphs for the one-run layer ranking (``quantization/ranking.py``): which tensors, how.
 
-Every quantized compute node reads its activation through ``QuantizeLinear → DequantizeLinear``; the tensor
-before the pair and the node's output keep their float names, so both files are read by the same names,
-through copies of the graphs that list those tensors as outputs (graph optimisation off, so ORT keeps the
-QDQ pairs as written).
+ONNX Runtime's quantizers keep the float tensor names at a quantized node's edges: a QDQ node reads its
+activation through ``QuantizeLinear → DequantizeLinear`` from the tensor of the float name, and
+``quantize_dynamic``'s ``DynamicQuantizeLinear → MatMulInteger → Mul`` chain reads the float input and
+writes the float output name. So each quantized node's activation inputs and output are read by their
+float names in both files, through copies of the graphs that list those tensors as outputs (graph
+optimisation off, so ORT keeps the nodes as written).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 
 from xsam_edge.quantization.ranking import Reader, rank_by_added_error
 
-__all__ = ["rank_qdq_nodes"]
+__all__ = ["rank_quantized_nodes"]
 
 COMPUTE_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")
 
@@ -55,7 +57,7 @@ def _reader(path: Path) -> Reader:
     return read
 
 
-def rank_qdq_nodes(
+def rank_quantized_nodes(
     float_onnx: Path,
     quant_onnx: Path,
     samples: Sequence[Sequence[np.ndarray]],
@@ -64,29 +66,24 @@ def rank_qdq_nodes(
     """Keep-float patterns of the quantized nodes of ``quant_onnx``, the node that adds the most error first.
 
     Args:
-        float_onnx (Path): the float file the QDQ file was quantized from (same tensor names).
-        quant_onnx (Path): the QDQ file (``quantize_static``'s result).
+        float_onnx (Path): the float file ``quant_onnx`` was quantized from (same tensor names).
+        quant_onnx (Path): ``quantize_static``'s QDQ file or ``quantize_dynamic``'s.
         samples (Sequence[Sequence[np.ndarray]]): positional inputs to measure on.
         candidates (dict[str, tuple[Sequence[str], Sequence[str]]]): float node name → (patterns to try,
             names keep-float sees), as ``quantize._quantized_nodes`` gives them.
     """
     import onnx
 
-    model = onnx.load(str(quant_onnx), load_external_data=False)
-    producer = {out: node for node in model.graph.node for out in node.output}
-    constants = {t.name for t in model.graph.initializer}
     float_graph = onnx.load(str(float_onnx), load_external_data=False).graph
-    known = {o for n in float_graph.node for o in n.output} | {i.name for i in float_graph.input}
+    quant_graph = onnx.load(str(quant_onnx), load_external_data=False).graph
+    constants = {t.name for t in float_graph.initializer}
+    constants |= {o for n in float_graph.node if n.op_type == "Constant" for o in n.output}
+    in_quant = {t for n in quant_graph.node for t in (*n.input, *n.output)}
     io: dict[str, tuple[list[Hashable], Hashable]] = {}
-    for node in model.graph.node:
-        if node.op_type not in COMPUTE_OPS or node.name not in candidates or node.output[0] not in known:
+    for node in float_graph.node:
+        if node.op_type not in COMPUTE_OPS or node.name not in candidates:
             continue
-        pre: list[Hashable] = []
-        for name in node.input:
-            dq = producer.get(name)
-            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-            if q is not None and q.op_type == "QuantizeLinear" and q.input[0] not in constants:
-                pre.append(q.input[0])
-        if pre and all(p in known for p in pre):
+        pre: list[Hashable] = [t for t in node.input if t and t not in constants]
+        if pre and all(t in in_quant for t in (*pre, node.output[0])):
             io[node.name] = (pre, node.output[0])
     return rank_by_added_error(io, _reader(float_onnx), _reader(quant_onnx), samples, candidates)

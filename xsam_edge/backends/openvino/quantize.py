@@ -11,7 +11,11 @@ scheme         what the IR becomes (TOOLCHAIN.md §6d, §8 #16)
                MEAN_QUANTILE (NNCF has no histogram-percentile estimator); ``per_channel`` → weight params;
                ``smooth_quant`` → SmoothQuant alphas (off: −1); ``symmetric_activations`` → preset
                PERFORMANCE (else MIXED); ``op_types`` → the other weighted op types ignored
-``w8``         ``nncf.compress_weights(model.clone(), INT8_ASYM)`` (it mutates its input)
+``w8``         ``nncf.compress_weights(model.clone(), INT8_ASYM)`` (it mutates its input); the CPU plugin's
+               default still quantizes the activations of such layers at run time (groups of 32)
+``w8a8-dyn``   ``compress_weights(INT8_SYM)`` + ``runtime_options.DYNAMIC_QUANTIZATION_GROUP_SIZE`` in the
+               IR's rt_info (``DYNAMIC_GROUP``): INT8 weights, activations quantized at run time per group of
+               input channels of each token, so an outlier channel costs only its group (no calibration)
 ``w4``         ``compress_weights(INT4_SYM | INT4_ASYM, group_size, ratio)`` (NNCF ranks the layers and keeps
                ``1 - ratio`` of the weights INT8); ``data_aware`` adds the
                calibration dataset with ``scale_estimation=True, awq=True`` (AWQ applies where NNCF finds its
@@ -64,7 +68,7 @@ from xsam_edge.quantization.common import (
 from xsam_edge.quantization.fidelity import measure_outputs
 from xsam_edge.quantization.handler import FileQuantizer
 from xsam_edge.quantization.report import GraphQuantReport, files_bytes
-from xsam_edge.quantization.schemes import Int4WeightOnly, Int8Static, Scheme
+from xsam_edge.quantization.schemes import Int4WeightOnly, Int8Dynamic, Int8Static, Scheme
 
 __all__ = ["OpenVinoQuantizer", "quantized_layers"]
 
@@ -96,6 +100,11 @@ CONV_OPS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData")
 _CONV_WHY = "float weights: OpenVINO 2026.4.1's CPU plugin miscomputes weight-compressed convolutions"
 # CPU plugin layer types whose runtime precision shows integer compute (not masks or index tensors)
 _COMPUTE_LAYERS = ("FullyConnected", "Convolution", "Deconvolution", "MatMul")
+DYNAMIC_GROUP = 32
+"""Input channels per run-time activation scale for ``w8a8-dyn`` (the CPU plugin's own default group).
+
+Written into the IR (``rt_info["runtime_options"]``), which the plugin reads when it compiles, so the bundle
+asks for it whatever the runtime's config says."""
 
 
 def _needs_data(scheme: Scheme) -> bool:
@@ -309,6 +318,12 @@ def _compress(
     from nncf.quantization.advanced_parameters import AdvancedCompressionParameters, GroupSizeFallbackMode
 
     scope = nncf.IgnoredScope(names=list(ignored), types=list(CONV_OPS), validate=False)
+    if isinstance(scheme, Int8Dynamic):
+        result = nncf.compress_weights(
+            model.clone(), mode=nncf.CompressWeightsMode.INT8_SYM, ignored_scope=scope
+        )
+        result.set_rt_info(str(DYNAMIC_GROUP), ["runtime_options", "DYNAMIC_QUANTIZATION_GROUP_SIZE"])
+        return result
     if not isinstance(scheme, Int4WeightOnly):  # w8
         return nncf.compress_weights(
             model.clone(), mode=nncf.CompressWeightsMode.INT8_ASYM, ignored_scope=scope
@@ -353,7 +368,7 @@ def _evidence(model: Any, scheme: Scheme, ignored: dict[str, str], report: Graph
             int8_in_w4 += scheme.name == "w4" and precision in ("i8", "u8")
         elif name in ignored:
             report.kept_float.append(f"{name}: keep_float {ignored[name]!r}")
-        elif scheme.name in ("w8", "w4") and kind in CONV_OPS:
+        elif scheme.name in ("w8", "w8a8-dyn", "w4") and kind in CONV_OPS:
             report.kept_float.append(f"{name}: {_CONV_WHY}")
         elif scheme.name != "fp16" and kind != "Gather":  # a float Gather table is a buffer (RoPE), no weight
             report.kept_float.append(f"{name} ({kind}): float weights (NNCF left it: {scheme.label()})")
@@ -397,8 +412,12 @@ class OpenVinoQuantizer(FileQuantizer):
 
     model_suffix = ".xml"
 
-    def rank_static(self, float_file: Path, quant_file: Path, samples: list[list[np.ndarray]]) -> list[str]:
-        """The FakeQuantized ops by the error each adds (``ranking.rank_fake_quantized_ops``)."""
+    def rank_one_run(
+        self, float_file: Path, quant_file: Path, scheme: Scheme, samples: list[list[np.ndarray]]
+    ) -> list[str] | None:
+        """``w8a8``'s FakeQuantized ops by the error each adds (``ranking.rank_fake_quantized_ops``)."""
+        if not isinstance(scheme, Int8Static):
+            return None
         return rank_fake_quantized_ops(float_file, quant_file, samples, _integer_ops(float_file, quant_file))
 
     def export_float(
