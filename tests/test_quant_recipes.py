@@ -16,6 +16,7 @@ from xsam_edge.quantization.schemes import (
     Float32,
     Int4WeightOnly,
     Int8DynActInt4Weight,
+    Int8Dynamic,
     Int8Static,
     Palettize,
     scheme_from_dict,
@@ -30,11 +31,9 @@ def test_named_recipes_cover_the_targets_and_round_trip():
             assert recipe.scheme_for(graph).name in get_backend(recipe.backend).schemes
     android = get_recipe("android-xnnpack")
     assert android.scheme_for("llm") == Int8DynActInt4Weight(32)
-    assert android.scheme_for("encode_image") == Int8Static(
-        calibration_method="percentile"
-    )  # XNNPACK histogram
+    assert android.scheme_for("encode_image") == Int8Dynamic()  # per-token scales: no calibration
     assert android.scheme_for("region") == Float32()
-    assert android.calibrated
+    assert not android.calibrated and get_recipe("jetson-trt").calibrated
     assert not get_recipe("apple-gpu").calibrated  # weight-only: no data needed
 
 

@@ -27,7 +27,7 @@ from xsam_edge.metrics.tasks import PRIMARY_METRIC
 from xsam_edge.model.predictor import XSamPredictor
 from xsam_edge.quantization.accuracy import evaluate_bundle, task_drops
 from xsam_edge.quantization.quantize import quantize_bundle
-from xsam_edge.quantization.recipes import RECIPES, get_recipe
+from xsam_edge.quantization.recipes import RECIPES, load_recipe
 from xsam_edge.training.teacher import ensure_teacher
 
 RESULTS = Path("outputs") / "results"
@@ -42,7 +42,7 @@ def measure(
     progress: bool = True,
 ) -> dict:
     """One recipe: quantize the model (default: the cached teacher); score the float and quantized bundles."""
-    recipe = get_recipe(recipe_name)
+    recipe = load_recipe(recipe_name)
     predictor = XSamPredictor.from_pretrained(model_dir or ensure_teacher())
     result = quantize_bundle(
         predictor.model,
@@ -111,7 +111,9 @@ def markdown(report: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipes", default=",".join(RECIPES), help="comma list of named recipes")
+    parser.add_argument(
+        "--recipes", default=",".join(RECIPES), help="comma list of named recipes or .toml files"
+    )
     parser.add_argument("--data", default="shapes:val", help="evaluation data")
     parser.add_argument("--limit", type=int, help="at most this many evaluation images")
     parser.add_argument("--work", default="outputs/bench-quantization", help="bundles and intermediates")
