@@ -23,6 +23,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -72,23 +73,44 @@ def export(
     }
 
 
+def _graph(name: str, inputs: list) -> str:
+    """The observed call's graph: the LLM split into prefill chunks and one-token decode steps."""
+    if name != "llm":
+        return name
+    return "llm_decode" if inputs[0].shape[1] == 1 else "llm_prefill"
+
+
 def measure(bundle: Path, backend: str, repeats: int) -> dict:
-    """This process's numbers for one backend of ``bundle``."""
+    """This process's numbers for one backend of ``bundle``.
+
+    Besides the wall times: the call plan of a first and a next query (graph → calls, as the runtime made
+    them) and each graph's median call time, for the roofline and the on-paper device estimate.
+    """
+    from xsam_edge.runtime.observe import observe
     from xsam_edge.runtime.session import EdgeSession
     from xsam_edge.spec.types import SegmentationRequest, Task
 
     start = time.perf_counter()
     session = EdgeSession(bundle, backend, max_new_tokens=16)
     load = time.perf_counter() - start
+    calls: list[tuple[str, float]] = []
+    stop = observe(session, lambda name, i, o, s: calls.append((_graph(name, i), s)))
     rng = np.random.default_rng(0)
-    first, second, decode = [], [], []
+    first, second, decode, plans, per_graph = [], [], [], [], {}
     for i in range(repeats + 1):
         image = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+        calls.clear()
         t0 = time.perf_counter()
         session.segment(SegmentationRequest(image, Task.REFERRING, text="the red circle"))
         t1 = time.perf_counter()
+        first_calls = list(calls)
+        calls.clear()
         session.segment(SegmentationRequest(image, Task.REFERRING, text="the blue square"))
         t2 = time.perf_counter()
+        plans = [Counter(n for n, _ in first_calls), Counter(n for n, _ in calls)]
+        if i:
+            for name, seconds in [*first_calls, *calls]:
+                per_graph.setdefault(name, []).append(seconds)
         t3 = time.perf_counter()
         llm = session.engine.llm  # decode steps alone: one token in, the cache grown by one
         hidden = int(session.manifest.model["llm"]["hidden_size"])
@@ -100,6 +122,7 @@ def measure(bundle: Path, backend: str, repeats: int) -> dict:
             first.append(t1 - t0)
             second.append(t2 - t1)
             decode.append((t4 - t3) / 16)
+    stop()
     return {
         "backend": backend,
         "load_seconds": round(load, 2),
@@ -108,6 +131,8 @@ def measure(bundle: Path, backend: str, repeats: int) -> dict:
         "decode_tokens_per_s": round(1.0 / float(np.median(decode)), 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "repeats": repeats,
+        "plan": {"first_query": dict(plans[0]), "next_query": dict(plans[1])},
+        "graph_p50_ms": {n: round(float(np.median(v)) * 1e3, 2) for n, v in sorted(per_graph.items())},
     }
 
 

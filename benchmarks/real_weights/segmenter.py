@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     table = "\n".join([header, *(_row(r) for r in result["rows"])])
     markdown = f"`{command.strip()}`\n\nISNet ({ARTEFACTS['segmenter'].licence})\n\n{table}"
     name = "segmenter-" + args.backends.replace(",", "-") + ("-subset" if args.variants else "")
-    name += "" if args.outputs == "output" else "-outputs-" + args.outputs.replace(",", "-")
+    name += "-outputs-" + args.outputs.replace(",", "-")
     path = write_results(name, {"command": command.strip(), **result, "args": vars(args)}, markdown)
     print(table, f"\nwrote {path}", sep="\n")
 
