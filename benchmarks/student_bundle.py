@@ -33,7 +33,8 @@ from benchmarks import RESULTS_DIR
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _folder_bytes(folder: Path) -> int:
+def folder_bytes(folder: Path) -> int:
+    """Bytes of every file under ``folder``."""
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
@@ -67,7 +68,7 @@ def export(
         "parameters": sum(p.numel() for p in model.parameters()),
         "weights_fp32_bytes": sum(p.numel() * 4 for p in model.parameters()),
         "export_seconds": round(time.perf_counter() - start, 1),
-        "bundle_bytes": {b: _folder_bytes(path / b) for b in backends},
+        "bundle_bytes": {b: folder_bytes(path / b) for b in backends},
         "min_psnr_db": {f"{g.backend}/{g.name}": g.min_psnr_db for g in graphs},
         "max_seq": json.loads((path / "manifest.json").read_text())["slots"]["max_seq"],
     }

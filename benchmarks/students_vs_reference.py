@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import resource
@@ -155,10 +156,6 @@ def quantized_bundles(preset: str, recipes: list[str], work: Path, images: int) 
     return out
 
 
-def _folder_bytes(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-
-
 def _child(args: list[str]) -> dict[str, Any]:
     """Run this module with ``args`` in a fresh process (its peak RSS its own); its last JSON line."""
     out = subprocess.run(
@@ -179,6 +176,21 @@ _INT8_SCHEMES = ("w8a8", "w8a8-dyn", "8da4w")  # integer GEMMs (8da4w: INT8 acti
 _HOST_INT8 = {"openvino": ("w8", "w4")}
 
 
+@functools.cache
+def _graph_macs(preset: str, slots: Any) -> dict[str, int]:
+    """MACs of one call of every graph the costs use, counted once per preset and slots (meta device)."""
+    import torch
+
+    from xsam_edge.export.macs import graph_macs
+    from xsam_edge.model.build import build_model
+    from xsam_edge.model.presets import get_preset
+
+    with torch.device("meta"):
+        twin = build_model(get_preset(preset))
+    names = ("encode_image", "embed", "region", "segment", "llm_prefill", "llm_decode")
+    return {name: graph_macs(twin, name, slots) for name in names}
+
+
 def graph_costs(
     bundle: Path, backend: str, preset: str, recipe: str | None, cache_itemsize: int, host: bool = False
 ) -> dict:
@@ -191,24 +203,21 @@ def graph_costs(
     Precision: integer GEMMs for the INT8 schemes; on this machine (``host``) also what the backend's CPU
     kernels run in integers (OpenVINO's weight-compressed layers), on a device FP16 for weight-only schemes.
     """
-    import torch
-
+    from xsam_edge.bench.harness import entry_bytes
     from xsam_edge.bench.on_paper import GraphCost
     from xsam_edge.bench.roofline import graph_bytes
     from xsam_edge.export.graphs import SlotConfig
-    from xsam_edge.export.macs import graph_macs
-    from xsam_edge.model.build import build_model
     from xsam_edge.model.presets import get_preset
     from xsam_edge.quantization.recipes import get_recipe
     from xsam_edge.spec.bundle import load_bundle
 
     manifest = load_bundle(bundle)
     slots = SlotConfig(**manifest.slots)
-    with torch.device("meta"):
-        twin = build_model(get_preset(preset))
+    macs = _graph_macs(preset, slots)
     llm = manifest.model["llm"]
     head_dim = int(llm["hidden_size"]) // int(llm["num_heads"])
-    cache = 2 * int(llm["num_layers"]) * int(llm["num_kv_heads"]) * head_dim * slots.seq_len(twin.config)
+    seq = slots.seq_len(get_preset(preset))
+    cache = 2 * int(llm["num_layers"]) * int(llm["num_kv_heads"]) * head_dim * seq
     entries = {e.name: e for e in manifest.graphs if e.backend == backend}
     llm_entry = next(e for n, e in entries.items() if n in ("llm", "llm_kvio_prefill", "llm_prefill"))
     costs = {}
@@ -216,11 +225,7 @@ def graph_costs(
         entry = llm_entry if name.startswith("llm") else entries.get(name)
         if entry is None:
             continue
-        weights = sum(
-            manifest.path(f).stat().st_size
-            for f in manifest.files
-            if any(f == p or f.startswith(p + "/") for p in entry.files)
-        )
+        weights = entry_bytes(manifest, entry)
         io = [s for s in entry.inputs + entry.outputs if "cache" not in s["name"]]
         if name == "llm_decode":
             io = [{**s, "shape": [1, 1, *s["shape"][2:]]} if len(s["shape"]) == 3 else s for s in io]
@@ -228,7 +233,7 @@ def graph_costs(
         moved += cache * cache_itemsize if name.startswith("llm") else 0
         scheme = get_recipe(recipe).scheme_for(_RECIPE_GRAPH.get(name, name)).name if recipe else "fp32"
         int8 = scheme in _INT8_SCHEMES or (host and scheme in _HOST_INT8.get(backend, ()))
-        costs[name] = GraphCost(graph_macs(twin, name, slots), moved, int8)
+        costs[name] = GraphCost(macs[name], moved, int8)
     return costs
 
 
@@ -283,6 +288,7 @@ def on_paper(costs: dict, plan: dict[str, dict[str, int]]) -> dict[str, dict]:
 
 def students(args: argparse.Namespace, work: Path) -> tuple[dict, list[dict]]:
     """Quantize, then measure every quantized bundle and its float twin, each in its own process."""
+    from benchmarks.student_bundle import folder_bytes
     from xsam_edge.bench.roofline import measure_peak
 
     made = quantized_bundles(args.preset, args.recipes.split(","), work, args.calibration_images)
@@ -296,7 +302,7 @@ def students(args: argparse.Namespace, work: Path) -> tuple[dict, list[dict]]:
         ):
             row = {"recipe": recipe, "kind": label, "backend": backend, "bundle": bundle}
             row |= _child(["--measure", bundle, "--backend", backend, "--repeats", str(args.repeats)])
-            row["bundle_bytes"] = _folder_bytes(Path(bundle) / backend)
+            row["bundle_bytes"] = folder_bytes(Path(bundle) / backend)
             if "error" not in row:
                 cpu = graph_costs(Path(bundle), backend, args.preset, name, cache_itemsize=4, host=True)
                 row["roofline"] = roofline_rows(cpu, row["graph_p50_ms"], peak)

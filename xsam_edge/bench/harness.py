@@ -35,7 +35,7 @@ from xsam_edge.export.placement import psnr
 from xsam_edge.metrics.tasks import evaluate, mask_agreement, primary_metrics
 from xsam_edge.runtime.observe import observe
 from xsam_edge.runtime.session import EdgeSession
-from xsam_edge.spec.bundle import TOKENIZER_FILE, Manifest, load_bundle
+from xsam_edge.spec.bundle import TOKENIZER_FILE, GraphEntry, Manifest, load_bundle
 from xsam_edge.spec.types import SegmentationResult
 
 from .profiles import DeviceProfile, get_profile
@@ -231,12 +231,21 @@ def _stats(values: list[float]) -> dict:
     }
 
 
+def _listed(relative: str, prefixes: set[str] | list[str]) -> bool:
+    return any(relative == p or relative.startswith(p + "/") for p in prefixes)
+
+
+def entry_bytes(manifest: Manifest, entry: GraphEntry) -> int:
+    """Bytes on disk of the files a graph entry lists (a listed folder: every file under it)."""
+    return sum(manifest.path(f).stat().st_size for f in manifest.files if _listed(f, entry.files))
+
+
 def _bundle_bytes(manifest: Manifest, backend: str) -> int:
     prefixes = {f for g in manifest.graphs if g.backend == backend for f in g.files}
     return sum(
         manifest.path(relative).stat().st_size
         for relative in manifest.files
-        if relative == TOKENIZER_FILE or any(relative == p or relative.startswith(p + "/") for p in prefixes)
+        if relative == TOKENIZER_FILE or _listed(relative, prefixes)
     )
 
 
@@ -405,12 +414,7 @@ def _roofline(placement: dict, graphs: dict, manifest: Manifest, backend: str, t
         timed = graphs.get(timed_name.get(entry.name, entry.name))
         if not timed:
             continue
-        weights = sum(
-            manifest.path(f).stat().st_size
-            for f in manifest.files
-            if any(f == p or f.startswith(p + "/") for p in entry.files)
-        )
-        moved = graph_bytes(weights, entry.inputs + entry.outputs)
+        moved = graph_bytes(entry_bytes(manifest, entry), entry.inputs + entry.outputs)
         int8 = entry.precision not in ("fp32", "fp16")
         rows[entry.name] = graph_roofline(entry.macs, moved, timed["p50_ms"] / 1e3, peak, int8=int8)
     return {"peak": peak.to_dict(), "graphs": rows}

@@ -292,10 +292,9 @@ class FileQuantizer(QuantizeHandler):
             else:
                 return list(dict.fromkeys(ranked))
             files_source = replace(source, files=floats, module=None)
-            _, scores = self.layer_sensitivity(
-                files_source, scheme, keep_float, calibration, holdout, work, progress
+            return super().rank_layers(
+                files_source, scheme, keep_float, calibration, holdout, work, quantized, progress
             )
-        return [s.module for s in scores]
 
     def quantize_files_tuned(
         self,
