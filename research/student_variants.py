@@ -36,6 +36,7 @@ import dataclasses
 import datetime
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -302,22 +303,40 @@ def main() -> None:
         output_point_importance=args.output_point_importance,
     )
     teacher = ensure_teacher(teacher_recipe)
+    run_rows(
+        result,
+        out,
+        teacher,
+        args.data,
+        variants,
+        lambda v: already_run(result["rows"], v, settings),
+        lambda v: run_variant(v, settings, args.data, teacher),
+    )
+
+
+def run_rows(
+    result: dict, out: Path, teacher: Path, data: str, variants: list, done: Callable, run: Callable
+) -> None:
+    """Score the teacher once, then ``run`` each variant not ``done`` yet and add its row to ``out``.
+
+    The file is re-read before each row is added: runs in parallel processes share one results file.
+    """
     if "teacher" not in result:
-        result["teacher"] = score(teacher, "shapes-teacher", args.data)
+        result["teacher"] = score(teacher, "shapes-teacher", data)
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     for variant in variants:
-        if already_run(result["rows"], variant, settings):
+        if done(variant):
             print(f"{variant.name}: already in {out}")
             continue
-        row = run_variant(variant, settings, args.data, teacher)
-        if out.is_file():  # re-read: another run may have added its rows while this one trained
+        row = run(variant)
+        if out.is_file():
             result["rows"] = json.loads(out.read_text())["rows"]
         result["rows"].append(row)
         atomic_write_text(out, json.dumps(result, indent=2) + "\n")
         teacher_scores = result["teacher"]["primary"]
         share = {task: round(100 * v / max(teacher_scores[task], 1e-9)) for task, v in row["primary"].items()}
-        print(json.dumps({"variant": variant.name, "share_of_teacher_%": share}))
+        print(json.dumps({"variant": variant.name, "macs": row["macs"], "share_of_teacher_%": share}))
 
 
 if __name__ == "__main__":

@@ -116,6 +116,7 @@ def make_image(hw: tuple[int, int] = IMAGE_HW) -> np.ndarray:
 # Modules that take minutes (``--durations``): they start first, so xdist's workers finish together instead
 # of one running a late heavy module while the other idles. The rest keep their collection order.
 HEAVY_MODULES_FIRST = (
+    "test_students_bundle.py",  # three students exported to three backends at real widths
     "test_native.py",
     "test_quant_pipeline.py",
     "test_bundle_runtime.py",

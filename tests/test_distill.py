@@ -51,7 +51,7 @@ def test_shapes_student_has_five_times_fewer_macs_per_referring_query():
     assert student["total_params"] < teacher["total_params"]
 
 
-@pytest.mark.parametrize("name", ["x-sam-student-s", "x-sam-student-qwen2-0.5b"])
+@pytest.mark.parametrize("name", ["x-sam-student-s", "x-sam-student-s-conv", "x-sam-student-qwen2-0.5b"])
 def test_real_size_students_fit_the_issue_budget(name):
     config = get_preset(name)
     with torch.device("meta"):
@@ -80,7 +80,13 @@ def test_student_feeds_the_edge_graphs_unchanged(name):
 
 
 def test_student_presets_round_trip_through_json():
-    for name in ("shapes-student", "tiny-student", "x-sam-student-s", "x-sam-student-qwen2-0.5b"):
+    for name in (
+        "shapes-student",
+        "tiny-student",
+        "x-sam-student-s",
+        "x-sam-student-s-conv",
+        "x-sam-student-qwen2-0.5b",
+    ):
         assert XSamConfig.from_dict(json.loads(PRESETS[name].to_json())) == PRESETS[name]
 
 

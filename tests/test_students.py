@@ -18,7 +18,7 @@ from xsam_edge.spec.config import ProjectorConfig
 from xsam_edge.spec.tokenizer import TINY_WORDS, XSamTokenizer, word_tokenizer
 from xsam_edge.spec.types import RequestError, SegmentationRequest, Task
 
-STUDENTS = ("x-sam-student-s", "x-sam-student-qwen2-0.5b")
+STUDENTS = ("x-sam-student-s", "x-sam-student-s-conv", "x-sam-student-qwen2-0.5b")
 IMAGE_HW = (240, 320)
 
 

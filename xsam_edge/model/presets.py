@@ -201,6 +201,20 @@ X_SAM_STUDENT_S = dataclasses.replace(
     name="x-sam-student-s",
 )
 
+# x-sam-student-s with a cheap seg encoder (#35 item 5): the ViT-S's global attention over 4,096 tokens was
+# most of its 151 GMACs. A conv stem down to the same 64² grid, then 12 depthwise 7×7 blocks at width 384 with
+# a 2× FFN and no attention: 38 GMACs and 8 M parameters; 166 GMACs per referring query instead of 278. The
+# taps the connector, projector and region sampler read keep their shapes. Chosen on the embedded suite
+# (research.seg_encoder_variants, docs/results/students.md): the pure-conv student scored as the ViT student
+# did, and a global-attention block did not earn its MACs.
+X_SAM_STUDENT_S_CONV = dataclasses.replace(
+    X_SAM_STUDENT_S,
+    seg_encoder=dataclasses.replace(
+        X_SAM_STUDENT_S.seg_encoder, kind="conv", intermediate_size=768, global_attn_indexes=()
+    ),
+    name="x-sam-student-s-conv",
+)
+
 # Qwen2.5-0.5B shapes (0.49 B, tied embeddings): a pretrained small LM can be loaded into it. Its tokenizer is
 # not Phi-3's, so only the 256-d embedding and output distillation apply (logit KD is refused).
 X_SAM_STUDENT_QWEN2 = dataclasses.replace(
@@ -234,6 +248,7 @@ PRESETS: dict[str, XSamConfig] = {
     "shapes-student-q16l4": SHAPES_STUDENT_Q16L4,
     "tiny-student": TINY_STUDENT,
     "x-sam-student-s": X_SAM_STUDENT_S,
+    "x-sam-student-s-conv": X_SAM_STUDENT_S_CONV,
     "x-sam-student-qwen2-0.5b": X_SAM_STUDENT_QWEN2,
 }
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import torch
 from transformers import SamVisionConfig
 from transformers.models.sam.modeling_sam import SamVisionEncoder
@@ -48,16 +51,28 @@ class SegEncoder(SamVisionEncoder):
             dict[int, torch.Tensor]: ``hidden_states`` index → (B, G, G, C) channels-last, for the projector
             and connector taps only.
         """
-        cfg = self.xsam_config
-        wanted = {cfg.projector_layer, *cfg.connector_layers}
         hidden = self.patch_embed(pixels)  # (B, G, G, C)
         if self.pos_embed is not None:
             hidden = hidden + self.pos_embed
-        taps: dict[int, torch.Tensor] = {}
-        for index, layer in enumerate(self.layers[: cfg.layers_run], start=1):
-            hidden = layer(hidden)
-            if isinstance(hidden, tuple):
-                hidden = hidden[0]
-            if index in wanted:
-                taps[index] = hidden
-        return taps
+        return run_to_taps(hidden, self.layers, self.xsam_config)
+
+
+def run_to_taps(
+    hidden: torch.Tensor,
+    layers: Sequence[Callable[[torch.Tensor], Any]],
+    config: SegEncoderConfig,
+    channels_last: Callable[[torch.Tensor], torch.Tensor] = lambda h: h,
+) -> dict[int, torch.Tensor]:
+    """Run ``layers`` up to the last tap the config names; each tapped output as (B, G, G, C).
+
+    ``channels_last`` turns a block's output into the tap's layout (the conv encoder's blocks are NCHW).
+    """
+    wanted = {config.projector_layer, *config.connector_layers}
+    taps: dict[int, torch.Tensor] = {}
+    for index, layer in enumerate(layers[: config.layers_run], start=1):
+        hidden = layer(hidden)
+        if isinstance(hidden, tuple):  # transformers' SAM layers return (hidden,)
+            hidden = hidden[0]
+        if index in wanted:
+            taps[index] = channels_last(hidden)
+    return taps

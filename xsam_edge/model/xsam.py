@@ -16,6 +16,7 @@ from transformers import PreTrainedModel
 
 from xsam_edge.model.common import pixel_shuffle
 from xsam_edge.model.connector import Connector
+from xsam_edge.model.conv_seg_encoder import ConvSegEncoder
 from xsam_edge.model.global_encoder import GlobalEncoder
 from xsam_edge.model.mask_decoder import DecoderOutput, MaskDecoder, cosine_class_logits
 from xsam_edge.model.pixel_decoder import PixelDecoder
@@ -53,7 +54,11 @@ class Segmentor(nn.Module):
     """SAM encoder + pixel decoder + transformer decoder + class-head temperature (``segmentor.*`` keys)."""
 
     def __init__(
-        self, encoder: SegEncoder, pixel_decoder: PixelDecoder, decoder: MaskDecoder, logit_scale_init: float
+        self,
+        encoder: SegEncoder | ConvSegEncoder,
+        pixel_decoder: PixelDecoder,
+        decoder: MaskDecoder,
+        logit_scale_init: float,
     ) -> None:
         super().__init__()
         self.encoder = encoder

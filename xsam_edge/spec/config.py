@@ -89,13 +89,25 @@ class GlobalEncoderConfig:
         return self.select_layer % (self.num_layers + 1)
 
 
+# The seg encoder's architectures (xsam_edge.model.build maps each to its module).
+SEG_ENCODER_KINDS = ("sam-vit", "conv")
+
+
 @dataclass(frozen=True)
 class SegEncoderConfig:
-    """SAM ViT image encoder (vision tower only; the neck is kept for the checkpoint but not run).
+    """The fine-grained image encoder: SAM's ViT, or for students a cheaper conv hybrid with the same taps.
+
+    The ViT runs its vision tower only (the neck is kept for the checkpoint but not run).
 
     ``projector_layer`` and ``connector_layers`` index the ``hidden_states`` tuple of 1 + num_layers
     entries ([0] is the patch embedding, [i] the output of block i-1).
+
+    ``kind`` "conv" (``xsam_edge.model.conv_seg_encoder``): a strided-conv stem down to the same
+    ``patch_size`` grid, then ``num_layers`` depthwise-conv blocks, those in ``global_attn_indexes`` with
+    global attention instead (EfficientViT-SAM / EdgeSAM manner); ``window_size`` is not used.
     """
+
+    kind: str = "sam-vit"
 
     image_size: int = 1024
     patch_size: int = 16
@@ -115,6 +127,17 @@ class SegEncoderConfig:
         for layer in (self.projector_layer, *self.connector_layers):
             if not 0 < layer <= last:
                 raise ValueError(f"SAM tap {layer} outside hidden_states 1..{last}")
+        if self.kind not in SEG_ENCODER_KINDS:
+            raise ValueError(f"unknown seg encoder kind {self.kind!r}; known: {list(SEG_ENCODER_KINDS)}")
+        if self.kind == "conv" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
+            raise ValueError(
+                f"a conv seg encoder downsamples by 2 per stem layer: patch_size must be a "
+                f"power of two >= 2, got {self.patch_size}"
+            )
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"seg encoder hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}"
+            )
 
     @property
     def grid_size(self) -> int:
