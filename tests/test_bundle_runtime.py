@@ -302,3 +302,40 @@ def test_eval_compare_says_whether_a_bundle_drop_is_real(model, bundle, tmp_path
     assert "| referring |" in table and "beyond noise" in table and "| tie |" in table
     # a model folder has no backend to pick
     assert main([*common, "--compare", str(folder), "--backend", "onnx"]) == 2
+
+
+def test_onnx_cache_bound_in_ort_values_steps_as_the_host_cache(bundle):
+    """I/O binding swaps two OrtValue pairs: each step, snapshot and restore must match the host cache's."""
+    from xsam_edge.backends.onnx.runtime import BoundCacheLLM
+    from xsam_edge.runtime.protocol import HostCacheLLM
+
+    manifest = load_bundle(bundle)
+    backend = get_backend("onnx").make_runtime()
+    bound = backend.llm(manifest)
+    assert isinstance(bound, BoundCacheLLM)
+    host = HostCacheLLM(bound.prefill, bound.decode, manifest.graph(backend.llm_graphs[0], "onnx"))
+    rng = np.random.default_rng(0)
+    hidden = int(manifest.model["llm"]["hidden_size"])
+    chunk = rng.standard_normal((1, bound.chunk, hidden)).astype(np.float32)
+    steps = [(chunk, np.arange(bound.chunk))]
+    steps += [
+        (rng.standard_normal((1, 1, hidden)).astype(np.float32), np.array([bound.chunk + k]))
+        for k in range(3)
+    ]
+    saved = {}
+    for k, (x, positions) in enumerate(steps):
+        for llm in (host, bound):
+            got = llm.step(x, positions.astype(np.int64))
+            saved.setdefault(k, []).append(got)
+        if k == 1:
+            snapshots = host.snapshot(), bound.snapshot()
+    for k, (want, got) in saved.items():
+        for a, b in zip(want, got, strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=f"step {k}")
+    for llm, state in zip((host, bound), snapshots, strict=True):  # back to after step 1, step 2 again
+        llm.restore(state)
+    x, positions = steps[2]
+    again = [llm.step(x, positions.astype(np.int64)) for llm in (host, bound)]
+    for a, b, c in zip(*again, saved[2][0], strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)

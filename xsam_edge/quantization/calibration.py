@@ -161,6 +161,7 @@ def record_calibration(
     """
     from tqdm import tqdm
 
+    from xsam_edge.runtime.protocol import HostCacheLLM
     from xsam_edge.runtime.session import EdgeSession
 
     if not examples:
@@ -172,7 +173,11 @@ def record_calibration(
     graphs = session.engine.graphs
     for name, runner in graphs.items():
         graphs[name] = _Recorder(runner, samples[name], max_samples)
-    llm = session.engine.llm  # the ONNX runner keeps the caches on the host: its graphs see them as inputs
+    # recorded through the host-cache path, where the pair's graphs take the caches as inputs (ONNX Runtime's
+    # own runner binds them as OrtValues, past any wrapper of its graphs)
+    llm = session.engine.llm = HostCacheLLM(
+        session.engine.llm.prefill, session.engine.llm.decode, session.manifest.graph(KVIO_PREFILL, "onnx")
+    )
     # without kv_caches only the chunk inputs are kept (what a stateful LLM sees): at full size one sample's
     # past caches are 100 MB per layer, and 32 of them for prefill and decode do not fit a 24 GB machine
     keep = None if kv_caches else 2

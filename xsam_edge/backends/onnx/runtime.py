@@ -1,4 +1,4 @@
-"""ONNX Runtime backend: the KV-I/O LLM pair, the cache kept on the host as two arrays."""
+"""ONNX Runtime backend: the KV-I/O LLM pair, its cache held in ONNX Runtime values bound in and out."""
 
 from __future__ import annotations
 
@@ -25,6 +25,56 @@ class _OrtGraph:
 
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
         return self.session.run(self.outputs, dict(zip(self.inputs, inputs, strict=True)))
+
+
+class BoundCacheLLM(HostCacheLLM):
+    """The KV-I/O pair with the cache in two pairs of ``OrtValue`` buffers bound by I/O binding.
+
+    Each call reads the cache from one pair and writes the updated cache into the other (ping-pong), so no
+    cache-sized array is allocated, wrapped or copied on the host per step (``HostCacheLLM`` gets a fresh
+    pair of cache arrays from every call). Only the small outputs (projected states, logits) come back.
+    ONNX has no program state, so the graph itself still reads and writes the whole cache.
+    """
+
+    def __init__(self, ort: Any, prefill: _OrtGraph, decode: _OrtGraph, entry: GraphEntry) -> None:
+        self.ort = ort
+        self.names = [i["name"] for i in entry.inputs], [o["name"] for o in entry.outputs]
+        super().__init__(prefill, decode, entry)
+
+    def _buffers(self, keys: np.ndarray, values: np.ndarray) -> list[Any]:
+        # ortvalue_from_numpy wraps the array without a copy and keeps it alive
+        return [self.ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a)) for a in (keys, values)]
+
+    def reset(self) -> None:
+        self.pairs = [
+            self._buffers(*(np.zeros(self.cache_shape, np.float32) for _ in range(2))) for _ in range(2)
+        ]
+        self.current = 0
+
+    def step(self, embeds: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        graph = self.decode if embeds.shape[1] == 1 else self.prefill
+        (x, pos, past_k, past_v), (projected, logits, present_k, present_v) = self.names
+        source, target = self.pairs[self.current], self.pairs[1 - self.current]
+        binding = graph.session.io_binding()
+        binding.bind_cpu_input(x, np.ascontiguousarray(embeds, np.float32))
+        binding.bind_cpu_input(pos, np.ascontiguousarray(positions, np.int64))
+        binding.bind_ortvalue_input(past_k, source[0])
+        binding.bind_ortvalue_input(past_v, source[1])
+        binding.bind_output(projected)
+        binding.bind_output(logits)
+        binding.bind_ortvalue_output(present_k, target[0])
+        binding.bind_ortvalue_output(present_v, target[1])
+        graph.session.run_with_iobinding(binding)
+        self.current = 1 - self.current
+        out = binding.get_outputs()
+        return out[0].numpy(), out[1].numpy()
+
+    def snapshot(self) -> Any:
+        keys, values = self.pairs[self.current]
+        return keys.numpy().copy(), values.numpy().copy()
+
+    def restore(self, state: Any) -> None:
+        self.pairs[self.current] = self._buffers(state[0].copy(), state[1].copy())
 
 
 class OnnxRuntimeBackend:
@@ -58,4 +108,4 @@ class OnnxRuntimeBackend:
 
     def llm(self, manifest: Manifest) -> LLMRunner:
         prefill, decode = (self.graph(manifest, n) for n in self.llm_graphs)
-        return HostCacheLLM(prefill, decode, manifest.graph(self.llm_graphs[0], self.name))
+        return BoundCacheLLM(self.ort, prefill, decode, manifest.graph(self.llm_graphs[0], self.name))
