@@ -16,7 +16,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import RESULTS_DIR
+from xsam_edge.bench.harness import peak_rss_bytes
 from xsam_edge.files import atomic_write_text
 
 EXPORTERS = ("onnx", "openvino", "executorch", "coreml")
@@ -92,7 +92,7 @@ def export_one(preset: str, backend: str, graph: str, out_dir: str, llm_layers: 
         "export_s": exported.export_seconds,
         "file_bytes": size,
         "min_psnr_db": exported.min_psnr_db if exported.parity else None,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": peak_rss_bytes(),
         "route": exported.route,
         "llm_layers": model.config.llm.num_layers,
         # what tells whether the device takes it: ExecuTorch's delegation, Core ML's rank and spec checks

@@ -31,7 +31,6 @@ import dataclasses
 import datetime
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -250,7 +249,9 @@ def coreml_fp32_point(preset: str, point: dict, name: str, fingerprint: str, wor
 
 
 def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    from xsam_edge.bench.harness import peak_rss_bytes
+
+    return peak_rss_bytes()
 
 
 def _child(args: list[str], timeout: int) -> dict:

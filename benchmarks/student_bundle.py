@@ -19,7 +19,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import RESULTS_DIR
+from xsam_edge.bench.harness import peak_rss_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,7 +130,7 @@ def measure(bundle: Path, backend: str, repeats: int) -> dict:
         "first_query_p50_s": round(float(np.median(first)), 3),
         "next_query_p50_s": round(float(np.median(second)), 3),
         "decode_tokens_per_s": round(1.0 / float(np.median(decode)), 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mb": round(peak_rss_bytes() / 2**20),
         "repeats": repeats,
         "plan": {"first_query": dict(plans[0]), "next_query": dict(plans[1])},
         "graph_p50_ms": {n: round(float(np.median(v)) * 1e3, 2) for n, v in sorted(per_graph.items())},

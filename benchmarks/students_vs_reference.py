@@ -2,7 +2,7 @@
 
 Run: ``python -m benchmarks.students_vs_reference [--preset x-sam-student-s] [--recipes intel-openvino]
 [--reference-layers 2] [--repeats 3] [--reference-repeats 1] [--threads 2] [--calibration-images 2]
-[--work DIR]``.
+[--work DIR] [--reference-from RESULTS.json]``.
 
 1. **Reference**: eager fp32 ``x-sam-phi3`` (random weights: speed does not depend on them), its LLM cut to
    ``--reference-layers``; a first referring query on a new image, the next on the same image, with the time
@@ -15,6 +15,9 @@ Run: ``python -m benchmarks.students_vs_reference [--preset x-sam-student-s] [--
    recipe's schemes), and the float bundle of the same backend from the same work folder. Each bundle is
    measured in its own process (``student_bundle.measure``): first / next query, decode, peak RSS, the call
    plan and each graph's median call.
+   ``--reference-from`` reads step 1 from an earlier results file of the same machine instead (the eager
+   reference takes ~12 minutes here); the output names that file and its date, so the comparison is no
+   longer "in one run".
 3. **Roofs**: each graph's fraction of this machine's measured roof (``bench.roofline``), and the on-paper
    first / next query on every device of ``bench.on_paper.DEVICES`` from the observed call plan, the
    exported graphs' MACs and the bytes each call moves.
@@ -30,7 +33,6 @@ import datetime
 import functools
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -40,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import RESULTS_DIR
+from xsam_edge.bench.harness import peak_rss_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = "x-sam-phi3"  # ``--reference-preset`` changes it (a smoke run on a tiny preset)
@@ -91,7 +94,7 @@ def measure_reference(preset: str, layers: int, repeats: int) -> dict[str, Any]:
         "first_query_llm_layers_s": [round(x, 3) for x in rows["first_layers"]],
         "next_query_s": [round(x, 3) for x in rows["next"]],
         "next_query_llm_layers_s": [round(x, 3) for x in rows["next_layers"]],
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mb": round(peak_rss_bytes() / 2**20),
     }
 
 
@@ -323,7 +326,8 @@ def markdown(result: dict) -> str:
         f"`{result['command']}`",
         "",
         f"Reference: eager fp32 {result['reference']['preset']}, {ref['method']}: "
-        f"first query {ref['first_query_s']:.1f} s, next query {ref['next_query_s']:.1f} s.",
+        f"first query {ref['first_query_s']:.1f} s, next query {ref['next_query_s']:.1f} s"
+        + (f" (read from {result['reference']['from']})." if "from" in result["reference"] else "."),
         "",
         "| bundle | backend | size | first query | × vs ref. | next query | × vs ref. | decode | peak RSS |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -389,6 +393,9 @@ def main(argv: list[str] | None = None) -> None:
         "--calibration-images", type=int, default=2, help="shapes:train images to calibrate on"
     )
     parser.add_argument("--work", default="outputs/students-vs-reference")
+    parser.add_argument(
+        "--reference-from", help="an earlier results JSON whose reference to reuse (named in the output)"
+    )
     parser.add_argument("--out", help="results stem (default docs/results/data/students-vs-reference-<date>)")
     parser.add_argument("--reference", type=int, help=argparse.SUPPRESS)  # internal: one depth, in a child
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: one bundle, in a child
@@ -410,14 +417,19 @@ def main(argv: list[str] | None = None) -> None:
     from xsam_edge.model.presets import get_preset
 
     work = Path(args.work)
-    common = ["--repeats", str(args.reference_repeats), "--threads", str(args.threads)]
-    run = _child(
-        ["--reference", str(args.reference_layers), "--reference-preset", args.reference_preset, *common]
-    )
-    print(json.dumps(run), flush=True)
-    if "error" in run:
-        raise SystemExit(f"the reference failed: {run}")
-    full = scale_to_full(run, get_preset(args.reference_preset).llm.num_layers)
+    if args.reference_from:
+        earlier = json.loads(Path(args.reference_from).read_text())
+        reference = earlier["reference"] | {"from": f"{args.reference_from}, measured {earlier['date']}"}
+    else:
+        common = ["--repeats", str(args.reference_repeats), "--threads", str(args.threads)]
+        run = _child(
+            ["--reference", str(args.reference_layers), "--reference-preset", args.reference_preset, *common]
+        )
+        print(json.dumps(run), flush=True)
+        if "error" in run:
+            raise SystemExit(f"the reference failed: {run}")
+        full = scale_to_full(run, get_preset(args.reference_preset).llm.num_layers)
+        reference = {"preset": args.reference_preset, "run": run, "full": full}
     made, rows = students(args, work)
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     result = {
@@ -425,7 +437,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": " ".join(["python -m benchmarks.students_vs_reference", *argv]),
         "threads": args.threads,
         "answer_tokens": ANSWER_TOKENS,
-        "reference": {"preset": args.reference_preset, "run": run, "full": full},
+        "reference": reference,
         "student": {k: v for k, v in made.items() if k != "bundles"} | {"quantization": made["bundles"]},
         "students": rows,
     }

@@ -193,7 +193,18 @@ def machine_facts(threads: int) -> dict:
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
+    """Peak resident set size of this process image.
+
+    On Linux ``VmHWM`` from ``/proc/self/status``: ``ru_maxrss`` carries the parent's resident size at
+    ``fork`` across ``exec``, so a measuring child of a big parent reported the parent's peak. Elsewhere
+    ``ru_maxrss`` (bytes on macOS).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
