@@ -38,6 +38,7 @@ from pathlib import Path
 
 from benchmarks import RESULTS_DIR
 from benchmarks.export_full_size import randomize_like_trained
+from xsam_edge.bench.harness import peak_rss_bytes
 from xsam_edge.files import atomic_write_text
 
 RESULTS = RESULTS_DIR
@@ -155,7 +156,8 @@ def prepare_point(preset: str, point: dict, recipe_names: list[str], work: Path,
             fingerprint=fingerprint,
             calibrate=False,
         )
-    return {"fingerprint": fingerprint, "seconds": time.perf_counter() - start, "peak_rss_bytes": _peak_rss()}
+    seconds = time.perf_counter() - start
+    return {"fingerprint": fingerprint, "seconds": seconds, "peak_rss_bytes": peak_rss_bytes()}
 
 
 def calibrate_point(preset: str, point: dict, recipe_names: list[str], fingerprint: str, work: Path, slots):
@@ -169,7 +171,7 @@ def calibrate_point(preset: str, point: dict, recipe_names: list[str], fingerpri
     for name in recipe_names:
         recipe = _recipe(name)
         prepare(model, tokenizer, recipe, _stage_work(work, recipe), slots, fingerprint=fingerprint)
-    return {"seconds": time.perf_counter() - start, "peak_rss_bytes": _peak_rss()}
+    return {"seconds": time.perf_counter() - start, "peak_rss_bytes": peak_rss_bytes()}
 
 
 def quantize_point(preset: str, point: dict, name: str, fingerprint: str, work: Path, slots) -> dict:
@@ -209,7 +211,7 @@ def quantize_point(preset: str, point: dict, name: str, fingerprint: str, work: 
         "backend": recipe.backend,
         "goal": _goal(recipe),
         "seconds": time.perf_counter() - start,
-        "peak_rss_bytes": _peak_rss(),
+        "peak_rss_bytes": peak_rss_bytes(),
         "graphs": graphs,
     }
 
@@ -245,13 +247,7 @@ def coreml_fp32_point(preset: str, point: dict, name: str, fingerprint: str, wor
         graph = "llm" if entry.name.startswith("llm") else entry.name
         sizes[graph] = sizes.get(graph, 0) + files_bytes([out / f for f in entry.files])
     shutil.rmtree(out)
-    return {"seconds": time.perf_counter() - start, "peak_rss_bytes": _peak_rss(), "bytes_fp32": sizes}
-
-
-def _peak_rss() -> int:
-    from xsam_edge.bench.harness import peak_rss_bytes
-
-    return peak_rss_bytes()
+    return {"seconds": time.perf_counter() - start, "peak_rss_bytes": peak_rss_bytes(), "bytes_fp32": sizes}
 
 
 def _child(args: list[str], timeout: int) -> dict:

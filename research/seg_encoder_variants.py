@@ -183,21 +183,7 @@ def main() -> None:
     check_same_teacher(result, recipe_fields, out)
     settings = RunSettings(losses=tuple(args.losses.split(",")), steps=args.steps, seed=args.seed)
     teacher = ensure_teacher(DEFAULT_TEACHER)
-
-    def done(variant: SegVariant) -> bool:
-        key = {**dataclasses.asdict(variant), **settings.row_fields()}
-        key["global_blocks"] = None if variant.global_blocks is None else list(variant.global_blocks)
-        return any(all(row.get(k) == v for k, v in key.items()) for row in result["rows"])
-
-    run_rows(
-        result,
-        out,
-        teacher,
-        args.data,
-        variants,
-        done,
-        lambda v: run_variant(v, settings, args.data, teacher),
-    )
+    run_rows(result, out, teacher, args.data, variants, settings, run_variant)
     atomic_write_text(out.with_suffix(".md"), markdown(result) + "\n")
     print(markdown(result))
 

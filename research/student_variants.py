@@ -179,8 +179,11 @@ class RunSettings:
 
 
 def already_run(rows: list[dict], variant: Variant, settings: RunSettings) -> bool:
-    """Whether ``rows`` hold this variant under these settings (older rows read with the defaults)."""
-    key = {**dataclasses.asdict(variant), **settings.row_fields()}
+    """Whether ``rows`` hold this variant under these settings (older rows read with the defaults).
+
+    The key goes through JSON as the rows did, so a variant's tuples compare with the rows' lists.
+    """
+    key = json.loads(json.dumps({**dataclasses.asdict(variant), **settings.row_fields()}))
     defaults = RunSettings(losses=()).row_fields()  # what rows written before an option existed ran with
     return any(all(row.get(k, defaults.get(k)) == v for k, v in key.items()) for row in rows)
 
@@ -303,33 +306,26 @@ def main() -> None:
         output_point_importance=args.output_point_importance,
     )
     teacher = ensure_teacher(teacher_recipe)
-    run_rows(
-        result,
-        out,
-        teacher,
-        args.data,
-        variants,
-        lambda v: already_run(result["rows"], v, settings),
-        lambda v: run_variant(v, settings, args.data, teacher),
-    )
+    run_rows(result, out, teacher, args.data, variants, settings, run_variant)
 
 
 def run_rows(
-    result: dict, out: Path, teacher: Path, data: str, variants: list, done: Callable, run: Callable
+    result: dict, out: Path, teacher: Path, data: str, variants: list, settings: RunSettings, run: Callable
 ) -> None:
-    """Score the teacher once, then ``run`` each variant not ``done`` yet and add its row to ``out``.
+    """Score the teacher once, then run each variant not yet run under ``settings`` and add its row.
 
-    The file is re-read before each row is added: runs in parallel processes share one results file.
+    ``run(variant, settings, data, teacher)`` distils and scores one variant. The file is re-read before
+    each row is added: runs in parallel processes share one results file.
     """
     if "teacher" not in result:
         result["teacher"] = score(teacher, "shapes-teacher", data)
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     for variant in variants:
-        if done(variant):
+        if already_run(result["rows"], variant, settings):
             print(f"{variant.name}: already in {out}")
             continue
-        row = run(variant)
+        row = run(variant, settings, data, teacher)
         if out.is_file():
             result["rows"] = json.loads(out.read_text())["rows"]
         result["rows"].append(row)

@@ -8,12 +8,12 @@ import json
 import pytest
 import torch
 
-from xsam_edge.model.build import build_model, build_seg_encoder
+from xsam_edge.model.build import SEG_ENCODERS, build_model, build_seg_encoder
 from xsam_edge.model.conv_seg_encoder import ConvSegEncoder
 from xsam_edge.model.info import info_json
 from xsam_edge.model.presets import at_depth, get_preset
 from xsam_edge.model.seg_encoder import SegEncoder
-from xsam_edge.spec.config import SegEncoderConfig, XSamConfig
+from xsam_edge.spec.config import SEG_ENCODER_KINDS, SegEncoderConfig, XSamConfig
 
 
 def test_conv_encoder_hands_the_connector_the_vit_taps_at_real_width():
@@ -45,6 +45,7 @@ def test_kind_picks_the_module_and_round_trips_through_json():
     old = json.loads(get_preset("x-sam-student-s").to_json())
     del old["seg_encoder"]["kind"]  # a config saved before the field existed means the SAM ViT
     assert XSamConfig.from_dict(old).seg_encoder.kind == "sam-vit"
+    assert sorted(SEG_ENCODERS) == sorted(SEG_ENCODER_KINDS)  # the torch-free list the config checks
     assert isinstance(build_model("tiny").segmentor.encoder, SegEncoder)
     tiny_conv = dataclasses.replace(
         get_preset("tiny"), seg_encoder=dataclasses.replace(get_preset("tiny").seg_encoder, kind="conv")

@@ -38,7 +38,6 @@ class BoundCacheLLM(HostCacheLLM):
 
     def __init__(self, ort: Any, prefill: _OrtGraph, decode: _OrtGraph, entry: GraphEntry) -> None:
         self.ort = ort
-        self.names = [i["name"] for i in entry.inputs], [o["name"] for o in entry.outputs]
         super().__init__(prefill, decode, entry)
 
     def _buffers(self, keys: np.ndarray, values: np.ndarray) -> list[Any]:
@@ -53,7 +52,7 @@ class BoundCacheLLM(HostCacheLLM):
 
     def step(self, embeds: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         graph = self.decode if embeds.shape[1] == 1 else self.prefill
-        (x, pos, past_k, past_v), (projected, logits, present_k, present_v) = self.names
+        (x, pos, past_k, past_v), (projected, logits, present_k, present_v) = graph.inputs, graph.outputs
         source, target = self.pairs[self.current], self.pairs[1 - self.current]
         binding = graph.session.io_binding()
         binding.bind_cpu_input(x, np.ascontiguousarray(embeds, np.float32))
