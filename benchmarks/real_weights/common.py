@@ -42,14 +42,15 @@ def calibration_text() -> str:
     return "\n\n".join(topics[k] for k in sorted(topics))
 
 
-def photos(folder: Path, size: int) -> list[tuple[str, np.ndarray]]:
-    """The test bed's photos as RGB uint8 arrays resized to ``size``×``size`` (bilinear)."""
+def photos(folder: Path, size: int, resample: str = "bilinear") -> list[tuple[str, np.ndarray]]:
+    """The test bed's photos as RGB uint8 arrays resized to ``size``² (``bilinear`` or ``bicubic``)."""
     from PIL import Image
 
+    method = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[resample]
     out = []
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() in (".png", ".jpg"):
-            image = Image.open(path).convert("RGB").resize((size, size), Image.BILINEAR)
+            image = Image.open(path).convert("RGB").resize((size, size), method)
             out.append((path.stem, np.asarray(image)))
     return out
 
