@@ -271,3 +271,79 @@ def test_torch_export_matches_eager(pair) -> None:
                 assert val.dim() <= 5, (node.name, tuple(val.shape))
             target = str(node.target)
             assert "nonzero" not in target and "index_put" not in target, target
+
+
+# -- deformable sampling: grid_sample and its row-lookup form ----------------------------------------------
+def _attention_pair(embed_dim: int, heads: int, levels: int, points: int, reach: float, seed: int):
+    from xsam_edge.model.pixel_decoder import MultiScaleDeformableAttention
+
+    torch.manual_seed(seed)
+    attention = MultiScaleDeformableAttention(embed_dim, heads, levels, points).eval()
+    with torch.no_grad():  # offsets of up to ``reach`` pixels: many points land outside their level
+        attention.sampling_offsets.weight.mul_(reach)
+        attention.sampling_offsets.bias.mul_(reach)
+    return attention
+
+
+def _both_samplers(attention, batch: int, shapes: list[tuple[int, int]], seed: int):
+    from xsam_edge.model.pixel_decoder import deformable_sampler, reference_points
+
+    torch.manual_seed(seed)
+    tokens = sum(h * w for h, w in shapes)
+    query = torch.randn(batch, tokens, attention.embed_dim)
+    value = torch.randn(batch, tokens, attention.embed_dim)
+    ref = reference_points(shapes, query.device, query.dtype)
+    with torch.no_grad():
+        want = attention(query, value, ref, shapes)
+        with deformable_sampler(attention, "rows"):
+            got = attention(query, value, ref, shapes)
+    return want, got
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_rows_sampler_equals_grid_sample_at_real_width(batch) -> None:
+    """The real decoder's width (256, 8 heads, 3 levels, 4 points) on small levels, points falling outside."""
+    real = DecoderConfig()
+    dims = (real.hidden_dim, real.num_heads, real.num_feature_levels, real.num_points)
+    attention = _attention_pair(*dims, reach=40, seed=1)
+    want, got = _both_samplers(attention, batch, [(24, 20), (12, 10), (6, 5)], seed=2)
+    assert got.shape == want.shape == (batch, 24 * 20 + 12 * 10 + 6 * 5, real.hidden_dim)
+    assert torch.allclose(got, want, atol=1e-5, rtol=1e-4), (got - want).abs().max()
+    assert attention.sampler == "grid_sample"
+
+
+def test_rows_sampler_equals_grid_sample_on_random_geometry() -> None:
+    """Property: any level sizes (1 pixel wide too), heads, points and reach give grid_sample's values."""
+    pytest.importorskip("hypothesis")
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    sizes = st.tuples(st.integers(1, 9), st.integers(1, 9))
+
+    @settings(max_examples=25, deadline=None, derandomize=True)
+    @given(
+        shapes=st.lists(sizes, min_size=1, max_size=3),
+        heads=st.sampled_from([1, 2, 4]),
+        points=st.integers(1, 4),
+        reach=st.floats(0.1, 30.0),
+        batch=st.integers(1, 2),
+    )
+    def check(shapes, heads, points, reach, batch):
+        attention = _attention_pair(8 * heads, heads, len(shapes), points, reach, seed=3)
+        want, got = _both_samplers(attention, batch, shapes, seed=4)
+        assert torch.allclose(got, want, atol=1e-5, rtol=1e-4), (shapes, (got - want).abs().max())
+
+    check()
+
+
+def test_deformable_sampler_restores_and_rejects_unknown() -> None:
+    from xsam_edge.model.pixel_decoder import deformable_sampler
+
+    attention = _attention_pair(16, 2, 1, 2, 1.0, 0)
+    with pytest.raises(RuntimeError), deformable_sampler(attention, "rows"):
+        assert attention.sampler == "rows"
+        raise RuntimeError("the block failed")
+    assert attention.sampler == "grid_sample"
+    with pytest.raises(ValueError, match="unknown deformable sampler"):
+        with deformable_sampler(attention, "nearest"):
+            pass

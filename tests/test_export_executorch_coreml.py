@@ -80,10 +80,16 @@ def test_et_large_graphs_match_eager(et_graph, name):
 
 
 @pytest.mark.slow
-def test_et_encode_placement_lists_grid_sampler(et_graph):
+def test_et_encode_placement_samples_by_rows_not_grid_sampler(et_graph, tiny_model):
     placement = et_graph("encode_image").placement["methods"]["forward"]
     portable = placement["portable_ops"]
-    assert any("grid_sampler_2d" in op for op in portable), portable
+    # deformable attention traced as row lookups: the portable grid_sampler_2d kernel took 61 % of a student
+    assert not any("grid_sampler_2d" in op for op in portable), portable
+    assert any("embedding" in op for op in portable), portable
+    from xsam_edge.model.pixel_decoder import MultiScaleDeformableAttention
+
+    layers = [m for m in tiny_model.modules() if isinstance(m, MultiScaleDeformableAttention)]
+    assert layers and {m.sampler for m in layers} == {"grid_sample"}  # the eager model is left as it was
     assert any("native_layer_norm" in op for op in portable), portable
     assert placement["portable_nodes"] == sum(portable.values())
 

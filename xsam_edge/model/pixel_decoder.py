@@ -4,11 +4,19 @@ Parameter names and shapes equal transformers' ``Mask2FormerPixelDecoder`` (buil
 so X-SAM's ``segmentor.pixel_decoder.*`` keys load by identity. The forward is rewritten for export:
 deformable attention is pure PyTorch ``grid_sample`` with every tensor of rank ≤ 5, spatial sizes are Python
 ints read from tensor shapes, and there are no padding masks (X-SAM never pads the decoder's inputs).
+
+The deformable sampling has two equal forms (``SAMPLERS``): ``grid_sample``, which eager PyTorch, OpenVINO
+and ONNX Runtime run with fast kernels, and ``rows``, the same bilinear sampling as four row lookups
+(``F.embedding``) per level into the value projection's own (B·S·h, head_dim) layout. ExecuTorch has no
+delegate for ``grid_sampler_2d`` and its portable kernel took 61 % of a student's image graph; its exporter
+switches to ``rows`` for the trace (``deformable_sampler``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +27,9 @@ from xsam_edge.spec.config import DecoderConfig
 # Math adapted from https://github.com/huggingface/transformers/blob/main/src/transformers/models/mask2former/modeling_mask2former.py
 
 NUM_GROUPS = 32  # GroupNorm groups of every projection, as upstream
+
+SAMPLERS = ("grid_sample", "rows")
+"""The two forms of deformable sampling: the same bilinear values, different ops (module docstring)."""
 
 
 def sine_position_embedding(
@@ -107,6 +118,7 @@ class MultiScaleDeformableAttention(nn.Module):
         self.attention_weights = nn.Linear(embed_dim, num_heads * num_levels * num_points)
         self.value_proj = nn.Linear(embed_dim, embed_dim)
         self.output_proj = nn.Linear(embed_dim, embed_dim)
+        self.sampler = "grid_sample"  # or "rows": set for a trace by ``deformable_sampler``
 
     def forward(
         self, query: Tensor, value: Tensor, ref_points: Tensor, spatial_shapes: list[tuple[int, int]]
@@ -129,6 +141,9 @@ class MultiScaleDeformableAttention(nn.Module):
         offsets = self.sampling_offsets(query).view(b, n, h, lv, p * 2)  # (B, N, h, L, P*2)
         weights = self.attention_weights(query).view(b, n, h, lv * p)  # (B, N, h, L*P)
         weights = weights.softmax(-1)
+        if self.sampler == "rows":
+            out = sample_rows(value, offsets, weights, ref_points, spatial_shapes, h, p)
+            return self.output_proj(out)
         weights = weights.permute(0, 2, 1, 3).reshape(b * h, 1, n, lv * p)  # (B*h, 1, N, L*P)
 
         out = None
@@ -151,6 +166,83 @@ class MultiScaleDeformableAttention(nn.Module):
         assert out is not None and start == value.shape[1], "spatial_shapes must cover the value tokens"
         out = out.reshape(b, h * hd, n).transpose(1, 2)  # (B, N, D)
         return self.output_proj(out)
+
+
+def sample_rows(
+    value: Tensor,
+    offsets: Tensor,
+    weights: Tensor,
+    ref_points: Tensor,
+    spatial_shapes: list[tuple[int, int]],
+    num_heads: int,
+    num_points: int,
+) -> Tensor:
+    """Deformable sampling as row lookups: ``grid_sample(bilinear, zeros, align_corners=False)``'s values.
+
+    The value projection's (B, S, D) output is already a table of (B·S·h) rows of head_dim, so each bilinear
+    corner is one ``F.embedding`` of N·h·P rows, weighted by its bilinear weight (zero outside the level, as
+    ``padding_mode="zeros"``) times the attention weight, and summed over corners, levels and points.
+
+    Args:
+        value (Tensor): (B, S, D) projected values of every level.
+        offsets (Tensor): (B, N, h, L, P*2) sampling offsets in pixels of each level, (x, y) pairs.
+        weights (Tensor): (B, N, h, L*P) softmaxed attention weights.
+        ref_points (Tensor): (N, 2) normalised (x, y) reference points.
+        spatial_shapes (list[tuple[int, int]]): (H_l, W_l) per level, in the order of ``value``.
+        num_heads (int): heads h.
+        num_points (int): points P per head and level.
+
+    Returns:
+        Tensor: (B, N, D) attended features before ``output_proj``.
+    """
+    b, s, d = value.shape
+    n, h, p = offsets.shape[1], num_heads, num_points
+    table = value.reshape(b * s * h, d // h)  # row (b·S + s)·h + head
+    batch = torch.arange(b, device=value.device).view(b, 1, 1, 1) * s
+    head = torch.arange(h, device=value.device).view(1, 1, h, 1)
+    acc = None
+    start = 0
+    for level, (height, width) in enumerate(spatial_shapes):
+        offsets_l = offsets[:, :, :, level].reshape(b, n, h, p, 2)
+        # pixel coordinates of the level (align_corners=False): x = loc · W − 0.5
+        x = (ref_points[None, :, None, None, 0] + offsets_l[..., 0] / width) * width - 0.5  # (B, N, h, P)
+        y = (ref_points[None, :, None, None, 1] + offsets_l[..., 1] / height) * height - 0.5
+        x0, y0 = torch.floor(x), torch.floor(y)
+        fx, fy = x - x0, y - y0
+        attention = weights[..., level * p : (level + 1) * p]  # (B, N, h, P)
+        for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+            xi, yi = x0 + dx, y0 + dy
+            inside = (xi >= 0) & (xi <= width - 1) & (yi >= 0) & (yi <= height - 1)
+            corner = (fx if dx else 1 - fx) * (fy if dy else 1 - fy) * attention
+            corner = torch.where(inside, corner, torch.zeros_like(corner))
+            cell = yi.clamp(0, height - 1).long() * width + xi.clamp(0, width - 1).long()
+            index = (batch + start + cell) * h + head  # (B, N, h, P)
+            rows = F.embedding(index.reshape(-1), table).view(b, n, h, p, d // h)
+            term = rows * corner[..., None]
+            acc = term if acc is None else acc + term
+        start += height * width
+    assert acc is not None and start == s, "spatial_shapes must cover the value tokens"
+    return acc.sum(3).reshape(b, n, d)  # (B, N, h, P, hd) -> (B, N, D)
+
+
+@contextmanager
+def deformable_sampler(module: nn.Module, sampler: str) -> Iterator[None]:
+    """Every deformable attention under ``module`` samples with ``sampler`` inside the block, then as before.
+
+    Raises:
+        ValueError: ``sampler`` is not one of ``SAMPLERS``.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown deformable sampler {sampler!r}; one of {', '.join(SAMPLERS)}")
+    layers = [m for m in module.modules() if isinstance(m, MultiScaleDeformableAttention)]
+    before = [m.sampler for m in layers]
+    try:
+        for m in layers:
+            m.sampler = sampler
+        yield
+    finally:
+        for m, old in zip(layers, before, strict=True):
+            m.sampler = old
 
 
 class PixelDecoderEncoderLayer(nn.Module):

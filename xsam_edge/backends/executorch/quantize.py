@@ -57,6 +57,7 @@ from xsam_edge.backends.executorch.quant_plan import QUANT_OPS, QuantPlan, check
 from xsam_edge.export.graphs import SlotConfig, build_graph, example_inputs, graph_specs
 from xsam_edge.export.placement import ExportedGraph
 from xsam_edge.files import atomic_write_bytes
+from xsam_edge.model.pixel_decoder import deformable_sampler
 from xsam_edge.model.xsam import XSam
 from xsam_edge.quantization.common import held_out_note, mean_gain, output_psnr, standard_strides
 from xsam_edge.quantization.fidelity import Fidelity, measure_outputs
@@ -363,9 +364,10 @@ def _quantize_module(
         for s in calibration
     ]
     plan = QuantPlan(scheme, keep_float, inputs, samples, stateful=False)
-    prepared = plan.prepare(module)
-    with torch.no_grad():
-        program = torch.export.export(prepared, inputs, strict=False)
+    with deformable_sampler(module, "rows"):  # traced as export_executorch traces it
+        prepared = plan.prepare(module)
+        with torch.no_grad():
+            program = torch.export.export(prepared, inputs, strict=False)
     edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
     methods = {"forward": delegation_report(edge)}
     path = out_dir / f"{name}.pte"
