@@ -347,3 +347,40 @@ def test_deformable_sampler_restores_and_rejects_unknown() -> None:
     with pytest.raises(ValueError, match="unknown deformable sampler"):
         with deformable_sampler(attention, "nearest"):
             pass
+
+
+@pytest.mark.slow
+def test_rows_sampler_plans_less_executorch_memory_than_grid_sample() -> None:
+    """One real-width layer lowered to XNNPACK: the row lookups must not all be alive at once (a merged
+    delegate held every one of them: twice grid_sample's arena)."""
+    pytest.importorskip("executorch")
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    from xsam_edge.model.pixel_decoder import deformable_sampler, reference_points
+
+    real = DecoderConfig()
+    shapes = [(32, 32), (16, 16), (8, 8)]
+    attention = _attention_pair(
+        real.hidden_dim, real.num_heads, real.num_feature_levels, real.num_points, 4, 0
+    )
+
+    class Layer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attention = attention
+
+        def forward(self, query: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+            return self.attention(query, value, reference_points(shapes, query.device, query.dtype), shapes)
+
+    tokens = sum(h * w for h, w in shapes)
+    example = (torch.randn(1, tokens, real.hidden_dim), torch.randn(1, tokens, real.hidden_dim))
+    arena = {}
+    for sampler in ("grid_sample", "rows"):
+        with deformable_sampler(attention, sampler):
+            program = torch.export.export(Layer().eval(), example)
+        lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
+        arena[sampler] = sum(lowered.executorch_program.execution_plan[0].non_const_buffer_sizes)
+    lookup = tokens * real.num_heads * real.num_points * real.hidden_dim // real.num_heads * 4  # bytes
+    assert arena["rows"] < arena["grid_sample"], arena
+    assert arena["rows"] < 4 * lookup, (arena, lookup)  # 12 lookups alive at once would be 12 of them
