@@ -198,9 +198,13 @@ def sample_rows(
     """
     b, s, d = value.shape
     n, h, p = offsets.shape[1], num_heads, num_points
+    if isinstance(b, int) and b * s * h > 2**24:
+        raise ValueError(f"{b * s * h} value rows: row indices are float32, exact up to 2**24")
     table = value.reshape(b * s * h, d // h)  # row (b·S + s)·h + head
-    batch = torch.arange(b, device=value.device).view(b, 1, 1, 1) * s
-    head = torch.arange(h, device=value.device).view(1, 1, h, 1)
+    # Index arithmetic stays in float32 (exact below 2**24 rows) so XNNPACK runs it; int64 ops would all be
+    # portable kernels. Each lookup converts its indices once.
+    batch = (torch.arange(b, device=value.device, dtype=value.dtype) * s).view(b, 1, 1, 1)
+    head = torch.arange(h, device=value.device, dtype=value.dtype).view(1, 1, h, 1)
     acc = None
     start = 0
     for level, (height, width) in enumerate(spatial_shapes):
@@ -213,14 +217,19 @@ def sample_rows(
         attention = weights[..., level * p : (level + 1) * p]  # (B, N, h, P)
         for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
             xi, yi = x0 + dx, y0 + dy
-            inside = (xi >= 0) & (xi <= width - 1) & (yi >= 0) & (yi <= height - 1)
-            corner = (fx if dx else 1 - fx) * (fy if dy else 1 - fy) * attention
-            corner = torch.where(inside, corner, torch.zeros_like(corner))
-            cell = yi.clamp(0, height - 1).long() * width + xi.clamp(0, width - 1).long()
+            # 1 inside the level, else 0 (xi, yi are whole): padding_mode="zeros" without comparisons
+            inside = (
+                (xi + 1).clamp(0, 1)
+                * (width - xi).clamp(0, 1)
+                * (yi + 1).clamp(0, 1)
+                * (height - yi).clamp(0, 1)
+            )
+            corner = (fx if dx else 1 - fx) * (fy if dy else 1 - fy) * attention * inside
+            cell = yi.clamp(0, height - 1) * width + xi.clamp(0, width - 1)
             index = (batch + start + cell) * h + head  # (B, N, h, P)
             if acc is not None:  # a zero that depends on the last sum: the lookups run one after another
                 index = index + _after(acc)
-            rows = F.embedding(index.reshape(-1), table).view(b * n * h, p, d // h)
+            rows = F.embedding(index.reshape(-1).long(), table).view(b * n * h, p, d // h)
             term = torch.bmm(corner.reshape(b * n * h, 1, p), rows).view(b, n, h, d // h)  # sum over P
             acc = term if acc is None else acc + term
         start += height * width
@@ -229,14 +238,14 @@ def sample_rows(
 
 
 def _after(acc: Tensor) -> Tensor:
-    """An int64 zero computed from ``acc`` (NaN-safe): makes the next lookup wait for ``acc``.
+    """A float zero computed from ``acc`` (NaN-safe): makes the next lookup wait for ``acc``.
 
     Without it XNNPACK's partitioner merges every corner's weighting into one delegate, whose inputs (each
     lookup, N·h·P·head_dim floats: 88 MB for a full-size student's level) are then all alive at once: one
     full-size layer's planned arena was 1118 MB, against 210 MB with it and 551 MB with ``grid_sample``.
     """
     probe = acc.reshape(-1)[:1]
-    return (probe != probe).long() * 0
+    return (probe != probe).to(acc.dtype) * 0
 
 
 @contextmanager
