@@ -8,6 +8,7 @@ import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -21,8 +22,9 @@ from xsam_edge.model.mask_decoder import (  # noqa: E402
     MASKED_LOGIT,
     DecoderOutput,
     MaskDecoder,
+    attend,
+    attention_bias,
     cosine_class_logits,
-    release_full_rows,
 )
 from xsam_edge.model.pixel_decoder import PixelDecoder  # noqa: E402
 from xsam_edge.model.presets import TINY  # noqa: E402
@@ -183,11 +185,29 @@ def test_seg_embeds_added_to_query_features(pair) -> None:
         assert max_diff(with_seg.aux_mask_logits[i], hf_out.masks_queries_logits[i]) < TOL
 
 
-def test_release_full_rows() -> None:
+def test_attention_bias_releases_fully_blocked_rows() -> None:
     logits = torch.tensor([[[-1.0, -2.0, -3.0], [-1.0, 2.0, -3.0], [1.0, 2.0, 3.0]]])
-    allowed = release_full_rows(logits)
-    assert allowed.dtype == torch.bool
-    assert allowed.tolist() == [[[True, True, True], [False, True, False], [True, True, True]]]
+    bias = attention_bias(logits)
+    assert bias.dtype == torch.float32
+    assert bias.tolist() == [[[0.0, 0.0, 0.0], [MASKED_LOGIT, 0.0, MASKED_LOGIT], [0.0, 0.0, 0.0]]]
+    assert (attention_bias(logits.half()) == attention_bias(logits).half()).all()  # FP16-finite
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_attend_matches_sdpa_with_a_bool_mask_at_real_width(batch: int) -> None:
+    """The written-out attention equals upstream's SDPA with the bool mask (-inf), at the decoder's width."""
+    real = DecoderConfig()
+    gen = torch.Generator().manual_seed(batch)
+    heads, queries, pixels = real.num_heads, 40, 32 * 32
+    hd = real.hidden_dim // heads
+    q, k, v = (torch.randn(batch, heads, n, hd, generator=gen) * 2 for n in (queries, pixels, pixels))
+    logits = torch.randn(batch, queries, pixels, generator=gen) - 1.0
+    logits[:, 0] = -1.0  # one row blocked everywhere: released to attend everywhere
+    bias = attention_bias(logits)
+    allowed = bias == 0
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None])
+    assert max_diff(attend(q, k, v, bias), want) < 5e-5  # fp32 rounding on values up to ~8
+    assert max_diff(attend(q, k, v), F.scaled_dot_product_attention(q, k, v)) < 5e-5
 
 
 def test_cosine_class_logits_hand_checked() -> None:
@@ -391,3 +411,51 @@ def test_rows_sampler_plans_less_executorch_memory_than_grid_sample() -> None:
     lookup = tokens * real.num_heads * real.num_points * real.hidden_dim // real.num_heads * 4  # bytes
     assert arena["rows"] < arena["grid_sample"], arena
     assert arena["rows"] < 4 * lookup, (arena, lookup)  # 12 lookups alive at once would be 12 of them
+
+
+def test_masked_attention_layer_runs_in_xnnpack_on_executorch(tmp_path) -> None:  # noqa: ANN001
+    """One real-width decoder layer lowered to XNNPACK: the projections and the masked softmax are delegated
+    (a packed slice is no constant: portable addmm took 600 of 623 ms; SDPA's safe softmax added where, eq,
+    any),
+    the values match eager, and the eager layer keeps only its packed parameters."""
+    pytest.importorskip("executorch")
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.extension.pybindings.portable_lib import _load_for_executorch
+
+    from xsam_edge.backends.executorch.export import delegation_report
+    from xsam_edge.model.mask_decoder import MaskedAttentionDecoderLayer, separate_projections
+
+    real = DecoderConfig()
+    torch.manual_seed(0)
+    layer = MaskedAttentionDecoderLayer(real).eval()
+    keys = set(layer.state_dict())
+
+    class Layer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, hidden, query_pos, memory, memory_pos, logits):  # noqa: ANN001, ANN201
+            return self.layer(hidden, query_pos, memory, memory_pos, attention_bias(logits))
+
+    queries, pixels, d = 100, 32 * 32, real.hidden_dim
+    example = (
+        *(torch.randn(1, queries, d) for _ in range(2)),
+        torch.randn(1, pixels, d),
+        torch.randn(pixels, d),
+        torch.randn(1, queries, pixels),
+    )
+    with separate_projections(layer):
+        program = torch.export.export(Layer().eval(), example)
+    assert set(layer.state_dict()) == keys  # the copies are gone
+    edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+    portable = delegation_report(edge)["portable_ops"]
+    slow = {op for op in portable if any(k in op for k in ("addmm", "mm_", "where", "eq_", "any", "expand"))}
+    assert not slow, portable
+    with torch.no_grad():
+        want = Layer()(*example)
+    path = tmp_path / "layer.pte"
+    path.write_bytes(edge.to_executorch().buffer)
+    got = _load_for_executorch(str(path)).forward(list(example))[0]
+    assert max_diff(got, want) < 1e-4

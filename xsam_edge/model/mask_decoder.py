@@ -2,12 +2,14 @@
 
 Parameter names and shapes equal transformers' ``Mask2FormerTransformerModule``, so X-SAM's
 ``segmentor.decoder.*`` keys load by identity. The forward is rewritten for export: batch-first tensors,
-fully masked attention rows released arithmetically (no ``nonzero`` / index assignment), masks enter SDPA as
-bool, and no constant beyond the FP16 range.
+fully masked attention rows released arithmetically (no ``nonzero`` / index assignment), masks enter the
+attention as an additive float bias, and no constant beyond the FP16 range.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -47,22 +49,50 @@ torch.export.register_dataclass(
 )
 
 
-def release_full_rows(mask_logits: Tensor) -> Tensor:
-    """Bool attention mask (True = attend) from resized mask logits; fully blocked rows attend everywhere.
+def attention_bias(mask_logits: Tensor) -> Tensor:
+    """Additive attention bias from resized mask logits: 0 = attend, ``MASKED_LOGIT`` = blocked.
 
     Upstream blocks a pixel where ``sigmoid(logit) < 0.5`` (the same as ``logit < 0``) and then unblocks
     rows that are blocked everywhere with ``torch.where`` + index assignment. Here the release is arithmetic,
-    so the graph has no data-dependent shapes and no bool ``&``/``|``.
+    so the graph has no data-dependent shapes and no bool ``&``/``|``, and the bias is a float that is added
+    to the scores (XNNPACK delegates an add, not a bool mask's ``where``). -1e4 instead of -inf keeps FP16
+    finite; a blocked pixel's weight is exp(-1e4) = 0 unless its score beats an open one's by 1e4.
 
     Args:
         mask_logits (Tensor): (B, Q, HW) mask logits at the memory level's resolution.
 
     Returns:
-        Tensor: (B, Q, HW) bool, True where the query may attend.
+        Tensor: (B, Q, HW) in the logits' dtype, 0 where the query may attend, ``MASKED_LOGIT`` elsewhere.
     """
     blocked = (mask_logits < 0).to(mask_logits.dtype)
     full = blocked.amin(-1, keepdim=True)  # 1 where the whole row is blocked
-    return (blocked * (1 - full)) <= 0.5
+    return blocked * (1 - full) * MASKED_LOGIT
+
+
+def attend(q_h: Tensor, k_h: Tensor, v_h: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``softmax(q·kᵀ/√d + bias)·v`` over (B, h, ·, hd) heads, written out with 3-D ``bmm``.
+
+    ``scaled_dot_product_attention`` decomposes for export into a "safe softmax" (``eq(-inf)``, ``any``,
+    ``where`` over every score) and broadcast copies that ExecuTorch runs as portable kernels: 135 ms of a
+    full-size student's 557 ms mask graph. No row here is ever fully blocked, so the plain softmax is exact.
+
+    Args:
+        q_h (Tensor): (B, h, Q, hd) queries.
+        k_h (Tensor): (B, h, S, hd) keys.
+        v_h (Tensor): (B, h, S, hd) values.
+        bias (Tensor | None): (B, Q, S) additive bias shared by the heads.
+
+    Returns:
+        Tensor: (B, h, Q, hd).
+    """
+    b, h, q, hd = q_h.shape
+    s = k_h.shape[2]
+    scores = torch.bmm(q_h.reshape(b * h, q, hd) * hd**-0.5, k_h.reshape(b * h, s, hd).transpose(1, 2))
+    scores = scores.view(b, h, q, s)
+    if bias is not None:
+        scores = scores + bias[:, None]
+    weights = scores.softmax(-1).view(b * h, q, s)
+    return torch.bmm(weights, v_h.reshape(b * h, s, hd)).view(b, h, q, hd)
 
 
 class PackedCrossAttention(nn.Module):
@@ -81,14 +111,14 @@ class PackedCrossAttention(nn.Module):
         self.out_proj = nn.Linear(embed_dim, embed_dim)
         nn.init.xavier_uniform_(self.in_proj_weight)
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, allowed: Tensor) -> Tensor:
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, bias: Tensor) -> Tensor:
         """Masked attention from queries to memory tokens.
 
         Args:
             query (Tensor): (B, Q, D) queries (position embedding added).
             key (Tensor): (B, S, D) keys (position embedding added).
             value (Tensor): (B, S, D) values.
-            allowed (Tensor): (B, Q, S) bool, True where attention is allowed; no row may be all False.
+            bias (Tensor): (B, Q, S) additive bias from ``attention_bias``; no row may be blocked everywhere.
 
         Returns:
             Tensor: (B, Q, D) attended features after ``out_proj``.
@@ -96,13 +126,40 @@ class PackedCrossAttention(nn.Module):
         b, q, d = query.shape
         s = key.shape[1]
         h = self.num_heads
-        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
-        b_q, b_k, b_v = self.in_proj_bias.chunk(3)
+        w_q, w_k, w_v, b_q, b_k, b_v = self.projections()
         q_h = F.linear(query, w_q, b_q).view(b, q, h, d // h).transpose(1, 2)  # (B, h, Q, hd)
         k_h = F.linear(key, w_k, b_k).view(b, s, h, d // h).transpose(1, 2)  # (B, h, S, hd)
         v_h = F.linear(value, w_v, b_v).view(b, s, h, d // h).transpose(1, 2)  # (B, h, S, hd)
-        out = F.scaled_dot_product_attention(q_h, k_h, v_h, attn_mask=allowed[:, None])  # (B, h, Q, hd)
+        out = attend(q_h, k_h, v_h, bias)  # (B, h, Q, hd)
         return self.out_proj(out.transpose(1, 2).reshape(b, q, d))  # (B, Q, D)
+
+    def projections(self) -> tuple[Tensor, ...]:
+        """(w_q, w_k, w_v, b_q, b_k, b_v): packed parameters' slices, or ``separate_projections``' own."""
+        separate = getattr(self, "separate", None)
+        if separate is not None:
+            return tuple(separate)
+        return (*self.in_proj_weight.chunk(3), *self.in_proj_bias.chunk(3))
+
+
+@contextmanager
+def separate_projections(module: nn.Module) -> Iterator[None]:
+    """Every packed cross-attention under ``module`` projects with its own q/k/v tensors inside the block.
+
+    A slice of a packed parameter is computed in a traced graph, and XNNPACK delegates a linear only when its
+    weight is a constant: ExecuTorch ran the three projections as portable ``addmm``, 600 of one real-width
+    layer's 623 ms at 64×64 memory tokens. The copies are dropped afterwards; the packed parameters, which the
+    checkpoint keys name, stay the only ones outside the block.
+    """
+    layers = [m for m in module.modules() if isinstance(m, PackedCrossAttention)]
+    try:
+        for m in layers:
+            parts = (*m.in_proj_weight.detach().chunk(3), *m.in_proj_bias.detach().chunk(3))
+            m.separate = nn.ParameterList(nn.Parameter(p.clone(), requires_grad=False) for p in parts)
+        yield
+    finally:
+        for m in layers:
+            if "separate" in m._modules:
+                del m.separate
 
 
 class SelfAttention(nn.Module):
@@ -137,7 +194,7 @@ class SelfAttention(nn.Module):
         q_h = self.q_proj(with_pos).view(b, q, h, d // h).transpose(1, 2)  # (B, h, Q, hd)
         k_h = self.k_proj(with_pos).view(b, q, h, d // h).transpose(1, 2)  # (B, h, Q, hd)
         v_h = self.v_proj(hidden).view(b, q, h, d // h).transpose(1, 2)  # (B, h, Q, hd)
-        out = F.scaled_dot_product_attention(q_h, k_h, v_h)  # (B, h, Q, hd)
+        out = attend(q_h, k_h, v_h)  # (B, h, Q, hd)
         return self.out_proj(out.transpose(1, 2).reshape(b, q, d))  # (B, Q, D)
 
 
@@ -156,7 +213,7 @@ class MaskedAttentionDecoderLayer(nn.Module):
         self.final_layer_norm = nn.LayerNorm(d)
 
     def forward(
-        self, hidden: Tensor, query_pos: Tensor, memory: Tensor, memory_pos: Tensor, allowed: Tensor
+        self, hidden: Tensor, query_pos: Tensor, memory: Tensor, memory_pos: Tensor, bias: Tensor
     ) -> Tensor:
         """Update the query states against one memory level.
 
@@ -165,12 +222,12 @@ class MaskedAttentionDecoderLayer(nn.Module):
             query_pos (Tensor): (B, Q, D) query position embeddings.
             memory (Tensor): (B, S, D) memory tokens of this level (level embedding added).
             memory_pos (Tensor): (S, D) sine position embedding of this level.
-            allowed (Tensor): (B, Q, S) bool attention mask, True = attend.
+            bias (Tensor): (B, Q, S) additive attention bias from ``attention_bias``.
 
         Returns:
             Tensor: (B, Q, D) updated query states.
         """
-        attended = self.cross_attn(hidden + query_pos, memory + memory_pos, memory, allowed)
+        attended = self.cross_attn(hidden + query_pos, memory + memory_pos, memory, bias)
         hidden = self.cross_attn_layer_norm(hidden + attended)
         hidden = self.self_attn_layer_norm(hidden + self.self_attn(hidden, query_pos))
         ffn = self.fc2(F.relu(self.fc1(hidden)))
@@ -311,8 +368,8 @@ class MaskDecoder(nn.Module):
                 resized = F.interpolate(
                     mask_logits, size=(height, width), mode="bilinear", align_corners=False
                 )
-            allowed = release_full_rows(resized.flatten(2))  # (B, Q, H_l*W_l)
-            hidden = layer(hidden, query_pos, tokens[level], pos[level], allowed)
+            bias = attention_bias(resized.flatten(2))  # (B, Q, H_l*W_l)
+            hidden = layer(hidden, query_pos, tokens[level], pos[level], bias)
             queries = dec.layernorm(hidden)
             mask_logits = dec.mask_predictor(queries, mask_features)
             if all_layers:

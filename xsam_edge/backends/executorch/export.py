@@ -17,7 +17,9 @@ exported here (ExecuTorch keeps state).
 
 The pixel decoder's deformable attention is traced in its ``rows`` form (``deformable_sampler``): the same
 values as ``grid_sample`` from ``F.embedding`` lookups, because XNNPACK takes no ``grid_sampler_2d`` and the
-portable kernel took 61 % of a full-size student's image graph.
+portable kernel took 61 % of a full-size student's image graph. The mask decoder's packed cross-attention
+projections are traced as separate constants (``separate_projections``): a slice of a parameter is not a
+constant, and XNNPACK delegates only constant-weight linears.
 
 The placement report of each program comes from the lowered ``EdgeProgramManager`` (``get_delegation_info``):
 how many nodes went into XNNPACK delegates and which ops stayed on the portable CPU kernels
@@ -49,6 +51,7 @@ from xsam_edge.export.graphs import (
 from xsam_edge.export.graphs_llm import LLMCacheRead, LLMCacheWrite, LLMGraph
 from xsam_edge.export.placement import ExportedGraph, output_parity
 from xsam_edge.files import atomic_write_bytes
+from xsam_edge.model.mask_decoder import separate_projections
 from xsam_edge.model.pixel_decoder import deformable_sampler
 from xsam_edge.model.xsam import XSam
 from xsam_edge.spec.config import XSamConfig
@@ -245,8 +248,9 @@ def export_executorch(
     spec = specs["llm_prefill"] if stateful else specs[name]
     module = build_graph(model, spec.name, slots)  # one LLMGraph instance for every method: shared buffers
     dtype = next(p.dtype for p in module.parameters() if p.is_floating_point())
-    # deformable attention as row lookups: no delegate takes grid_sampler_2d, and its portable kernel is slow
-    with deformable_sampler(module, "rows"):
+    # deformable attention as row lookups: no delegate takes grid_sampler_2d, and its portable kernel is slow;
+    # the mask decoder's packed projections as constants XNNPACK can delegate
+    with deformable_sampler(module, "rows"), separate_projections(module):
         if prepare is not None:
             module = prepare(module)
         start = time.perf_counter()
