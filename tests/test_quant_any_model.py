@@ -8,6 +8,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from xsam_edge.quantization.any_model import load_samples, quantize_model, split_holdout
@@ -365,3 +367,52 @@ def test_outputs_cut_an_onnx_file_to_what_is_deployed(tmp_path, capsys):
     assert [o.get_any_name() for o in ir.outputs] == ["mask"]
     assert main([str(a) for a in [*base, "--output", "nope"]]) == EXIT_USER_ERROR
     assert "no output(s) ['nope']" in capsys.readouterr().err
+
+
+class _ViTPatchStem(nn.Module):
+    """A ViT stem whose learned position table is resized bicubic to the patch grid, as timm / SigLIP do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, 16, 4, 4)
+        self.pos = nn.Parameter(torch.randn(1, 16, 7, 7))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grid = self.patch(x)
+        pos = nn.functional.interpolate(self.pos, size=grid.shape[-2:], mode="bicubic", align_corners=False)
+        return grid + pos
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_coreml_converts_bicubic_resizing_and_any_dim_order(tmp_path, channels_last):
+    """Regressions: ``upsample_bicubic2d`` had no Core ML translation (NotImplementedError), and a
+    channels-last example was refused. Linux cannot run the package: its ops are checked."""
+    ct = pytest.importorskip("coremltools")
+    from xsam_edge.backends.coreml.export import mil_op_histogram
+
+    torch.manual_seed(0)
+    example = torch.randn(1, 3, 32, 32)
+    if channels_last:
+        example = example.to(memory_format=torch.channels_last)
+    stem = _ViTPatchStem().eval()
+    result = quantize_model(stem, "coreml", "w8", tmp_path, name="stem", example_inputs=(example,))
+    package = result.report.files[0]
+    ops = mil_op_histogram(ct.models.MLModel(str(package), skip_model_load=True).get_spec())
+    assert "matmul" in ops and not any("resize" in op or "upsample" in op for op in ops), ops
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    size_in=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+    size_out=st.tuples(st.integers(1, 20), st.integers(1, 20)),
+    align_corners=st.booleans(),
+)
+def test_coreml_bicubic_as_matmuls_equals_torch(size_in, size_out, align_corners):
+    """The Core ML rewrite of ``upsample_bicubic2d`` gives torch's values (A = -0.75, clamped edges)."""
+    from xsam_edge.backends.coreml.export import COREML_DECOMPOSITIONS
+
+    x = torch.randn(2, 3, *size_in, generator=torch.Generator().manual_seed(sum(size_in) + sum(size_out)))
+    want = nn.functional.interpolate(x, size=size_out, mode="bicubic", align_corners=align_corners)
+    rewrite = COREML_DECOMPOSITIONS[torch.ops.aten.upsample_bicubic2d.vec]
+    got = rewrite(x, list(size_out), align_corners, None)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -164,10 +164,65 @@ def _alias(x: torch.Tensor) -> torch.Tensor:
     return torch.ops.aten.view.default(x, list(x.shape))
 
 
+def _cubic_matrix(size_in: int, size_out: int, align_corners: bool, scale: float | None) -> torch.Tensor:
+    """(size_out, size_in) weights of torch's bicubic resampling along one axis (A = −0.75, edges clamped)."""
+    if align_corners:
+        step = (size_in - 1) / (size_out - 1) if size_out > 1 else 0.0
+        src = torch.arange(size_out, dtype=torch.float64) * step
+    else:
+        step = 1.0 / scale if scale else size_in / size_out
+        src = (torch.arange(size_out, dtype=torch.float64) + 0.5) * step - 0.5  # not clamped for cubic
+    base = torch.floor(src)
+    t = src - base
+    a = -0.75
+
+    def near(x: torch.Tensor) -> torch.Tensor:  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x: torch.Tensor) -> torch.Tensor:  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    matrix = torch.zeros(size_out, size_in, dtype=torch.float64)
+    rows = torch.arange(size_out)
+    for tap, weight in zip((-1, 0, 1, 2), (far(t + 1), near(t), near(1 - t), far(2 - t)), strict=True):
+        index = (base.long() + tap).clamp(0, size_in - 1)
+        matrix.index_put_((rows, index), weight, accumulate=True)
+    return matrix
+
+
+def _upsample_bicubic2d(
+    x: torch.Tensor,
+    output_size: list[int],
+    align_corners: bool,
+    scales_h: float | None = None,
+    scales_w: float | None = None,
+) -> torch.Tensor:
+    """``upsample_bicubic2d`` as two matmuls with constant weight matrices (no MIL op resamples bicubic).
+
+    Static shapes only, as Core ML converts them: the matrices are built at export time.
+    """
+    height, width = int(x.shape[-2]), int(x.shape[-1])
+    rows = _cubic_matrix(height, int(output_size[0]), align_corners, scales_h).to(x.dtype)
+    cols = _cubic_matrix(width, int(output_size[1]), align_corners, scales_w).to(x.dtype)
+    return torch.matmul(torch.matmul(rows, x), cols.transpose(0, 1))
+
+
+def _upsample_bicubic2d_vec(
+    x: torch.Tensor, output_size: list[int] | None, align_corners: bool, scale_factors: list[float] | None
+) -> torch.Tensor:
+    if output_size is None:
+        assert scale_factors is not None, "upsample_bicubic2d needs a size or scale factors"
+        output_size = [int(x.shape[-2] * scale_factors[0]), int(x.shape[-1] * scale_factors[1])]
+        return _upsample_bicubic2d(x, output_size, align_corners, *scale_factors)
+    return _upsample_bicubic2d(x, output_size, align_corners)
+
+
 # aten overloads the torch.export frontend of coremltools 9.0 cannot translate, rewritten before conversion
-_DECOMPOSITIONS = {
+COREML_DECOMPOSITIONS = {
     torch.ops.aten.where.ScalarOther: _where_scalar_other,
     torch.ops.aten.alias.default: _alias,
+    torch.ops.aten.upsample_bicubic2d.default: _upsample_bicubic2d,
+    torch.ops.aten.upsample_bicubic2d.vec: _upsample_bicubic2d_vec,
 }
 # ops the ML-program backend emits under another name than the MIL registry's (coreml_update_state)
 _BACKEND_OPS = {"write_state"}
@@ -212,7 +267,7 @@ def _convert(
     import coremltools as ct
 
     program = export_graph(module, name, model.config, slots, dtype=torch.float32)
-    program = program.run_decompositions(_DECOMPOSITIONS)
+    program = program.run_decompositions(COREML_DECOMPOSITIONS)
     inputs = [ct.TensorType(name=s.name, shape=s.shape, dtype=_ct_dtype(s.dtype)) for s in spec.inputs]
     outputs = [ct.TensorType(name=s.name) for s in spec.outputs]
     compute = ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from xsam_edge.backends.coreml.export import PREDICT_SKIP_REASON, mil_op_histogram
+from xsam_edge.backends.coreml.export import COREML_DECOMPOSITIONS, PREDICT_SKIP_REASON, mil_op_histogram
 from xsam_edge.files import write_atomically
 from xsam_edge.quantization.common import check_request, keep_float_pattern
 from xsam_edge.quantization.handler import FileQuantizer
@@ -199,7 +199,7 @@ class CoreMLQuantizer(FileQuantizer):
         check_request(BACKEND, name, (), scheme, {}, {}, needs_data=False)  # before the conversion
         with torch.no_grad():
             program = torch.export.export(module.eval(), tuple(example_inputs), strict=False)
-        program = program.run_decompositions({})
+        program = program.run_decompositions(COREML_DECOMPOSITIONS)  # what coremltools cannot translate
         user_inputs = program.graph_signature.user_inputs
         inputs = [
             ct.TensorType(name=n, shape=x.shape, dtype=np.float32 if x.is_floating_point() else np.int32)
