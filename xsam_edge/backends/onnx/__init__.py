@@ -14,4 +14,5 @@ ONNX = Backend(
     quantizer="xsam_edge.backends.onnx.quantize:OnnxQuantizer",
     runtime="xsam_edge.backends.onnx.runtime:OnnxRuntimeBackend",
     pack="xsam_edge.backends.onnx.pack:share_llm_weights",  # the LLM pair's weights stored once
+    pack_options=("tied_embed",),
 )

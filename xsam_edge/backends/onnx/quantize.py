@@ -46,6 +46,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -511,6 +512,8 @@ class OnnxQuantizer(FileQuantizer):
     """ONNX files quantized with ``onnxruntime.quantization`` (the recipe graph ``llm``: the KV-I/O pair)."""
 
     backend = BACKEND
+    # the parts are quantized one at a time: a tied embed graph keeps its own table (pack.py)
+    float_export_options = MappingProxyType({"tied_embed": False})
 
     def smooth_quant_unavailable(self) -> str | None:
         return smooth_quant_unavailable()
