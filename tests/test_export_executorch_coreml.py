@@ -79,6 +79,42 @@ def test_et_large_graphs_match_eager(et_graph, name):
     assert graph.placement["methods"]["forward"]["delegated_nodes"] > 0
 
 
+@pytest.mark.parametrize("masked", [False, True])
+def test_et_unmasked_attention_has_no_portable_safe_softmax(masked, tmp_path):
+    """Unmasked SDPA lowers whole into XNNPACK (the default decomposition's safe softmax, eq/any/where over
+    every score, ran portable); a masked one keeps the default decomposition. Both match eager."""
+    pytest.importorskip("executorch")
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.extension.pybindings.portable_lib import _load_for_executorch
+
+    from xsam_edge.backends.executorch.export import _DECOMPOSITIONS, delegation_report
+
+    class Attention(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.qkv = torch.nn.Linear(64, 192)
+
+        def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            q, k, v = self.qkv(x).view(1, 100, 3, 4, 16).permute(2, 0, 3, 1, 4)
+            mask = mask if masked else None
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    torch.manual_seed(0)
+    module = Attention().eval()
+    example = (torch.randn(1, 100, 64), torch.rand(1, 1, 100, 100) > 0.3)
+    program = torch.export.export(module, example).run_decompositions(_DECOMPOSITIONS)
+    edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+    portable = delegation_report(edge)["portable_ops"]
+    safe_softmax = {op for op in portable if any(k in op for k in ("any", "eq_", "where", "logical_not"))}
+    assert bool(safe_softmax) == masked, portable
+    path = tmp_path / "attention.pte"
+    path.write_bytes(edge.to_executorch().buffer)
+    got = _load_for_executorch(str(path)).forward(list(example))[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got.numpy(), module(*example).numpy(), atol=1e-5)
+
+
 @pytest.mark.slow
 def test_et_encode_placement_samples_by_rows_not_grid_sampler(et_graph, tiny_model):
     placement = et_graph("encode_image").placement["methods"]["forward"]
