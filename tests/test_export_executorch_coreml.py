@@ -88,7 +88,7 @@ def test_et_unmasked_attention_has_no_portable_safe_softmax(masked, tmp_path):
     from executorch.exir import to_edge_transform_and_lower
     from executorch.extension.pybindings.portable_lib import _load_for_executorch
 
-    from xsam_edge.backends.executorch.export import _DECOMPOSITIONS, delegation_report
+    from xsam_edge.backends.executorch.export import EXECUTORCH_DECOMPOSITIONS, delegation_report
 
     class Attention(torch.nn.Module):
         def __init__(self) -> None:
@@ -103,7 +103,7 @@ def test_et_unmasked_attention_has_no_portable_safe_softmax(masked, tmp_path):
     torch.manual_seed(0)
     module = Attention().eval()
     example = (torch.randn(1, 100, 64), torch.rand(1, 1, 100, 100) > 0.3)
-    program = torch.export.export(module, example).run_decompositions(_DECOMPOSITIONS)
+    program = torch.export.export(module, example).run_decompositions(EXECUTORCH_DECOMPOSITIONS)
     edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
     portable = delegation_report(edge)["portable_ops"]
     safe_softmax = {op for op in portable if any(k in op for k in ("any", "eq_", "where", "logical_not"))}

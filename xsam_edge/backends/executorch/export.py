@@ -122,7 +122,7 @@ def _unmasked_sdpa(
     return out.view(b, h, length, value.shape[-1])
 
 
-_DECOMPOSITIONS = {
+EXECUTORCH_DECOMPOSITIONS = {
     torch.ops.aten.adaptive_max_pool2d.default: _adaptive_max_pool2d,
     torch.ops.aten.scaled_dot_product_attention.default: _unmasked_sdpa,
 }
@@ -289,7 +289,7 @@ def export_executorch(
             programs = _llm_programs(module, model, slots, dtype)
         else:
             exported = export_graph(module, name, model.config, slots, dtype=dtype)
-            programs = {"forward": exported.run_decompositions(_DECOMPOSITIONS)}
+            programs = {"forward": exported.run_decompositions(EXECUTORCH_DECOMPOSITIONS)}
     export_done = time.perf_counter()
     edge = to_edge_transform_and_lower(
         programs if stateful else programs["forward"], partitioner=_partitioners(partitioner, stateful)
@@ -389,7 +389,7 @@ def _llm_programs(
     with torch.no_grad():
         programs["read_cache"] = torch.export.export(LLMCacheRead(graph), (), strict=False)
         programs["write_cache"] = torch.export.export(LLMCacheWrite(graph), empty, strict=False)
-    return {m: p.run_decompositions(_DECOMPOSITIONS) for m, p in programs.items()}
+    return {m: p.run_decompositions(EXECUTORCH_DECOMPOSITIONS) for m, p in programs.items()}
 
 
 def llm_steps(

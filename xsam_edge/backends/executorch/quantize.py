@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from xsam_edge.backends.executorch.export import (
+    EXECUTORCH_DECOMPOSITIONS,
     LLM_METHODS,
     delegation_report,
     export_executorch,
@@ -369,6 +370,7 @@ def _quantize_module(
         prepared = plan.prepare(module)
         with torch.no_grad():
             program = torch.export.export(prepared, inputs, strict=False)
+    program = program.run_decompositions(EXECUTORCH_DECOMPOSITIONS)  # as export_executorch lowers
     edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
     methods = {"forward": delegation_report(edge)}
     path = out_dir / f"{name}.pte"
