@@ -31,7 +31,8 @@ from __future__ import annotations
 import dataclasses
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,18 @@ EXECUTORCH_DECOMPOSITIONS = {
     torch.ops.aten.adaptive_max_pool2d.default: _adaptive_max_pool2d,
     torch.ops.aten.scaled_dot_product_attention.default: _unmasked_sdpa,
 }
+
+
+@contextmanager
+def xnnpack_trace_form(module: torch.nn.Module) -> Iterator[None]:
+    """Inside the block, ``module`` computes what it did with ops XNNPACK can delegate (for a trace).
+
+    Deformable attention as row lookups (no delegate takes ``grid_sampler_2d``, and its portable kernel is
+    slow); the mask decoder's packed projections as separate constants (XNNPACK delegates a linear only when
+    its weight is one). Every ExecuTorch trace goes through here, the float export and the quantizer alike.
+    """
+    with deformable_sampler(module, "rows"), separate_projections(module):
+        yield
 
 
 PARTITIONERS = ("xnnpack", "coreml", "none")
@@ -279,9 +292,7 @@ def export_executorch(
     spec = specs["llm_prefill"] if stateful else specs[name]
     module = build_graph(model, spec.name, slots)  # one LLMGraph instance for every method: shared buffers
     dtype = next(p.dtype for p in module.parameters() if p.is_floating_point())
-    # deformable attention as row lookups: no delegate takes grid_sampler_2d, and its portable kernel is slow;
-    # the mask decoder's packed projections as constants XNNPACK can delegate
-    with deformable_sampler(module, "rows"), separate_projections(module):
+    with xnnpack_trace_form(module):
         if prepare is not None:
             module = prepare(module)
         start = time.perf_counter()

@@ -53,13 +53,12 @@ from xsam_edge.backends.executorch.export import (
     export_executorch,
     load_program,
     run_method,
+    xnnpack_trace_form,
 )
 from xsam_edge.backends.executorch.quant_plan import QUANT_OPS, QuantPlan, check_scheme
 from xsam_edge.export.graphs import SlotConfig, build_graph, example_inputs, graph_specs
 from xsam_edge.export.placement import ExportedGraph
 from xsam_edge.files import atomic_write_bytes
-from xsam_edge.model.mask_decoder import separate_projections
-from xsam_edge.model.pixel_decoder import deformable_sampler
 from xsam_edge.model.xsam import XSam
 from xsam_edge.quantization.common import held_out_note, mean_gain, output_psnr, standard_strides
 from xsam_edge.quantization.fidelity import Fidelity, measure_outputs
@@ -366,7 +365,7 @@ def _quantize_module(
         for s in calibration
     ]
     plan = QuantPlan(scheme, keep_float, inputs, samples, stateful=False)
-    with deformable_sampler(module, "rows"), separate_projections(module):  # as export_executorch traces
+    with xnnpack_trace_form(module):
         prepared = plan.prepare(module)
         with torch.no_grad():
             program = torch.export.export(prepared, inputs, strict=False)

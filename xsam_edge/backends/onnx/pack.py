@@ -17,7 +17,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from xsam_edge.spec.bundle import GraphEntry
 
@@ -60,7 +62,7 @@ def share_llm_weights(entries: list[GraphEntry], root: Path, tied_embed: bool = 
     models = {name: onnx.load(str(path), load_external_data=True) for name, path in graph_files.items()}
     if tied_embed and tied and (root / tied[0].files[0]).parent == folder:
         embed = onnx.load(str(root / tied[0].files[0]), load_external_data=True)
-        if _large_digests(embed) & set().union(*(_large_digests(m) for m in models.values())):
+        if _shares_a_tensor(embed, models.values()):
             pair[TIED], graph_files[TIED], models[TIED] = tied[0], root / tied[0].files[0], embed
     old_files = {root / f for e in pair.values() for f in e.files[1:]}
     target = folder / SHARED_WEIGHTS
@@ -69,9 +71,9 @@ def share_llm_weights(entries: list[GraphEntry], root: Path, tied_embed: bool = 
     with open(tmp, "wb") as out:
         for model in models.values():
             for tensor in model.graph.initializer:
-                raw = tensor.raw_data
-                if not tensor.HasField("raw_data") or len(raw) < MIN_SHARED_BYTES:
+                if not _movable(tensor):
                     continue
+                raw = tensor.raw_data
                 digest = hashlib.sha256(raw).hexdigest()
                 if digest not in placed:
                     offset = -(-out.tell() // ALIGN) * ALIGN
@@ -93,10 +95,22 @@ def share_llm_weights(entries: list[GraphEntry], root: Path, tied_embed: bool = 
     return [dataclasses.replace(e, files=[e.files[0], shared]) if e in pair.values() else e for e in entries]
 
 
-def _large_digests(model: object) -> set[str]:
-    """SHA-256 of every initializer the pack would move (raw data of ``MIN_SHARED_BYTES`` or more)."""
-    return {
-        hashlib.sha256(t.raw_data).hexdigest()
-        for t in model.graph.initializer  # type: ignore[attr-defined]
-        if t.HasField("raw_data") and len(t.raw_data) >= MIN_SHARED_BYTES
-    }
+def _movable(tensor: Any) -> bool:
+    """An initializer the pack moves to the shared file: raw data of ``MIN_SHARED_BYTES`` or more."""
+    return tensor.HasField("raw_data") and len(tensor.raw_data) >= MIN_SHARED_BYTES
+
+
+def _shares_a_tensor(embed: Any, models: Iterable[Any]) -> bool:
+    """Whether ``embed`` holds a movable initializer byte for byte equal to one of ``models``'.
+
+    Only the pair's tensors of a length ``embed`` has are hashed: the main loop hashes them all anyway.
+    """
+    mine = [t.raw_data for t in embed.graph.initializer if _movable(t)]
+    lengths = {len(raw) for raw in mine}
+    digests = {hashlib.sha256(raw).hexdigest() for raw in mine}
+    return any(
+        hashlib.sha256(t.raw_data).hexdigest() in digests
+        for model in models
+        for t in model.graph.initializer
+        if _movable(t) and len(t.raw_data) in lengths
+    )
