@@ -141,20 +141,23 @@ class QuantPlan:
         )
         from torchao.quantization.granularity import PerAxis, PerGroup
 
+        # embedding tables: INT8 per row (ExecuTorch's embedding_byte), under every scheme; the LLM export
+        # of ExecuTorch's own examples does the same (``-E 8,0``): a tied table otherwise stays float
+        embedding = IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0))
         if self.scheme.name == "w8":
-            config: Any = IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0))
+            config: Any = embedding
             kinds: tuple[type, ...] = (nn.Embedding,)
         elif isinstance(self.scheme, Int8DynActInt4Weight):
             group = self.scheme.group_size
             config = Int8DynamicActivationIntxWeightConfig(
                 weight_dtype=torch.int4, weight_granularity=PerGroup(group)
             )
-            kinds = (nn.Linear,)
+            kinds = (nn.Linear, nn.Embedding)
         else:  # w8a8-dyn, and w8a8 on the LLM
             config = Int8DynamicActivationIntxWeightConfig(
                 weight_dtype=torch.int8, weight_granularity=PerAxis(0)
             )
-            kinds = (nn.Linear,)
+            kinds = (nn.Linear, nn.Embedding)
         targets = set()
         for fqn, mod in used.items():
             why = self._why_float(fqn, mod, kinds)
@@ -171,7 +174,14 @@ class QuantPlan:
                 # padding_idx only masks a gradient, but it adds an argument that ExecuTorch's
                 # embedding_byte fusion pattern does not match
                 mod.padding_idx = None
-        quantize_(copied, config, filter_fn=lambda _, fqn: fqn in targets)
+        tables = {
+            fqn for fqn, mod in copied.named_modules() if fqn in targets and isinstance(mod, nn.Embedding)
+        }
+        if config is not embedding:
+            quantize_(copied, config, filter_fn=lambda _, fqn: fqn in targets - tables)
+            if tables:
+                self.notes.append(f"{len(tables)} embedding table(s) at INT8 per row (embedding_byte)")
+        quantize_(copied, embedding, filter_fn=lambda _, fqn: fqn in tables)
         self.quantized_modules = sorted(targets)
         self.quantized = len(targets)
         return copied
@@ -184,7 +194,11 @@ class QuantPlan:
             if self.scheme.name == "w8" and isinstance(module, nn.Linear):
                 return f"no weight-only INT8 linear ({_LINEAR_W8})"
             return f"{type(module).__name__}: {self.scheme.label()} covers {kinds[0].__name__} only"
-        if isinstance(self.scheme, Int8DynActInt4Weight) and module.in_features % self.scheme.group_size:
+        if (
+            isinstance(self.scheme, Int8DynActInt4Weight)
+            and isinstance(module, nn.Linear)
+            and module.in_features % self.scheme.group_size
+        ):
             return (
                 f"in_features {module.in_features} is not a multiple of group_size {self.scheme.group_size}"
             )

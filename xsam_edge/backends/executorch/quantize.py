@@ -9,8 +9,10 @@ scheme         what the wrapper module becomes before ``torch.export`` (TOOLCHAI
 ``w8a8``       pt2e: ``prepare_pt2e(XNNPACKQuantizer(symmetric, per channel))`` → calibration samples →
                ``convert_pt2e``; XNNPACK takes the Q/DQ pairs as INT8 kernels
 ``w8a8-dyn``   torchao ``Int8DynamicActivationIntxWeightConfig(int8, PerAxis(0))`` on Linear: INT8
-               per-channel weights, INT8 per-token activations quantized at run time (XNNPACK qd8-qc8w)
-``8da4w``      the same config with INT4 weights in groups of ``group_size``
+               per-channel weights, INT8 per-token activations quantized at run time (XNNPACK qd8-qc8w);
+               embedding tables as under ``w8``
+``8da4w``      the same config with INT4 weights in groups of ``group_size``; embedding tables as under ``w8``
+               (a tied table cannot be shared with the head packed inside an XNNPACK delegate)
 ``w8``         torchao ``IntxWeightOnlyConfig(int8, PerAxis(0))`` on ``nn.Embedding``; ExecuTorch's quant
                fusion turns it into ``quantized_decomposed::embedding_byte`` (a portable kernel)
 =============  ==========================================================================================

@@ -20,6 +20,9 @@ scheme         what the file becomes (TOOLCHAIN.md §6c, §8 #15)
                error at 8 bits (``1 - ratio`` of the weights)
 =============  ==========================================================================================
 
+A tied table (the lookup's ``Gather`` and the head's ``MatMul`` over its transpose) is stored once under
+``w8`` and ``w4``: the head is packed, and the lookup reads its blocks (``tied.py``).
+
 Weight-only schemes first rewrite ``Gemm`` nodes with a constant weight as ``MatMul`` (+ ``Add``): the dynamo
 exporter emits Gemm for a Linear on 2-D input (the LLM head on the last token), and MatMulNBits takes only
 MatMul. ``data_aware`` w4 is data-free here: ORT's GPTQ path ignores ``nodes_to_exclude`` (keep-float).

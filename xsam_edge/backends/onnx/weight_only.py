@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from xsam_edge.backends.onnx.tied import set_nodes, share_tied_tables, untie_heads
 from xsam_edge.quantization.common import add_note
 from xsam_edge.quantization.report import GraphQuantReport
 from xsam_edge.quantization.schemes import Int4WeightOnly, Scheme
@@ -37,25 +38,30 @@ def weight_only(
     external: bool,
     report: GraphQuantReport,
 ) -> None:
-    """MatMulNBits (and GatherBlockQuantized for w4) on the raw model, after the Gemm → MatMul rewrite."""
+    """MatMulNBits (and GatherBlockQuantized for w4) on the raw model, after the Gemm → MatMul rewrite.
+
+    A tied table (lookup and transposed head) is packed once, with the head (``tied.py``).
+    """
     if _gemm_to_matmul(model):
         add_note(report, "Gemm nodes with constant weights were rewritten as MatMul (+ Add) for MatMulNBits")
+    tied = untie_heads(model, set(excluded))
+    skipped = [*excluded, *(t.lookup for t in tied)]  # a tied lookup reads its head's blocks afterwards
     w4 = isinstance(scheme, Int4WeightOnly)
     int8 = _int8_share(model, scheme, excluded) if w4 and scheme.ratio < 1 else set()
     if int8:  # mixed: the most sensitive MatMuls at INT8 first, the rest at INT4 in a second pass
         others = [
             n.name for n in model.graph.node if n.op_type in ("MatMul", "Gather") and n.name not in int8
         ]
-        model = _matmul_nbits(model, 8, W8_BLOCK, True, [*excluded, *others], ("MatMul",))
+        model = _matmul_nbits(model, 8, W8_BLOCK, True, [*skipped, *others], ("MatMul",))
         add_note(
             report, f"{len(int8)} MatMul(s) kept at INT8 (ratio {scheme.ratio}): largest INT4 weight error"
         )
     if w4:
-        model = _matmul_nbits(
-            model, 4, scheme.group_size, scheme.symmetric, list(excluded), ("MatMul", "Gather")
-        )
+        model = _matmul_nbits(model, 4, scheme.group_size, scheme.symmetric, skipped, ("MatMul", "Gather"))
     else:
-        model = _matmul_nbits(model, 8, W8_BLOCK, True, list(excluded), ("MatMul",))
+        model = _matmul_nbits(model, 8, W8_BLOCK, True, skipped, ("MatMul",))
+    for note in share_tied_tables(model, tied):
+        add_note(report, note)
     save_model(model, dst, external)
 
 
@@ -149,12 +155,7 @@ def _gemm_to_matmul(model: Any) -> int:
             nodes.append(add)
         rewritten += 1
     if rewritten:
-        del graph.node[:]
-        graph.node.extend(nodes)
-        used = {i for n in graph.node for i in n.input}
-        keep = [t for t in graph.initializer if t.name in used]
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
+        set_nodes(graph, nodes)
     return rewritten
 
 

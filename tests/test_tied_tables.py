@@ -1,0 +1,203 @@
+"""Tied tables (an LLM's input embedding and output head) in quantized files.
+
+ONNX: a weight-only file stores the table once, the lookup reading the head's packed blocks; hand-built
+graphs for every form an exporter writes the tie in (a ``Transpose`` of the table, a ``Gemm`` with ``transB``,
+a folded transposed copy) and every weight-only scheme. ExecuTorch cannot share a table with an XNNPACK
+delegate's packed head, so its lookup is INT8 per row. Both at real widths: a Qwen2.5-0.5B-shaped LLM
+(151,936 × 896 table, one layer) through ``quantize_model``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from xsam_edge.backends.onnx.weight_only import weight_only  # noqa: E402
+from xsam_edge.quantization.report import GraphQuantReport  # noqa: E402
+from xsam_edge.quantization.schemes import Int4WeightOnly, Int8WeightOnly, Scheme  # noqa: E402
+
+VOCAB, WIDTH = 256, 128
+SCHEMES = {
+    "w4-g32": Int4WeightOnly(group_size=32),
+    "w4-g64-asym": Int4WeightOnly(group_size=64, symmetric=False),
+    "w4-mixed": Int4WeightOnly(group_size=32, ratio=0.5),
+    "w8": Int8WeightOnly(),
+}
+
+
+def _tied_llm(form: str, table: np.ndarray, other: np.ndarray | None = None) -> onnx.ModelProto:
+    """ids (1, 3), x (1, WIDTH) -> embeds (1, 3, WIDTH), logits (1, VOCAB) from one table (or two)."""
+    head_table = table if other is None else other
+    inits = [
+        numpy_helper.from_array(table, "table"),
+        numpy_helper.from_array(np.eye(WIDTH, dtype=np.float32), "mix"),
+    ]
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["embeds"], name="embed")]
+    nodes.append(helper.make_node("MatMul", ["x", "mix"], ["h"], name="mixer"))
+    if form == "transpose":
+        if other is not None:
+            inits.append(numpy_helper.from_array(other, "other"))
+        source = "table" if other is None else "other"
+        nodes.append(helper.make_node("Transpose", [source], ["table_t"], perm=[1, 0]))
+        nodes.append(helper.make_node("MatMul", ["h", "table_t"], ["logits"], name="lm_head"))
+    elif form == "gemm":
+        nodes.append(helper.make_node("Gemm", ["h", "table"], ["logits"], name="lm_head", transB=1))
+    else:  # "folded": the exporter wrote the head's weight as its own transposed copy
+        inits.append(numpy_helper.from_array(head_table.T.copy(), "head_weight"))
+        nodes.append(helper.make_node("MatMul", ["h", "head_weight"], ["logits"], name="lm_head"))
+    graph = helper.make_graph(
+        nodes,
+        "llm",
+        [
+            helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 3]),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, WIDTH]),
+        ],
+        [
+            helper.make_tensor_value_info("embeds", TensorProto.FLOAT, [1, 3, WIDTH]),
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, VOCAB]),
+        ],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _quantize(model: onnx.ModelProto, scheme: Scheme, path: Path, excluded: dict[str, str] | None = None):
+    report = GraphQuantReport("llm", "onnx", scheme.label())
+    weight_only(model, path, scheme, excluded or {}, False, report)
+    return onnx.load(str(path)), report
+
+
+def _run(path: Path, ids: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    embeds, logits = session.run(["embeds", "logits"], {"ids": ids, "x": x})
+    return embeds, logits
+
+
+@pytest.mark.parametrize("form", ["transpose", "gemm", "folded"])
+@pytest.mark.parametrize("scheme", list(SCHEMES))
+def test_tied_table_is_stored_once_and_looked_up_from_the_head(
+    tmp_path: Path, form: str, scheme: str
+) -> None:
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((VOCAB, WIDTH)).astype(np.float32)
+    model, report = _quantize(_tied_llm(form, table), SCHEMES[scheme], tmp_path / "llm.onnx")
+    ops = [n.op_type for n in model.graph.node]
+    assert "GatherBlockQuantized" in ops and "Gather" not in ops and ops.count("MatMulNBits") == 2
+    # one copy of the table, packed: no float table, and the lookup reads the head's own blocks
+    assert (
+        max(t.data_type == TensorProto.FLOAT and np.prod(t.dims) for t in model.graph.initializer)
+        < table.size
+    )
+    head = next(n for n in model.graph.node if n.op_type == "MatMulNBits" and n.output[0] == "logits")
+    lookup = next(n for n in model.graph.node if n.op_type == "GatherBlockQuantized")
+    assert lookup.input[0] == head.input[1]
+    assert any("stored once" in note for note in report.notes)
+    # the lookup gives the head's dequantized rows: identity rows through the head read its weights out
+    ids = np.array([[0, 7, VOCAB - 1]], np.int64)
+    embeds, _ = _run(tmp_path / "llm.onnx", ids, np.zeros((1, WIDTH), np.float32))
+    session = ort.InferenceSession(str(tmp_path / "llm.onnx"), providers=["CPUExecutionProvider"])
+    rows = [
+        session.run(["logits"], {"ids": ids, "x": np.eye(WIDTH, dtype=np.float32)[i : i + 1]})[0][0]
+        for i in range(WIDTH)
+    ]
+    dequantized = np.stack(rows, axis=1)  # (VOCAB, WIDTH): the head's weight as it computes with it
+    np.testing.assert_allclose(embeds[0], dequantized[ids[0]], atol=1e-5)
+    step = np.abs(table).max() / (7 if "w4" in scheme else 127)
+    assert np.abs(embeds[0] - table[ids[0]]).max() <= step
+
+
+def test_an_untied_head_keeps_its_own_table(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    table, other = (rng.standard_normal((VOCAB, WIDTH)).astype(np.float32) for _ in range(2))
+    for form in ("transpose", "folded"):
+        model, report = _quantize(_tied_llm(form, table, other), SCHEMES["w4-g32"], tmp_path / f"{form}.onnx")
+        lookup = next(n for n in model.graph.node if n.op_type == "GatherBlockQuantized")
+        assert all(lookup.input[0] != n.input[1] for n in model.graph.node if n.op_type == "MatMulNBits")
+        assert not any("stored once" in note for note in report.notes)
+
+
+def test_a_head_kept_float_leaves_the_tie_alone(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    table = rng.standard_normal((VOCAB, WIDTH)).astype(np.float32)
+    model, report = _quantize(
+        _tied_llm("transpose", table), SCHEMES["w8"], tmp_path / "llm.onnx", {"lm_head": "lm_head"}
+    )
+    floats = [
+        t
+        for t in model.graph.initializer
+        if t.data_type == TensorProto.FLOAT and np.prod(t.dims) == table.size
+    ]
+    assert [t.name for t in floats] == ["table"]  # the float table once, not a transposed copy beside it
+    assert "Transpose" in [n.op_type for n in model.graph.node]
+    embeds, logits = _run(
+        tmp_path / "llm.onnx", np.array([[1, 2, 3]], np.int64), np.ones((1, WIDTH), np.float32)
+    )
+    np.testing.assert_allclose(embeds[0], table[[1, 2, 3]])
+    np.testing.assert_allclose(logits[0], table.sum(axis=1), rtol=1e-4, atol=1e-4)
+
+
+def _tied_qwen2() -> tuple[Any, list[list[np.ndarray]], int]:
+    """A Qwen2.5-0.5B-shaped tied LLM, one layer, as ``ids -> logits``; its samples; its table's size."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    config = transformers.Qwen2Config(
+        vocab_size=151_936,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=1,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    llm = transformers.Qwen2ForCausalLM(config).eval()
+    assert llm.lm_head.weight is llm.model.embed_tokens.weight
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.llm = llm
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.llm(input_ids=ids, use_cache=False).logits
+
+    rng = np.random.default_rng(0)
+    samples = [[rng.integers(0, config.vocab_size, (1, 16)).astype(np.int64)] for _ in range(3)]
+    return Logits(), samples, config.vocab_size * config.hidden_size
+
+
+def test_tied_qwen2_at_real_widths_is_smaller_at_int4_than_at_int8(tmp_path: Path) -> None:
+    """The issue's regression: a tied INT4 LLM file came out larger than its INT8 one (a float table kept)."""
+    from xsam_edge.quantization.any_model import quantize_model
+
+    module, samples, table_entries = _tied_qwen2()
+    sizes = {}
+    for scheme in ("w4", "w8"):
+        result = quantize_model(module, "onnx", scheme, tmp_path / scheme, name="lm", calibration=samples)
+        sizes[scheme] = sum(f.stat().st_size for f in result.files)
+        assert any("stored once" in note for note in result.report.notes), result.report.notes
+        assert result.report.fidelity["output_0"]["worst_cosine"] > (0.9 if scheme == "w4" else 0.999)
+    # each holds the table once, at its own precision: about ½ byte (INT4) and 1 byte (INT8) per entry
+    assert sizes["w4"] < 0.75 * table_entries < sizes["w8"] < 1.25 * table_entries
+
+
+def test_executorch_8da4w_looks_up_a_tied_table_at_int8(tmp_path: Path) -> None:
+    """8da4w covered Linear only: the tied table stayed float beside its INT4 head (600 MiB for 0.5 B)."""
+    pytest.importorskip("executorch")
+    from xsam_edge.quantization.any_model import quantize_model
+
+    module, samples, table_entries = _tied_qwen2()
+    result = quantize_model(module, "executorch", "8da4w", tmp_path, name="lm", calibration=samples)
+    assert result.report.integer_ops.get("portable:quantized_decomposed::embedding_byte.out") == 1
+    assert not [k for k in result.report.kept_float if "embed_tokens" in k]
+    # an INT8 lookup table and an INT4 head: under 1.75 bytes per entry, where a float table alone takes 4
+    assert sum(f.stat().st_size for f in result.files) < 1.75 * table_entries
+    assert result.report.fidelity["output_0"]["worst_cosine"] > 0.9
