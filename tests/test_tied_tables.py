@@ -201,3 +201,69 @@ def test_executorch_8da4w_looks_up_a_tied_table_at_int8(tmp_path: Path) -> None:
     # an INT8 lookup table and an INT4 head: under 1.75 bytes per entry, where a float table alone takes 4
     assert sum(f.stat().st_size for f in result.files) < 1.75 * table_entries
     assert result.report.fidelity["output_0"]["worst_cosine"] > 0.9
+
+
+def _graph(nodes: list, inputs: list, outputs: list, inits: list) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("scheme", ["w4-g32", "w4-g64-asym", "w8"])
+def test_a_lone_lookup_is_packed_as_the_tied_head_of_another_graph_and_stored_once(
+    tmp_path: Path, scheme: str
+) -> None:
+    """The bundle's ``embed`` graph and its LLM pair are quantized apart: the lookup's blocks must be the
+    head's, byte for byte, for the bundle's pack to store the table once."""
+    from xsam_edge.backends.onnx.pack import SHARED_WEIGHTS, share_llm_weights
+    from xsam_edge.spec.bundle import GraphEntry
+
+    rng = np.random.default_rng(3)
+    table = rng.standard_normal((VOCAB, WIDTH)).astype(np.float32)
+    mixer = np.eye(WIDTH, dtype=np.float32)  # exact at every precision: the head's rows read out as they are
+    folder = tmp_path / "onnx"
+    folder.mkdir()
+    ids_in = helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 3])
+    embed = _graph(
+        [helper.make_node("Gather", ["table", "ids"], ["embeds"], name="embed")],
+        [ids_in],
+        [helper.make_tensor_value_info("embeds", TensorProto.FLOAT, [1, 3, WIDTH])],
+        [numpy_helper.from_array(table, "table")],
+    )
+    report = GraphQuantReport("embed", "onnx", scheme)
+    weight_only(embed, folder / "embed.onnx", SCHEMES[scheme], {}, False, report)
+    assert any("laid out as a head's" in note for note in report.notes)
+    for name in ("llm_kvio_prefill", "llm_kvio_decode"):  # the exporter writes the head as Gemm(transB)
+        head = _graph(
+            [
+                helper.make_node("MatMul", ["x", "mixer"], ["h"], name="mixer"),
+                helper.make_node("Gemm", ["h", "lm_head"], ["logits"], name="lm_head", transB=1),
+            ],
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, WIDTH])],
+            [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, VOCAB])],
+            [numpy_helper.from_array(mixer, "mixer"), numpy_helper.from_array(table, "lm_head")],
+        )
+        weight_only(
+            head, folder / f"{name}.onnx", SCHEMES[scheme], {}, False, GraphQuantReport(name, "onnx", "")
+        )
+    entries = [
+        GraphEntry(n, "onnx", scheme, [f"onnx/{n}.onnx"], [], [])
+        for n in ("embed", "llm_kvio_prefill", "llm_kvio_decode")
+    ]
+    packed = share_llm_weights(entries, tmp_path)
+    assert packed[0].files[1:] == [f"onnx/{SHARED_WEIGHTS}"]  # the table's blocks are the head's
+
+    def where(model: onnx.ModelProto, name: str) -> dict[str, str]:
+        tensor = next(t for t in model.graph.initializer if t.name == name)
+        return {e.key: e.value for e in tensor.external_data}
+
+    embed_q = onnx.load(str(folder / "embed.onnx"), load_external_data=False)
+    llm_q = onnx.load(str(folder / "llm_kvio_prefill.onnx"), load_external_data=False)
+    lookup = next(n for n in embed_q.graph.node if n.op_type == "GatherBlockQuantized")
+    head = next(n for n in llm_q.graph.node if n.op_type == "MatMulNBits" and n.output[0] == "logits")
+    assert where(embed_q, lookup.input[0]) == where(llm_q, head.input[1])  # one place in the shared file
+    # the lookup reads what the head computes with
+    ids = np.array([[1, 100, VOCAB - 1]], np.int64)
+    embeds = ort.InferenceSession(str(folder / "embed.onnx")).run(None, {"ids": ids})[0]
+    session = ort.InferenceSession(str(folder / "llm_kvio_prefill.onnx"))
+    rows = np.stack([session.run(None, {"x": mixer[i : i + 1]})[0][0] for i in range(WIDTH)], axis=1)
+    np.testing.assert_allclose(embeds[0], rows[ids[0]], atol=1e-5)

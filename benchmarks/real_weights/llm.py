@@ -50,7 +50,7 @@ GOALS = {"int8": 0.5, "int4": 10.0}  # the issue's perplexity goals, % over floa
 # key → (scheme table, backends it runs on). Data-aware INT4 is NNCF's AWQ + scale estimation: ONNX ignores
 # data_aware (RTN), so its mixed row is data-free and named for it.
 SCHEMES: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
-    "fp32": ({"scheme": "fp32"}, ("openvino", "onnx")),
+    "fp32": ({"scheme": "fp32"}, ("openvino", "onnx", "executorch")),
     "w8": ({"scheme": "w8"}, ("openvino", "onnx")),
     "w4-g64": ({"scheme": "w4", "group_size": 64, "symmetric": False}, ("openvino", "onnx")),
     "w4-g64-awq": (
@@ -63,6 +63,8 @@ SCHEMES: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     ),
     "w4-g64-r80": ({"scheme": "w4", "group_size": 64, "symmetric": False, "ratio": 0.8}, ("onnx",)),
     "w4-g32": ({"scheme": "w4", "group_size": 32, "symmetric": False}, ("openvino", "onnx")),
+    # ExecuTorch's LLM scheme: INT4 weights in groups of 32, INT8 activations per token (XNNPACK)
+    "8da4w-g32": ({"scheme": "8da4w", "group_size": 32}, ("executorch",)),
 }
 DEFAULT_SCHEMES = ("fp32", "w8", "w4-g64", "w4-g64-awq", "w4-g64-awq-r80", "w4-g64-r80")  # w4-g32: opt-in
 CAVEATS = (
@@ -78,13 +80,22 @@ CAVEATS = (
     "(DYNAMIC_QUANTIZATION_GROUP_SIZE 32 by default, even at FP32 inference precision): the OpenVINO rows "
     "measure weights and that together; with --dq-off, rows marked (dq off) turn it off. ORT's "
     "MatMulNBits (no accuracy_level) computes in float.",
-    "ONNX w8 quantizes MatMuls only: the embedding table (a Gather) stays float, hence its larger file.",
+    "ONNX w8 quantized MatMuls only until 2026-12-06, so the untied runs before it keep the embedding table "
+    "(a Gather) float, hence their larger file; since then a lookup table is packed at INT8 too.",
     "quantize s is quantize_model's wall time: each OpenVINO row includes exporting the module again "
     "(~40 s); ONNX rows after fp32 start from its exported file.",
     "w4 rows are asymmetric INT4; the mixed rows keep about 20 % of the weights at INT8 (NNCF's ranking "
     "on OpenVINO, the largest INT4 weight error on ONNX).",
 )
 
+
+TIED_CAVEAT = (
+    "--tied: the input embedding reads the GGUF's output.weight (one table, as the model was trained; the "
+    "GGUF's token_embd.weight is the same matrix at another precision, 4.4 % apart), so the float32 files "
+    "are ~2.0 GB and the eager reference differs from the untied runs'. ONNX w8 / w4 store the table once "
+    "(the lookup reads the head's packed blocks); ExecuTorch 8da4w keeps an INT8 lookup beside the INT4 head "
+    "(XNNPACK packs the head inside its delegate)."
+)
 
 _START = time.perf_counter()
 
@@ -121,14 +132,21 @@ class Logits(torch.nn.Module):
         return self.lm(input_ids=input_ids, use_cache=False).logits
 
 
-def load_model(folder: Path) -> tuple[Any, Logits]:
-    """The tokenizer and the float32 model (eager attention: plain ops, export-friendly)."""
+def load_model(folder: Path, tied: bool = False) -> tuple[Any, Logits]:
+    """The tokenizer and the float32 model (eager attention: plain ops, export-friendly).
+
+    ``tied``: one table for the input embedding and the head, the GGUF's ``output.weight`` (the model was
+    trained tied; the GGUF stores the two at different precisions, 4.4 % apart), as a tied checkpoint loads.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
     lm = AutoModelForCausalLM.from_pretrained(
         folder, gguf_file=GGUF, dtype=torch.float32, attn_implementation="eager"
     )
+    if tied:
+        lm.model.embed_tokens.weight = lm.lm_head.weight
+        lm.config.tie_word_embeddings = True
     return tokenizer, Logits(lm).eval()
 
 
@@ -195,6 +213,11 @@ def runner(
             return request.get_output_tensor(0).data.copy()
 
         return run_ov, settings
+    if backend == "executorch":
+        from xsam_edge.backends.executorch.export import load_program
+
+        method = load_program(next(Path(f) for f in files if str(f).endswith(".pte"))).load_method("forward")
+        return (lambda ids: method.execute([torch.from_numpy(ids)])[0].numpy()), {"delegate": "XNNPACK"}
     import onnxruntime as ort
 
     model = next(Path(f) for f in files if str(f).endswith(".onnx"))
@@ -476,6 +499,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--tag", default="", help="suffix of the results files' names")
     parser.add_argument(
+        "--tied",
+        action="store_true",
+        help="tie the input embedding to the head (one table, as the model was trained); cached apart",
+    )
+    parser.add_argument(
         "--dq-off",
         action="store_true",
         help="also run each OpenVINO result with the CPU plugin's dynamic activation quantization off",
@@ -484,13 +512,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     wall = time.perf_counter()
     backends = [b for b in args.backends.split(",") if b]
     keys = [k for k in args.schemes.split(",") if k]
-    unknown = [k for k in keys if k not in SCHEMES] + [b for b in backends if b not in ("openvino", "onnx")]
+    known = ("openvino", "onnx", "executorch")
+    unknown = [k for k in keys if k not in SCHEMES] + [b for b in backends if b not in known]
     if unknown:
         parser.error(f"unknown scheme(s) or backend(s): {', '.join(unknown)}")
-    work = args.work or cache_dir() / "work" / "llm"
+    work = args.work or cache_dir() / "work" / ("llm-tied" if args.tied else "llm")
     paths = fetch(("llm", "text"))
-    log("loading the GGUF model (dequantized to float32)")
-    tokenizer, model = load_model(paths["llm"])
+    log("loading the GGUF model (dequantized to float32)" + (", one table tied" if args.tied else ""))
+    tokenizer, model = load_model(paths["llm"], tied=args.tied)
     import pydoc_data.topics
 
     lee = chunks(tokenizer, (paths["text"] / "lee_background.cor").read_text(encoding="utf-8"), args.window)
@@ -565,7 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             b: {k: {x: v for x, v in r.items() if x != "top1"} for k, r in rows.items()}
             for b, rows in results.items()
         },
-        "caveats": list(CAVEATS),
+        "caveats": [*CAVEATS, *([TIED_CAVEAT] if args.tied else [])],
         "wall_seconds": time.perf_counter() - wall,
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -270,6 +270,7 @@ def assemble_bundle(fp32: Manifest, recipe: Recipe, parts: Mapping[str, GraphPar
                 # the MACs of a call do not change with precision: the float export counted them
                 macs = entry.macs if entry.macs is not None else _float_macs(fp32, entry)
                 entries.append(dataclasses.replace(entry, files=files, macs=macs))
+        entries = _share_tied_table(recipe.backend, entries, staging, parts)
         shutil.copy2(fp32.path(TOKENIZER_FILE), staging / TOKENIZER_FILE)
         if fp32.golden:
             shutil.copytree(fp32.path(GOLDEN_DIR), staging / GOLDEN_DIR)
@@ -286,6 +287,30 @@ def assemble_bundle(fp32: Manifest, recipe: Recipe, parts: Mapping[str, GraphPar
         )
         seal_bundle(staging, manifest)
     return target
+
+
+def _share_tied_table(
+    backend: str, entries: list[GraphEntry], staging: Path, parts: Mapping[str, GraphPart]
+) -> list[GraphEntry]:
+    """The backend's pack over the assembled bundle, where ``embed`` and the LLM part meet (ONNX).
+
+    Each part was packed alone, so a tied table (``embed``'s lookup, the LLM's head) that both parts hold
+    byte for byte (the float or fp16 parts of a tied student) was stored in each: the pack stores it once.
+    """
+    info = get_backend(backend)
+    pack = info.load_pack()
+    if pack is None or "tied_embed" not in info.pack_options:
+        return entries
+    before = {e.name: e.files for e in entries}
+    packed = pack(entries, staging, tied_embed=True)
+    for entry in packed:
+        if entry.name == "embed" and entry.files != before["embed"]:
+            report = parts["embed"].report
+            report.bytes_quant = files_bytes([staging / entry.files[0]])
+            report.notes.append(
+                f"its table is the LLM's tied head, stored once in {entry.files[-1]} (counted with the LLM)"
+            )
+    return packed
 
 
 def _work_folder(model: XSam, work_dir: Path, slots: Any, fingerprint: str | None) -> Path:

@@ -16,6 +16,7 @@ packed table, are the only thing held twice in memory, and only there).
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -25,21 +26,31 @@ __all__ = ["TiedTable", "set_nodes", "share_tied_tables", "untie_heads"]
 
 @dataclasses.dataclass(frozen=True)
 class TiedTable:
-    """One table used by a lookup and, transposed, by a head."""
+    """One table used by a lookup and, transposed, by a head (``scratch``: a head added to pack the table)."""
 
     table: str  # the lookup's initializer, [vocab, width]
     lookup: str  # the Gather node
     head: str  # the MatMul node, whose weight is now the constant ``table``ᵀ
     head_output: str  # the head's output name (quantized nodes keep it)
+    scratch: bool = False
 
 
-def untie_heads(model: Any, excluded: set[str]) -> list[TiedTable]:
+SCRATCH_INPUT = "__rows_of_a_lookup_table__"  # what a scratch head reads: nothing (it is removed unrun)
+
+
+def untie_heads(
+    model: Any, excluded: set[str], blocks: tuple[int, ...], lone: bool = True
+) -> list[TiedTable]:
     """Give each tied head a constant transposed weight; the pairs to share after quantization.
 
     A pair is a ``Gather`` (axis 0) on a 2-D float table and a ``MatMul`` whose weight is ``Transpose`` of
-    that table, or a constant equal to it transposed. Pairs with either node in ``excluded`` are left alone.
+    that table, or a constant equal to it transposed. With ``lone``, a lookup whose table nothing else reads
+    gets a scratch head, so that its table is packed exactly as a head over it would be: the ``embed``
+    graph's table then has the bytes of the LLM graph's tied head, and the bundle's pack stores the two
+    once. Pairs with either node in ``excluded``, and tables whose width the quantizer's ``blocks`` do not
+    divide, are left alone.
     """
-    from onnx import helper, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper
 
     graph = model.graph
     constants = {t.name: t for t in graph.initializer}
@@ -47,7 +58,14 @@ def untie_heads(model: Any, excluded: set[str]) -> list[TiedTable]:
     for node in graph.node:
         axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 0)
         table = constants.get(node.input[0]) if node.op_type == "Gather" else None
-        if table is not None and axis == 0 and len(table.dims) == 2 and node.name not in excluded:
+        if (
+            table is not None
+            and axis == 0
+            and len(table.dims) == 2
+            and table.data_type == TensorProto.FLOAT
+            and node.name not in excluded
+            and all(table.dims[1] % b == 0 for b in blocks)
+        ):
             lookups[table.name] = node.name
     if not lookups:
         return []
@@ -59,7 +77,14 @@ def untie_heads(model: Any, excluded: set[str]) -> list[TiedTable]:
             arrays[name] = numpy_helper.to_array(constants[name])
         return arrays[name]
 
-    pairs, materialized = [], {}
+    def transposed(table: str) -> str:
+        name = f"{table}_head"
+        if name not in constants:
+            constants[name] = numpy_helper.from_array(array(table).T.copy(), name)
+            graph.initializer.append(constants[name])
+        return name
+
+    pairs: dict[str, TiedTable] = {}
     for node in graph.node:
         if node.op_type != "MatMul" or node.name in excluded:
             continue
@@ -67,21 +92,24 @@ def untie_heads(model: Any, excluded: set[str]) -> list[TiedTable]:
         transpose = transposes.get(weight)
         if transpose is not None and _perm(transpose) in (None, [1, 0]):
             table = transpose.input[0]
-            if table not in materialized:
-                materialized[table] = numpy_helper.from_array(array(table).T.copy(), f"{table}_head")
-                graph.initializer.append(materialized[table])
-            node.input[1] = materialized[table].name
+            node.input[1] = transposed(table)
         elif weight in constants and len(constants[weight].dims) == 2:
             table = _transposed_twin(constants[weight], lookups, constants, array)
             if table is None:
                 continue
         else:
             continue
-        pairs.append(TiedTable(table, lookups[table], node.name, node.output[0]))
-    if materialized:
-        used = {i for n in graph.node for i in n.input}
-        set_nodes(graph, [n for n in graph.node if n.op_type != "Transpose" or n.output[0] in used])
-    return pairs
+        if table not in pairs:
+            pairs[table] = TiedTable(table, lookups[table], node.name, node.output[0])
+    readers = Counter(i for n in graph.node for i in n.input)  # a table a float head reads stays float
+    for table in [t for t in lookups if t not in pairs and readers[t] == 1] if lone else []:
+        name = f"{lookups[table]}_scratch_head"
+        head = helper.make_node("MatMul", [SCRATCH_INPUT, transposed(table)], [f"{table}_rows"], name=name)
+        graph.node.append(head)
+        pairs[table] = TiedTable(table, lookups[table], head.name, head.output[0], scratch=True)
+    used = {i for n in graph.node for i in n.input}
+    set_nodes(graph, [n for n in graph.node if n.op_type != "Transpose" or n.output[0] in used])
+    return list(pairs.values())
 
 
 def share_tied_tables(model: Any, pairs: list[TiedTable]) -> list[str]:
@@ -138,12 +166,21 @@ def share_tied_tables(model: Any, pairs: list[TiedTable]) -> list[str]:
         ]
         replaced[pair.lookup] = nodes
         graph.initializer.extend(extra)
-        notes.append(
-            f"tied table {pair.table!r} stored once: lookup {pair.lookup} reads head {pair.head}'s "
-            f"INT{bits} blocks (GatherBlockQuantized)"
-        )
-    if replaced:
-        set_nodes(graph, [m for n in graph.node for m in replaced.get(n.name, [n])])
+        if pair.scratch:
+            replaced[head.name] = []
+            notes.append(
+                f"lookup {pair.lookup}: INT{bits} blocks laid out as a head's (GatherBlockQuantized): a tied "
+                "head elsewhere in the bundle holds the same bytes"
+            )
+        else:
+            notes.append(
+                f"tied table {pair.table!r} stored once: lookup {pair.lookup} reads head {pair.head}'s "
+                f"INT{bits} blocks (GatherBlockQuantized)"
+            )
+    scratch = {p.head_output for p in pairs if p.scratch}
+    left = [n.name for n in graph.node if n.output[0] in scratch and n.name not in replaced]
+    if replaced or left:  # a scratch head the quantizer left float goes too: its lookup stays a float Gather
+        set_nodes(graph, [m for n in graph.node if n.name not in left for m in replaced.get(n.name, [n])])
     return notes
 
 

@@ -40,14 +40,18 @@ def weight_only(
 ) -> None:
     """MatMulNBits (and GatherBlockQuantized for w4) on the raw model, after the Gemm → MatMul rewrite.
 
-    A tied table (lookup and transposed head) is packed once, with the head (``tied.py``).
+    A tied table (lookup and transposed head) is packed once, with the head, and a lookup table alone is
+    packed as a head over it would be (``tied.py``): at 4 and 8 bits alike.
     """
     if _gemm_to_matmul(model):
         add_note(report, "Gemm nodes with constant weights were rewritten as MatMul (+ Add) for MatMulNBits")
-    tied = untie_heads(model, set(excluded))
-    skipped = [*excluded, *(t.lookup for t in tied)]  # a tied lookup reads its head's blocks afterwards
     w4 = isinstance(scheme, Int4WeightOnly)
-    int8 = _int8_share(model, scheme, excluded) if w4 and scheme.ratio < 1 else set()
+    mixed = w4 and scheme.ratio < 1
+    blocks = (scheme.group_size, W8_BLOCK) if mixed else (scheme.group_size,) if w4 else (W8_BLOCK,)
+    tied = untie_heads(model, set(excluded), blocks)
+    skipped = [*excluded, *(t.lookup for t in tied)]  # a tied lookup reads its head's blocks afterwards
+    scratch = {t.head: "a lookup table's scratch head" for t in tied if t.scratch}
+    int8 = _int8_share(model, scheme, {**excluded, **scratch}) if mixed else set()
     if int8:  # mixed: the most sensitive MatMuls at INT8 first, the rest at INT4 in a second pass
         others = [
             n.name for n in model.graph.node if n.op_type in ("MatMul", "Gather") and n.name not in int8
