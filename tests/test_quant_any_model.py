@@ -416,3 +416,18 @@ def test_coreml_bicubic_as_matmuls_equals_torch(size_in, size_out, align_corners
     rewrite = COREML_DECOMPOSITIONS[torch.ops.aten.upsample_bicubic2d.vec]
     got = rewrite(x, list(size_out), align_corners, None)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_executorch_fallback_ranks_a_user_module_and_reaches_the_target(tmp_path):
+    """ExecuTorch ranked layers only for X-SAM graphs (its pass rebuilt the graph from the model): a user's
+    module got "no layer ranking: unknown graph". Now the per-layer pass runs on the module in PyTorch."""
+    pytest.importorskip("executorch")
+    torch.manual_seed(0)
+    kwargs = {"name": "mlp", "calibration": _samples(6), "holdout": _samples(2, 1)}
+    result = quantize_model(_OutlierMlp(), "executorch", "w8a8-dyn", tmp_path, target_cosine=0.999, **kwargs)
+    print(result.report.notes, result.report.kept_float)
+    assert not any("no layer ranking" in n for n in result.report.notes)
+    assert result.target_met and result.report.worst_cosine >= 0.999
+    fallback = [k for k in result.report.kept_float if "fallback" in k]
+    assert fallback and "b_up" in fallback[0] and "rank 1 of" in fallback[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlp.pte"]

@@ -359,13 +359,7 @@ def _quantize_module(
     module = module.eval()
     # one dim order: a channels-last example made ExecuTorch read contiguous inputs in the wrong order
     inputs = tuple(standard_strides(x) for x in example_inputs)
-    samples = [
-        tuple(
-            standard_strides(torch.from_numpy(np.asarray(x)).to(e.dtype))
-            for x, e in zip(s, inputs, strict=True)
-        )
-        for s in calibration
-    ]
+    samples = _like(calibration, inputs)
     plan = QuantPlan(scheme, keep_float, inputs, samples, stateful=False)
     with xnnpack_trace_form(module):
         prepared = plan.prepare(module)
@@ -377,13 +371,7 @@ def _quantize_module(
     path = out_dir / f"{name}.pte"
     program = edge.to_executorch(ExecutorchBackendConfig(do_quant_fusion_and_const_prop=True))
     atomic_write_bytes(path, program.buffer)
-    held = [
-        tuple(
-            standard_strides(torch.from_numpy(np.asarray(x)).to(e.dtype))
-            for x, e in zip(s, inputs, strict=True)
-        )
-        for s in holdout or []
-    ]
+    held = _like(holdout or [], inputs)
     on = held_out_note(held) if held else "the example input only: no held-out samples given"
     with torch.no_grad():
         outputs = module(*inputs)
@@ -405,6 +393,58 @@ def _quantize_module(
         _stateless_fidelity(path, module, [f"output_{i}" for i in range(count)], held or [inputs]), on
     )
     return report
+
+
+def _like(
+    samples: Sequence[Sequence[np.ndarray]], inputs: tuple[torch.Tensor, ...]
+) -> list[tuple[torch.Tensor, ...]]:
+    """Positional numpy samples as tensors of the example inputs' dtypes, in ordinary strides."""
+    return [
+        tuple(
+            standard_strides(torch.from_numpy(np.asarray(x)).to(e.dtype))
+            for x, e in zip(s, inputs, strict=True)
+        )
+        for s in samples
+    ]
+
+
+def module_sensitivity(
+    module: nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    scheme: Scheme,
+    keep_float: tuple[str, ...],
+    calibration: Sequence[Sequence[np.ndarray]],
+    holdout: Sequence[Sequence[np.ndarray]],
+    progress: bool = False,
+) -> tuple[dict[str, float], list[LayerScore]]:
+    """``layer_sensitivity``'s per-layer pass on a user's module: each quantized module left float in turn.
+
+    Raises:
+        ValueError: an unsupported scheme, ``w8a8`` without calibration samples, or no held-out samples.
+    """
+    from tqdm import tqdm
+
+    check_scheme("module", scheme, calibration, "module")
+    if not holdout:
+        raise ValueError("per-layer sensitivity needs held-out samples to measure on")
+    module = module.eval()
+    inputs = tuple(standard_strides(x) for x in example_inputs)
+    samples, held = _like(calibration, inputs), _like(holdout, inputs)
+    want = _eager_outputs(module, held, stateful=False)
+    names = [f"output_{i}" for i in range(len(want[0]))]
+
+    def measure(extra: tuple[str, ...]) -> tuple[dict[str, float], QuantPlan]:
+        plan = QuantPlan(scheme, keep_float + extra, inputs, samples, stateful=False, observer="minmax")
+        with xnnpack_trace_form(module):
+            prepared = plan.prepare(module)
+        return output_psnr(names, want, _eager_outputs(prepared, held, stateful=False)), plan
+
+    base, plan = measure(())
+    scores = []
+    for name in tqdm(plan.quantized_modules, desc="layers", disable=not progress):
+        psnr_db, _ = measure((name,))
+        scores.append(LayerScore(name, round(mean_gain(base, psnr_db), 2), psnr_db))
+    return base, sorted(scores, key=lambda s: -s.gain_db)
 
 
 class ExecuTorchQuantizer(QuantizeHandler):
@@ -448,6 +488,16 @@ class ExecuTorchQuantizer(QuantizeHandler):
         work: Path,
         progress: bool = False,
     ) -> tuple[dict[str, float], list[LayerScore]]:
+        if source.module is not None:  # a user's module: the same pass on the module itself
+            return module_sensitivity(
+                source.module,
+                source.example_inputs,
+                scheme,
+                keep_float,
+                calibration.get(source.name, []),
+                holdout.get(source.name, []),
+                progress,
+            )
         return layer_sensitivity(
             source.model, source.name, source.slots, scheme, keep_float, calibration, holdout, progress
         )
