@@ -21,7 +21,6 @@ from xsam_edge.export.to_bundle import export_bundle  # noqa: E402
 from xsam_edge.model.predictor import XSamPredictor  # noqa: E402
 from xsam_edge.runtime.session import EdgeSession  # noqa: E402
 from xsam_edge.spec.bundle import MANIFEST_FILE  # noqa: E402
-from xsam_edge.spec.types import Task  # noqa: E402
 
 BACKENDS = ("onnx", "openvino", "executorch")
 pytestmark = pytest.mark.slow
@@ -93,31 +92,3 @@ def test_onnx_stores_each_weight_once(bundle, student):
     assert embed["files"][1:] == (["onnx/llm_weights.bin"] if model.config.llm.tie_word_embeddings else [])
     onnx_bytes = sum(f.stat().st_size for f in (bundle / "onnx").rglob("*") if f.is_file())
     assert onnx_bytes < 1.1 * weights, (onnx_bytes, weights)
-
-
-@pytest.mark.parametrize("llm_scheme", ["fp16", "w4"])
-def test_a_quantized_onnx_bundle_stores_a_tied_table_once(student, tmp_path, llm_scheme):
-    """Each graph part is quantized and packed alone: the embed part and the LLM part both held Qwen2's
-    151,936 × 896 table (fp16: 260 + 318 MiB; w4: 82 + 101 MiB); the assembled bundle is packed once more,
-    and a w4 lookup table is packed as the head over it is, byte for byte."""
-    from xsam_edge.quantization.quantize import quantize_bundle
-    from xsam_edge.quantization.recipes import Recipe
-    from xsam_edge.quantization.schemes import Float16, Int4WeightOnly
-
-    model, tokenizer = student
-    if not model.config.llm.tie_word_embeddings:
-        pytest.skip("an untied LLM: nothing to share")
-    graphs = {"embed": Int4WeightOnly(), "llm": Int4WeightOnly()} if llm_scheme == "w4" else {}
-    recipe = Recipe(f"onnx-{llm_scheme}", "onnx", graphs, default=Float16())
-    result = quantize_bundle(model, tokenizer, recipe, tmp_path / "q", tmp_path / "work", progress=False)
-    entries = {g["name"]: g for g in json.loads((result.bundle / MANIFEST_FILE).read_text())["graphs"]}
-    packed_table = model.llm.get_input_embeddings().weight.numel() * (0.5 if llm_scheme == "w4" else 2)
-    assert entries["embed"]["files"][1:] == ["onnx/llm_weights.bin"]
-    assert (result.bundle / entries["embed"]["files"][0]).stat().st_size < 0.01 * packed_table
-    shared = (result.bundle / "onnx" / "llm_weights.bin").stat().st_size
-    assert packed_table < shared < 2 * packed_table  # the table once, with the LLM's other weights
-    embed_report = next(r for r in result.reports if r.graph == "embed")
-    assert any("stored once" in n for n in embed_report.notes)
-    session = EdgeSession(result.bundle, "onnx", max_new_tokens=4)
-    request = next(r for r in every_task_requests(make_image(IMAGE_HW)) if r.task == Task.REFERRING)
-    assert session.run(request).mask_logits is not None
