@@ -1,10 +1,11 @@
-"""What the real-weight benchmarks share: text windows, photos, timing, paired bootstrap, result files."""
+"""What the real-weight benchmarks share: text windows, photos, timing, bootstrap, result and cache files."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,12 +18,16 @@ from xsam_edge.files import atomic_write_text
 
 __all__ = [
     "Runner",
+    "atomic_json",
     "bootstrap_ci",
     "calibration_text",
+    "log",
     "median_seconds",
     "photos",
+    "read_json",
     "text_windows",
     "write_results",
+    "write_text",
 ]
 
 
@@ -106,3 +111,27 @@ def write_results(name: str, payload: dict[str, Any], markdown: str) -> Path:
     atomic_write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
     atomic_write_text(path.with_suffix(".md"), markdown + "\n")
     return path
+
+
+_START = time.perf_counter()
+
+
+def log(message: str) -> None:
+    print(f"[{time.perf_counter() - _START:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def atomic_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=1, default=str) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """``atomic_write_text`` into a folder made first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
+
+
+def read_json(path: Path) -> Any | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
-import json
 import math
 import os
 import platform
@@ -36,8 +35,8 @@ import numpy as np
 import torch
 
 from benchmarks import RESULTS_DIR
+from benchmarks.real_weights.common import atomic_json, log, read_json, write_text
 from benchmarks.real_weights.fetch import ARTEFACTS, cache_dir, fetch
-from xsam_edge.files import atomic_write_text
 
 GGUF = "qwen2.5-coder-0.5b-instruct.gguf"
 WINDOW = 256  # tokens per window: static shapes for the exports
@@ -96,29 +95,6 @@ TIED_CAVEAT = (
     "(the lookup reads the head's packed blocks); ExecuTorch 8da4w keeps an INT8 lookup beside the INT4 head "
     "(XNNPACK packs the head inside its delegate)."
 )
-
-_START = time.perf_counter()
-
-
-def log(message: str) -> None:
-    print(f"[{time.perf_counter() - _START:7.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-def atomic_json(path: Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=1, default=str) + "\n")
-
-
-def write_text(path: Path, text: str) -> None:
-    """``atomic_write_text`` into a folder made first."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, text)
-
-
-def read_json(path: Path) -> Any | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 class Logits(torch.nn.Module):

@@ -144,20 +144,17 @@ class QuantPlan:
         # embedding tables: INT8 per row (ExecuTorch's embedding_byte), under every scheme; the LLM export
         # of ExecuTorch's own examples does the same (``-E 8,0``): a tied table otherwise stays float
         embedding = IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0))
-        if self.scheme.name == "w8":
-            config: Any = embedding
-            kinds: tuple[type, ...] = (nn.Embedding,)
-        elif isinstance(self.scheme, Int8DynActInt4Weight):
+        linear: Any = None  # w8: no weight-only INT8 linear (see _LINEAR_W8)
+        if isinstance(self.scheme, Int8DynActInt4Weight):
             group = self.scheme.group_size
-            config = Int8DynamicActivationIntxWeightConfig(
+            linear = Int8DynamicActivationIntxWeightConfig(
                 weight_dtype=torch.int4, weight_granularity=PerGroup(group)
             )
-            kinds = (nn.Linear, nn.Embedding)
-        else:  # w8a8-dyn, and w8a8 on the LLM
-            config = Int8DynamicActivationIntxWeightConfig(
+        elif self.scheme.name != "w8":  # w8a8-dyn, and w8a8 on the LLM
+            linear = Int8DynamicActivationIntxWeightConfig(
                 weight_dtype=torch.int8, weight_granularity=PerAxis(0)
             )
-            kinds = (nn.Linear, nn.Embedding)
+        kinds: tuple[type, ...] = (nn.Embedding,) if linear is None else (nn.Linear, nn.Embedding)
         targets = set()
         for fqn, mod in used.items():
             why = self._why_float(fqn, mod, kinds)
@@ -177,8 +174,8 @@ class QuantPlan:
         tables = {
             fqn for fqn, mod in copied.named_modules() if fqn in targets and isinstance(mod, nn.Embedding)
         }
-        if config is not embedding:
-            quantize_(copied, config, filter_fn=lambda _, fqn: fqn in targets - tables)
+        if linear is not None:
+            quantize_(copied, linear, filter_fn=lambda _, fqn: fqn in targets - tables)
             if tables:
                 self.notes.append(f"{len(tables)} embedding table(s) at INT8 per row (embedding_byte)")
         quantize_(copied, embedding, filter_fn=lambda _, fqn: fqn in tables)

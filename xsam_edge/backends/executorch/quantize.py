@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -296,8 +296,6 @@ def layer_sensitivity(
     Raises:
         ValueError: an unknown graph, an unsupported scheme, or ``w8a8`` without calibration samples.
     """
-    from tqdm import tqdm
-
     key, spec, inputs, samples, held = _graph_data(model, graph, slots, scheme, calibration, holdout)
     stateful = graph == "llm"
     reference = build_graph(model, key, slots).eval()
@@ -309,11 +307,20 @@ def layer_sensitivity(
         module = plan.prepare(reference)
         return output_psnr(names, want, _eager_outputs(module, held, stateful)), plan
 
+    return _keep_each_float(measure, f"layers of {graph}", progress)
+
+
+def _keep_each_float(
+    measure: Callable[[tuple[str, ...]], tuple[dict[str, float], QuantPlan]], desc: str, progress: bool
+) -> tuple[dict[str, float], list[LayerScore]]:
+    """``measure`` the whole plan, then with each quantized module alone float: most sensitive first."""
+    from tqdm import tqdm
+
     base, plan = measure(())
     scores = []
-    for module_name in tqdm(plan.quantized_modules, desc=f"layers of {graph}", disable=not progress):
-        psnr_db, _ = measure((module_name,))
-        scores.append(LayerScore(module_name, round(mean_gain(base, psnr_db), 2), psnr_db))
+    for name in tqdm(plan.quantized_modules, desc=desc, disable=not progress):
+        psnr_db, _ = measure((name,))
+        scores.append(LayerScore(name, round(mean_gain(base, psnr_db), 2), psnr_db))
     return base, sorted(scores, key=lambda s: -s.gain_db)
 
 
@@ -422,8 +429,6 @@ def module_sensitivity(
     Raises:
         ValueError: an unsupported scheme, ``w8a8`` without calibration samples, or no held-out samples.
     """
-    from tqdm import tqdm
-
     check_scheme("module", scheme, calibration, "module")
     if not holdout:
         raise ValueError("per-layer sensitivity needs held-out samples to measure on")
@@ -439,12 +444,7 @@ def module_sensitivity(
             prepared = plan.prepare(module)
         return output_psnr(names, want, _eager_outputs(prepared, held, stateful=False)), plan
 
-    base, plan = measure(())
-    scores = []
-    for name in tqdm(plan.quantized_modules, desc="layers", disable=not progress):
-        psnr_db, _ = measure((name,))
-        scores.append(LayerScore(name, round(mean_gain(base, psnr_db), 2), psnr_db))
-    return base, sorted(scores, key=lambda s: -s.gain_db)
+    return _keep_each_float(measure, "layers", progress)
 
 
 class ExecuTorchQuantizer(QuantizeHandler):

@@ -122,6 +122,7 @@ def share_tied_tables(model: Any, pairs: list[TiedTable]) -> list[str]:
     graph = model.graph
     constants = {t.name: t for t in graph.initializer}
     by_output = {n.output[0]: n for n in graph.node}
+    by_name = {n.name: n for n in graph.node}
     notes, replaced = [], {}
     for pair in pairs:
         head = by_output.get(pair.head_output)
@@ -131,7 +132,7 @@ def share_tied_tables(model: Any, pairs: list[TiedTable]) -> list[str]:
         bits, block, width, vocab = attrs["bits"], attrs["block_size"], attrs["K"], attrs["N"]
         blocks = -(-width // block)
         packed, scales = head.input[1], head.input[2]
-        lookup = next(n for n in graph.node if n.name == pair.lookup)
+        lookup = by_name[pair.lookup]
         ids, out, tag = lookup.input[1], lookup.output[0], f"{pair.lookup}_tied"
         inputs = [packed, ids, f"{tag}_scales"]
         nodes = [
@@ -139,9 +140,8 @@ def share_tied_tables(model: Any, pairs: list[TiedTable]) -> list[str]:
         ]
         extra = [numpy_helper.from_array(np.array([vocab, blocks, 1], np.int64), f"{tag}_scales_shape")]
         zero_points = head.input[3] if len(head.input) > 3 and head.input[3] else None
-        if (
-            zero_points is not None
-        ):  # the head's are packed along blocks; the lookup's along the block (size 1)
+        # the head's zero points are packed along blocks, the lookup's along a block (of size 1)
+        if zero_points is not None:
             zp = numpy_helper.to_array(constants[zero_points]).reshape(vocab, -1)
             if bits == 4:
                 zp = np.stack([zp & 0x0F, zp >> 4], axis=-1).reshape(vocab, -1)[:, :blocks]
