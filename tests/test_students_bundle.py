@@ -92,3 +92,15 @@ def test_onnx_stores_each_weight_once(bundle, student):
     assert embed["files"][1:] == (["onnx/llm_weights.bin"] if model.config.llm.tie_word_embeddings else [])
     onnx_bytes = sum(f.stat().st_size for f in (bundle / "onnx").rglob("*") if f.is_file())
     assert onnx_bytes < 1.1 * weights, (onnx_bytes, weights)
+
+
+def test_openvino_stores_a_tied_table_once(bundle, student):
+    """The tied table is the embed IR's lookup and the LLM IR's head: embed.xml reads it from llm.bin."""
+    model, _ = student
+    manifest = json.loads((bundle / MANIFEST_FILE).read_text())
+    embed = next(g for g in manifest["graphs"] if g["backend"] == "openvino" and g["name"] == "embed")
+    tied = model.config.llm.tie_word_embeddings
+    assert embed["files"] == ["openvino/embed.xml", "openvino/llm.bin" if tied else "openvino/embed.bin"]
+    table = model.llm.get_input_embeddings().weight
+    embed_bytes = sum((bundle / f).stat().st_size for f in embed["files"] if "llm" not in f)
+    assert (embed_bytes < 0.01 * table.numel() * table.element_size()) == tied

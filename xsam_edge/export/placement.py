@@ -201,11 +201,13 @@ def onnx_op_histogram(model: Any) -> dict[str, int]:
 OV_BOOKKEEPING = ("Parameter", "Result", "Constant")
 
 
-def openvino_op_histogram(model: Any) -> dict[str, int]:
+def openvino_op_histogram(model: Any, weights: str | Path | None = None) -> dict[str, int]:
     """Op-type counts of an OpenVINO model (``Parameter``, ``Result`` and ``Constant`` left out).
 
     Args:
         model (Any): an ``openvino.Model`` or a path to an IR ``.xml`` (or anything ``read_model`` reads).
+        weights (str | Path | None): the IR's weights file when it is not the ``.bin`` beside the ``.xml``
+            (a tied embed reads the LLM's, ``backends/openvino/pack.py``).
 
     Returns:
         dict[str, int]: op type name → count, most frequent first.
@@ -213,28 +215,31 @@ def openvino_op_histogram(model: Any) -> dict[str, int]:
     import openvino as ov
 
     if not isinstance(model, ov.Model):
-        model = ov.Core().read_model(str(model))
+        model = ov.Core().read_model(str(model), *([] if weights is None else [str(weights)]))
     counts = Counter(op.get_type_name() for op in model.get_ordered_ops())
     for name in OV_BOOKKEEPING:
         counts.pop(name, None)
     return dict(counts.most_common())
 
 
-def _histogram(path: Path) -> tuple[str, dict[str, int]]:
+def _histogram(path: Path, weights: Path | None = None) -> tuple[str, dict[str, int]]:
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return "onnx", onnx_op_histogram(path)
     if suffix == ".xml":
-        return "openvino", openvino_op_histogram(path)
+        return "openvino", openvino_op_histogram(path, weights)
     raise ValueError(f"no op histogram for {path}: expected a .onnx or an OpenVINO .xml file")
 
 
-def placement_report(files: Iterable[str | Path] | Mapping[str, str | Path]) -> dict[str, dict[str, Any]]:
+def placement_report(
+    files: Iterable[str | Path] | Mapping[str, str | Path | Sequence[str | Path]],
+) -> dict[str, dict[str, Any]]:
     """The placement report of exported files.
 
     Args:
-        files (Iterable[str | Path] | Mapping[str, str | Path]): model files (``.onnx`` / ``.xml``), or a
-            mapping label → file (labels key the report; otherwise the file name does).
+        files (Iterable[str | Path] | Mapping[str, str | Path | Sequence[str | Path]]): model files
+            (``.onnx`` / ``.xml``), or a mapping label → file (labels key the report; otherwise the file name
+            does) or → a graph's files (the model file first; an IR's ``.bin`` among the rest).
 
     Returns:
         dict[str, dict[str, Any]]: per file: ``file``, ``format``, ``total_ops``, ``histogram`` (op type →
@@ -243,8 +248,9 @@ def placement_report(files: Iterable[str | Path] | Mapping[str, str | Path]) -> 
     items = files.items() if isinstance(files, Mapping) else ((Path(f).name, f) for f in files)
     report = {}
     for label, file in items:
-        path = Path(file)
-        fmt, hist = _histogram(path)
+        paths = [Path(f) for f in file] if isinstance(file, list | tuple) else [Path(file)]
+        path = paths[0]
+        fmt, hist = _histogram(path, next((p for p in paths[1:] if p.suffix == ".bin"), None))
         risks = {
             op: {"count": n, "reason": FALLBACK_RISKS[op]} for op, n in hist.items() if op in FALLBACK_RISKS
         }
@@ -291,7 +297,7 @@ def summarize_exports(graphs: Sequence[ExportedGraph]) -> str:
     delegated vs portable nodes per method; other converted programs (Core ML) their commonest ops.
     """
     files = {
-        f"{g.backend}/{g.name}": g.files[0]
+        f"{g.backend}/{g.name}": list(g.files)
         for g in graphs
         if g.files and Path(g.files[0]).suffix in (".onnx", ".xml")
     }

@@ -12,4 +12,6 @@ OPENVINO = Backend(
     exporter="xsam_edge.backends.openvino.export:export_openvino",
     quantizer="xsam_edge.backends.openvino.quantize:OpenVinoQuantizer",
     runtime="xsam_edge.backends.openvino.runtime:OpenVinoBackend",
+    pack="xsam_edge.backends.openvino.pack:share_tied_table",  # a tied table stored once, in llm.bin
+    pack_options=("tied_embed",),
 )

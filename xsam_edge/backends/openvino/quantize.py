@@ -19,7 +19,9 @@ scheme         what the IR becomes (TOOLCHAIN.md §6d, §8 #16)
 ``w4``         ``compress_weights(INT4_SYM | INT4_ASYM, group_size, ratio)`` (NNCF ranks the layers and keeps
                ``1 - ratio`` of the weights INT8); ``data_aware`` adds the
                calibration dataset with ``scale_estimation=True, awq=True`` (AWQ applies where NNCF finds its
-               MatMul patterns); NNCF keeps embeddings and the last layer at INT8 by default
+               MatMul patterns); NNCF keeps embeddings and the last layer at INT8 by default, and every
+               output layer (``output_layers``: the LLM's head, not only the last MatMul in order) is
+               compressed apart at INT8, so a tied head's bytes equal the ``embed`` table's (``pack.py``)
 =============  ==========================================================================================
 
 The stateful LLM IR (``llm.xml``: ReadValue/Assign KV state, inputs ``inputs_embeds, cache_position``) takes
@@ -47,6 +49,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -81,6 +84,7 @@ WEIGHTED_OPS = {
     "ConvolutionBackpropData": 1,
     "Gather": 0,
 }
+_OUTPUT_PATH = ("Add", "Convert", "Reshape", "Squeeze", "Transpose", "Unsqueeze")  # output layer → Result
 # ops between a weight Constant and its consumer (decompression and layout), followed through input 0
 _WEIGHT_PATH = (
     "Convert",
@@ -339,13 +343,52 @@ def _compress(
         "ignored_scope": scope,
         "advanced_parameters": advanced,
     }
+    # NNCF keeps "the last layer" at INT8, meaning the output layer: in a graph with several outputs (the
+    # LLM's logits and projected states) the last MatMul in order is another one. Every output layer stays
+    # INT8, compressed apart, data-free: a tied head's bytes then equal its lookup table's (pack.py stores it
+    # once)
+    heads = [name for name in output_layers(model) if name not in ignored]
+    options["ignored_scope"] = nncf.IgnoredScope(
+        names=[*ignored, *heads], types=list(CONV_OPS), validate=False
+    )
+    result = None
     if scheme.data_aware:
         data = {"dataset": _dataset(model, samples), "subset_size": len(samples)}
         try:
-            return nncf.compress_weights(model.clone(), **options, **data, scale_estimation=True, awq=True)
+            result = nncf.compress_weights(model.clone(), **options, **data, scale_estimation=True, awq=True)
         except Exception as err:  # NNCF raises its own and plain errors alike: fall back, and say so
             add_note(report, f"data-aware INT4 failed ({err!r}); compressed data-free instead")
-    return nncf.compress_weights(model.clone(), **options)
+    if result is None:
+        result = nncf.compress_weights(model.clone(), **options)
+    ops = {op.get_friendly_name(): op for op in result.get_ordered_ops()}
+    floats = [name for name in heads if name in ops and _float_weight(ops[name])]
+    if not floats:
+        return result
+    # every other weighted op ignored by name (naming its Constants too would leave the heads float)
+    others = [name for name, op in ops.items() if op.get_type_name() in WEIGHTED_OPS and name not in floats]
+    scope = nncf.IgnoredScope(names=others, validate=False)
+    add_note(report, f"output layer(s) kept at INT8 as NNCF keeps the last layer: {', '.join(floats)}")
+    return nncf.compress_weights(result, mode=nncf.CompressWeightsMode.INT8_ASYM, ignored_scope=scope)
+
+
+def output_layers(model: Any) -> list[str]:
+    """The weighted MatMuls whose results are the graph's outputs (through bias adds and layout ops)."""
+    found = []
+    for result in model.get_results():
+        node = result.input_value(0).get_node()
+        for _ in range(8):
+            if node.get_type_name() == "MatMul":
+                found += [node.get_friendly_name()] if _weight(node) is not None else []
+                break
+            if node.get_type_name() not in _OUTPUT_PATH:
+                break
+            node = node.input_value(0).get_node()
+    return list(dict.fromkeys(found))
+
+
+def _float_weight(op: Any) -> bool:
+    weight = _weight(op)
+    return weight is not None and weight.get_element_type().is_real()
 
 
 def _evidence(model: Any, scheme: Scheme, ignored: dict[str, str], report: GraphQuantReport) -> None:
@@ -373,7 +416,7 @@ def _evidence(model: Any, scheme: Scheme, ignored: dict[str, str], report: Graph
         elif scheme.name != "fp16" and kind != "Gather":  # a float Gather table is a buffer (RoPE), no weight
             report.kept_float.append(f"{name} ({kind}): float weights (NNCF left it: {scheme.label()})")
     if int8_in_w4:
-        why = "NNCF's backup precision for embeddings, the last layer and sizes the group does not divide"
+        why = "NNCF's backup precision for embeddings, output layers and sizes the group does not divide"
         add_note(report, f"{int8_in_w4} layer(s) kept at INT8: {why}")
     report.integer_ops = dict(Counter(report.integer_ops) + evidence)
 
@@ -406,6 +449,8 @@ class OpenVinoQuantizer(FileQuantizer):
     """OpenVINO IR quantized with NNCF (the recipe graph ``llm``: the one stateful IR)."""
 
     backend = BACKEND
+    # the parts are quantized one at a time: a tied embed graph keeps its own table (pack.py)
+    float_export_options = MappingProxyType({"tied_embed": False})
 
     def smooth_quant_unavailable(self) -> str | None:
         return None  # NNCF's SmoothQuant ships with NNCF

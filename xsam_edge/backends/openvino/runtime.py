@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from xsam_edge.backends.openvino.pack import ir_files
 from xsam_edge.runtime.protocol import GraphRunner, LLMRunner, check_signature, require, threads
 from xsam_edge.spec.bundle import GraphEntry, Manifest
 
@@ -78,7 +79,11 @@ class OpenVinoBackend:
 
     def _compile(self, manifest: Manifest, entry: GraphEntry) -> Any:
         config = self.config if self.device == "CPU" else {}  # the hints above are CPU plugin properties
-        return self.core.compile_model(str(manifest.path(entry.files[0])), self.device, config)
+        xml, weights = ir_files(entry.files)
+        # the weights file the manifest names (a tied embed reads the LLM's), never one found beside the .xml
+        paths = [str(manifest.path(f)) for f in (xml, weights) if f is not None]
+        model = self.core.read_model(*paths)
+        return self.core.compile_model(model, self.device, config)
 
     def graph(self, manifest: Manifest, name: str) -> GraphRunner:
         entry = manifest.graph(name, self.name)
