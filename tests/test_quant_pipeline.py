@@ -338,3 +338,14 @@ def test_recipe_target_falls_back_layers_and_says_so_in_the_bundle(model, seeded
         Recipe("bad", "onnx", targets={"segment": 1.5})
     with pytest.raises(ValueError, match="no graph named 'nope'"):
         Recipe("bad", "onnx", targets={"nope": 0.9})
+
+
+def test_intermediates_of_other_code_are_not_reused(model, monkeypatch, tmp_path):
+    """A graph part's key names its scheme and settings, not the code that made it: the work folder is keyed
+    by the package's sources too, so an upgraded handler does not get the old one's parts back."""
+    from xsam_edge.quantization import quantize
+
+    here = quantize._work_folder(model, tmp_path, SLOTS, "fingerprint")
+    assert quantize._work_folder(model, tmp_path, SLOTS, "fingerprint") == here  # same code: resumes
+    monkeypatch.setattr(quantize, "code_digest", lambda: "other-code")
+    assert quantize._work_folder(model, tmp_path, SLOTS, "fingerprint") != here

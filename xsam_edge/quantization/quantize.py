@@ -3,13 +3,14 @@
 The stage sits on top of export: it exports the float graphs (``export_bundle``), records calibration inputs
 by running requests through a float session, hands each graph to its backend's handler, and packs the result
 as a bundle with the recipe and every handler report in the manifest. Every intermediate lives in a work
-folder keyed by the model's weight fingerprint, so a killed run resumes and the sensitivity pass can mix
-float and quantized graphs without quantizing anything twice.
+folder keyed by the model's weight fingerprint and the code's (``code_digest``), so a killed run resumes and
+the sensitivity pass can mix float and quantized graphs without quantizing anything twice.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -313,10 +314,26 @@ def _share_tied_table(
     return packed
 
 
+@functools.cache
+def code_digest() -> str:
+    """A digest of this package's Python sources: intermediates from other code are not reused.
+
+    A graph part's cache key names its scheme and settings, not the code that quantized it: after an upgrade
+    (or an edit) the same work folder would hand back parts the new code would not make.
+    """
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parents[1]
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def _work_folder(model: XSam, work_dir: Path, slots: Any, fingerprint: str | None) -> Path:
-    """The intermediates of one model at one slot configuration (float export, calibration, graph parts)."""
+    """The intermediates of one model, slots and code version (float export, calibration, graph parts)."""
     fingerprint = fingerprint or model_fingerprint(model)
-    work = work_dir / f"{model.config.name}-{fingerprint}-{_key(dataclasses.asdict(slots))}"
+    key = _key(dataclasses.asdict(slots), code_digest())
+    work = work_dir / f"{model.config.name}-{fingerprint}-{key}"
     work.mkdir(parents=True, exist_ok=True)
     return work
 
