@@ -105,6 +105,32 @@ def test_second_query_reuses_the_image_prefix_and_equals_a_fresh_session(session
     assert session._image.prefix_ids and warm.prompt_tokens > len(session._image.prefix_ids)
 
 
+def test_a_short_prefill_runs_at_its_own_length_where_the_graph_allows(session):
+    """OpenVINO's LLM IR takes any T up to the chunk: a next query's few tokens ran padded to the full chunk
+    (the fixed-T graphs' way), so the work on padding rows was most of it. Fixed-T graphs still pad."""
+    from xsam_edge.runtime.observe import observe
+
+    image = make_image()
+    session.run(SegmentationRequest(image, Task.REFERRING, text="the red circle"))
+    rows = []
+
+    def record(name, inputs, outputs, seconds):
+        if name == "llm":
+            rows.append(inputs[0].shape[1])
+
+    stop = observe(session, record)
+    try:
+        session.run(SegmentationRequest(image, Task.REFERRING, text="the blue square"))
+    finally:
+        stop()
+    prefill = [r for r in rows if r > 1]
+    assert prefill, rows
+    if session.backend == "openvino":
+        assert prefill[-1] < SLOTS.prefill_len, rows  # the query's last rows, unpadded
+    else:
+        assert set(prefill) == {SLOTS.prefill_len}, rows
+
+
 def test_more_conditions_than_slots_is_a_clear_error(session):
     request = SegmentationRequest(make_image(), Task.PANOPTIC, categories=[f"c{i}" for i in range(5)])
     with pytest.raises(ValueError, match="4 condition slots"):

@@ -64,10 +64,14 @@ def splice(
     return out
 
 
-def prefill(step: StepFn, embeds: np.ndarray, start: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-    """Run a stateful LLM over ``embeds`` at positions ``start ..`` in ``chunk``-sized calls.
+def prefill(
+    step: StepFn, embeds: np.ndarray, start: int, chunk: int, pad: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run a stateful LLM over ``embeds`` at positions ``start ..`` in calls of at most ``chunk`` rows.
 
-    A short last chunk is left-padded at ``PAD_POSITION``, so its last row is the last real token.
+    With ``pad`` (a graph with a fixed T), a short last chunk is left-padded at ``PAD_POSITION``, so its last
+    row is the last real token; without it (a graph that takes any T up to ``chunk``), it runs as it is: a
+    next query's 20 tokens cost 20 rows of work, not 64.
 
     Returns:
         tuple[np.ndarray, np.ndarray]: projected states (L, D) and the last row's logits (1, V).
@@ -77,12 +81,12 @@ def prefill(step: StepFn, embeds: np.ndarray, start: int, chunk: int) -> tuple[n
     for i in range(0, n, chunk):
         rows = embeds[i : i + chunk]
         real = rows.shape[0]
-        pad = chunk - real
-        x = np.concatenate((np.zeros((pad, h), embeds.dtype), rows))[None]  # (1, chunk, H)
-        positions = np.full(chunk, PAD_POSITION, dtype=np.int64)
-        positions[pad:] = np.arange(start + i, start + i + real)
+        padding = chunk - real if pad else 0
+        x = np.concatenate((np.zeros((padding, h), embeds.dtype), rows))[None]  # (1, real + padding, H)
+        positions = np.full(real + padding, PAD_POSITION, dtype=np.int64)
+        positions[padding:] = np.arange(start + i, start + i + real)
         out_projected, logits = step(x, positions)
-        projected.append(out_projected[0, pad:])
+        projected.append(out_projected[0, padding:])
     if logits is None:
         raise ValueError("prefill needs at least one token")
     return np.concatenate(projected), logits

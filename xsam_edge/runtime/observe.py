@@ -31,6 +31,7 @@ class _ObservedGraph:
 class _ObservedLLM:
     def __init__(self, runner: Any, on_call: OnCall) -> None:
         self.runner, self.on_call, self.chunk = runner, on_call, runner.chunk
+        self.pads_chunks = runner.pads_chunks
 
     def step(self, embeds: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         start = time.perf_counter()

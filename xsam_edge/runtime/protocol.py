@@ -14,7 +14,8 @@ class GraphRunner(Protocol):
 
 
 class LLMRunner(Protocol):
-    chunk: int
+    chunk: int  # the most tokens one prefill call takes
+    pads_chunks: bool  # a shorter call is padded to ``chunk`` rows (a graph with a fixed T)
 
     def step(self, embeds: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
     def reset(self) -> None: ...
@@ -79,6 +80,7 @@ class HostCacheLLM:
     def __init__(self, prefill: GraphRunner, decode: GraphRunner, entry: Any) -> None:
         self.prefill, self.decode = prefill, decode
         self.chunk = int(entry.inputs[0]["shape"][1])  # the prefill graph's fixed T
+        self.pads_chunks = True
         self.cache_shape = tuple(entry.inputs[2]["shape"])
         self.reset()
 

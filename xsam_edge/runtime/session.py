@@ -79,7 +79,7 @@ class GraphEngine:
         if len(ids) == 1:  # one decode step: the decode graph, not a padded prefill chunk
             projected, logits = self.llm.step(embeds[None], np.array([start], dtype=np.int64))
             return projected[0], logits[0]
-        projected, logits = prefill(self.llm.step, embeds, start, self.llm.chunk)
+        projected, logits = prefill(self.llm.step, embeds, start, self.llm.chunk, self.llm.pads_chunks)
         return projected, logits[0]
 
     def snapshot(self) -> Any:

@@ -57,6 +57,7 @@ class _CoreMLLLM:
         self.prefill, self.decode = prefill, decode
         self.state_names = state_names
         self.chunk = int(prefill.inputs[0]["shape"][1])  # the prefill function's fixed T
+        self.pads_chunks = True
         self.reset()
 
     def reset(self) -> None:

@@ -62,6 +62,7 @@ class _EtLLM:
             )
         self.methods = {m: _EtMethod(torch, program, m, signatures[m]["inputs"]) for m in LLM_METHODS}
         self.chunk = int(signatures["prefill"]["inputs"][0]["shape"][1])  # the prefill method's fixed T
+        self.pads_chunks = True
         self.empty = [np.zeros(i["shape"], np.dtype(i["dtype"])) for i in signatures["write_cache"]["inputs"]]
         self.reset()
 

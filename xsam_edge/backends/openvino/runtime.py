@@ -38,6 +38,7 @@ class _OvLLM:
         self.ov = ov
         self.graph = _OvGraph(compiled, entry)
         self.chunk = chunk  # the IR takes any T up to the bundle's prefill length
+        self.pads_chunks = False  # so a short chunk runs at its own length: no work on padding rows
         self.reset()
 
     def reset(self) -> None:
