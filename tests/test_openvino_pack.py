@@ -158,3 +158,16 @@ def test_w4_keeps_output_layers_at_int8_and_a_tied_table_is_stored_once(tmp_path
     ids = np.array([[5, 0, 151_935]], dtype=np.int64)
     got = _run(out / "embed.xml", out / "llm.bin", ids)[0]
     np.testing.assert_allclose(got, table[ids], atol=0.05 * np.abs(table).max())
+
+
+def test_the_runtime_refuses_an_ir_entry_without_its_xml(tmp_path: Path) -> None:
+    from xsam_edge.backends.openvino.runtime import OpenVinoBackend
+    from xsam_edge.spec.bundle import BundleError
+
+    class _Manifest:
+        def path(self, relative: str) -> Path:
+            return tmp_path / relative
+
+    entry = GraphEntry("embed", "openvino", "fp32", ["openvino/embed.bin"], [], [])
+    with pytest.raises(BundleError, match="needs an .xml"):
+        OpenVinoBackend()._compile(_Manifest(), entry)

@@ -9,7 +9,7 @@ import numpy as np
 
 from xsam_edge.backends.openvino.pack import ir_files
 from xsam_edge.runtime.protocol import GraphRunner, LLMRunner, check_signature, require, threads
-from xsam_edge.spec.bundle import GraphEntry, Manifest
+from xsam_edge.spec.bundle import BundleError, GraphEntry, Manifest
 
 
 class _OvGraph:
@@ -80,7 +80,10 @@ class OpenVinoBackend:
 
     def _compile(self, manifest: Manifest, entry: GraphEntry) -> Any:
         config = self.config if self.device == "CPU" else {}  # the hints above are CPU plugin properties
-        xml, weights = ir_files(entry.files)
+        try:
+            xml, weights = ir_files(entry.files)
+        except ValueError as err:
+            raise BundleError(f"graph openvino/{entry.name}: {err}") from err
         # the weights file the manifest names (a tied embed reads the LLM's), never one found beside the .xml
         paths = [str(manifest.path(f)) for f in (xml, weights) if f is not None]
         model = self.core.read_model(*paths)
