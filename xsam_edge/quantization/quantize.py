@@ -293,10 +293,10 @@ def assemble_bundle(fp32: Manifest, recipe: Recipe, parts: Mapping[str, GraphPar
 def _share_tied_table(
     backend: str, entries: list[GraphEntry], staging: Path, parts: Mapping[str, GraphPart]
 ) -> list[GraphEntry]:
-    """The backend's pack over the assembled bundle, where ``embed`` and the LLM part meet (ONNX).
+    """The backend's pack over the assembled bundle, where ``embed`` and the LLM part meet (ONNX, OpenVINO).
 
     Each part was packed alone, so a tied table (``embed``'s lookup, the LLM's head) that both parts hold
-    byte for byte (the float or fp16 parts of a tied student) was stored in each: the pack stores it once.
+    byte for byte (float, fp16, or quantized alike) was stored in each: the pack stores it once.
     """
     info = get_backend(backend)
     pack = info.load_pack()
