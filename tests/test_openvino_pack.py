@@ -111,12 +111,10 @@ def test_pack_leaves_an_untied_or_excluded_embed_alone(tmp_path: Path, case: str
     assert {f.name: _digest(f) for f in folder.iterdir()} == before
 
 
-def test_w4_keeps_output_layers_at_int8_and_a_tied_table_is_stored_once(tmp_path: Path) -> None:
-    """At the real vocabulary (Qwen2.5's 151,936 rows). NNCF keeps "the last layer" at INT8, but takes the
-    last MatMul in order (here ``projected``'s), so the head went INT4 beside an INT8 lookup table: the
-    tied table was stored twice, in two precisions. Every output layer is INT8 now, the head's bytes equal
-    the lookup's, and the pack stores them once."""
-    from xsam_edge.backends.openvino.quantize import OpenVinoQuantizer, _weight, output_layers
+def _quantize_w4_at_real_vocab(tmp_path: Path, head_bits: int) -> tuple[np.ndarray, Path, list[str]]:
+    """The hand-built ``embed`` and ``llm`` IRs at Qwen2.5's 151,936 rows, through the w4 handler; the table,
+    the quantized folder and the LLM report's notes."""
+    from xsam_edge.backends.openvino.quantize import OpenVinoQuantizer, output_layers
     from xsam_edge.quantization.schemes import Int4WeightOnly
 
     table, mixer, projector = _weights(151_936)
@@ -127,37 +125,61 @@ def test_w4_keeps_output_layers_at_int8_and_a_tied_table_is_stored_once(tmp_path
     assert len(output_layers(ov.Core().read_model(str(src / "llm.xml")))) == 2
     out = tmp_path / "q" / "openvino"
     out.mkdir(parents=True)
-    quantizer = OpenVinoQuantizer()
+    notes = []
     for graph, name in (("embed", "embed"), ("llm", "llm_prefill")):
         stem = "llm" if graph == "llm" else "embed"
-        files, report = quantizer.quantize_files(
-            graph,
-            [name],
-            {name: [src / f"{stem}.xml", src / f"{stem}.bin"]},
-            Int4WeightOnly(),
-            (),
-            {},
-            {},
-            out,
-        )
-        if graph == "llm":
-            assert any("output layer(s) kept at INT8" in n for n in report.notes), report.notes
-    weights = [_weight(op) for op in ov.Core().read_model(str(out / "llm.xml")).get_ordered_ops()]
-    precision = {
+        files = {name: [src / f"{stem}.xml", src / f"{stem}.bin"]}
+        scheme = Int4WeightOnly(head_bits=head_bits)
+        _, report = OpenVinoQuantizer().quantize_files(graph, [name], files, scheme, (), {}, {}, out)
+        notes += report.notes if graph == "llm" else []
+    return table, out, notes
+
+
+def _weight_types(xml: Path) -> dict[tuple[int, ...], str]:
+    from xsam_edge.backends.openvino.quantize import _weight
+
+    weights = [_weight(op) for op in ov.Core().read_model(str(xml)).get_ordered_ops()]
+    return {
         tuple(w.get_output_shape(0)): w.get_element_type().get_type_name() for w in weights if w is not None
     }
+
+
+def _assert_packed_once(tmp_path: Path, table: np.ndarray, bytes_per_value: float, tolerance: float) -> None:
+    """The pack points ``embed`` into ``llm.bin``, which holds the table once, and the lookup reads it."""
+    out = tmp_path / "q" / "openvino"
+    packed = share_tied_table(_entries(), tmp_path / "q")
+    assert packed[0].files == ["openvino/embed.xml", "openvino/llm.bin"]
+    assert (out / "llm.bin").stat().st_size < bytes_per_value * table.size
+    ids = np.array([[5, 0, 151_935]], dtype=np.int64)
+    got = _run(out / "embed.xml", out / "llm.bin", ids)[0]
+    np.testing.assert_allclose(got, table[ids], atol=tolerance * np.abs(table).max())
+
+
+def test_w4_keeps_output_layers_at_int8_and_a_tied_table_is_stored_once(tmp_path: Path) -> None:
+    """At the real vocabulary (Qwen2.5's 151,936 rows). NNCF keeps "the last layer" at INT8, but takes the
+    last MatMul in order (here ``projected``'s), so the head went INT4 beside an INT8 lookup table: the
+    tied table was stored twice, in two precisions. Every output layer is INT8 now, the head's bytes equal
+    the lookup's, and the pack stores them once."""
+    table, out, notes = _quantize_w4_at_real_vocab(tmp_path, head_bits=8)
+    assert any("output layer(s) kept at INT8" in n for n in notes), notes
+    precision = _weight_types(out / "llm.xml")
     assert precision[(151_936, WIDTH)] == precision[(16, WIDTH)] == "u8"  # both output layers
     assert precision[(WIDTH, 1, WIDTH)] in ("i4", "u4")  # the mixer, in one group of 32
     embed_size = (out / "embed.bin").stat().st_size
     assert embed_size > table.size  # the lookup at INT8: one byte a value
 
-    packed = share_tied_table(_entries(), tmp_path / "q")
+    _assert_packed_once(tmp_path, table, bytes_per_value=1.1, tolerance=0.05)  # the table once, at INT8
 
-    assert packed[0].files == ["openvino/embed.xml", "openvino/llm.bin"]
-    assert (out / "llm.bin").stat().st_size < 1.1 * table.size  # the table once, at INT8
-    ids = np.array([[5, 0, 151_935]], dtype=np.int64)
-    got = _run(out / "embed.xml", out / "llm.bin", ids)[0]
-    np.testing.assert_allclose(got, table[ids], atol=0.05 * np.abs(table).max())
+
+def test_w4_with_head_bits_4_packs_heads_and_lookup_at_int4_and_stores_the_table_once(tmp_path: Path) -> None:
+    """``head_bits = 4`` (NNCF's ``all_layers``): no INT8 weight left, and the table still stored once."""
+    table, out, notes = _quantize_w4_at_real_vocab(tmp_path, head_bits=4)
+    assert not any("kept at INT8" in n for n in notes), notes
+    for stem in ("embed", "llm"):
+        types = set(_weight_types(out / f"{stem}.xml").values())
+        assert types and types <= {"i4", "u4"}, (stem, types)
+
+    _assert_packed_once(tmp_path, table, bytes_per_value=0.6, tolerance=0.2)  # the table once, at INT4
 
 
 def test_the_runtime_refuses_an_ir_entry_without_its_xml(tmp_path: Path) -> None:

@@ -86,6 +86,11 @@ def test_scheme_settings_are_validated():
             scheme_from_dict({"scheme": "w8a8", **bad})
     with pytest.raises(ValueError, match="ratio"):
         Int4WeightOnly(ratio=0)
+    assert scheme_from_dict({"scheme": "w4", "head_bits": 4}).label() == "w4-g32-h4"
+    assert Int4WeightOnly().head_bits == 8 and Int4WeightOnly().label() == "w4-g32"
+    for bad in (6, True, "8"):
+        with pytest.raises(ValueError, match="head_bits"):
+            Int4WeightOnly(head_bits=bad)
 
 
 def test_fallback_reaches_the_target_by_keeping_the_outlier_layer_float(tmp_path):

@@ -426,6 +426,31 @@ def test_coreml_fp16_copies_and_bad_requests_fail(coreml_llm, tmp_path):
     assert any("precision='fp16'" in n for n in report.notes)
 
 
+@pytest.mark.parametrize("head_bits", [8, 4])
+def test_coreml_w4_packs_the_output_layer_at_head_bits(tmp_path, head_bits):
+    """The head (the layer whose result is the output) is INT8 per channel under ``w4`` unless told 4."""
+    pytest.importorskip("coremltools")
+    import coremltools as ct
+    from coremltools.proto import MIL_pb2
+
+    from xsam_edge.backends.coreml.quantize import _operations
+
+    module = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 512)).eval()
+    quantize_module = get_backend("coreml").quantize_handler().quantize_module
+    scheme = Int4WeightOnly(group_size=32, head_bits=head_bits)
+    report = quantize_module(module, (torch.randn(1, 64),), [], scheme, tmp_path, "mlp", ())
+    assert report.integer_ops == {"constexpr_blockwise_shift_scale": 2}
+    spec = ct.models.MLModel(str(tmp_path / "mlp.mlpackage"), skip_model_load=True).get_spec()
+    stored = {  # the decompressed weight's name → the data type its values are stored in
+        op.outputs[0].name: op.inputs["data"].arguments[0].value.type.tensorType.dataType
+        for op in _operations(spec)
+        if op.type == "constexpr_blockwise_shift_scale"
+    }
+    assert stored["p_0_weight_to_fp16_quantized"] == MIL_pb2.INT4
+    assert stored["p_2_weight_to_fp16_quantized"] == (MIL_pb2.INT8 if head_bits == 8 else MIL_pb2.INT4)
+    assert any("head_bits 8" in n for n in report.notes) == (head_bits == 8)
+
+
 def test_coreml_quantize_module_w4(tmp_path):
     pytest.importorskip("coremltools")
     quantize_module = get_backend("coreml").quantize_handler().quantize_module

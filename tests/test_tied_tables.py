@@ -122,6 +122,9 @@ def test_an_untied_head_keeps_its_own_table(tmp_path: Path) -> None:
         lookup = next(n for n in model.graph.node if n.op_type == "GatherBlockQuantized")
         assert all(lookup.input[0] != n.input[1] for n in model.graph.node if n.op_type == "MatMulNBits")
         assert not any("stored once" in note for note in report.notes)
+    # the folded head is the graph's output layer: INT8 under w4 (head_bits 8), found without a tie
+    head = next(n for n in model.graph.node if n.op_type == "MatMulNBits" and n.output[0] == "logits")
+    assert {a.name: helper.get_attribute_value(a) for a in head.attribute}["bits"] == 8
 
 
 def test_a_head_kept_float_leaves_the_tie_alone(tmp_path: Path) -> None:
@@ -179,14 +182,19 @@ def test_tied_qwen2_at_real_widths_is_smaller_at_int4_than_at_int8(tmp_path: Pat
     from xsam_edge.quantization.any_model import quantize_model
 
     module, samples, table_entries = _tied_qwen2()
-    sizes = {}
-    for scheme in ("w4", "w8"):
-        result = quantize_model(module, "onnx", scheme, tmp_path / scheme, name="lm", calibration=samples)
-        sizes[scheme] = sum(f.stat().st_size for f in result.files)
+    sizes, cosines = {}, {}
+    schemes = {"w4-h4": Int4WeightOnly(head_bits=4), "w4": Int4WeightOnly(), "w8": Int8WeightOnly()}
+    for tag, scheme in schemes.items():
+        result = quantize_model(module, "onnx", scheme, tmp_path / tag, name="lm", calibration=samples)
+        sizes[tag] = sum(f.stat().st_size for f in result.files)
         assert any("stored once" in note for note in result.report.notes), result.report.notes
-        assert result.report.fidelity["output_0"]["worst_cosine"] > (0.9 if scheme == "w4" else 0.999)
+        cosines[tag] = result.report.fidelity["output_0"]["worst_cosine"]
+        assert cosines[tag] > (0.999 if tag == "w8" else 0.9)
     # each holds the table once, at its own precision: about ½ byte (INT4) and 1 byte (INT8) per entry
-    assert sizes["w4"] < 0.75 * table_entries < sizes["w8"] < 1.25 * table_entries
+    assert sizes["w4-h4"] < 0.75 * table_entries < sizes["w8"] < 1.25 * table_entries
+    # w4 keeps the output layer, and with it the tied table, at INT8 (head_bits 8, the default)
+    assert 0.75 * table_entries < sizes["w4"] < 1.25 * table_entries
+    assert cosines["w4-h4"] < cosines["w4"] < cosines["w8"], cosines
 
 
 def test_executorch_8da4w_looks_up_a_tied_table_at_int8(tmp_path: Path) -> None:

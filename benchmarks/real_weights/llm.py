@@ -52,6 +52,11 @@ SCHEMES: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "fp32": ({"scheme": "fp32"}, ("openvino", "onnx", "executorch")),
     "w8": ({"scheme": "w8"}, ("openvino", "onnx")),
     "w4-g64": ({"scheme": "w4", "group_size": 64, "symmetric": False}, ("openvino", "onnx")),
+    # the output layer (and a table tied to it) at INT4 too; w4 keeps it at INT8 (head_bits 8)
+    "w4-g64-h4": (
+        {"scheme": "w4", "group_size": 64, "symmetric": False, "head_bits": 4},
+        ("openvino", "onnx"),
+    ),
     "w4-g64-awq": (
         {"scheme": "w4", "group_size": 64, "symmetric": False, "data_aware": True},
         ("openvino",),
@@ -72,7 +77,8 @@ CAVEATS = (
     "from 5-bit blocks of 32.",
     "The GGUF stores output.weight apart from token_embd.weight (untied, 2 x 136 M parameters of 630 M): "
     "the float32 files are ~2.5 GB where a tied export would be ~2.0 GB; both matrices are quantized "
-    "(NNCF keeps the embedding and the head at INT8 in w4; ORT's w4 packs both at INT4).",
+    "(w4 keeps the head and the embedding at INT8 on both backends since 2026-12-06, head_bits 8; before, "
+    "ORT's w4 packed both at INT4; the -h4 rows pack them at INT4).",
     "Each window is scored on its own (no context carried between windows); every window predicts "
     "WINDOW - 1 tokens, so perplexity is exp of the mean per-window NLL.",
     "OpenVINO's CPU plugin runs weight-compressed layers with INT8 dynamic activation quantization "
@@ -218,12 +224,19 @@ def quantize_once(
     holdout: list[list[np.ndarray]],
     window: int,
 ) -> dict[str, Any]:
-    """``quantize_model`` into ``folder/model`` unless ``folder/quant.json`` says it is done; its record."""
+    """``quantize_model`` into ``folder/model`` unless ``folder/quant.json`` says it is done; its record.
+
+    The record names the scheme table and the package's code digest: files made by other code or settings
+    under the same key are made again, not reused.
+    """
     from xsam_edge.quantization.any_model import quantize_model
+    from xsam_edge.quantization.quantize import code_digest
 
     marker = folder / "quant.json"
     done = read_json(marker)
-    if done and all(Path(f).is_file() for f in done["files"]):
+    made_by = {"table": table, "code": code_digest()}
+    same = done and {k: done.get(k) for k in made_by} == made_by
+    if same and all(Path(f).is_file() for f in done["files"]):
         log(f"{backend} {folder.name}: quantized files cached")
         return {**done, "cached": True}
     for stale in folder.glob("eval-*.json"):
@@ -246,6 +259,7 @@ def quantize_once(
         "report": result.report.to_dict(),
         "worst_cosine": result.report.worst_cosine,
         "made": datetime.datetime.now().isoformat(timespec="seconds"),
+        **made_by,
     }
     atomic_json(marker, record)
     return record

@@ -161,6 +161,9 @@ class Int4WeightOnly(Scheme):
             AWQ); ignored, and reported, where the backend has no data-aware INT4.
         ratio (float): the fraction of the weights at INT4; the rest, the most sensitive layers by the
             backend's ranking (NNCF's, or the weight quantization error on ONNX), stay INT8 (mixed INT4/INT8).
+        head_bits (int): 8 or 4, the bits of the graph's output layers (an LLM's head, and a lookup table
+            tied to it). 8 by default, as NNCF and llama.cpp keep it: the head is the most sensitive layer,
+            and 4 saves half its bytes (68 MB on a 151,936 × 896 table) for a measured perplexity cost.
     """
 
     name: ClassVar[str] = "w4"
@@ -169,11 +172,14 @@ class Int4WeightOnly(Scheme):
     symmetric: bool = True
     data_aware: bool = False
     ratio: float = 1.0
+    head_bits: int = 8
 
     def __post_init__(self) -> None:
         _check_group(self.name, self.group_size)
         if isinstance(self.ratio, bool) or not isinstance(self.ratio, int | float) or not 0 < self.ratio <= 1:
             raise ValueError(f"w4: ratio must be a number in (0, 1], got {self.ratio!r}")
+        if isinstance(self.head_bits, bool) or self.head_bits not in (4, 8):
+            raise ValueError(f"w4: head_bits must be 4 or 8, got {self.head_bits!r}")
 
     @property
     def calibrated(self) -> bool:  # type: ignore[override]
@@ -181,7 +187,8 @@ class Int4WeightOnly(Scheme):
 
     def label(self) -> str:
         mixed = f"-r{round(self.ratio * 100)}" if self.ratio < 1 else ""
-        return f"w4-g{self.group_size}" + ("-awq" if self.data_aware else "") + mixed
+        head = "-h4" if self.head_bits == 4 else ""
+        return f"w4-g{self.group_size}" + ("-awq" if self.data_aware else "") + mixed + head
 
 
 @dataclass(frozen=True)

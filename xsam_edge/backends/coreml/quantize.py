@@ -9,7 +9,8 @@ scheme         what each package of the graph becomes
 ``fp16``       the same copy when the package already computes in fp16 (an fp32 package is refused)
 ``w8``         ``linear_quantize_weights``: symmetric INT8 per output channel
                (``constexpr_blockwise_shift_scale``)
-``w4``         ``linear_quantize_weights``: INT4 in blocks of ``group_size`` along the input dimension
+``w4``         ``linear_quantize_weights``: INT4 in blocks of ``group_size`` along the input dimension;
+               the output layers (``output_weights``) per-channel INT8 unless ``head_bits`` is 4
 ``palettize``  ``palettize_weights``: k-means look-up tables of ``nbits``, one per ``group_size`` output
                channels → ``constexpr_lut_to_dense``
 =============  ==========================================================================================
@@ -68,6 +69,33 @@ def _constants(spec: Any) -> dict[str, tuple[int, int]]:
                 int(tensor.dataType),
             )
     return out
+
+
+_OUTPUT_PATH = ("add", "reshape", "squeeze", "expand_dims", "cast", "identity", "slice_by_index")
+
+
+def output_weights(spec: Any) -> list[str]:
+    """The parameter constants of the linears / matmuls whose results are a function's outputs.
+
+    These are ``w4``'s output layers (an LLM's head, a projector's last layer), kept at ``head_bits``.
+    """
+    found = []
+    for function in spec.mlProgram.functions.values():
+        for block in function.block_specializations.values():
+            producer = {out.name: op for op in block.operations for out in op.outputs}
+            for name in block.outputs:
+                op = producer.get(name)
+                for _ in range(8):
+                    if op is None:
+                        break
+                    if op.type in ("linear", "matmul"):
+                        arg = op.inputs["weight" if op.type == "linear" else "y"].arguments
+                        weight = arg[0].name if arg and arg[0].HasField("name") else ""
+                        found += [weight] if weight.startswith(_PARAMETER_PREFIX) else []
+                        break
+                    arg = op.inputs["x"].arguments if op.type in _OUTPUT_PATH and "x" in op.inputs else []
+                    op = producer.get(arg[0].name) if arg and arg[0].HasField("name") else None
+    return list(dict.fromkeys(found))
 
 
 def _precision(constants: dict[str, tuple[int, int]]) -> str:
@@ -132,19 +160,25 @@ def compress_package(
         return [], notes
     config = _config(scheme)
     threshold = config.weight_threshold or 0
-    kept, skipped, buffers = [], {}, 0
+    kept, per_constant, buffers = [], {}, 0
     for name, (size, _) in constants.items():
         if not name.startswith(_PARAMETER_PREFIX):
-            skipped[name] = None
+            per_constant[name] = None
             buffers += size > threshold
         elif pattern := keep_float_pattern([name], keep_float):
-            skipped[name] = None
+            per_constant[name] = None
             if size > threshold:
                 kept.append(f"{name}: keep_float pattern {pattern!r}")
     compress = cto.palettize_weights if isinstance(scheme, Palettize) else cto.linear_quantize_weights
     notes = []
+    if isinstance(scheme, Int4WeightOnly) and scheme.head_bits == 8:
+        heads = [n for n in output_weights(mlmodel.get_spec()) if n not in per_constant]
+        heads = [n for n in heads if constants[n][0] > threshold]
+        per_constant.update(dict.fromkeys(heads, _config(Int8WeightOnly())))
+        if heads:
+            notes.append(f"{src.name}: output layer(s) at INT8 (head_bits 8): {', '.join(heads)}")
     try:
-        compressed = _compress(compress, mlmodel, config, skipped)
+        compressed = _compress(compress, mlmodel, config, per_constant)
     except AttributeError as error:
         # coremltools 9.0's conv-bias fusion reads the weight of conv → transpose → add(constant) and fails
         # when that weight is compressed: a ViT patch embedding whose position table is at or below the size
@@ -152,23 +186,23 @@ def compress_package(
         patch = [n for n in constants if n.startswith(_PARAMETER_PREFIX) and "patch_embed" in n]
         if not patch or "dtype" not in str(error):
             raise
-        skipped.update(dict.fromkeys(patch))
+        per_constant.update(dict.fromkeys(patch))
         reason = "coremltools' conv-bias fusion fails on it compressed"
         kept += [f"{n}: {reason}" for n in patch if constants[n][0] > threshold]
         notes.append(f"{src.name}: patch-embedding convs kept float (coremltools conv-bias fusion)")
-        compressed = _compress(compress, mlmodel, config, skipped)
+        compressed = _compress(compress, mlmodel, config, per_constant)
     write_atomically(dst.parent, lambda tmp: compressed.save(str(tmp / dst.name)))
     if buffers:
         notes.append(f"{src.name}: {buffers} non-parameter constants (RoPE tables, mask fills …) kept float")
     return kept, notes
 
 
-def _compress(compress, mlmodel, config, skipped: dict):
+def _compress(compress, mlmodel, config, per_constant: dict):
     import coremltools.optimize.coreml as cto
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return compress(mlmodel, cto.OptimizationConfig(global_config=config, op_name_configs=skipped))
+        return compress(mlmodel, cto.OptimizationConfig(global_config=config, op_name_configs=per_constant))
 
 
 def _evidence(files: Sequence[Path]) -> dict[str, int]:

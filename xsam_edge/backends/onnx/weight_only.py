@@ -2,8 +2,9 @@
 
 Weight-only schemes first rewrite ``Gemm`` nodes with a constant weight as ``MatMul`` (+ ``Add``): the dynamo
 exporter emits Gemm for a Linear on 2-D input (the LLM head on the last token), and MatMulNBits takes only
-MatMul. A mixed ``w4`` (``ratio < 1``) ranks the MatMuls by their relative INT4 rounding error and packs the
-worst ``1 - ratio`` of the weights at 8 bits first, then the rest at 4 bits.
+MatMul. ``w4`` packs the output layers (``output_matmuls``: an LLM's head, and a table tied to it) at 8 bits
+unless ``head_bits`` is 4. A mixed ``w4`` (``ratio < 1``) also ranks the other MatMuls by their relative INT4
+rounding error and packs the worst ``1 - ratio`` of their weights at 8 bits first, then the rest at 4 bits.
 
 Importing ``matmul_nbits_quantizer`` calls ``logging.basicConfig(level=INFO)`` inside ORT, so later ORT
 quantization calls log at INFO when the application configured no logging of its own.
@@ -24,7 +25,7 @@ from xsam_edge.quantization.common import add_note
 from xsam_edge.quantization.report import GraphQuantReport
 from xsam_edge.quantization.schemes import Int4WeightOnly, Scheme
 
-__all__ = ["W8_BLOCK", "quiet", "save_model", "weight_only"]
+__all__ = ["W8_BLOCK", "output_matmuls", "quiet", "save_model", "weight_only"]
 
 W8_BLOCK = 128
 """``w8`` packs INT8 weights in blocks of 128 along K (MatMulNBits has no per-channel mode; 3 % overhead)."""
@@ -47,19 +48,25 @@ def weight_only(
         add_note(report, "Gemm nodes with constant weights were rewritten as MatMul (+ Add) for MatMulNBits")
     w4 = isinstance(scheme, Int4WeightOnly)
     mixed = w4 and scheme.ratio < 1
-    blocks = (scheme.group_size, W8_BLOCK) if mixed else (scheme.group_size,) if w4 else (W8_BLOCK,)
+    head8 = w4 and scheme.head_bits == 8
+    blocks = (scheme.group_size, W8_BLOCK) if mixed or head8 else (scheme.group_size,) if w4 else (W8_BLOCK,)
     tied = untie_heads(model, set(excluded), blocks)
     skipped = [*excluded, *(t.lookup for t in tied)]  # a tied lookup reads its head's blocks afterwards
     scratch = {t.head: "a lookup table's scratch head" for t in tied if t.scratch}
-    int8 = _int8_share(model, scheme, {**excluded, **scratch}) if mixed else set()
-    if int8:  # mixed: the most sensitive MatMuls at INT8 first, the rest at INT4 in a second pass
+    heads = {*output_matmuls(model), *(t.head for t in tied)} - set(excluded) if head8 else set()
+    ranked = _int8_share(model, scheme, {**excluded, **scratch, **dict.fromkeys(heads)}) if mixed else set()
+    int8 = ranked | heads
+    if int8:  # the output layers and the most sensitive MatMuls at INT8 first, the rest at INT4 after
         others = [
             n.name for n in model.graph.node if n.op_type in ("MatMul", "Gather") and n.name not in int8
         ]
         model = _matmul_nbits(model, 8, W8_BLOCK, True, [*skipped, *others], ("MatMul",))
+    if ranked:
         add_note(
-            report, f"{len(int8)} MatMul(s) kept at INT8 (ratio {scheme.ratio}): largest INT4 weight error"
+            report, f"{len(ranked)} MatMul(s) kept at INT8 (ratio {scheme.ratio}): largest INT4 weight error"
         )
+    if heads:
+        add_note(report, f"output layer(s) at INT8 (head_bits 8): {', '.join(sorted(heads))}")
     if w4:
         model = _matmul_nbits(model, 4, scheme.group_size, scheme.symmetric, skipped, ("MatMul", "Gather"))
     else:
@@ -86,6 +93,34 @@ def _matmul_nbits(
         )
         quantizer.process()
     return quantizer.model.model
+
+
+_OUTPUT_PATH = ("Add", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Cast", "Identity")
+
+
+def output_matmuls(model: Any) -> list[str]:
+    """The MatMuls with a constant weight whose results are graph outputs (through bias adds and reshapes).
+
+    These are ``w4``'s output layers (an LLM's head, a projector's last layer), kept at ``head_bits``.
+    """
+    constants = {t.name for t in model.graph.initializer}
+    by_output = {o: n for n in model.graph.node for o in n.output}
+    found = []
+    for output in model.graph.output:
+        node = by_output.get(output.name)
+        for _ in range(8):
+            if node is None:
+                break
+            if node.op_type == "MatMul":
+                found += [node.name] if len(node.input) > 1 and node.input[1] in constants else []
+                break
+            if node.op_type not in _OUTPUT_PATH:
+                break
+            inputs = [i for i in node.input[:2] if i in by_output and by_output[i].op_type != "Constant"]
+            if node.op_type != "Add":  # the data is the first input; the rest are shapes and axes
+                inputs = inputs[:1] if node.input[0] in inputs else []
+            node = by_output[inputs[0]] if len(inputs) == 1 else None  # a bias add: the non-constant side
+    return list(dict.fromkeys(found))
 
 
 def _int8_share(model: Any, scheme: Int4WeightOnly, excluded: dict[str, str]) -> set[str]:

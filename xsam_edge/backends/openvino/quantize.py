@@ -19,9 +19,10 @@ scheme         what the IR becomes (TOOLCHAIN.md §6d, §8 #16)
 ``w4``         ``compress_weights(INT4_SYM | INT4_ASYM, group_size, ratio)`` (NNCF ranks the layers and keeps
                ``1 - ratio`` of the weights INT8); ``data_aware`` adds the
                calibration dataset with ``scale_estimation=True, awq=True`` (AWQ applies where NNCF finds its
-               MatMul patterns); NNCF keeps embeddings and the last layer at INT8 by default, and every
-               output layer (``output_layers``: the LLM's head, not only the last MatMul in order) is
-               compressed apart at INT8, so a tied head's bytes equal the ``embed`` table's (``pack.py``)
+               MatMul patterns); with ``head_bits`` 8, NNCF keeps embeddings and the last layer at INT8,
+               and every output layer (``output_layers``: the LLM's head, not only the last MatMul in
+               order) is compressed apart at INT8, so a tied head's bytes equal the ``embed`` table's
+               (``pack.py``); ``head_bits`` 4 is NNCF's ``all_layers``: heads and lookups at INT4 too
 =============  ==========================================================================================
 
 The stateful LLM IR (``llm.xml``: ReadValue/Assign KV state, inputs ``inputs_embeds, cache_position``) takes
@@ -344,10 +345,12 @@ def _compress(
         "advanced_parameters": advanced,
     }
     # NNCF keeps "the last layer" at INT8, meaning the output layer: in a graph with several outputs (the
-    # LLM's logits and projected states) the last MatMul in order is another one. Every output layer stays
-    # INT8, compressed apart, data-free: a tied head's bytes then equal its lookup table's (pack.py stores it
-    # once)
-    heads = [name for name in output_layers(model) if name not in ignored]
+    # LLM's logits and projected states) the last MatMul in order is another one. With head_bits 8 every
+    # output layer stays INT8, compressed apart, data-free: a tied head's bytes then equal its lookup table's
+    # (pack.py stores it once). With head_bits 4, NNCF's all_layers puts heads and lookups at INT4 too
+    heads = [name for name in output_layers(model) if name not in ignored] if scheme.head_bits == 8 else []
+    if scheme.head_bits == 4:
+        options["all_layers"] = True
     options["ignored_scope"] = nncf.IgnoredScope(
         names=[*ignored, *heads], types=list(CONV_OPS), validate=False
     )
