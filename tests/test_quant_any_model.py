@@ -88,9 +88,11 @@ def test_scheme_settings_are_validated():
         Int4WeightOnly(ratio=0)
     assert scheme_from_dict({"scheme": "w4", "head_bits": 4}).label() == "w4-g32-h4"
     assert Int4WeightOnly().head_bits == 8 and Int4WeightOnly().label() == "w4-g32"
+    assert scheme_from_dict({"scheme": "8da4w", "head_bits": 8}).label() == "8da4w-g32-h8"
     for bad in (6, True, "8"):
-        with pytest.raises(ValueError, match="head_bits"):
-            Int4WeightOnly(head_bits=bad)
+        for scheme in ("w4", "8da4w"):
+            with pytest.raises(ValueError, match=f"{scheme}: head_bits"):
+                scheme_from_dict({"scheme": scheme, "head_bits": bad})
 
 
 def test_fallback_reaches_the_target_by_keeping_the_outlier_layer_float(tmp_path):

@@ -198,17 +198,26 @@ def test_tied_qwen2_at_real_widths_is_smaller_at_int4_than_at_int8(tmp_path: Pat
 
 
 def test_executorch_8da4w_looks_up_a_tied_table_at_int8(tmp_path: Path) -> None:
-    """8da4w covered Linear only: the tied table stayed float beside its INT4 head (600 MiB for 0.5 B)."""
+    """8da4w covered Linear only: the tied table stayed float beside its INT4 head (600 MiB for 0.5 B).
+    With ``head_bits = 8`` the head, found as the Linear whose result is the output, is INT8 per channel."""
     pytest.importorskip("executorch")
     from xsam_edge.quantization.any_model import quantize_model
+    from xsam_edge.quantization.schemes import Int8DynActInt4Weight
 
     module, samples, table_entries = _tied_qwen2()
-    result = quantize_model(module, "executorch", "8da4w", tmp_path, name="lm", calibration=samples)
-    assert result.report.integer_ops.get("portable:quantized_decomposed::embedding_byte.out") == 1
-    assert not [k for k in result.report.kept_float if "embed_tokens" in k]
+    sizes, cosines = {}, {}
+    for head_bits in (4, 8):
+        scheme = Int8DynActInt4Weight(head_bits=head_bits)
+        result = quantize_model(module, "executorch", scheme, tmp_path / str(head_bits), calibration=samples)
+        assert result.report.integer_ops.get("portable:quantized_decomposed::embedding_byte.out") == 1
+        assert not [k for k in result.report.kept_float if "embed_tokens" in k]
+        heads = [n for n in result.report.notes if "head_bits 8" in n]
+        assert heads == (["output layer(s) at INT8 (head_bits 8): llm.lm_head"] if head_bits == 8 else [])
+        sizes[head_bits] = sum(f.stat().st_size for f in result.files)
+        cosines[head_bits] = result.report.fidelity["output_0"]["worst_cosine"]
     # an INT8 lookup table and an INT4 head: under 1.75 bytes per entry, where a float table alone takes 4
-    assert sum(f.stat().st_size for f in result.files) < 1.75 * table_entries
-    assert result.report.fidelity["output_0"]["worst_cosine"] > 0.9
+    assert sizes[4] < 1.75 * table_entries < sizes[8] < 2.25 * table_entries  # an INT8 head: 2 bytes
+    assert 0.9 < cosines[4] < cosines[8], cosines
 
 
 def _graph(nodes: list, inputs: list, outputs: list, inits: list) -> onnx.ModelProto:

@@ -39,6 +39,11 @@ __all__ = [
 ]
 
 
+def _check_head_bits(name: str, head_bits: int) -> None:
+    if isinstance(head_bits, bool) or head_bits not in (4, 8):
+        raise ValueError(f"{name}: head_bits must be 4 or 8, got {head_bits!r}")
+
+
 def _check_group(name: str, group_size: int) -> None:
     if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1:
         raise ValueError(f"{name}: group_size must be a positive int, got {group_size!r}")
@@ -178,8 +183,7 @@ class Int4WeightOnly(Scheme):
         _check_group(self.name, self.group_size)
         if isinstance(self.ratio, bool) or not isinstance(self.ratio, int | float) or not 0 < self.ratio <= 1:
             raise ValueError(f"w4: ratio must be a number in (0, 1], got {self.ratio!r}")
-        if isinstance(self.head_bits, bool) or self.head_bits not in (4, 8):
-            raise ValueError(f"w4: head_bits must be 4 or 8, got {self.head_bits!r}")
+        _check_head_bits(self.name, self.head_bits)
 
     @property
     def calibrated(self) -> bool:  # type: ignore[override]
@@ -197,17 +201,22 @@ class Int8DynActInt4Weight(Scheme):
 
     Args:
         group_size (int): weights per scale along the input dimension (a power of two).
+        head_bits (int): 4 or 8, the weight bits of the graph's output layers (an LLM's head). 4 by default,
+            as ExecuTorch's own LLM export quantizes every Linear; 8 is INT8 per channel with the same
+            dynamic activations.
     """
 
     name: ClassVar[str] = "8da4w"
     bits: ClassVar[int] = 4
     group_size: int = 32
+    head_bits: int = 4
 
     def __post_init__(self) -> None:
         _check_group(self.name, self.group_size)
+        _check_head_bits(self.name, self.head_bits)
 
     def label(self) -> str:
-        return f"8da4w-g{self.group_size}"
+        return f"8da4w-g{self.group_size}" + ("-h8" if self.head_bits == 8 else "")
 
 
 @dataclass(frozen=True)

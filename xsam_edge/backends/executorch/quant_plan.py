@@ -43,24 +43,37 @@ def check_scheme(where: str, scheme: Scheme, samples: Sequence[Any] | None, key:
         )
 
 
-def _used_weight_modules(module: nn.Module, inputs: Sequence[torch.Tensor]) -> dict[str, nn.Module]:
-    """Weight-bearing modules one forward of ``module`` calls (a wrapper holds the whole model)."""
+def _used_weight_modules(
+    module: nn.Module, inputs: Sequence[torch.Tensor]
+) -> tuple[dict[str, nn.Module], set[str]]:
+    """The weight-bearing modules one forward of ``module`` calls, and its output layers.
+
+    A wrapper holds the whole model, so only what the forward calls counts. The output layers are the
+    Linears whose results the forward returns as they are (an LLM's head, a projector's last layer).
+    """
     names = {m: n for n, m in module.named_modules() if isinstance(m, _WEIGHT_MODULES)}
     used: dict[str, nn.Module] = {}
 
     def record(mod: nn.Module, _: Any) -> None:  # a pre-hook returning a value would replace the inputs
         used[names[mod]] = mod
 
+    def tag(mod: nn.Module, _: Any, out: Any) -> None:  # the result object itself carries its maker
+        if isinstance(mod, nn.Linear) and isinstance(out, torch.Tensor):
+            out._made_by_linear = names[mod]
+
     hooks = [m.register_forward_pre_hook(record) for m in names]
+    hooks += [m.register_forward_hook(tag) for m in names]
     try:
         with torch.no_grad():
-            module(*inputs)
+            outputs = module(*inputs)
     finally:
         for hook in hooks:
             hook.remove()
     if isinstance(module, LLMGraph):
         module.reset_cache()  # the probe run wrote the caches; the exported module starts empty, as built
-    return dict(sorted(used.items()))
+    flat = outputs if isinstance(outputs, tuple | list) else (outputs,)
+    heads = {getattr(o, "_made_by_linear", None) for o in flat}
+    return dict(sorted(used.items())), {h for h in heads if h}
 
 
 def _light_copy(module: nn.Module) -> nn.Module:
@@ -113,6 +126,7 @@ class QuantPlan:
         self.stateful, self.observer = stateful, observer
         self.quantized = 0
         self.quantized_modules: list[str] = []
+        self.output_layers: set[str] = set()
         self.kept_float: list[str] = []
         self.notes: list[str] = []
         self.notes += _unapplied_settings(scheme)
@@ -122,7 +136,7 @@ class QuantPlan:
         name = self.scheme.name
         if name == "fp32":
             return module
-        used = _used_weight_modules(module, self.inputs)
+        used, self.output_layers = _used_weight_modules(module, self.inputs)
         if name == "w8a8" and not self.stateful:
             return self._pt2e(module, used)
         if name == "w8a8":
@@ -174,8 +188,17 @@ class QuantPlan:
         tables = {
             fqn for fqn, mod in copied.named_modules() if fqn in targets and isinstance(mod, nn.Embedding)
         }
+        heads = set()
+        if isinstance(self.scheme, Int8DynActInt4Weight) and self.scheme.head_bits == 8:
+            heads = (targets - tables) & self.output_layers
+            if heads:
+                per_channel = Int8DynamicActivationIntxWeightConfig(
+                    weight_dtype=torch.int8, weight_granularity=PerAxis(0)
+                )
+                quantize_(copied, per_channel, filter_fn=lambda _, fqn: fqn in heads)
+                self.notes.append(f"output layer(s) at INT8 (head_bits 8): {', '.join(sorted(heads))}")
         if linear is not None:
-            quantize_(copied, linear, filter_fn=lambda _, fqn: fqn in targets - tables)
+            quantize_(copied, linear, filter_fn=lambda _, fqn: fqn in targets - tables - heads)
             if tables:
                 self.notes.append(f"{len(tables)} embedding table(s) at INT8 per row (embedding_byte)")
         quantize_(copied, embedding, filter_fn=lambda _, fqn: fqn in tables)
