@@ -225,25 +225,28 @@ def _graph(nodes: list, inputs: list, outputs: list, inits: list) -> onnx.ModelP
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-@pytest.mark.parametrize("scheme", ["w4-g32", "w4-g64-asym", "w8"])
+@pytest.mark.parametrize(
+    ("scheme", "width"), [("w4-g32", 128), ("w4-g64-asym", 128), ("w8", 128), ("w4-g32", 64)]
+)
 def test_a_lone_lookup_is_packed_as_the_tied_head_of_another_graph_and_stored_once(
-    tmp_path: Path, scheme: str
+    tmp_path: Path, scheme: str, width: int
 ) -> None:
     """The bundle's ``embed`` graph and its LLM pair are quantized apart: the lookup's blocks must be the
-    head's, byte for byte, for the bundle's pack to store the table once."""
+    head's, byte for byte, for the bundle's pack to store the table once. A table narrower than the INT8
+    block (the embedded teacher's 64) has its INT8 head packed in the INT4 group instead."""
     from xsam_edge.backends.onnx.pack import SHARED_WEIGHTS, share_llm_weights
     from xsam_edge.spec.bundle import GraphEntry
 
     rng = np.random.default_rng(3)
-    table = rng.standard_normal((VOCAB, WIDTH)).astype(np.float32)
-    mixer = np.eye(WIDTH, dtype=np.float32)  # exact at every precision: the head's rows read out as they are
+    table = rng.standard_normal((VOCAB, width)).astype(np.float32)
+    mixer = np.eye(width, dtype=np.float32)  # exact at every precision: the head's rows read out as they are
     folder = tmp_path / "onnx"
     folder.mkdir()
     ids_in = helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 3])
     embed = _graph(
         [helper.make_node("Gather", ["table", "ids"], ["embeds"], name="embed")],
         [ids_in],
-        [helper.make_tensor_value_info("embeds", TensorProto.FLOAT, [1, 3, WIDTH])],
+        [helper.make_tensor_value_info("embeds", TensorProto.FLOAT, [1, 3, width])],
         [numpy_helper.from_array(table, "table")],
     )
     report = GraphQuantReport("embed", "onnx", scheme)
@@ -255,7 +258,7 @@ def test_a_lone_lookup_is_packed_as_the_tied_head_of_another_graph_and_stored_on
                 helper.make_node("MatMul", ["x", "mixer"], ["h"], name="mixer"),
                 helper.make_node("Gemm", ["h", "lm_head"], ["logits"], name="lm_head", transB=1),
             ],
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, WIDTH])],
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
             [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, VOCAB])],
             [numpy_helper.from_array(mixer, "mixer"), numpy_helper.from_array(table, "lm_head")],
         )
@@ -282,5 +285,5 @@ def test_a_lone_lookup_is_packed_as_the_tied_head_of_another_graph_and_stored_on
     ids = np.array([[1, 100, VOCAB - 1]], np.int64)
     embeds = ort.InferenceSession(str(folder / "embed.onnx")).run(None, {"ids": ids})[0]
     session = ort.InferenceSession(str(folder / "llm_kvio_prefill.onnx"))
-    rows = np.stack([session.run(None, {"x": mixer[i : i + 1]})[0][0] for i in range(WIDTH)], axis=1)
+    rows = np.stack([session.run(None, {"x": mixer[i : i + 1]})[0][0] for i in range(width)], axis=1)
     np.testing.assert_allclose(embeds[0], rows[ids[0]], atol=1e-5)

@@ -49,7 +49,8 @@ def weight_only(
     w4 = isinstance(scheme, Int4WeightOnly)
     mixed = w4 and scheme.ratio < 1
     head8 = w4 and scheme.head_bits == 8
-    blocks = (scheme.group_size, W8_BLOCK) if mixed or head8 else (scheme.group_size,) if w4 else (W8_BLOCK,)
+    block8 = _int8_block(model, scheme.group_size) if w4 else W8_BLOCK
+    blocks = (scheme.group_size, block8) if mixed or head8 else (scheme.group_size,) if w4 else (W8_BLOCK,)
     tied = untie_heads(model, set(excluded), blocks)
     skipped = [*excluded, *(t.lookup for t in tied)]  # a tied lookup reads its head's blocks afterwards
     scratch = {t.head: "a lookup table's scratch head" for t in tied if t.scratch}
@@ -60,7 +61,7 @@ def weight_only(
         others = [
             n.name for n in model.graph.node if n.op_type in ("MatMul", "Gather") and n.name not in int8
         ]
-        model = _matmul_nbits(model, 8, W8_BLOCK, True, [*skipped, *others], ("MatMul",))
+        model = _matmul_nbits(model, 8, block8, True, [*skipped, *others], ("MatMul",))
     if ranked:
         add_note(
             report, f"{len(ranked)} MatMul(s) kept at INT8 (ratio {scheme.ratio}): largest INT4 weight error"
@@ -93,6 +94,21 @@ def _matmul_nbits(
         )
         quantizer.process()
     return quantizer.model.model
+
+
+def _int8_block(model: Any, group_size: int) -> int:
+    """The block of ``w4``'s INT8 pass: ``W8_BLOCK``, or the INT4 group where a table is narrower.
+
+    A tied lookup reads its head's INT8 blocks, so they must tile its rows exactly: a lookup table whose
+    width is no multiple of ``W8_BLOCK`` (the embedded teacher's 64) takes the group size instead.
+    """
+    constants = {t.name: t for t in model.graph.initializer}
+    nodes = {n.name: n for n in model.graph.node}
+    tables = [n.input[0] for n in nodes.values() if n.op_type == "Gather"]
+    weights = [nodes[name].input[1] for name in output_matmuls(model)]  # (K, N): a tied head's K is the width
+    widths = {constants[t].dims[1] for t in tables if t in constants and len(constants[t].dims) == 2}
+    widths |= {constants[w].dims[0] for w in weights if len(constants[w].dims) == 2}
+    return W8_BLOCK if all(w % W8_BLOCK == 0 for w in widths) else group_size
 
 
 _OUTPUT_PATH = ("Add", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Cast", "Identity")
