@@ -426,6 +426,22 @@ def test_coreml_fp16_copies_and_bad_requests_fail(coreml_llm, tmp_path):
     assert any("precision='fp16'" in n for n in report.notes)
 
 
+def test_coreml_conversion_and_compression_leave_no_package_in_the_temp_folder(tmp_path, monkeypatch):
+    """coremltools writes every converted or compressed model to a temporary .mlpackage and deletes it only
+    at exit: a long job kept a copy of every graph, and a killed worker left them in /tmp for good."""
+    pytest.importorskip("coremltools")
+    import tempfile
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    module = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 512)).eval()
+    quantize_module = get_backend("coreml").quantize_handler().quantize_module
+    quantize_module(module, (torch.randn(1, 64),), [], Int4WeightOnly(), tmp_path / "out", "mlp", ())
+    assert (tmp_path / "out" / "mlp.mlpackage").is_dir()
+    assert not list(temp.glob("*.mlpackage"))
+
+
 @pytest.mark.parametrize("head_bits", [8, 4])
 def test_coreml_w4_packs_the_output_layer_at_head_bits(tmp_path, head_bits):
     """The head (the layer whose result is the output) is INT8 per channel under ``w4`` unless told 4."""

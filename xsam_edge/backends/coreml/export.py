@@ -52,6 +52,7 @@ __all__ = [
     "COREML_GRAPHS",
     "PREDICT_SKIP_REASON",
     "coreml_predict_available",
+    "discard_temp_package",
     "export_coreml",
     "merge_llm_functions",
     "mil_op_histogram",
@@ -324,6 +325,17 @@ def predict_parity(
     return output_parity(names, [w.float().numpy() for w in want], [got[n] for n in names])
 
 
+def discard_temp_package(mlmodel: Any) -> None:
+    """Delete the temporary ``.mlpackage`` coremltools wrote for a converted or compressed model.
+
+    coremltools removes it only at interpreter exit (``atexit``). So a long job keeps one copy of every
+    graph it converted in the temp folder, and a process that ends without ``atexit`` (a killed worker)
+    leaves them there. Call it once the model is saved where it belongs.
+    """
+    if getattr(mlmodel, "is_temp_package", False) and getattr(mlmodel, "package_path", None):
+        shutil.rmtree(mlmodel.package_path, ignore_errors=True)
+
+
 def export_coreml(
     model: XSam,
     name: str,
@@ -373,6 +385,7 @@ def export_coreml(
     mlmodel = _convert(module, name, spec, model, slots, precision, target)
     path = out_dir / f"{name}.mlpackage"
     write_atomically(path.parent, lambda tmp: mlmodel.save(str(tmp / path.name)))
+    discard_temp_package(mlmodel)
     seconds = time.perf_counter() - start
 
     loaded = ct.models.MLModel(str(path), skip_model_load=True)

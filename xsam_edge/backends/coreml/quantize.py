@@ -37,7 +37,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from xsam_edge.backends.coreml.export import COREML_DECOMPOSITIONS, PREDICT_SKIP_REASON, mil_op_histogram
+from xsam_edge.backends.coreml.export import (
+    COREML_DECOMPOSITIONS,
+    PREDICT_SKIP_REASON,
+    discard_temp_package,
+    mil_op_histogram,
+)
 from xsam_edge.files import write_atomically
 from xsam_edge.quantization.common import check_request, keep_float_pattern
 from xsam_edge.quantization.handler import FileQuantizer
@@ -192,6 +197,7 @@ def compress_package(
         notes.append(f"{src.name}: patch-embedding convs kept float (coremltools conv-bias fusion)")
         compressed = _compress(compress, mlmodel, config, per_constant)
     write_atomically(dst.parent, lambda tmp: compressed.save(str(tmp / dst.name)))
+    discard_temp_package(compressed)
     if buffers:
         notes.append(f"{src.name}: {buffers} non-parameter constants (RoPE tables, mask fills …) kept float")
     return kept, notes
@@ -251,7 +257,8 @@ class CoreMLQuantizer(FileQuantizer):
                 skip_model_load=True,
             )
         package = Path(out_dir) / f"{name}.mlpackage"
-        mlmodel.save(str(package))
+        write_atomically(package.parent, lambda tmp: mlmodel.save(str(tmp / package.name)))
+        discard_temp_package(mlmodel)
         return [package]
 
     def quantize_files(
