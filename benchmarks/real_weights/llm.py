@@ -48,24 +48,16 @@ GOALS = {"int8": 0.5, "int4": 10.0}  # the issue's perplexity goals, % over floa
 
 # key → (scheme table, backends it runs on). Data-aware INT4 is NNCF's AWQ + scale estimation: ONNX ignores
 # data_aware (RTN), so its mixed row is data-free and named for it.
+W4_G64 = {"scheme": "w4", "group_size": 64, "symmetric": False}  # asymmetric INT4 in groups of 64
 SCHEMES: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "fp32": ({"scheme": "fp32"}, ("openvino", "onnx", "executorch")),
     "w8": ({"scheme": "w8"}, ("openvino", "onnx")),
-    "w4-g64": ({"scheme": "w4", "group_size": 64, "symmetric": False}, ("openvino", "onnx")),
+    "w4-g64": (W4_G64, ("openvino", "onnx")),
     # the output layer (and a table tied to it) at INT4 too; w4 keeps it at INT8 (head_bits 8)
-    "w4-g64-h4": (
-        {"scheme": "w4", "group_size": 64, "symmetric": False, "head_bits": 4},
-        ("openvino", "onnx"),
-    ),
-    "w4-g64-awq": (
-        {"scheme": "w4", "group_size": 64, "symmetric": False, "data_aware": True},
-        ("openvino",),
-    ),
-    "w4-g64-awq-r80": (
-        {"scheme": "w4", "group_size": 64, "symmetric": False, "data_aware": True, "ratio": 0.8},
-        ("openvino",),
-    ),
-    "w4-g64-r80": ({"scheme": "w4", "group_size": 64, "symmetric": False, "ratio": 0.8}, ("onnx",)),
+    "w4-g64-h4": ({**W4_G64, "head_bits": 4}, ("openvino", "onnx")),
+    "w4-g64-awq": ({**W4_G64, "data_aware": True}, ("openvino",)),
+    "w4-g64-awq-r80": ({**W4_G64, "data_aware": True, "ratio": 0.8}, ("openvino",)),
+    "w4-g64-r80": ({**W4_G64, "ratio": 0.8}, ("onnx",)),
     "w4-g32": ({"scheme": "w4", "group_size": 32, "symmetric": False}, ("openvino", "onnx")),
     # ExecuTorch's LLM scheme: INT4 weights in groups of 32, INT8 activations per token (XNNPACK)
     "8da4w-g32": ({"scheme": "8da4w", "group_size": 32}, ("executorch",)),

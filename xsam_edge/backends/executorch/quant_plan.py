@@ -126,7 +126,6 @@ class QuantPlan:
         self.stateful, self.observer = stateful, observer
         self.quantized = 0
         self.quantized_modules: list[str] = []
-        self.output_layers: set[str] = set()
         self.kept_float: list[str] = []
         self.notes: list[str] = []
         self.notes += _unapplied_settings(scheme)
@@ -136,7 +135,7 @@ class QuantPlan:
         name = self.scheme.name
         if name == "fp32":
             return module
-        used, self.output_layers = _used_weight_modules(module, self.inputs)
+        used, output_layers = _used_weight_modules(module, self.inputs)
         if name == "w8a8" and not self.stateful:
             return self._pt2e(module, used)
         if name == "w8a8":
@@ -145,9 +144,9 @@ class QuantPlan:
                 "(w8a8-dyn): static ranges would need one pt2e graph per method, which breaks the methods' "
                 "shared weights"
             )
-        return self._torchao(module, used)
+        return self._torchao(module, used, output_layers)
 
-    def _torchao(self, module: nn.Module, used: dict[str, nn.Module]) -> nn.Module:
+    def _torchao(self, module: nn.Module, used: dict[str, nn.Module], output_layers: set[str]) -> nn.Module:
         from torchao.quantization import (
             Int8DynamicActivationIntxWeightConfig,
             IntxWeightOnlyConfig,
@@ -158,6 +157,9 @@ class QuantPlan:
         # embedding tables: INT8 per row (ExecuTorch's embedding_byte), under every scheme; the LLM export
         # of ExecuTorch's own examples does the same (``-E 8,0``): a tied table otherwise stays float
         embedding = IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0))
+        int8_dynamic = Int8DynamicActivationIntxWeightConfig(
+            weight_dtype=torch.int8, weight_granularity=PerAxis(0)
+        )
         linear: Any = None  # w8: no weight-only INT8 linear (see _LINEAR_W8)
         if isinstance(self.scheme, Int8DynActInt4Weight):
             group = self.scheme.group_size
@@ -165,9 +167,7 @@ class QuantPlan:
                 weight_dtype=torch.int4, weight_granularity=PerGroup(group)
             )
         elif self.scheme.name != "w8":  # w8a8-dyn, and w8a8 on the LLM
-            linear = Int8DynamicActivationIntxWeightConfig(
-                weight_dtype=torch.int8, weight_granularity=PerAxis(0)
-            )
+            linear = int8_dynamic
         kinds: tuple[type, ...] = (nn.Embedding,) if linear is None else (nn.Linear, nn.Embedding)
         targets = set()
         for fqn, mod in used.items():
@@ -190,12 +190,9 @@ class QuantPlan:
         }
         heads = set()
         if isinstance(self.scheme, Int8DynActInt4Weight) and self.scheme.head_bits == 8:
-            heads = (targets - tables) & self.output_layers
+            heads = (targets - tables) & output_layers
             if heads:
-                per_channel = Int8DynamicActivationIntxWeightConfig(
-                    weight_dtype=torch.int8, weight_granularity=PerAxis(0)
-                )
-                quantize_(copied, per_channel, filter_fn=lambda _, fqn: fqn in heads)
+                quantize_(copied, int8_dynamic, filter_fn=lambda _, fqn: fqn in heads)
                 self.notes.append(f"output layer(s) at INT8 (head_bits 8): {', '.join(sorted(heads))}")
         if linear is not None:
             quantize_(copied, linear, filter_fn=lambda _, fqn: fqn in targets - tables - heads)

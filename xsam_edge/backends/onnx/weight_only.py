@@ -49,12 +49,13 @@ def weight_only(
     w4 = isinstance(scheme, Int4WeightOnly)
     mixed = w4 and scheme.ratio < 1
     head8 = w4 and scheme.head_bits == 8
-    block8 = _int8_block(model, scheme.group_size) if w4 else W8_BLOCK
+    outputs = output_matmuls(model) if mixed or head8 else []
+    block8 = _int8_block(model, scheme.group_size, outputs) if mixed or head8 else W8_BLOCK
     blocks = (scheme.group_size, block8) if mixed or head8 else (scheme.group_size,) if w4 else (W8_BLOCK,)
     tied = untie_heads(model, set(excluded), blocks)
     skipped = [*excluded, *(t.lookup for t in tied)]  # a tied lookup reads its head's blocks afterwards
     scratch = {t.head: "a lookup table's scratch head" for t in tied if t.scratch}
-    heads = {*output_matmuls(model), *(t.head for t in tied)} - set(excluded) if head8 else set()
+    heads = {*outputs, *(t.head for t in tied)} - set(excluded) if head8 else set()
     ranked = _int8_share(model, scheme, {**excluded, **scratch, **dict.fromkeys(heads)}) if mixed else set()
     int8 = ranked | heads
     if int8:  # the output layers and the most sensitive MatMuls at INT8 first, the rest at INT4 after
@@ -96,16 +97,17 @@ def _matmul_nbits(
     return quantizer.model.model
 
 
-def _int8_block(model: Any, group_size: int) -> int:
+def _int8_block(model: Any, group_size: int, outputs: list[str]) -> int:
     """The block of ``w4``'s INT8 pass: ``W8_BLOCK``, or the INT4 group where a table is narrower.
 
     A tied lookup reads its head's INT8 blocks, so they must tile its rows exactly: a lookup table whose
-    width is no multiple of ``W8_BLOCK`` (the embedded teacher's 64) takes the group size instead.
+    width is no multiple of ``W8_BLOCK`` (the embedded teacher's 64) takes the group size instead, and so
+    does an output layer (``outputs``, from ``output_matmuls``) whose input width is no multiple of it.
     """
     constants = {t.name: t for t in model.graph.initializer}
     nodes = {n.name: n for n in model.graph.node}
     tables = [n.input[0] for n in nodes.values() if n.op_type == "Gather"]
-    weights = [nodes[name].input[1] for name in output_matmuls(model)]  # (K, N): a tied head's K is the width
+    weights = [nodes[name].input[1] for name in outputs]  # (K, N): a tied head's K is the table's width
     widths = {constants[t].dims[1] for t in tables if t in constants and len(constants[t].dims) == 2}
     widths |= {constants[w].dims[0] for w in weights if len(constants[w].dims) == 2}
     return W8_BLOCK if all(w % W8_BLOCK == 0 for w in widths) else group_size

@@ -348,9 +348,10 @@ def _compress(
     # LLM's logits and projected states) the last MatMul in order is another one. With head_bits 8 every
     # output layer stays INT8, compressed apart, data-free: a tied head's bytes then equal its lookup table's
     # (pack.py stores it once). With head_bits 4, NNCF's all_layers puts heads and lookups at INT4 too
-    heads = [name for name in output_layers(model) if name not in ignored] if scheme.head_bits == 8 else []
-    if scheme.head_bits == 4:
-        options["all_layers"] = True
+    if scheme.head_bits == 8:
+        heads = [name for name in output_layers(model) if name not in ignored]
+    else:
+        heads, options["all_layers"] = [], True
     options["ignored_scope"] = nncf.IgnoredScope(
         names=[*ignored, *heads], types=list(CONV_OPS), validate=False
     )
