@@ -106,8 +106,9 @@ def test_second_query_reuses_the_image_prefix_and_equals_a_fresh_session(session
 
 
 def test_a_short_prefill_runs_at_its_own_length_where_the_graph_allows(session):
-    """OpenVINO's LLM IR takes any T up to the chunk: a next query's few tokens ran padded to the full chunk
-    (the fixed-T graphs' way), so the work on padding rows was most of it. Fixed-T graphs still pad."""
+    """OpenVINO's LLM IR and ExecuTorch's prefill method take any T up to the chunk: a next query's few tokens
+    ran padded to the full chunk (the fixed-T graphs' way), so the work on padding rows was most of it. ONNX
+    Runtime's fixed-T graph still pads."""
     from xsam_edge.runtime.observe import observe
 
     image = make_image()
@@ -125,7 +126,7 @@ def test_a_short_prefill_runs_at_its_own_length_where_the_graph_allows(session):
         stop()
     prefill = [r for r in rows if r > 1]
     assert prefill, rows
-    if session.backend == "openvino":
+    if session.backend in ("openvino", "executorch"):
         assert prefill[-1] < SLOTS.prefill_len, rows  # the query's last rows, unpadded
     else:
         assert set(prefill) == {SLOTS.prefill_len}, rows
@@ -183,6 +184,24 @@ def test_executorch_needs_the_cache_methods(et_bundle):
     manifest.graph("llm", "executorch").methods = manifest.graph("llm", "executorch").methods[:2]
     with pytest.raises(RuntimeError, match="lacks the method.*read_cache, write_cache.*re-export"):
         get_backend("executorch").make_runtime().llm(manifest)
+
+
+@pytest.mark.slow
+def test_executorch_prefill_bounds_its_tokens_and_a_fixed_one_pads(et_bundle):
+    """The prefill's listed T is a bound where the manifest says ``dynamic_tokens``; a manifest without it (a
+    bundle exported before) is padded as before, and a short chunk is then refused with the shape it needs."""
+    manifest = load_bundle(et_bundle, verify=False)
+    llm = get_backend("executorch").make_runtime().llm(manifest)
+    hidden = llm.methods["prefill"].specs[0][0][2]
+    assert not llm.pads_chunks
+    with pytest.raises(ValueError, match=r"must be \(1, 16, \d+\) \(the token axis at most\), got \(1, 17"):
+        llm.step(np.zeros((1, SLOTS.prefill_len + 1, hidden), np.float32), np.arange(17))
+    for method in manifest.graph("llm", "executorch").methods:
+        method.pop("dynamic_tokens", None)
+    fixed = get_backend("executorch").make_runtime().llm(manifest)
+    assert fixed.pads_chunks
+    with pytest.raises(ValueError, match=r"input 0 must be \(1, 16, \d+\), got \(1, 3"):
+        fixed.step(np.zeros((1, 3, hidden), np.float32), np.arange(3))
 
 
 @pytest.mark.slow

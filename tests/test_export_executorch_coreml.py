@@ -136,11 +136,13 @@ def test_et_llm_one_program_four_methods_shared_cache(et_graph, tiny_model):
 
     graph = et_graph("llm")
     _check_et(graph, "llm")
-    # prefill, cache read, two decodes, then the read cache written back and the first decode again, through
-    # one loaded program, against eager with its own caches
-    steps = [f"{s}.{o}" for s in ("prefill", "decode1", "decode2") for o in ("projected", "logits")]
+    # prefill, cache read, two decodes, a prefill shorter than the chunk (the method's T is dynamic), then the
+    # read cache written back and the first decode again, through one loaded program, against eager with its
+    # own caches
+    calls = ("prefill", "decode1", "decode2", "short_prefill", "restored_decode1")
+    steps = [f"{s}.{o}" for s in calls for o in ("projected", "logits")]
     steps[2:2] = ["read_cache.keys", "read_cache.values"]
-    assert [p.name for p in graph.parity] == [*steps, "restored_decode1.projected", "restored_decode1.logits"]
+    assert [p.name for p in graph.parity] == steps
     assert graph.states == [
         f"{k}_cache_{i}" for i in range(tiny_model.config.llm.num_layers) for k in ("k", "v")
     ]
@@ -152,6 +154,8 @@ def test_et_llm_one_program_four_methods_shared_cache(et_graph, tiny_model):
     signatures = {m["name"]: m for m in graph.methods}
     assert list(signatures) == methods
     assert [i["name"] for i in signatures["prefill"]["inputs"]] == ["inputs_embeds", "cache_position"]
+    assert signatures["prefill"]["dynamic_tokens"] is True  # its listed T is the bound
+    assert not any(signatures[m].get("dynamic_tokens") for m in methods[1:])
     assert signatures["decode"]["inputs"][0]["shape"][1] == 1
     assert signatures["read_cache"]["inputs"] == [] and signatures["write_cache"]["outputs"] == []
     assert [o["shape"] for o in signatures["read_cache"]["outputs"]] == [stacked, stacked]

@@ -45,6 +45,7 @@ Status ReadGraph(const Json& g, GraphSpec* out) {
     XSAM_RETURN_IF_ERROR(GetString(m, "name", &method.name, at + " method"));
     XSAM_RETURN_IF_ERROR(ReadTensorSpecs(m["inputs"], at + "." + method.name + " inputs", &method.inputs));
     XSAM_RETURN_IF_ERROR(ReadTensorSpecs(m["outputs"], at + "." + method.name + " outputs", &method.outputs));
+    method.dynamic_tokens = m["dynamic_tokens"].is_bool() && m["dynamic_tokens"].as_bool();
     out->methods.push_back(std::move(method));
   }
   out->placement = g["placement"];

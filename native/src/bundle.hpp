@@ -26,6 +26,7 @@ struct MethodSpec {
   std::string name;
   std::vector<TensorSpec> inputs;
   std::vector<TensorSpec> outputs;
+  bool dynamic_tokens = false;  // the token axis takes 1 .. its listed size (a prefill at its own length)
 };
 
 struct GraphSpec {

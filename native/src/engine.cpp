@@ -72,12 +72,23 @@ size_t Tensor::numel() const {
 }
 
 Method::Method(std::shared_ptr<Module> module, std::string program, std::string method,
-               std::vector<TensorSpec> inputs, std::vector<TensorSpec> outputs)
+               std::vector<TensorSpec> inputs, std::vector<TensorSpec> outputs, bool dynamic_tokens)
     : module_(std::move(module)),
       program_(std::move(program)),
       method_(std::move(method)),
       inputs_(std::move(inputs)),
-      outputs_(std::move(outputs)) {}
+      outputs_(std::move(outputs)),
+      dynamic_tokens_(dynamic_tokens) {}
+
+bool Method::Fits(size_t i, const std::vector<int64_t>& shape) const {
+  const std::vector<int64_t>& bound = inputs_[i].shape;
+  if (!dynamic_tokens_ || shape.size() != bound.size() || bound.empty()) return shape == bound;
+  const size_t axis = bound.size() == 3 ? 1 : 0;
+  for (size_t d = 0; d < bound.size(); ++d) {
+    if (d == axis ? shape[d] < 1 || shape[d] > bound[d] : shape[d] != bound[d]) return false;
+  }
+  return true;
+}
 
 Status Method::Load() {
   auto err = module_->load_method(method_);
@@ -94,14 +105,16 @@ Status Method::Run(const std::vector<const Tensor*>& inputs, std::vector<Tensor>
     return InvalidArgument("method " + where + " takes " + std::to_string(inputs_.size()) + " inputs, got " +
                            std::to_string(inputs.size()));
   }
-  // ExecuTorch has only static shapes here and its own error is a bare code: check against the manifest
+  // ExecuTorch's own error for a wrong shape is a bare code: check against the manifest (a dynamic prefill's
+  // token axis against its upper bound; ExecuTorch resizes the method's input within it)
   std::vector<executorch::extension::TensorPtr> holders;
   std::vector<executorch::runtime::EValue> values;
   for (size_t i = 0; i < inputs.size(); ++i) {
     const Tensor& t = *inputs[i];
-    if (t.shape != inputs_[i].shape || t.dtype != inputs_[i].dtype) {
+    if (!Fits(i, t.shape) || t.dtype != inputs_[i].dtype) {
       return InvalidArgument("method " + where + " input " + std::to_string(i) + " must be " + inputs_[i].dtype +
-                             Shape(inputs_[i].shape) + ", got " + t.dtype + Shape(t.shape));
+                             Shape(inputs_[i].shape) + (dynamic_tokens_ ? " (the token axis at most)" : "") +
+                             ", got " + t.dtype + Shape(t.shape));
     }
     ScalarType type;
     XSAM_RETURN_IF_ERROR(ToScalarType(t.dtype, &type));
@@ -168,7 +181,7 @@ Status Engine::Open(const Manifest& m) {
   auto module = std::make_shared<Module>(m.path(llm->files[0]), Module::LoadMode::Mmap, nullptr, nullptr, nullptr,
                                          /*share_memory_arenas=*/true);
   for (const MethodSpec& ms : llm->methods) {
-    auto method = std::make_unique<Method>(module, llm->files[0], ms.name, ms.inputs, ms.outputs);
+    auto method = std::make_unique<Method>(module, llm->files[0], ms.name, ms.inputs, ms.outputs, ms.dynamic_tokens);
     XSAM_RETURN_IF_ERROR(method->Load());
     if (ms.name == "prefill") prefill_ = std::move(method);
     else if (ms.name == "decode") decode_ = std::move(method);
@@ -238,6 +251,7 @@ Status Engine::Segment(const std::vector<Tensor>& decoder_inputs, const Tensor& 
 
 Status Engine::Step(const Tensor& embeds, const Tensor& positions, Tensor* projected, Tensor* logits) {
   bool decode = embeds.shape.size() == 3 && embeds.shape[1] == 1;
+  llm_rows_ += embeds.shape.size() == 3 ? embeds.shape[1] : 0;
   std::vector<Tensor> out;
   XSAM_RETURN_IF_ERROR(Timed(decode ? "llm_decode" : "llm_prefill", decode ? *decode_ : *prefill_,
                              {&embeds, &positions}, &out));

@@ -37,17 +37,22 @@ using GraphObserver = std::function<void(const std::string& name, double seconds
 
 class Method {
  public:
+  // `dynamic_tokens`: the token axis (axis 1 of a 3-D input, axis 0 of a 1-D one) takes 1 .. its listed size.
   Method(std::shared_ptr<executorch::extension::module::Module> module, std::string program, std::string method,
-         std::vector<TensorSpec> inputs, std::vector<TensorSpec> outputs);
+         std::vector<TensorSpec> inputs, std::vector<TensorSpec> outputs, bool dynamic_tokens = false);
   Status Load();
   Status Run(const std::vector<const Tensor*>& inputs, std::vector<Tensor>* outputs) const;
   const std::vector<TensorSpec>& inputs() const { return inputs_; }
   const std::vector<TensorSpec>& outputs() const { return outputs_; }
+  bool dynamic_tokens() const { return dynamic_tokens_; }
 
  private:
+  bool Fits(size_t i, const std::vector<int64_t>& shape) const;
+
   std::shared_ptr<executorch::extension::module::Module> module_;
   std::string program_, method_;
   std::vector<TensorSpec> inputs_, outputs_;
+  bool dynamic_tokens_ = false;
 };
 
 class Engine {
@@ -60,7 +65,7 @@ class Engine {
   Status Region(const Tensor& region_grid, const Tensor& masks, Tensor* tokens);
   Status Segment(const std::vector<Tensor>& decoder_inputs, const Tensor& cond, const Tensor& valid,
                  const Tensor& seg, Tensor* class_logits, Tensor* mask_logits);
-  // One LLM step: prefill (T = chunk) or decode (T = 1) by the row count.
+  // One LLM step: prefill (T = chunk, or fewer where the prefill is dynamic) or decode (T = 1) by the row count.
   Status Step(const Tensor& embeds, const Tensor& positions, Tensor* projected, Tensor* logits);
   Status ReadCache(std::vector<Tensor>* state);
   Status WriteCache(const std::vector<Tensor>& state);
@@ -68,6 +73,10 @@ class Engine {
 
   int64_t embed_chunk() const { return embed_chunk_; }
   int64_t prefill_chunk() const { return prefill_chunk_; }
+  // A short prefill chunk is left-padded to `prefill_chunk()` rows (a bundle whose prefill has a fixed T).
+  bool pads_prefill() const { return !prefill_->dynamic_tokens(); }
+  // Rows given to the LLM methods so far, padding included (what a caller can check the call pattern by).
+  int64_t llm_rows() const { return llm_rows_; }
   void set_observer(GraphObserver observer) { observer_ = std::move(observer); }
 
  private:
@@ -76,7 +85,7 @@ class Engine {
 
   std::unique_ptr<Method> encode_, embed_, region_, segment_, prefill_, decode_, read_cache_, write_cache_;
   std::vector<Tensor> empty_cache_;
-  int64_t embed_chunk_ = 0, prefill_chunk_ = 0;
+  int64_t embed_chunk_ = 0, prefill_chunk_ = 0, llm_rows_ = 0;
   GraphObserver observer_;
 };
 

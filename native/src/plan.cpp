@@ -64,7 +64,8 @@ Status Predictor::SetImage(const Image& image) {
   return Status::Ok();
 }
 
-// embed in fixed chunks, splice image / region tokens, then prefill in padded chunks (or one decode step)
+// embed in fixed chunks, splice image / region tokens, then prefill in chunks, a short last one unpadded where the prefill
+// method is dynamic (or one decode step)
 Status Predictor::Forward(const Encoded& image, const std::vector<int64_t>& ids,
                           const std::vector<float>* region_tokens, int64_t start, std::vector<float>* projected,
                           std::vector<float>* logits) {
@@ -107,9 +108,10 @@ Status Predictor::Forward(const Encoded& image, const std::vector<int64_t>& ids,
                                       &out_projected, &out_logits));
     projected->assign(out_projected.f(), out_projected.f() + projected_dim_);
   } else {
-    const int64_t t = engine_.prefill_chunk();
-    for (int64_t i = 0; i < n; i += t) {
-      int64_t real = std::min(t, n - i), pad = t - real;  // a short last chunk is left-padded
+    const int64_t chunk = engine_.prefill_chunk();
+    for (int64_t i = 0; i < n; i += chunk) {
+      // a short last chunk runs at its own length where the prefill allows, else it is left-padded
+      const int64_t real = std::min(chunk, n - i), t = engine_.pads_prefill() ? chunk : real, pad = t - real;
       std::vector<float> x(static_cast<size_t>(t * h), 0.0f);
       std::copy(embeds.begin() + i * h, embeds.begin() + (i + real) * h, x.begin() + pad * h);
       std::vector<int64_t> positions(static_cast<size_t>(t), kPadPosition);

@@ -1,5 +1,6 @@
 // The native core against the Python runtime (EdgeSession) on requests of every task: same labels and label ids,
-// scores within 1e-3, every mask IoU >= 0.99, same text. Data: native/tools/dump_reference.py OUT/parity.
+// scores within 1e-3, every mask IoU >= 0.99, same text, and the same LLM rows run (a short prefill unpadded where
+// the bundle's prefill is dynamic). Data: native/tools/dump_reference.py OUT/parity.
 #include <cmath>
 #include <memory>
 
@@ -47,11 +48,15 @@ int main(int argc, char** argv) {
     Request request;
     Result got;
     CHECK_OK(RequestFromJson(requests["requests"][i], dir, &request));
+    const int64_t rows_before = session->engine().llm_rows();
     st = session->Segment(request, &got);
     CHECK_OK(st);
     if (!st.ok()) continue;
     const Json& want = want_all[i];
     const std::string what = "request " + std::to_string(i) + " (" + TaskName(request.task) + ")";
+    const int64_t rows = session->engine().llm_rows() - rows_before;
+    CHECK(rows == want["llm_rows"].as_int(), what + ": " + std::to_string(rows) + " LLM rows, Python " +
+                                                 std::to_string(want["llm_rows"].as_int()));
     size_t n = static_cast<size_t>(got.height) * got.width;
     CHECK(got.height == want["height"].as_int() && got.width == want["width"].as_int(), what + ": size");
     CHECK(got.masks.size() == want["labels"].size(),

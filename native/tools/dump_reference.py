@@ -99,8 +99,15 @@ def dump_parity(bundle: Path, out: Path, image_file: Path | None = None) -> None
     out.mkdir(parents=True, exist_ok=True)
     image = make_image() if image_file is None else load_image(image_file)
     Image.fromarray(image).save(out / "image.png")
+    from xsam_edge.runtime.observe import observe
+
     session = EdgeSession(bundle, "executorch")
-    entries, expected = [], []
+    entries, expected, rows = [], [], [0]
+
+    def count_rows(name: str, inputs: list, outputs: list, seconds: float) -> None:
+        rows[0] += int(inputs[0].shape[1]) if name == "llm" else 0
+
+    observe(session, count_rows)
     for i, request in enumerate(every_task_requests(image)):
         prompts = []
         for j, prompt in enumerate(request.prompts):
@@ -118,6 +125,7 @@ def dump_parity(bundle: Path, out: Path, image_file: Path | None = None) -> None
                 "image": "image.png",
             }
         )
+        rows[0] = 0
         result = session.segment(request)
         expected.append(
             {
@@ -128,6 +136,7 @@ def dump_parity(bundle: Path, out: Path, image_file: Path | None = None) -> None
                 "rle": [rle(m) for m in result.masks],
                 "height": int(image.shape[0]),
                 "width": int(image.shape[1]),
+                "llm_rows": rows[0],  # rows given to the LLM, padding included: the call pattern
             }
         )
     (out / "requests.json").write_text(json.dumps({"version": 1, "requests": entries}, indent=1))

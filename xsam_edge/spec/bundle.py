@@ -66,7 +66,8 @@ class GraphEntry:
         states (list[dict]): state tensors kept by the program between calls (stateful LLMs).
         methods (list[dict]): ``{"name", "inputs", "outputs"}`` per method of a multi-method program (the
             ExecuTorch ``llm``: ``prefill``, ``decode``, ``read_cache``, ``write_cache``); empty otherwise,
-            and ``inputs`` / ``outputs`` are then the only method's.
+            and ``inputs`` / ``outputs`` are then the only method's. ``"dynamic_tokens": true`` on a method
+            means its token axis takes 1 up to the listed size (a prefill run at its own length).
         route (str): how it was produced (e.g. ``torch.onnx dynamo``).
         parity (list[dict]): per output ``{"name", "max_abs_diff", "psnr_db"}`` against eager PyTorch.
         placement (dict): op histogram / delegated vs fallback ops.

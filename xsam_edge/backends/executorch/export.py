@@ -6,8 +6,10 @@ then run once with ``executorch.runtime`` on the graph's example inputs and comp
 (max |Δ| and PSNR per output).
 
 The stateful LLM is ONE program, ``llm.pte``, with four methods exported around the same ``LLMGraph``
-instance: ``prefill`` (T = ``prefill_len``) and ``decode`` (T = 1), plus ``read_cache() -> (keys, values)``
-and ``write_cache(keys, values) -> ()`` over the same cache buffers (``LLMCacheRead`` / ``LLMCacheWrite``).
+instance: ``prefill`` (T ∈ [1, ``prefill_len``] on XNNPACK and the portable kernels, whose memory plan takes
+the upper bound; fixed at ``prefill_len`` for the Core ML delegate) and ``decode`` (T = 1), plus
+``read_cache() -> (keys, values)`` and ``write_cache(keys, values) -> ()`` over the same cache buffers
+(``LLMCacheRead`` / ``LLMCacheWrite``).
 The K/V caches are mutable buffers; the memory planner is run with ``share_mutable_buffers=True`` so every
 method reads and writes the same cache allocation (a prefill followed by decodes keeps its state inside the
 program). No ExecuTorch runtime lets a caller touch a program's buffers, so the two cache methods are how a
@@ -142,6 +144,8 @@ def xnnpack_trace_form(module: torch.nn.Module) -> Iterator[None]:
 
 
 PARTITIONERS = ("xnnpack", "coreml", "none")
+# partitioners whose LLM prefill method takes a dynamic T (the Core ML delegate's models have fixed shapes)
+DYNAMIC_PREFILL_PARTITIONERS = ("xnnpack", "none")
 # where a program lowered for a partitioner can run in the ExecuTorch runtime (its backend is registered)
 _RUNS_ON = {"coreml": "Darwin"}
 
@@ -250,10 +254,12 @@ def export_executorch(
 
     ``llm_prefill`` and ``llm_decode`` both give the joint ``llm.pte`` (methods ``prefill``, ``decode``,
     ``read_cache`` and ``write_cache``, shared cache buffers). Its parity check runs prefill on the example
-    chunk, reads the cache, runs two decodes at the next positions, writes the read cache back and decodes
-    again, through one loaded program, against the eager ``LLMGraph`` doing the same; the outputs are named
-    ``<step>.<output>`` (``prefill.projected``, ``read_cache.keys``, ``decode1.logits``,
-    ``restored_decode1.projected`` …).
+    chunk, reads the cache, runs two decodes at the next positions (then, where the prefill length is
+    dynamic, a short prefill after them), writes the read cache back and decodes again, through one loaded
+    program, against the eager ``LLMGraph`` doing the same; the outputs are named ``<step>.<output>``
+    (``prefill.projected``, ``read_cache.keys``, ``decode1.logits``, ``short_prefill.logits``,
+    ``restored_decode1.projected`` …). The manifest marks a dynamic prefill ``"dynamic_tokens": true``:
+    its listed T is then the upper bound, and a runtime runs a short chunk at its own length, unpadded.
 
     Args:
         model (XSam): the model (its dtype sets the example inputs' dtype).
@@ -288,6 +294,7 @@ def export_executorch(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stateful = name in STATEFUL_GRAPHS
+    dynamic_tokens = stateful and partitioner in DYNAMIC_PREFILL_PARTITIONERS
     specs = graph_specs(model.config, slots)
     spec = specs["llm_prefill"] if stateful else specs[name]
     module = build_graph(model, spec.name, slots)  # one LLMGraph instance for every method: shared buffers
@@ -297,7 +304,7 @@ def export_executorch(
             module = prepare(module)
         start = time.perf_counter()
         if stateful:
-            programs = _llm_programs(module, model, slots, dtype)
+            programs = _llm_programs(module, model, slots, dtype, dynamic_tokens)
         else:
             exported = export_graph(module, name, model.config, slots, dtype=dtype)
             programs = {"forward": exported.run_decompositions(EXECUTORCH_DECOMPOSITIONS)}
@@ -334,7 +341,7 @@ def export_executorch(
         )
         names, want, got = [], [], []
     elif stateful:
-        names, want, got = _llm_parity(model, slots, load_program(path), dtype)
+        names, want, got = _llm_parity(model, slots, load_program(path), dtype, dynamic_tokens)
     else:
         inputs = example_inputs(model.config, name, slots, dtype=dtype)
         with torch.no_grad():
@@ -359,7 +366,7 @@ def export_executorch(
         parity=output_parity(names, want, got),
         placement=placement,
         states=[s.name for s in spec.states],
-        methods=_method_entries(llm_method_specs(model.config, slots)) if stateful else [],
+        methods=_method_entries(llm_method_specs(model.config, slots), dynamic_tokens) if stateful else [],
     )
 
 
@@ -385,16 +392,38 @@ def llm_method_specs(config: XSamConfig, slots: SlotConfig) -> dict[str, GraphSp
     }
 
 
-def _method_entries(specs: dict[str, GraphSpec]) -> list[dict[str, Any]]:
-    """Manifest form of the methods: name, inputs and outputs (the states are the graph entry's)."""
-    return [{k: v for k, v in spec.to_dict().items() if k != "states"} for spec in specs.values()]
+def _method_entries(specs: dict[str, GraphSpec], dynamic_tokens: bool) -> list[dict[str, Any]]:
+    """Manifest form of the methods: name, inputs and outputs (the states are the graph entry's).
+
+    A prefill with a dynamic T says so (``dynamic_tokens``: the token axis takes 1 to its listed size).
+    """
+    entries = [{k: v for k, v in spec.to_dict().items() if k != "states"} for spec in specs.values()]
+    for entry in entries:
+        if entry["name"] == "prefill" and dynamic_tokens:
+            entry["dynamic_tokens"] = True
+    return entries
 
 
 def _llm_programs(
-    graph: LLMGraph, model: XSam, slots: SlotConfig, dtype: torch.dtype
+    graph: LLMGraph, model: XSam, slots: SlotConfig, dtype: torch.dtype, dynamic_tokens: bool
 ) -> dict[str, torch.export.ExportedProgram]:
-    """The four methods of ``llm.pte``, all traced around ``graph`` so they name the same cache buffers."""
-    programs = {m: export_graph(graph, g, model.config, slots, dtype=dtype) for m, g in LLM_METHODS.items()}
+    """The four methods of ``llm.pte``, all traced around ``graph`` so they name the same cache buffers.
+
+    With ``dynamic_tokens`` the prefill takes T ∈ [1, prefill_len] (``Dim.DYNAMIC``, as the OpenVINO export:
+    a named Dim turns the GQA fold's true-but-unprovable guards into errors at real widths), so a next
+    query's few tokens are not padded to a whole chunk.
+    """
+    if dynamic_tokens:
+        tokens = torch.export.Dim.DYNAMIC(min=1, max=slots.prefill_len)
+        inputs = example_inputs(model.config, "llm_prefill", slots, dtype=dtype)
+        with torch.no_grad():
+            prefill = torch.export.export(
+                graph, inputs, dynamic_shapes=({1: tokens}, {0: tokens}), strict=False
+            )
+    else:
+        prefill = export_graph(graph, "llm_prefill", model.config, slots, dtype=dtype)
+    decode = export_graph(graph, "llm_decode", model.config, slots, dtype=dtype)
+    programs = {"prefill": prefill, "decode": decode}
     keys, values = llm_method_specs(model.config, slots)["write_cache"].inputs
     empty = (torch.zeros(keys.shape, dtype=dtype), torch.zeros(values.shape, dtype=dtype))
     with torch.no_grad():
@@ -404,7 +433,7 @@ def _llm_programs(
 
 
 def llm_steps(
-    model: XSam, slots: SlotConfig, dtype: torch.dtype
+    model: XSam, slots: SlotConfig, dtype: torch.dtype, short_prefill: bool = False
 ) -> list[tuple[str, tuple[torch.Tensor, ...]]]:
     """The LLM check sequence: prefill on the example chunk, then two decodes at the next positions.
 
@@ -412,6 +441,8 @@ def llm_steps(
         model (XSam): the model.
         slots (SlotConfig): the fixed slot sizes.
         dtype (torch.dtype): float input dtype.
+        short_prefill (bool): then a prefill of fewer rows than the chunk (a dynamic-T method's own length)
+            at the positions after the decodes.
 
     Returns:
         list[tuple[str, tuple[torch.Tensor, ...]]]: (method, inputs) per step.
@@ -422,11 +453,16 @@ def llm_steps(
     for i in range(2):
         embeds = torch.randn((1, 1, hidden), generator=gen).to(dtype)
         steps.append(("decode", (embeds, torch.tensor([slots.prefill_len + i], dtype=torch.int64))))
+    if short_prefill:
+        rows = max(2, slots.prefill_len // 2 - 1)
+        start = min(slots.prefill_len + 2, slots.seq_len(model.config) - rows)
+        embeds = torch.randn((1, rows, hidden), generator=gen).to(dtype)
+        steps.append(("prefill", (embeds, torch.arange(rows, dtype=torch.int64) + start)))
     return steps
 
 
 def _llm_parity(
-    model: XSam, slots: SlotConfig, program: Any, dtype: torch.dtype
+    model: XSam, slots: SlotConfig, program: Any, dtype: torch.dtype, short_prefill: bool = False
 ) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
     """The ``llm_steps`` in the runtime (one program, state kept) and in eager, outputs flattened.
 
@@ -448,13 +484,13 @@ def _llm_parity(
 
     # ExecuTorch serialises no initial value for a mutable buffer: zero the cache, as eager starts
     run_method(methods["write_cache"], [torch.zeros(c.shape, dtype=dtype) for c in eager_read()])
-    steps = llm_steps(model, slots, dtype)
+    steps = llm_steps(model, slots, dtype, short_prefill)
     first_decode: list[torch.Tensor] = []
     saved: list[np.ndarray] = []
     for i, (method, inputs) in enumerate(steps):
         with torch.no_grad():
             eager = eager_graph(*inputs)
-        label = "prefill" if i == 0 else f"decode{i}"
+        label = "prefill" if i == 0 else "short_prefill" if method == "prefill" else f"decode{i}"
         record(label, ("projected", "logits"), eager, run_method(methods[method], inputs))
         if i == 0:
             saved = run_method(methods["read_cache"], [])

@@ -26,25 +26,38 @@ LLM_METHODS = ("prefill", "decode", "read_cache", "write_cache")
 class _EtMethod:
     """One method of a loaded program, called with numpy arrays of the manifest's shapes and dtypes."""
 
-    def __init__(self, torch: Any, program: Any, method: str, inputs: list[dict]) -> None:
+    def __init__(
+        self, torch: Any, program: Any, method: str, inputs: list[dict], dynamic_tokens: bool = False
+    ) -> None:
         self.torch = torch
         self.name = method
         self.method = program.load_method(method)
         self.specs = [(tuple(i["shape"]), np.dtype(i["dtype"])) for i in inputs]
+        # the token axis (axis 1 of the embeddings, axis 0 of the positions) takes 1 .. its listed size
+        self.token_axes = [1 if len(shape) == 3 else 0 for shape, _ in self.specs] if dynamic_tokens else None
+
+    def _fits(self, i: int, got: tuple[int, ...], shape: tuple[int, ...]) -> bool:
+        if self.token_axes is None or len(got) != len(shape):
+            return got == shape
+        axis = self.token_axes[i]
+        rest = all(g == s for d, (g, s) in enumerate(zip(got, shape, strict=True)) if d != axis)
+        return rest and 1 <= got[axis] <= shape[axis]
 
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
         """Execute once; outputs are copied out of the runtime's memory.
 
         Raises:
-            ValueError: an input's count or shape differs from the manifest (ExecuTorch only has static
-                shapes, and its own error is a bare code).
+            ValueError: an input's count or shape differs from the manifest (a fixed shape, or for a dynamic
+                prefill more tokens than its bound): ExecuTorch's own error is a bare code.
         """
         if len(inputs) != len(self.specs):
             raise ValueError(f"method {self.name!r} takes {len(self.specs)} inputs, got {len(inputs)}")
         tensors = []
         for i, (x, (shape, dtype)) in enumerate(zip(inputs, self.specs, strict=True)):
-            if tuple(x.shape) != shape:
-                raise ValueError(f"method {self.name!r} input {i} must be {shape}, got {tuple(x.shape)}")
+            if not self._fits(i, tuple(x.shape), shape):
+                bound = " (the token axis at most)" if self.token_axes is not None else ""
+                got = tuple(x.shape)
+                raise ValueError(f"method {self.name!r} input {i} must be {shape}{bound}, got {got}")
             tensors.append(self.torch.from_numpy(np.ascontiguousarray(x, dtype=dtype)))
         return [np.array(o.numpy(), copy=True) for o in self.method.execute(tensors)]
 
@@ -60,9 +73,13 @@ class _EtLLM:
                 f"the bundle's executorch/{entry.name} program lacks the method(s) {', '.join(missing)}; "
                 "re-export the bundle with this xsam_edge (xsam-edge export --backend executorch)"
             )
-        self.methods = {m: _EtMethod(torch, program, m, signatures[m]["inputs"]) for m in LLM_METHODS}
-        self.chunk = int(signatures["prefill"]["inputs"][0]["shape"][1])  # the prefill method's fixed T
-        self.pads_chunks = True
+        dynamic = {m: bool(signatures[m].get("dynamic_tokens")) for m in LLM_METHODS}
+        self.methods = {
+            m: _EtMethod(torch, program, m, signatures[m]["inputs"], dynamic[m]) for m in LLM_METHODS
+        }
+        self.chunk = int(signatures["prefill"]["inputs"][0]["shape"][1])  # the prefill method's (largest) T
+        # a dynamic prefill runs a short chunk at its own length; an older bundle's fixed T is padded
+        self.pads_chunks = not dynamic["prefill"]
         self.empty = [np.zeros(i["shape"], np.dtype(i["dtype"])) for i in signatures["write_cache"]["inputs"]]
         self.reset()
 
