@@ -482,3 +482,41 @@ def test_coreml_quantize_module_w4(tmp_path):
     assert report.integer_ops == {"constexpr_blockwise_shift_scale": 3}
     assert report.kept_float == [] and report.bytes_quant < report.bytes_fp32
     assert math.isinf(report.min_psnr) and report.notes[-1] == "Core ML prediction needs macOS"
+
+
+def test_executorch_mixed_8da4w_keeps_the_layer_int4_resolves_worst_at_int8():
+    """``ratio < 1`` on 8da4w (mixed INT4/INT8, as ``w4`` has on OpenVINO and ONNX), at Qwen2.5-0.5B's widths:
+    a down projection with one large weight in every group of 32 (which INT4 groups resolve worst) goes to
+    INT8 per channel first; the head stays ``head_bits``'s; a uniform scheme keeps none at INT8."""
+    pytest.importorskip("transformers")
+    from test_tied_tables import _tied_qwen2
+
+    from xsam_edge.backends.executorch.quant_plan import QuantPlan
+    from xsam_edge.quantization.ranking import int4_weight_error
+
+    module, samples, _ = _tied_qwen2()
+    down = module.llm.model.layers[0].mlp.down_proj
+    with torch.no_grad():
+        down.weight[:, ::32] = 8 * down.weight.std() * torch.sign(down.weight[:, ::32])
+    linear = [(n, m) for n, m in module.named_modules() if isinstance(m, torch.nn.Linear)]
+    weights = {n: m.weight.detach().numpy() for n, m in linear}
+    errors = {n: int4_weight_error(w.T, 32) for n, w in weights.items() if n != "llm.lm_head"}
+    assert max(errors, key=errors.get) == "llm.model.layers.0.mlp.down_proj", errors  # the planted layer
+    inputs = (torch.from_numpy(samples[0][0]),)
+
+    def int8_layers(ratio: float) -> tuple[set[str], list[str]]:
+        plan = QuantPlan(Int8DynActInt4Weight(32, ratio=ratio), (), inputs, [], stateful=False)
+        quantized = plan.prepare(module)
+        linear = [(n, m) for n, m in quantized.named_modules() if isinstance(m, torch.nn.Linear)]
+        bits = {n: m.weight.target_dtype for n, m in linear}
+        assert bits["llm.lm_head"] == torch.int4
+        return {n for n, b in bits.items() if b == torch.int8}, plan.notes
+
+    # 10 % of the 14.9 M non-head Linear weights: the down projection (4.4 M) alone fills it
+    chosen, notes = int8_layers(0.9)
+    assert chosen == {"llm.model.layers.0.mlp.down_proj"}
+    assert "1 Linear(s) at INT8 (ratio 0.9): largest INT4 weight error" in notes[0]
+    assert int8_layers(1.0)[0] == set()
+    assert Int8DynActInt4Weight(ratio=0.8).label() == "8da4w-g32-r80"
+    with pytest.raises(ValueError, match="8da4w: ratio must be a number in"):
+        Int8DynActInt4Weight(ratio=0)

@@ -62,6 +62,11 @@ SCHEMES: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     # ExecuTorch's LLM scheme: INT4 weights in groups of 32, INT8 activations per token (XNNPACK)
     "8da4w-g32": ({"scheme": "8da4w", "group_size": 32}, ("executorch",)),
     "8da4w-g32-h8": ({"scheme": "8da4w", "group_size": 32, "head_bits": 8}, ("executorch",)),
+    # mixed: the 20 % of the other Linear weights that INT4 resolves worst at INT8 (data-free ranking)
+    "8da4w-g32-r80-h8": (
+        {"scheme": "8da4w", "group_size": 32, "head_bits": 8, "ratio": 0.8},
+        ("executorch",),
+    ),
 }
 DEFAULT_SCHEMES = ("fp32", "w8", "w4-g64", "w4-g64-awq", "w4-g64-awq-r80", "w4-g64-r80")  # w4-g32: opt-in
 CAVEATS = (

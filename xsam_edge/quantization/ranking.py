@@ -10,6 +10,9 @@ channel is rounded away, which only the output shows.
 
 Backends supply how to read named tensors (``Reader``); the tensors are read a group at a time and reduced
 to two sums per tensor as they come, so memory stays that of one group of one sample.
+
+A mixed INT4/INT8 scheme without data ranks by the weights alone (``int4_weight_error``, ``int8_share``),
+the same on every backend that lacks a library ranking.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 
 from .common import unique_pattern
 
-__all__ = ["GROUP", "Reader", "rank_by_added_error"]
+__all__ = ["GROUP", "Reader", "int4_weight_error", "int8_share", "rank_by_added_error"]
 
 Reader = Callable[[list[Hashable], Sequence[np.ndarray]], list[np.ndarray]]
 """``read(tensors, sample)``: the named tensors' values for one sample."""
@@ -75,3 +78,47 @@ def rank_by_added_error(
     added = {op: error[out] - max(error[p] for p in pre) for op, (pre, out) in io.items()}
     ranked = sorted(added, key=lambda o: -added[o])
     return list(dict.fromkeys(unique_pattern(op, candidates) for op in ranked))
+
+
+def int4_weight_error(weight: np.ndarray, group_size: int) -> float | None:
+    """The relative error of rounding a 2-D weight to symmetric INT4 in groups along its input axis.
+
+    The data-free ranking of a mixed INT4/INT8 scheme (NNCF's weight quantization error metric): the layers
+    whose weights INT4 resolves worst are the ones kept at INT8.
+
+    Args:
+        weight (np.ndarray): (in_features, out_features), the layout of an ONNX MatMul constant (a torch
+            Linear's weight transposed).
+        group_size (int): weights per scale along the input axis.
+
+    Returns:
+        float | None: ‖w − q(w)‖ / ‖w‖ over the whole groups; ``None`` when no whole group fits.
+    """
+    w = np.asarray(weight, np.float64)
+    k = w.shape[0] - w.shape[0] % group_size
+    if k == 0:
+        return None
+    groups = w[:k].reshape(-1, group_size, w.shape[1])
+    scale = np.abs(groups).max(axis=1, keepdims=True) / 7 + 1e-12
+    error = np.linalg.norm(groups - np.clip(np.round(groups / scale), -8, 7) * scale)
+    return float(error / (np.linalg.norm(groups) + 1e-12))
+
+
+def int8_share(errors: dict[str, float], sizes: dict[str, int], ratio: float) -> set[str]:
+    """The layers a mixed scheme keeps at INT8: largest ``errors`` first, until ``1 - ratio`` of the weights.
+
+    Args:
+        errors (dict[str, float]): layer → its INT4 error (``int4_weight_error``).
+        sizes (dict[str, int]): layer → weight count (every layer in ``errors``).
+        ratio (float): the fraction of the weights left at INT4.
+
+    Returns:
+        set[str]: the chosen layers.
+    """
+    budget, chosen, taken = (1 - ratio) * sum(sizes[n] for n in errors), set(), 0
+    for name in sorted(errors, key=lambda n: -errors[n]):
+        if taken >= budget:
+            break
+        chosen.add(name)
+        taken += sizes[name]
+    return chosen

@@ -44,6 +44,11 @@ def _check_head_bits(name: str, head_bits: int) -> None:
         raise ValueError(f"{name}: head_bits must be 4 or 8, got {head_bits!r}")
 
 
+def _check_ratio(name: str, ratio: float) -> None:
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 < ratio <= 1:
+        raise ValueError(f"{name}: ratio must be a number in (0, 1], got {ratio!r}")
+
+
 def _check_group(name: str, group_size: int) -> None:
     if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1:
         raise ValueError(f"{name}: group_size must be a positive int, got {group_size!r}")
@@ -181,8 +186,7 @@ class Int4WeightOnly(Scheme):
 
     def __post_init__(self) -> None:
         _check_group(self.name, self.group_size)
-        if isinstance(self.ratio, bool) or not isinstance(self.ratio, int | float) or not 0 < self.ratio <= 1:
-            raise ValueError(f"w4: ratio must be a number in (0, 1], got {self.ratio!r}")
+        _check_ratio(self.name, self.ratio)
         _check_head_bits(self.name, self.head_bits)
 
     @property
@@ -204,19 +208,25 @@ class Int8DynActInt4Weight(Scheme):
         head_bits (int): 4 or 8, the weight bits of the graph's output layers (an LLM's head). 4 by default,
             as ExecuTorch's own LLM export quantizes every Linear; 8 is INT8 per channel with the same
             dynamic activations.
+        ratio (float): the fraction of the other Linear weights at INT4; the rest, those INT4 resolves worst
+            (the data-free weight error ONNX's mixed ``w4`` ranks by), INT8 per channel with the same
+            dynamic activations (mixed INT4/INT8).
     """
 
     name: ClassVar[str] = "8da4w"
     bits: ClassVar[int] = 4
     group_size: int = 32
     head_bits: int = 4
+    ratio: float = 1.0
 
     def __post_init__(self) -> None:
         _check_group(self.name, self.group_size)
         _check_head_bits(self.name, self.head_bits)
+        _check_ratio(self.name, self.ratio)
 
     def label(self) -> str:
-        return f"8da4w-g{self.group_size}" + ("-h8" if self.head_bits == 8 else "")
+        mixed = f"-r{round(self.ratio * 100)}" if self.ratio < 1 else ""
+        return f"8da4w-g{self.group_size}" + mixed + ("-h8" if self.head_bits == 8 else "")
 
 
 @dataclass(frozen=True)

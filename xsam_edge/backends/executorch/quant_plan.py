@@ -16,6 +16,7 @@ from torch import nn
 
 from xsam_edge.export.graphs import LLMGraph
 from xsam_edge.quantization.common import keep_float_pattern
+from xsam_edge.quantization.ranking import int4_weight_error, int8_share
 from xsam_edge.quantization.schemes import Int8DynActInt4Weight, Int8Static, Scheme
 
 BACKEND = "executorch"
@@ -188,20 +189,40 @@ class QuantPlan:
         tables = {
             fqn for fqn, mod in copied.named_modules() if fqn in targets and isinstance(mod, nn.Embedding)
         }
-        heads = set()
+        heads, mixed = set(), set()
         if isinstance(self.scheme, Int8DynActInt4Weight) and self.scheme.head_bits == 8:
             heads = (targets - tables) & output_layers
             if heads:
                 quantize_(copied, int8_dynamic, filter_fn=lambda _, fqn: fqn in heads)
                 self.notes.append(f"output layer(s) at INT8 (head_bits 8): {', '.join(sorted(heads))}")
+        if isinstance(self.scheme, Int8DynActInt4Weight) and self.scheme.ratio < 1:
+            mixed = self._int8_share(used, targets - tables - heads - output_layers)
+            quantize_(copied, int8_dynamic, filter_fn=lambda _, fqn: fqn in mixed)
+            self.notes.append(
+                f"{len(mixed)} Linear(s) at INT8 (ratio {self.scheme.ratio}): largest INT4 weight error: "
+                + ", ".join(sorted(mixed))
+            )
         if linear is not None:
-            quantize_(copied, linear, filter_fn=lambda _, fqn: fqn in targets - tables - heads)
+            quantize_(copied, linear, filter_fn=lambda _, fqn: fqn in targets - tables - heads - mixed)
             if tables:
                 self.notes.append(f"{len(tables)} embedding table(s) at INT8 per row (embedding_byte)")
         quantize_(copied, embedding, filter_fn=lambda _, fqn: fqn in tables)
         self.quantized_modules = sorted(targets)
         self.quantized = len(targets)
         return copied
+
+    def _int8_share(self, used: dict[str, nn.Module], candidates: set[str]) -> set[str]:
+        """The Linears a mixed 8da4w keeps at INT8: ``1 - ratio`` of their weights, worst INT4 error first.
+
+        The output layers are ``head_bits``'s, not ranked here.
+        """
+        errors, sizes = {}, {}
+        for fqn in candidates:
+            weight = used[fqn].weight.detach().float().numpy()  # (out, in): groups run along ``in``
+            error = int4_weight_error(weight.T, self.scheme.group_size)
+            if error is not None:
+                errors[fqn], sizes[fqn] = error, weight.size
+        return int8_share(errors, sizes, self.scheme.ratio)
 
     def _why_float(self, fqn: str, module: nn.Module, kinds: tuple[type, ...]) -> str | None:
         pattern = keep_float_pattern([fqn], self.keep_float)

@@ -18,10 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from xsam_edge.backends.onnx.tied import set_nodes, share_tied_tables, untie_heads
 from xsam_edge.quantization.common import add_note
+from xsam_edge.quantization.ranking import int4_weight_error, int8_share
 from xsam_edge.quantization.report import GraphQuantReport
 from xsam_edge.quantization.schemes import Int4WeightOnly, Scheme
 
@@ -155,22 +154,11 @@ def _int8_share(model: Any, scheme: Int4WeightOnly, excluded: dict[str, str]) ->
         weight = constants.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) > 1 else None
         if weight is None or len(weight.dims) != 2 or node.name in excluded:
             continue
-        w = numpy_helper.to_array(weight).astype(np.float64)  # (K, N): groups run along K
-        k = w.shape[0] - w.shape[0] % scheme.group_size
-        if k == 0:
-            continue
-        groups = w[:k].reshape(-1, scheme.group_size, w.shape[1])
-        scale = np.abs(groups).max(axis=1, keepdims=True) / 7 + 1e-12
-        error = np.linalg.norm(groups - np.clip(np.round(groups / scale), -8, 7) * scale)
-        errors[node.name] = error / (np.linalg.norm(groups) + 1e-12)
-        sizes[node.name] = w.size
-    budget, chosen, taken = (1 - scheme.ratio) * sum(sizes.values()), set(), 0
-    for name in sorted(errors, key=lambda n: -errors[n]):
-        if taken >= budget:
-            break
-        chosen.add(name)
-        taken += sizes[name]
-    return chosen
+        w = numpy_helper.to_array(weight)  # (K, N): groups run along K
+        error = int4_weight_error(w, scheme.group_size)
+        if error is not None:
+            errors[node.name], sizes[node.name] = error, w.size
+    return int8_share(errors, sizes, scheme.ratio)
 
 
 def _gemm_to_matmul(model: Any) -> int:
