@@ -87,8 +87,8 @@ CAVEATS = (
     "(a Gather) float, hence their larger file; since then a lookup table is packed at INT8 too.",
     "quantize s is quantize_model's wall time: each OpenVINO row includes exporting the module again "
     "(~40 s); ONNX rows after fp32 start from its exported file.",
-    "w4 rows are asymmetric INT4; the mixed rows keep about 20 % of the weights at INT8 (NNCF's ranking "
-    "on OpenVINO, the largest INT4 weight error on ONNX).",
+    "w4 rows are asymmetric INT4; the mixed rows (-r80) keep about 20 % of the weights at INT8 (NNCF's "
+    "ranking on OpenVINO, the largest INT4 weight error on ONNX and ExecuTorch).",
 )
 
 
@@ -96,8 +96,8 @@ TIED_CAVEAT = (
     "--tied: the input embedding reads the GGUF's output.weight (one table, as the model was trained; the "
     "GGUF's token_embd.weight is the same matrix at another precision, 4.4 % apart), so the float32 files "
     "are ~2.0 GB and the eager reference differs from the untied runs'. ONNX w8 / w4 store the table once "
-    "(the lookup reads the head's packed blocks); ExecuTorch 8da4w keeps an INT8 lookup beside the INT4 head "
-    "(XNNPACK packs the head inside its delegate)."
+    "(the lookup reads the head's packed blocks); ExecuTorch 8da4w keeps an INT8 lookup beside the head "
+    "(INT4, or INT8 with -h8), which XNNPACK packs inside its delegate."
 )
 
 
