@@ -30,7 +30,7 @@ def test_named_recipes_cover_the_targets_and_round_trip():
         for graph in QUANT_GRAPHS:
             assert recipe.scheme_for(graph).name in get_backend(recipe.backend).schemes
     android = get_recipe("android-xnnpack")
-    assert android.scheme_for("llm") == Int8DynActInt4Weight(32)
+    assert android.scheme_for("llm") == Int8DynActInt4Weight(32, head_bits=8, ratio=0.8)
     assert android.scheme_for("encode_image") == Int8Dynamic()  # per-token scales: no calibration
     assert android.scheme_for("region") == Float32()
     assert not android.calibrated and get_recipe("jetson-trt").calibrated
