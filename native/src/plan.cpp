@@ -64,8 +64,8 @@ Status Predictor::SetImage(const Image& image) {
   return Status::Ok();
 }
 
-// embed in fixed chunks, splice image / region tokens, then prefill in chunks, a short last one unpadded where the prefill
-// method is dynamic (or one decode step)
+// embed in fixed chunks, splice image / region tokens, then prefill in chunks (a short last one unpadded where
+// the prefill method is dynamic) or one decode step
 Status Predictor::Forward(const Encoded& image, const std::vector<int64_t>& ids,
                           const std::vector<float>* region_tokens, int64_t start, std::vector<float>* projected,
                           std::vector<float>* logits) {

@@ -477,6 +477,7 @@ def export_graph(
     config: XSamConfig,
     slots: SlotConfig | None = None,
     dtype: torch.dtype | None = None,
+    dynamic_tokens: bool = False,
 ) -> torch.export.ExportedProgram:
     """``torch.export`` (non-strict) of a wrapper on its example inputs: the input of every backend module.
 
@@ -488,6 +489,10 @@ def export_graph(
         slots (SlotConfig | None): fixed slot sizes.
         dtype (torch.dtype | None): dtype of the float example inputs; ``None`` means that of the module's
             first floating-point parameter.
+        dynamic_tokens (bool): an LLM prefill takes T ∈ [1, prefill_len] (``inputs_embeds`` axis 1,
+            ``cache_position`` axis 0), so a runtime can run a short chunk unpadded. ``Dim.DYNAMIC``, not a
+            named Dim: at real widths the GQA fold adds guards such as T·min(64, 256·T) = 64·T that hold for
+            every T ≥ 1 but sympy cannot prove, and a named Dim makes them a ConstraintViolationError.
 
     Returns:
         torch.export.ExportedProgram: in the training IR (in-place cache writes kept as ``copy_``);
@@ -498,5 +503,10 @@ def export_graph(
     if dtype is None:
         dtype = next(p.dtype for p in module.parameters() if p.is_floating_point())
     inputs = example_inputs(config, graph_name, slots, dtype=dtype)
+    dynamic = None
+    if dynamic_tokens:
+        tokens = torch.export.Dim.DYNAMIC(min=1, max=(slots or SlotConfig()).prefill_len)
+        axes = {"inputs_embeds": {1: tokens}, "cache_position": {0: tokens}}
+        dynamic = tuple(axes.get(s.name) for s in graph_specs(config, slots)[graph_name].inputs)
     with torch.no_grad():
-        return torch.export.export(module, inputs, strict=False)
+        return torch.export.export(module, inputs, dynamic_shapes=dynamic, strict=False)

@@ -409,21 +409,13 @@ def _llm_programs(
 ) -> dict[str, torch.export.ExportedProgram]:
     """The four methods of ``llm.pte``, all traced around ``graph`` so they name the same cache buffers.
 
-    With ``dynamic_tokens`` the prefill takes T ∈ [1, prefill_len] (``Dim.DYNAMIC``, as the OpenVINO export:
-    a named Dim turns the GQA fold's true-but-unprovable guards into errors at real widths), so a next
-    query's few tokens are not padded to a whole chunk.
+    With ``dynamic_tokens`` the prefill takes T ∈ [1, prefill_len] (``export_graph``), so a next query's few
+    tokens are not padded to a whole chunk.
     """
-    if dynamic_tokens:
-        tokens = torch.export.Dim.DYNAMIC(min=1, max=slots.prefill_len)
-        inputs = example_inputs(model.config, "llm_prefill", slots, dtype=dtype)
-        with torch.no_grad():
-            prefill = torch.export.export(
-                graph, inputs, dynamic_shapes=({1: tokens}, {0: tokens}), strict=False
-            )
-    else:
-        prefill = export_graph(graph, "llm_prefill", model.config, slots, dtype=dtype)
-    decode = export_graph(graph, "llm_decode", model.config, slots, dtype=dtype)
-    programs = {"prefill": prefill, "decode": decode}
+    programs = {
+        "prefill": export_graph(graph, "llm_prefill", model.config, slots, dtype, dynamic_tokens),
+        "decode": export_graph(graph, "llm_decode", model.config, slots, dtype=dtype),
+    }
     keys, values = llm_method_specs(model.config, slots)["write_cache"].inputs
     empty = (torch.zeros(keys.shape, dtype=dtype), torch.zeros(values.shape, dtype=dtype))
     with torch.no_grad():

@@ -97,18 +97,8 @@ def _stateful_llm(model: XSam, slots: SlotConfig) -> Any:
     name = "llm_kvio_prefill"
     spec = graph_specs(model.config, slots)[name]
     module = build_graph(model, name, slots)
-    inputs = example_inputs(model.config, name, slots, dtype=next(module.parameters()).dtype)
-    # DYNAMIC, not a named Dim: at real widths the GQA fold adds guards such as T·min(64, 256·T) = 64·T that
-    # hold for every T ≥ 1 but sympy cannot prove, and a named Dim makes them a ConstraintViolationError
-    tokens = torch.export.Dim.DYNAMIC(min=1, max=slots.prefill_len)
-    dynamic = {
-        "inputs_embeds": {1: tokens},
-        "cache_position": {0: tokens},
-        "past_keys": None,
-        "past_values": None,
-    }
-    with torch.no_grad():
-        program = torch.export.export(module, inputs, dynamic_shapes=dynamic, strict=False)
+    dtype = next(module.parameters()).dtype
+    program = export_graph(module, name, model.config, slots, dtype=dtype, dynamic_tokens=True)
     ov_model = ov.convert_model(program)
     name_ports(ov_model, [s.name for s in spec.inputs], [s.name for s in spec.outputs])
     # the converted program leaves every axis dynamic; pin all but T, so the state variables get static
