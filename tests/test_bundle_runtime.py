@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
@@ -19,7 +20,8 @@ pytest.importorskip("openvino")
 from conftest import every_task_requests, make_image, make_tiny_model, with_grid_sampler  # noqa: E402
 
 from xsam_edge.backends import get_backend  # noqa: E402
-from xsam_edge.export.graphs import SlotConfig  # noqa: E402
+from xsam_edge.export.graphs import SlotConfig, build_graph  # noqa: E402
+from xsam_edge.export.placement import psnr  # noqa: E402
 from xsam_edge.export.to_bundle import export_bundle  # noqa: E402
 from xsam_edge.model.predictor import XSamPredictor  # noqa: E402
 from xsam_edge.runtime.session import EdgeSession  # noqa: E402
@@ -50,8 +52,9 @@ def bundle(model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def et_bundle(model, tmp_path_factory):
-    """The same model as an ExecuTorch-only bundle."""
+def et_export(model, tmp_path_factory):
+    """The same model as an ExecuTorch-only bundle, and its programs by name: the ExecuTorch checks below
+    read the graphs this export lowered (the image graph's lowering alone takes ~2 minutes)."""
     pytest.importorskip("executorch")
     path, graphs = export_bundle(
         model,
@@ -62,7 +65,12 @@ def et_bundle(model, tmp_path_factory):
         progress=False,
     )
     assert all(g.min_psnr_db >= 40 for g in graphs), [(g.name, g.min_psnr_db) for g in graphs]
-    return path
+    return path, {g.name: g for g in graphs}
+
+
+@pytest.fixture(scope="module")
+def et_bundle(et_export):
+    return et_export[0]
 
 
 @pytest.fixture(scope="module")
@@ -384,3 +392,138 @@ def test_onnx_cache_bound_in_ort_values_steps_as_the_host_cache(bundle):
     for a, b, c in zip(*again, saved[2][0], strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
+
+
+# -- the ExecuTorch programs of the bundle: placement, parity, the joint LLM program -------------------------
+MIN_PSNR_DB = 40.0  # the FP32 threshold, on every output
+
+
+def _check_et(graph, name: str) -> None:
+    numbers = ", ".join(f"{p.name} {p.psnr_db:.1f} dB / {p.max_abs_diff:.1e}" for p in graph.parity)
+    print(graph.name, f"{graph.export_seconds:.1f} s", numbers, graph.placement["methods"])
+    assert graph.file.name == f"{name}.pte" and graph.file.is_file()
+    assert graph.placement["file_bytes"] == graph.file.stat().st_size > 0
+    assert graph.min_psnr_db >= MIN_PSNR_DB, numbers
+    assert not list(graph.file.parent.glob(".*")), "temporary files left behind"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["encode_image", "segment"])
+def test_et_large_graphs_match_eager(et_export, name):
+    graph = et_export[1][name]
+    _check_et(graph, name)
+    assert [p.name for p in graph.parity] == graph.outputs
+    assert graph.placement["methods"]["forward"]["delegated_nodes"] > 0
+
+
+@pytest.mark.slow
+def test_et_encode_placement_samples_by_rows_not_grid_sampler(et_export, model):
+    placement = et_export[1]["encode_image"].placement["methods"]["forward"]
+    portable = placement["portable_ops"]
+    # deformable attention traced as row lookups: the portable grid_sampler_2d kernel took 61 % of a student
+    assert not any("grid_sampler_2d" in op for op in portable), portable
+    assert any("embedding" in op for op in portable), portable
+    from xsam_edge.model.pixel_decoder import MultiScaleDeformableAttention
+
+    layers = [m for m in model.modules() if isinstance(m, MultiScaleDeformableAttention)]
+    assert layers and {m.sampler for m in layers} == {"grid_sample"}  # the eager model is left as it was
+    assert any("native_layer_norm" in op for op in portable), portable
+    assert placement["portable_nodes"] == sum(portable.values())
+
+
+@pytest.mark.slow
+def test_et_llm_one_program_four_methods_shared_cache(et_export, model):
+    from xsam_edge.backends.executorch.export import llm_steps, load_program, run_method
+
+    graph = et_export[1]["llm"]
+    _check_et(graph, "llm")
+    # prefill, cache read, two decodes, a prefill shorter than the chunk (the method's T is dynamic), then the
+    # read cache written back and the first decode again, through one loaded program, against eager with its
+    # own caches
+    calls = ("prefill", "decode1", "decode2", "short_prefill", "restored_decode1")
+    steps = [f"{s}.{o}" for s in calls for o in ("projected", "logits")]
+    steps[2:2] = ["read_cache.keys", "read_cache.values"]
+    assert [p.name for p in graph.parity] == steps
+    assert graph.states == [f"{k}_cache_{i}" for i in range(model.config.llm.num_layers) for k in ("k", "v")]
+    methods = ["prefill", "decode", "read_cache", "write_cache"]
+    assert list(graph.placement["methods"]) == methods
+    assert all(graph.placement["methods"][m]["delegated_nodes"] > 0 for m in ("prefill", "decode"))
+    llm = model.config.llm
+    stacked = [llm.num_layers, llm.num_kv_heads, SLOTS.seq_len(model.config), llm.head_dim]
+    signatures = {m["name"]: m for m in graph.methods}
+    assert list(signatures) == methods
+    assert [i["name"] for i in signatures["prefill"]["inputs"]] == ["inputs_embeds", "cache_position"]
+    assert signatures["prefill"]["dynamic_tokens"] is True  # its listed T is the bound
+    assert not any(signatures[m].get("dynamic_tokens") for m in methods[1:])
+    assert signatures["decode"]["inputs"][0]["shape"][1] == 1
+    assert signatures["read_cache"]["inputs"] == [] and signatures["write_cache"]["outputs"] == []
+    assert [o["shape"] for o in signatures["read_cache"]["outputs"]] == [stacked, stacked]
+    assert signatures["write_cache"]["inputs"] == signatures["read_cache"]["outputs"]
+
+    # control: decode on a freshly loaded, zeroed program matches eager decode on empty caches and is
+    # far from eager decode after the prefill, so the parity above needs the cache that prefill wrote
+    steps = llm_steps(model, SLOTS, torch.float32)
+    after_prefill = build_graph(model, "llm_prefill", SLOTS)
+    empty = build_graph(model, "llm_prefill", SLOTS)
+    with torch.no_grad():
+        after_prefill(*steps[0][1])
+        want = after_prefill(*steps[1][1])[0].numpy()
+        want_empty = empty(*steps[1][1])[0].numpy()
+    fresh = load_program(graph.file)
+    cache = [torch.zeros(o["shape"]) for o in signatures["read_cache"]["outputs"]]
+    run_method(fresh.load_method("write_cache"), cache)  # a mutable buffer's first contents are undefined
+    alone = run_method(fresh.load_method("decode"), steps[1][1])[0]
+    matched = next(p.psnr_db for p in graph.parity if p.name == "decode1.projected")
+    assert psnr(want_empty, alone) >= MIN_PSNR_DB
+    assert psnr(want, alone) < matched - 40.0, "decode ignores the cache: the check proves nothing"
+
+
+@pytest.mark.slow
+def test_et_llm_write_cache_restores_a_prefix_and_resets(et_export, model):
+    """Encode once, query many in the ExecuTorch runtime: a cache written into another program acts as the
+    prefix that produced it, and writing zeros is a reset."""
+    from xsam_edge.backends.executorch.export import load_program, run_method
+    from xsam_edge.export.graphs import example_inputs
+
+    graph = et_export[1]["llm"]
+    p = SLOTS.prefill_len
+    prefix = example_inputs(model.config, "llm_prefill", SLOTS)  # positions 0 .. P-1
+    gen = torch.Generator().manual_seed(2)
+    query = (torch.randn(prefix[0].shape, generator=gen), torch.arange(p, 2 * p))  # positions P .. 2P-1
+
+    def methods():
+        program = load_program(graph.file)
+        return {m: program.load_method(m) for m in ("prefill", "decode", "read_cache", "write_cache")}
+
+    first = methods()
+    run_method(first["prefill"], prefix)
+    saved = run_method(first["read_cache"], [])
+    after_prefix = run_method(first["prefill"], query)
+
+    # ExecuTorch serialises no initial value for a mutable buffer, so a fresh program is reset explicitly
+    zeros = [torch.zeros(a.shape) for a in saved]
+    second = methods()
+    run_method(second["write_cache"], zeros)
+    unrelated = run_method(second["prefill"], query)
+    run_method(second["write_cache"], [torch.from_numpy(a) for a in saved])
+    restored = run_method(second["prefill"], query)
+    for got, want in zip(restored, after_prefix, strict=True):
+        np.testing.assert_array_equal(got, want)  # same program, same kernels, same state: bit-exact
+
+    eager = build_graph(model, "llm_prefill", SLOTS)
+    with torch.no_grad():
+        eager(*prefix)
+        want = eager(*query)[0].numpy()
+    assert psnr(want, restored[0]) >= MIN_PSNR_DB
+    assert psnr(want, unrelated[0]) < psnr(want, restored[0]) - 40.0, "the query ignores the prefix"
+
+    # reset: zeros written into a used program make it decode as eager does on empty caches
+    run_method(first["write_cache"], zeros)
+    assert all(np.all(a == 0) for a in run_method(first["read_cache"], []))
+    step = (torch.randn((1, 1, prefix[0].shape[-1]), generator=gen), torch.tensor([0]))
+    with torch.no_grad():
+        want_empty = build_graph(model, "llm_prefill", SLOTS)(*step)[0].numpy()
+    reset = run_method(first["decode"], step)[0]
+    assert psnr(want_empty, reset) >= MIN_PSNR_DB
+    run_method(second["write_cache"], zeros)
+    np.testing.assert_array_equal(reset, run_method(second["decode"], step)[0])

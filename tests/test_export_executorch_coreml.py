@@ -1,7 +1,8 @@
 """ExecuTorch (XNNPACK) and Core ML backends: every graph, the stateful LLM, placement reports, spec checks.
 
 ExecuTorch lowering takes seconds per graph, so each program is lowered once per module (lazily, on first
-use); the encode, segment and LLM programs together take ~100 s at one thread and are marked slow.
+use). The image, segment and LLM programs are checked in test_bundle_runtime.py, where the ExecuTorch bundle
+lowers them once.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 from xsam_edge.export.graphs import GRAPH_NAMES, SlotConfig, build_graph, graph_specs
-from xsam_edge.export.placement import ExportedGraph, psnr
+from xsam_edge.export.placement import ExportedGraph
 
 SLOTS = SlotConfig(max_regions=4, max_conditions=4, max_seq=128, prefill_len=16)
 MIN_PSNR_DB = 40.0  # the issue's FP32 threshold, on every output
@@ -70,15 +71,6 @@ def test_et_region_is_delegated_and_embed_is_not(et_graph):
     assert any("embedding" in op for op in embed["portable_ops"])
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["encode_image", "segment"])
-def test_et_large_graphs_match_eager(et_graph, name):
-    graph = et_graph(name)
-    _check_et(graph, name)
-    assert [p.name for p in graph.parity] == graph.outputs
-    assert graph.placement["methods"]["forward"]["delegated_nodes"] > 0
-
-
 @pytest.mark.parametrize("masked", [False, True])
 def test_et_unmasked_attention_has_no_portable_safe_softmax(masked, tmp_path):
     """Unmasked SDPA lowers whole into XNNPACK (the default decomposition's safe softmax, eq/any/where over
@@ -113,121 +105,6 @@ def test_et_unmasked_attention_has_no_portable_safe_softmax(masked, tmp_path):
     got = _load_for_executorch(str(path)).forward(list(example))[0]
     with torch.no_grad():
         np.testing.assert_allclose(got.numpy(), module(*example).numpy(), atol=1e-5)
-
-
-@pytest.mark.slow
-def test_et_encode_placement_samples_by_rows_not_grid_sampler(et_graph, tiny_model):
-    placement = et_graph("encode_image").placement["methods"]["forward"]
-    portable = placement["portable_ops"]
-    # deformable attention traced as row lookups: the portable grid_sampler_2d kernel took 61 % of a student
-    assert not any("grid_sampler_2d" in op for op in portable), portable
-    assert any("embedding" in op for op in portable), portable
-    from xsam_edge.model.pixel_decoder import MultiScaleDeformableAttention
-
-    layers = [m for m in tiny_model.modules() if isinstance(m, MultiScaleDeformableAttention)]
-    assert layers and {m.sampler for m in layers} == {"grid_sample"}  # the eager model is left as it was
-    assert any("native_layer_norm" in op for op in portable), portable
-    assert placement["portable_nodes"] == sum(portable.values())
-
-
-@pytest.mark.slow
-def test_et_llm_one_program_four_methods_shared_cache(et_graph, tiny_model):
-    from xsam_edge.backends.executorch.export import llm_steps, load_program, run_method
-
-    graph = et_graph("llm")
-    _check_et(graph, "llm")
-    # prefill, cache read, two decodes, a prefill shorter than the chunk (the method's T is dynamic), then the
-    # read cache written back and the first decode again, through one loaded program, against eager with its
-    # own caches
-    calls = ("prefill", "decode1", "decode2", "short_prefill", "restored_decode1")
-    steps = [f"{s}.{o}" for s in calls for o in ("projected", "logits")]
-    steps[2:2] = ["read_cache.keys", "read_cache.values"]
-    assert [p.name for p in graph.parity] == steps
-    assert graph.states == [
-        f"{k}_cache_{i}" for i in range(tiny_model.config.llm.num_layers) for k in ("k", "v")
-    ]
-    methods = ["prefill", "decode", "read_cache", "write_cache"]
-    assert list(graph.placement["methods"]) == methods
-    assert all(graph.placement["methods"][m]["delegated_nodes"] > 0 for m in ("prefill", "decode"))
-    llm = tiny_model.config.llm
-    stacked = [llm.num_layers, llm.num_kv_heads, SLOTS.max_seq, llm.head_dim]
-    signatures = {m["name"]: m for m in graph.methods}
-    assert list(signatures) == methods
-    assert [i["name"] for i in signatures["prefill"]["inputs"]] == ["inputs_embeds", "cache_position"]
-    assert signatures["prefill"]["dynamic_tokens"] is True  # its listed T is the bound
-    assert not any(signatures[m].get("dynamic_tokens") for m in methods[1:])
-    assert signatures["decode"]["inputs"][0]["shape"][1] == 1
-    assert signatures["read_cache"]["inputs"] == [] and signatures["write_cache"]["outputs"] == []
-    assert [o["shape"] for o in signatures["read_cache"]["outputs"]] == [stacked, stacked]
-    assert signatures["write_cache"]["inputs"] == signatures["read_cache"]["outputs"]
-
-    # control: decode on a freshly loaded, zeroed program matches eager decode on empty caches and is
-    # far from eager decode after the prefill, so the parity above needs the cache that prefill wrote
-    steps = llm_steps(tiny_model, SLOTS, torch.float32)
-    after_prefill = build_graph(tiny_model, "llm_prefill", SLOTS)
-    empty = build_graph(tiny_model, "llm_prefill", SLOTS)
-    with torch.no_grad():
-        after_prefill(*steps[0][1])
-        want = after_prefill(*steps[1][1])[0].numpy()
-        want_empty = empty(*steps[1][1])[0].numpy()
-    fresh = load_program(graph.file)
-    cache = [torch.zeros(o["shape"]) for o in signatures["read_cache"]["outputs"]]
-    run_method(fresh.load_method("write_cache"), cache)  # a mutable buffer's first contents are undefined
-    alone = run_method(fresh.load_method("decode"), steps[1][1])[0]
-    matched = next(p.psnr_db for p in graph.parity if p.name == "decode1.projected")
-    assert psnr(want_empty, alone) >= MIN_PSNR_DB
-    assert psnr(want, alone) < matched - 40.0, "decode ignores the cache: the check proves nothing"
-
-
-@pytest.mark.slow
-def test_et_llm_write_cache_restores_a_prefix_and_resets(et_graph, tiny_model):
-    """Encode once, query many in the ExecuTorch runtime: a cache written into another program acts as the
-    prefix that produced it, and writing zeros is a reset."""
-    from xsam_edge.backends.executorch.export import load_program, run_method
-    from xsam_edge.export.graphs import example_inputs
-
-    graph = et_graph("llm")
-    p = SLOTS.prefill_len
-    prefix = example_inputs(tiny_model.config, "llm_prefill", SLOTS)  # positions 0 .. P-1
-    gen = torch.Generator().manual_seed(2)
-    query = (torch.randn(prefix[0].shape, generator=gen), torch.arange(p, 2 * p))  # positions P .. 2P-1
-
-    def methods():
-        program = load_program(graph.file)
-        return {m: program.load_method(m) for m in ("prefill", "decode", "read_cache", "write_cache")}
-
-    first = methods()
-    run_method(first["prefill"], prefix)
-    saved = run_method(first["read_cache"], [])
-    after_prefix = run_method(first["prefill"], query)
-
-    # ExecuTorch serialises no initial value for a mutable buffer, so a fresh program is reset explicitly
-    zeros = [torch.zeros(a.shape) for a in saved]
-    second = methods()
-    run_method(second["write_cache"], zeros)
-    unrelated = run_method(second["prefill"], query)
-    run_method(second["write_cache"], [torch.from_numpy(a) for a in saved])
-    restored = run_method(second["prefill"], query)
-    for got, want in zip(restored, after_prefix, strict=True):
-        np.testing.assert_array_equal(got, want)  # same program, same kernels, same state: bit-exact
-
-    eager = build_graph(tiny_model, "llm_prefill", SLOTS)
-    with torch.no_grad():
-        eager(*prefix)
-        want = eager(*query)[0].numpy()
-    assert psnr(want, restored[0]) >= MIN_PSNR_DB
-    assert psnr(want, unrelated[0]) < psnr(want, restored[0]) - 40.0, "the query ignores the prefix"
-
-    # reset: zeros written into a used program make it decode as eager does on empty caches
-    run_method(first["write_cache"], zeros)
-    assert all(np.all(a == 0) for a in run_method(first["read_cache"], []))
-    step = (torch.randn((1, 1, prefix[0].shape[-1]), generator=gen), torch.tensor([0]))
-    with torch.no_grad():
-        want_empty = build_graph(tiny_model, "llm_prefill", SLOTS)(*step)[0].numpy()
-    reset = run_method(first["decode"], step)[0]
-    assert psnr(want_empty, reset) >= MIN_PSNR_DB
-    run_method(second["write_cache"], zeros)
-    np.testing.assert_array_equal(reset, run_method(second["decode"], step)[0])
 
 
 def test_et_rejects_kvio_and_unknown(tiny_model, tmp_path):
