@@ -1,7 +1,8 @@
 """Bundle export (ONNX + OpenVINO; ExecuTorch apart), bundle integrity, EdgeSession parity with PyTorch.
 
 The ExecuTorch bundle is exported on its own (lowering takes minutes), so only its tests wait for it and
-they are marked slow.
+they are marked slow. Its programs (the image and segment graphs, the joint LLM program) are checked here
+too, from that one lowering, rather than lowered again in test_export_executorch_coreml.py.
 """
 
 import json
