@@ -22,7 +22,7 @@ from conftest import every_task_requests, make_image, make_tiny_model, with_grid
 
 from xsam_edge.backends import get_backend  # noqa: E402
 from xsam_edge.export.graphs import SlotConfig, build_graph  # noqa: E402
-from xsam_edge.export.placement import psnr  # noqa: E402
+from xsam_edge.export.placement import ExportedGraph, psnr  # noqa: E402
 from xsam_edge.export.to_bundle import export_bundle  # noqa: E402
 from xsam_edge.model.predictor import XSamPredictor  # noqa: E402
 from xsam_edge.runtime.session import EdgeSession  # noqa: E402
@@ -399,7 +399,7 @@ def test_onnx_cache_bound_in_ort_values_steps_as_the_host_cache(bundle):
 MIN_PSNR_DB = 40.0  # the FP32 threshold, on every output
 
 
-def _check_et(graph, name: str) -> None:
+def _check_et(graph: ExportedGraph, name: str) -> None:
     numbers = ", ".join(f"{p.name} {p.psnr_db:.1f} dB / {p.max_abs_diff:.1e}" for p in graph.parity)
     print(graph.name, f"{graph.export_seconds:.1f} s", numbers, graph.placement["methods"])
     assert graph.file.name == f"{name}.pte" and graph.file.is_file()
