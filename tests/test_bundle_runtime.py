@@ -19,10 +19,11 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
 
 from conftest import every_task_requests, make_image, make_tiny_model, with_grid_sampler  # noqa: E402
+from test_export_executorch_coreml import MIN_PSNR_DB, check_et_program  # noqa: E402
 
 from xsam_edge.backends import get_backend  # noqa: E402
 from xsam_edge.export.graphs import SlotConfig, build_graph  # noqa: E402
-from xsam_edge.export.placement import ExportedGraph, psnr  # noqa: E402
+from xsam_edge.export.placement import psnr  # noqa: E402
 from xsam_edge.export.to_bundle import export_bundle  # noqa: E402
 from xsam_edge.model.predictor import XSamPredictor  # noqa: E402
 from xsam_edge.runtime.session import EdgeSession  # noqa: E402
@@ -396,23 +397,13 @@ def test_onnx_cache_bound_in_ort_values_steps_as_the_host_cache(bundle):
 
 
 # -- the ExecuTorch programs of the bundle: placement, parity, the joint LLM program -------------------------
-MIN_PSNR_DB = 40.0  # the FP32 threshold, on every output
-
-
-def _check_et(graph: ExportedGraph, name: str) -> None:
-    numbers = ", ".join(f"{p.name} {p.psnr_db:.1f} dB / {p.max_abs_diff:.1e}" for p in graph.parity)
-    print(graph.name, f"{graph.export_seconds:.1f} s", numbers, graph.placement["methods"])
-    assert graph.file.name == f"{name}.pte" and graph.file.is_file()
-    assert graph.placement["file_bytes"] == graph.file.stat().st_size > 0
-    assert graph.min_psnr_db >= MIN_PSNR_DB, numbers
-    assert not list(graph.file.parent.glob(".*")), "temporary files left behind"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["encode_image", "segment"])
 def test_et_large_graphs_match_eager(et_export, name):
     graph = et_export[1][name]
-    _check_et(graph, name)
+    check_et_program(graph, name)
     assert [p.name for p in graph.parity] == graph.outputs
     assert graph.placement["methods"]["forward"]["delegated_nodes"] > 0
 
@@ -437,7 +428,7 @@ def test_et_llm_one_program_four_methods_shared_cache(et_export, model):
     from xsam_edge.backends.executorch.export import llm_steps, load_program, run_method
 
     graph = et_export[1]["llm"]
-    _check_et(graph, "llm")
+    check_et_program(graph, "llm")
     # prefill, cache read, two decodes, a prefill shorter than the chunk (the method's T is dynamic), then the
     # read cache written back and the first decode again, through one loaded program, against eager with its
     # own caches

@@ -1,4 +1,4 @@
-"""ExecuTorch (XNNPACK) and Core ML backends: every graph, the stateful LLM, placement reports, spec checks.
+"""ExecuTorch (XNNPACK) and Core ML backends: placement reports, parity, the stateful LLM, spec checks.
 
 ExecuTorch lowering takes seconds per graph, so each program is lowered once per module (lazily, on first
 use). The image, segment and LLM programs are checked in test_bundle_runtime.py, where the ExecuTorch bundle
@@ -45,7 +45,8 @@ def et_graph(tiny_model, tmp_path_factory) -> Callable[[str], ExportedGraph]:
     return get
 
 
-def _check_et(graph: ExportedGraph, name: str) -> None:
+def check_et_program(graph: ExportedGraph, name: str) -> None:
+    """The checks every lowered ExecuTorch program passes (test_bundle_runtime.py uses them too)."""
     print(_report(graph), graph.placement["methods"])
     assert graph.file.name == f"{name}.pte" and graph.file.is_file()
     assert graph.placement["file_bytes"] == graph.file.stat().st_size > 0
@@ -56,7 +57,7 @@ def _check_et(graph: ExportedGraph, name: str) -> None:
 @pytest.mark.parametrize("name", ["embed", "region"])
 def test_et_small_graphs_match_eager(et_graph, name):
     graph = et_graph(name)
-    _check_et(graph, name)
+    check_et_program(graph, name)
     assert [p.name for p in graph.parity] == graph.outputs
 
 

@@ -413,7 +413,9 @@ def _llm_programs(
     tokens are not padded to a whole chunk.
     """
     programs = {
-        "prefill": export_graph(graph, "llm_prefill", model.config, slots, dtype, dynamic_tokens),
+        "prefill": export_graph(
+            graph, "llm_prefill", model.config, slots, dtype=dtype, dynamic_tokens=dynamic_tokens
+        ),
         "decode": export_graph(graph, "llm_decode", model.config, slots, dtype=dtype),
     }
     keys, values = llm_method_specs(model.config, slots)["write_cache"].inputs

@@ -97,8 +97,7 @@ def _stateful_llm(model: XSam, slots: SlotConfig) -> Any:
     name = "llm_kvio_prefill"
     spec = graph_specs(model.config, slots)[name]
     module = build_graph(model, name, slots)
-    dtype = next(module.parameters()).dtype
-    program = export_graph(module, name, model.config, slots, dtype=dtype, dynamic_tokens=True)
+    program = export_graph(module, name, model.config, slots, dynamic_tokens=True)
     ov_model = ov.convert_model(program)
     name_ports(ov_model, [s.name for s in spec.inputs], [s.name for s in spec.outputs])
     # the converted program leaves every axis dynamic; pin all but T, so the state variables get static
