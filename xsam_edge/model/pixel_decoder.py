@@ -229,12 +229,14 @@ def sample_rows(
             index = (batch + start + cell) * h + head  # (B, N, h, P)
             if acc is not None:  # a zero that depends on the last sum: the lookups run one after another
                 index = index + _after(acc)
-            rows = F.embedding(index.reshape(-1).long(), table).view(b * n * h, p, d // h)
-            term = torch.bmm(corner.reshape(b * n * h, 1, p), rows).view(b, n, h, d // h)  # sum over P
+            # 2-D indices give the (B·N·h, P, head_dim) rows the product takes, and the product's output stays
+            # 3-D until the end: in XNNPACK every reshape at a delegate's edge is a copy (88 MB a lookup)
+            rows = F.embedding(index.reshape(b * n * h, p).long(), table)
+            term = torch.bmm(corner.reshape(b * n * h, 1, p), rows)  # (B·N·h, 1, head_dim): sum over P
             acc = term if acc is None else acc + term
         start += height * width
     assert acc is not None and start == s, "spatial_shapes must cover the value tokens"
-    return acc.reshape(b, n, d)  # (B, N, h, hd) -> (B, N, D)
+    return acc.reshape(b, n, d)  # (B·N·h, 1, hd) -> (B, N, D)
 
 
 def _after(acc: Tensor) -> Tensor:
@@ -244,7 +246,7 @@ def _after(acc: Tensor) -> Tensor:
     lookup, N·h·P·head_dim floats: 88 MB for a full-size student's level) are then all alive at once: one
     full-size layer's planned arena was 1118 MB, against 210 MB with it and 551 MB with ``grid_sample``.
     """
-    probe = acc.reshape(-1)[:1]
+    probe = acc[(slice(0, 1),) * acc.dim()]  # one element, sliced: a reshape first would copy all of ``acc``
     return (probe != probe).to(acc.dtype) * 0
 
 
