@@ -441,6 +441,11 @@ def test_et_llm_one_program_four_methods_shared_cache(et_export, model):
     assert list(graph.placement["methods"]) == methods
     assert all(graph.placement["methods"][m]["delegated_nodes"] > 0 for m in ("prefill", "decode"))
     llm = model.config.llm
+    for method in ("prefill", "decode"):
+        # the mask is an additive score bias built once: a select over every layer's scores was a portable
+        # kernel per layer (a quarter of a full-size student's prefill chunk)
+        portable = graph.placement["methods"][method]["portable_ops"]
+        assert sum(n for op, n in portable.items() if "where" in op) <= 1 < llm.num_layers, portable
     stacked = [llm.num_layers, llm.num_kv_heads, SLOTS.seq_len(model.config), llm.head_dim]
     signatures = {m["name"]: m for m in graph.methods}
     assert list(signatures) == methods

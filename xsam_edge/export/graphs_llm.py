@@ -35,6 +35,16 @@ PAD_POSITION = -1  # cache_position of a padding row: no cache write, attends to
 MASKED_SCORE = -1.0e4  # finite "minus infinity" for masked attention scores (FP16 max is 65504)
 
 
+def _score_bias(allowed: Tensor, dtype: torch.dtype) -> Tensor:
+    """(T, S) additive mask: 0 where ``allowed``, ``MASKED_SCORE`` elsewhere.
+
+    A masked score becomes ``score + MASKED_SCORE`` instead of ``MASKED_SCORE``: after the softmax both are 0
+    (exp(-1e4) underflows in float32), so every row with a visible slot gets the same probabilities. A row
+    with none (a padding row) is uniform over its scores either way and is never read.
+    """
+    return torch.where(allowed, 0.0, MASKED_SCORE).to(dtype)
+
+
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     """RMSNorm as transformers computes it: statistics in float32, scale in the input dtype.
 
@@ -214,13 +224,15 @@ class DecoderLM(nn.Module):
         sin = onehot @ self.rope_sin
         diff = cache_position[:, None] - self.slot_index[None, :]  # (T, S): query pos − key pos
         causal = diff >= 0
-        masks: dict[int | None, Tensor] = {None: causal}
+        # masks as additive score biases, built once per window: a select over every layer's (kvh, g, T, S)
+        # scores ran as a portable kernel in ExecuTorch (a quarter of a prefill chunk); an add is delegated
+        masks: dict[int | None, Tensor] = {None: _score_bias(causal, dtype)}
 
         hidden = inputs_embeds
         updated = []
         for block, (k_cache, v_cache) in zip(self.blocks, caches, strict=True):
             if block.window not in masks:
-                masks[block.window] = torch.logical_and(causal, diff < block.window)
+                masks[block.window] = _score_bias(torch.logical_and(causal, diff < block.window), dtype)
             x = rms_norm(hidden, block.input_layernorm.weight, block.input_norm_eps)
             attn, k_cache, v_cache = self._attention(
                 block, x, (k_cache, v_cache), onehot, (cos, sin), masks[block.window]
@@ -240,7 +252,7 @@ class DecoderLM(nn.Module):
         cache: tuple[Tensor, Tensor],
         onehot: Tensor,
         rope: tuple[Tensor, Tensor],
-        allowed: Tensor,
+        score_bias: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Self-attention of x (1, T, H) over the cache.
 
@@ -250,7 +262,7 @@ class DecoderLM(nn.Module):
             cache (tuple[Tensor, Tensor]): K and V caches, each (1, kv_heads, S, head_dim).
             onehot (Tensor): (T, S) write positions.
             rope (tuple[Tensor, Tensor]): cos and sin, each (T, rotary_dim).
-            allowed (Tensor): (T, S) bool, True where row t may attend to slot s.
+            score_bias (Tensor): (T, S), 0 where row t may attend to slot s, ``MASKED_SCORE`` elsewhere.
 
         Returns:
             tuple[Tensor, Tensor, Tensor]: attention output (1, T, H) and the updated K and V caches.
@@ -274,7 +286,7 @@ class DecoderLM(nn.Module):
         # grouped-query attention: query head j·groups + i reads kv head j, so fold the groups into rows
         q = (q * self.scale).reshape(1, kvh, groups * t, hd)  # (1, kvh, g·T, hd)
         scores = (q @ k_cache.transpose(2, 3)).view(1, kvh, groups, t, s)  # (1, kvh, g, T, S)
-        scores = torch.where(allowed, scores, MASKED_SCORE)
+        scores = scores + score_bias
         probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)  # float32 softmax, as transformers
         out = probs.view(1, kvh, groups * t, s) @ v_cache  # (1, kvh, g·T, hd)
         out = out.view(1, h, t, hd).transpose(1, 2).reshape(1, t, h * hd)  # (1, T, h·hd)

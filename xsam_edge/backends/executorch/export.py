@@ -125,7 +125,28 @@ def _unmasked_sdpa(
     return out.view(b, h, length, value.shape[-1])
 
 
+def _batched_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Batched ``matmul`` as one ``bmm``, expanding only an operand whose batch dims broadcast.
+
+    The default decomposition expands both operands to the common batch shape, even one that already has
+    it, and each such expand became a portable ``expand_copy`` of its whole input: the LLM's K and V caches,
+    twice per layer and call (10 % of a full-size student's decode step). Vectors: as before.
+    """
+    if min(a.dim(), b.dim()) < 2 or max(a.dim(), b.dim()) < 3:
+        return NotImplemented
+    batch = tuple(torch.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
+
+    def flat(x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[:-2]) != batch:
+            x = x.expand(*batch, *x.shape[-2:])
+        return x.reshape(-1, *x.shape[-2:])
+
+    out = torch.bmm(flat(a), flat(b))
+    return out.view(*batch, *out.shape[-2:])
+
+
 EXECUTORCH_DECOMPOSITIONS = {
+    torch.ops.aten.matmul.default: _batched_matmul,
     torch.ops.aten.adaptive_max_pool2d.default: _adaptive_max_pool2d,
     torch.ops.aten.scaled_dot_product_attention.default: _unmasked_sdpa,
 }
