@@ -108,6 +108,54 @@ def test_et_unmasked_attention_has_no_portable_safe_softmax(masked, tmp_path):
         np.testing.assert_allclose(got.numpy(), module(*example).numpy(), atol=1e-5)
 
 
+def test_et_batched_matmul_copies_no_operand(tmp_path):
+    """A 4-D matmul whose batch dims match lowers to one delegated bmm: the default decomposition's
+    ``expand`` to the same shape was a portable ``expand_copy`` of each operand (the LLM's K and V caches,
+    twice per layer and step). Broadcasting still works, and both match eager."""
+    pytest.importorskip("executorch")
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.extension.pybindings.portable_lib import _load_for_executorch
+
+    from xsam_edge.backends.executorch.export import EXECUTORCH_DECOMPOSITIONS, delegation_report
+
+    class Scores(torch.nn.Module):
+        def forward(self, q: torch.Tensor, k: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return q @ k.transpose(2, 3), w @ k  # same batch dims; (S, T) @ (1, h, T, d) broadcasts
+
+    torch.manual_seed(0)
+    example = (torch.randn(1, 4, 8, 16), torch.randn(1, 4, 32, 16), torch.randn(32, 32))
+    program = torch.export.export(Scores(), example).run_decompositions(EXECUTORCH_DECOMPOSITIONS)
+    edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+    expands = [
+        (tuple(n.args[0].meta["val"].shape), tuple(n.meta["val"].shape))
+        for n in edge.exported_program().graph.nodes
+        if n.op == "call_function" and "expand_copy" in str(n.target)
+    ]
+    assert all(before != after for before, after in expands), expands  # only the broadcast operand
+    assert delegation_report(edge)["delegated_ops"].get("aten_bmm_default") == 2
+    path = tmp_path / "scores.pte"
+    path.write_bytes(edge.to_executorch().buffer)
+    got = _load_for_executorch(str(path)).forward(list(example))
+    for g, want in zip(got, Scores()(*example), strict=True):
+        np.testing.assert_allclose(g.numpy(), want.numpy(), atol=1e-5)
+
+    # the profiler that found the copies sees them in the default decomposition's program, not in ours
+    from benchmarks.executorch_profile import ab, profile
+
+    default = tmp_path / "default.pte"
+    lowered = to_edge_transform_and_lower(
+        torch.export.export(Scores(), example), partitioner=[XnnpackPartitioner()]
+    )
+    default.write_bytes(lowered.to_executorch().buffer)
+    kinds = {name: profile(pte, runs=2)["count"] for name, pte in (("default", default), ("ours", path))}
+    assert kinds["default"].get("native_call_expand_copy.out") == 4, kinds["default"]
+    assert kinds["ours"].get("native_call_expand_copy.out") == 1, kinds["ours"]  # the broadcast (32, 32)
+    assert all(kinds[name]["DELEGATE_CALL"] >= 1 for name in kinds), kinds
+    result = ab(default, path, rounds=2)
+    assert result["max_abs_diff"] < 1e-5 and set(result["ms"]) == {"before", "after"}, result
+
+
 def test_et_rejects_kvio_and_unknown(tiny_model, tmp_path):
     pytest.importorskip("executorch")
     from xsam_edge.backends.executorch.export import export_executorch
