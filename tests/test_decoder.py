@@ -191,6 +191,11 @@ def test_attention_bias_releases_fully_blocked_rows() -> None:
     assert bias.dtype == torch.float32
     assert bias.tolist() == [[[0.0, 0.0, 0.0], [MASKED_LOGIT, 0.0, MASKED_LOGIT], [0.0, 0.0, 0.0]]]
     assert (attention_bias(logits.half()) == attention_bias(logits).half()).all()  # FP16-finite
+    # blocked exactly where logit < 0 (upstream's sigmoid < 0.5), at the edges of float32 too
+    edges = [0.0, -0.0, -1e-45, 1e-45, -1e-30, -1.0, 1e30, -1e30, float("inf"), -float("inf")]
+    row = torch.tensor([[edges]])
+    want = [MASKED_LOGIT if x < 0 else 0.0 for x in edges]
+    assert attention_bias(row).tolist() == [[want]]
 
 
 @pytest.mark.parametrize("batch", [1, 2])
@@ -474,6 +479,14 @@ def test_masked_attention_layer_runs_in_xnnpack_on_executorch(tmp_path) -> None:
     portable = delegation_report(edge)["portable_ops"]
     slow = {op for op in portable if any(k in op for k in ("addmm", "mm_", "where", "eq_", "any", "expand"))}
     assert not slow, portable
+    # the bias's blocked test is float ops: a comparison and its bool cast were portable over every pixel
+    assert not any(k in op for op in portable for k in ("lt_", "gt_", "le_", "ge_")), portable
+    casts = [
+        tuple(n.args[0].meta["val"].shape)
+        for n in edge.exported_program().graph.nodes
+        if n.op == "call_function" and "to_dim_order_copy" in str(n.target)
+    ]
+    assert all(math.prod(shape) == 1 for shape in casts), casts  # a scalar constant's at most
     with torch.no_grad():
         want = Layer()(*example)
     path = tmp_path / "layer.pte"

@@ -64,7 +64,9 @@ def attention_bias(mask_logits: Tensor) -> Tensor:
     Returns:
         Tensor: (B, Q, HW) in the logits' dtype, 0 where the query may attend, ``MASKED_LOGIT`` elsewhere.
     """
-    blocked = (mask_logits < 0).to(mask_logits.dtype)
+    # 1 where logit < 0, else 0, in float ops (exact for every finite logit): a comparison and its bool to
+    # float cast ran as portable ExecuTorch kernels over every (query, pixel)
+    blocked = torch.ceil((-mask_logits).clamp(0, 1))
     full = blocked.amin(-1, keepdim=True)  # 1 where the whole row is blocked
     return blocked * (1 - full) * MASKED_LOGIT
 
