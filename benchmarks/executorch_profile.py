@@ -125,6 +125,9 @@ def main(argv: list[str] | None = None) -> None:
         verb.add_argument("--method", default="forward")
         verb.add_argument("--out", help="results JSON (default: printed only)")
     args = parser.parse_args(argv)
+    for program in (args.program,) if args.verb == "profile" else (args.before, args.after):
+        if not Path(program).is_file():
+            parser.error(f"no program file {program}")
     if args.verb == "profile":
         result = profile(args.program, args.method, args.runs)
         for kind, ms in list(result["ms"].items())[:25]:
