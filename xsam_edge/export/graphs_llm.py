@@ -40,7 +40,8 @@ def _score_bias(allowed: Tensor, dtype: torch.dtype) -> Tensor:
 
     A masked score becomes ``score + MASKED_SCORE`` instead of ``MASKED_SCORE``: after the softmax both are 0
     (exp(-1e4) underflows in float32), so every row with a visible slot gets the same probabilities. A row
-    with none (a padding row) is uniform over its scores either way and is never read.
+    with none (a padding row) gets other finite weights than before; it writes no cache slot and is never
+    read.
     """
     return torch.where(allowed, 0.0, MASKED_SCORE).to(dtype)
 
