@@ -77,6 +77,25 @@ def with_grid_sampler(model: XSam) -> XSam:
     ).eval()
 
 
+Shapes = tuple[tuple[int, ...], tuple[int, ...]]
+
+
+def edge_op_shapes(edge, op: str, in_delegates: bool = False) -> list[Shapes]:  # noqa: ANN001
+    """(input shape, output shape) of each node of a lowered ExecuTorch program whose op names ``op``: in its
+    top-level graph (the portable part), or inside its delegates."""
+    program = edge.exported_program()
+    graphs = [program.graph]
+    if in_delegates:
+        children = program.graph_module.named_children()
+        graphs = [m.original_module.graph for name, m in children if name.startswith("lowered_module")]
+    return [
+        (tuple(n.args[0].meta["val"].shape), tuple(n.meta["val"].shape))
+        for graph in graphs
+        for n in graph.nodes
+        if n.op == "call_function" and op in str(n.target)
+    ]
+
+
 def prefill_graph(
     graph: torch.nn.Module, embeds: torch.Tensor, start: int, chunk: int
 ) -> tuple[torch.Tensor, torch.Tensor]:

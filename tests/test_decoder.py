@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from conftest import edge_op_shapes  # noqa: E402
 from transformers import Mask2FormerConfig  # noqa: E402
 from transformers.models.mask2former.modeling_mask2former import (  # noqa: E402
     Mask2FormerPixelDecoder,
@@ -401,13 +402,14 @@ def test_rows_sampler_plans_less_executorch_memory_than_grid_sample() -> None:
 
     tokens = sum(h * w for h, w in shapes)
     example = (torch.randn(1, tokens, real.hidden_dim), torch.randn(1, tokens, real.hidden_dim))
-    arena, portable, reshaped = {}, {}, {}
+    arena, portable = {}, {}
     for sampler in ("grid_sample", "rows"):
         with deformable_sampler(attention, sampler):
             program = torch.export.export(Layer().eval(), example)
         edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
         portable[sampler] = delegation_report(edge)["portable_ops"]
-        reshaped[sampler] = _delegated_reshapes(edge, tokens * real.hidden_dim)
+        if sampler == "rows":
+            reshapes = edge_op_shapes(edge, "view_copy", in_delegates=True)
         arena[sampler] = sum(edge.to_executorch().executorch_program.execution_plan[0].non_const_buffer_sizes)
     # float32 index arithmetic: XNNPACK runs all of it. Left portable: the lookups, their int conversion,
     # views, the index constants and the one-element ordering probe (ne)
@@ -419,24 +421,11 @@ def test_rows_sampler_plans_less_executorch_memory_than_grid_sample() -> None:
     assert arena["rows"] < 4 * lookup, (arena, lookup)  # 12 lookups alive at once would be 12 of them
     # in XNNPACK a reshape is a copy: only the value table and the result are reshaped, never a lookup's rows
     # or its sums (they were: 37 copies, 20 % of a full-size student's pixel decoder)
-    assert [(before, after) for before, after in reshaped["rows"]] == [
+    large = [shapes for shapes in reshapes if math.prod(shapes[0]) >= tokens * real.hidden_dim]
+    assert large == [
         ((1, tokens, real.hidden_dim), (tokens * real.num_heads, real.hidden_dim // real.num_heads)),
         ((tokens * real.num_heads, 1, real.hidden_dim // real.num_heads), (1, tokens, real.hidden_dim)),
-    ], reshaped["rows"]
-
-
-def _delegated_reshapes(edge, numel: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:  # noqa: ANN001
-    """(input shape, output shape) of every reshape of ≥ ``numel`` elements inside an XNNPACK delegate."""
-    found = []
-    for name, lowered in edge.exported_program().graph_module.named_children():
-        if not name.startswith("lowered_module"):
-            continue
-        for node in lowered.original_module.graph.nodes:
-            if node.op == "call_function" and "view_copy" in str(node.target):
-                source = node.args[0].meta["val"]
-                if source.numel() >= numel:
-                    found.append((tuple(source.shape), tuple(node.meta["val"].shape)))
-    return found
+    ], large
 
 
 def test_masked_attention_layer_runs_in_xnnpack_on_executorch(tmp_path) -> None:  # noqa: ANN001
@@ -481,12 +470,8 @@ def test_masked_attention_layer_runs_in_xnnpack_on_executorch(tmp_path) -> None:
     assert not slow, portable
     # the bias's blocked test is float ops: a comparison and its bool cast were portable over every pixel
     assert not any(k in op for op in portable for k in ("lt_", "gt_", "le_", "ge_")), portable
-    casts = [
-        tuple(n.args[0].meta["val"].shape)
-        for n in edge.exported_program().graph.nodes
-        if n.op == "call_function" and "to_dim_order_copy" in str(n.target)
-    ]
-    assert all(math.prod(shape) == 1 for shape in casts), casts  # a scalar constant's at most
+    casts = edge_op_shapes(edge, "to_dim_order_copy")
+    assert all(math.prod(before) == 1 for before, _ in casts), casts  # a scalar constant's at most
     with torch.no_grad():
         want = Layer()(*example)
     path = tmp_path / "layer.pte"

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
+from conftest import edge_op_shapes
 
 from xsam_edge.export.graphs import GRAPH_NAMES, SlotConfig, build_graph, graph_specs
 from xsam_edge.export.placement import ExportedGraph
@@ -127,11 +128,7 @@ def test_et_batched_matmul_copies_no_operand(tmp_path):
     example = (torch.randn(1, 4, 8, 16), torch.randn(1, 4, 32, 16), torch.randn(32, 32))
     program = torch.export.export(Scores(), example).run_decompositions(EXECUTORCH_DECOMPOSITIONS)
     edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
-    expands = [
-        (tuple(n.args[0].meta["val"].shape), tuple(n.meta["val"].shape))
-        for n in edge.exported_program().graph.nodes
-        if n.op == "call_function" and "expand_copy" in str(n.target)
-    ]
+    expands = edge_op_shapes(edge, "expand_copy")
     assert all(before != after for before, after in expands), expands  # only the broadcast operand
     assert delegation_report(edge)["delegated_ops"].get("aten_bmm_default") == 2
     path = tmp_path / "scores.pte"
