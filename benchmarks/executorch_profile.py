@@ -47,14 +47,17 @@ def method_inputs(program: Any, method: str, seed: int = 0) -> list:
     return inputs
 
 
-def profile(path: str | Path, method: str = "forward", runs: int = 4) -> dict:
-    """Per event kind: total of each event's median over ``runs`` (the first run dropped), and its count."""
+def profile(path: str | Path, method: str = "forward", runs: int = 4, data: str | Path | None = None) -> dict:
+    """Per event kind: total of each event's median over ``runs`` (the first run dropped), and its count.
+
+    ``data``: the ``.ptd`` a program of a tied bundle reads its table from (``executorch/llm.ptd``).
+    """
     from executorch.devtools import Inspector
     from executorch.extension.pybindings.portable_lib import _load_for_executorch
 
     if runs < 2:
         raise ValueError(f"runs must be at least 2 (the first is dropped), got {runs}")
-    program = _load_for_executorch(str(path), enable_etdump=True, debug_buffer_size=0)
+    program = _load_for_executorch(str(path), _path(data), enable_etdump=True, debug_buffer_size=0)
     inputs = method_inputs(program, method)
     for _ in range(runs):
         program.run_method(method, inputs)
@@ -84,13 +87,25 @@ def profile(path: str | Path, method: str = "forward", runs: int = 4) -> dict:
     }
 
 
-def ab(before: str | Path, after: str | Path, method: str = "forward", rounds: int = 11) -> dict:
-    """Both programs in alternating rounds on the same inputs: time of each and the largest difference."""
+def ab(
+    before: str | Path,
+    after: str | Path,
+    method: str = "forward",
+    rounds: int = 11,
+    data: tuple[str | Path | None, str | Path | None] = (None, None),
+) -> dict:
+    """Both programs in alternating rounds on the same inputs: time of each and the largest difference.
+
+    ``data``: each program's ``.ptd``, where it has one (as ``profile``).
+    """
     from executorch.extension.pybindings.portable_lib import _load_for_executorch
 
     if rounds < 2:
         raise ValueError(f"rounds must be at least 2 (the first warms up), got {rounds}")
-    programs = {"before": _load_for_executorch(str(before)), "after": _load_for_executorch(str(after))}
+    programs = {
+        "before": _load_for_executorch(str(before), _path(data[0])),
+        "after": _load_for_executorch(str(after), _path(data[1])),
+    }
     inputs = method_inputs(programs["before"], method)
     times: dict[str, list[float]] = {name: [] for name in programs}
     outputs: dict[str, list] = {}
@@ -111,29 +126,37 @@ def ab(before: str | Path, after: str | Path, method: str = "forward", rounds: i
     }
 
 
+def _path(data: str | Path | None) -> str | None:
+    return None if data is None else str(data)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
     one = verbs.add_parser("profile")
     one.add_argument("program")
     one.add_argument("--runs", type=int, default=4)
+    one.add_argument("--data", help="the .ptd the program reads a tied table from (executorch/llm.ptd)")
     two = verbs.add_parser("ab")
     two.add_argument("before")
     two.add_argument("after")
     two.add_argument("--rounds", type=int, default=11)
+    two.add_argument("--data-before", help="the before program's .ptd, if it has one")
+    two.add_argument("--data-after", help="the after program's .ptd, if it has one")
     for verb in (one, two):
         verb.add_argument("--method", default="forward")
         verb.add_argument("--out", help="results JSON (default: printed only)")
     args = parser.parse_args(argv)
-    for program in (args.program,) if args.verb == "profile" else (args.before, args.after):
-        if not Path(program).is_file():
-            parser.error(f"no program file {program}")
+    one_file = (args.program, args.data) if args.verb == "profile" else ()
+    for program in one_file or (args.before, args.after, args.data_before, args.data_after):
+        if program is not None and not Path(program).is_file():
+            parser.error(f"no file {program}")
     if args.verb == "profile":
-        result = profile(args.program, args.method, args.runs)
+        result = profile(args.program, args.method, args.runs, args.data)
         for kind, ms in list(result["ms"].items())[:25]:
             print(f"{kind:50s} {ms:9.1f} ms  x{result['count'][kind]}")
     else:
-        result = ab(args.before, args.after, args.method, args.rounds)
+        result = ab(args.before, args.after, args.method, args.rounds, (args.data_before, args.data_after))
         for name, ms in result["ms"].items():
             print(f"{name}: median {ms['median']:.1f} ms ({ms['min']:.1f}-{ms['max']:.1f})")
         print(f"max |diff| {result['max_abs_diff']:.3g}")

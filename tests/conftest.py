@@ -57,10 +57,18 @@ def rerandomize(model: torch.nn.Module, seed: int = 0, std: float = WEIGHT_STD) 
     return model
 
 
-def make_tiny_model(seed: int = 0) -> XSam:
-    """A fresh tiny model: built with ``torch.manual_seed(seed)``, then re-randomised with std 0.05."""
+def make_tiny_model(seed: int = 0, tied: bool = False) -> XSam:
+    """A fresh tiny model: built with ``torch.manual_seed(seed)``, then re-randomised with std 0.05.
+
+    ``tied``: its LLM's head is its input table (``tie_word_embeddings``, as Qwen2.5's).
+    """
+    config = (
+        TINY
+        if not tied
+        else dataclasses.replace(TINY, llm=dataclasses.replace(TINY.llm, tie_word_embeddings=True))
+    )
     torch.manual_seed(seed)
-    return rerandomize(build_model(TINY), seed=seed).eval()
+    return rerandomize(build_model(config), seed=seed).eval()
 
 
 def with_grid_sampler(model: XSam) -> XSam:

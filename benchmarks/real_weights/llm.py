@@ -195,8 +195,10 @@ def runner(
         return run_ov, settings
     if backend == "executorch":
         from xsam_edge.backends.executorch.export import load_program
+        from xsam_edge.backends.executorch.pack import data_file
 
-        method = load_program(next(Path(f) for f in files if str(f).endswith(".pte"))).load_method("forward")
+        program = next(Path(f) for f in files if str(f).endswith(".pte"))
+        method = load_program(program, data_file([program, *files])).load_method("forward")
         return (lambda ids: method.execute([torch.from_numpy(ids)])[0].numpy()), {"delegate": "XNNPACK"}
     import onnxruntime as ort
 

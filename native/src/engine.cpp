@@ -2,6 +2,9 @@
 
 #include <cmath>
 #include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
 
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
@@ -147,6 +150,26 @@ Status Method::Run(const std::vector<const Tensor*>& inputs, std::vector<Tensor>
   return Status::Ok();
 }
 
+namespace {
+
+// A program over the data files its entry lists after it: the .ptd that holds a tied table once for embed.pte
+// and llm.pte (backends/executorch/pack.py). Every file is one the manifest lists and checksums.
+std::shared_ptr<Module> OpenModule(const Manifest& m, const GraphSpec& g, bool share_memory_arenas) {
+  std::vector<std::string> data;
+  for (size_t i = 1; i < g.files.size(); ++i) {
+    const std::string& f = g.files[i];
+    if (f.size() > 4 && f.compare(f.size() - 4, 4, ".ptd") == 0) data.push_back(m.path(f));
+  }
+  if (data.empty()) {
+    return std::make_shared<Module>(m.path(g.files[0]), Module::LoadMode::Mmap, nullptr, nullptr, nullptr,
+                                    share_memory_arenas);
+  }
+  return std::make_shared<Module>(m.path(g.files[0]), data, Module::LoadMode::Mmap, nullptr, nullptr, nullptr,
+                                  share_memory_arenas);
+}
+
+}  // namespace
+
 Status Engine::Open(const Manifest& m) {
   auto load = [&](const std::string& name, std::unique_ptr<Method>* out) -> Status {
     const GraphSpec* g = m.graph(name, kBackend);
@@ -155,7 +178,7 @@ Status Engine::Open(const Manifest& m) {
       return Unsupported(std::string(kBackend) + "/" + name + " was lowered to the Core ML delegate, which only "
                          "Apple devices run; export an XNNPACK bundle (xsam-edge export --et-partitioner xnnpack)");
     }
-    auto module = std::make_shared<Module>(m.path(g->files[0]), Module::LoadMode::Mmap);
+    auto module = OpenModule(m, *g, /*share_memory_arenas=*/false);
     *out = std::make_unique<Method>(module, g->files[0], "forward", g->inputs, g->outputs);
     return (*out)->Load();
   };
@@ -178,8 +201,7 @@ Status Engine::Open(const Manifest& m) {
                        "; re-export the bundle with a current xsam_edge (xsam-edge export --backend executorch)");
   }
   // one Module for every method, sharing the mutable-buffer arena that holds the KV cache
-  auto module = std::make_shared<Module>(m.path(llm->files[0]), Module::LoadMode::Mmap, nullptr, nullptr, nullptr,
-                                         /*share_memory_arenas=*/true);
+  auto module = OpenModule(m, *llm, /*share_memory_arenas=*/true);
   for (const MethodSpec& ms : llm->methods) {
     auto method = std::make_unique<Method>(module, llm->files[0], ms.name, ms.inputs, ms.outputs, ms.dynamic_tokens);
     XSAM_RETURN_IF_ERROR(method->Load());

@@ -354,7 +354,9 @@ def export_tiny(out: Path) -> Path:
     from xsam_edge.export.to_bundle import export_bundle
     from xsam_edge.spec.tokenizer import tiny_tokenizer
 
-    model = with_grid_sampler(make_tiny_model(0))
+    # tied, as Qwen2.5's: embed.pte and llm.pte then read the table from the one llm.ptd (the C++ core's
+    # Module over a data file, backends/executorch/pack.py)
+    model = with_grid_sampler(make_tiny_model(0, tied=True))
     slots = SlotConfig(max_regions=2, max_conditions=4, prefill_len=16)
     path, _ = export_bundle(model, tiny_tokenizer(), out, ("executorch",), slots, progress=False)
     return path

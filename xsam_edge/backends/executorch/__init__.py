@@ -14,4 +14,6 @@ EXECUTORCH = Backend(
     quantizer="xsam_edge.backends.executorch.quantize:ExecuTorchQuantizer",
     runtime="xsam_edge.backends.executorch.runtime:ExecuTorchBackend",
     export_options=("partitioner",),
+    pack="xsam_edge.backends.executorch.pack:share_tied_table",  # a tied table stored once, in llm.ptd
+    pack_options=("tied_embed",),
 )

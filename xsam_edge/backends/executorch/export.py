@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from xsam_edge.backends.executorch.pack import DATA_SUFFIX, large_constants, tag_tied_head, tied_data_tag
 from xsam_edge.export.graphs import (
     GRAPH_NAMES,
     GraphSpec,
@@ -53,7 +54,7 @@ from xsam_edge.export.graphs import (
 )
 from xsam_edge.export.graphs_llm import LLMCacheRead, LLMCacheWrite, LLMGraph
 from xsam_edge.export.placement import ExportedGraph, output_parity
-from xsam_edge.files import atomic_write_bytes
+from xsam_edge.files import atomic_write_bytes, write_atomically
 from xsam_edge.model.mask_decoder import separate_projections
 from xsam_edge.model.pixel_decoder import deformable_sampler
 from xsam_edge.model.xsam import XSam
@@ -230,11 +231,13 @@ def delegation_report(edge_manager: Any, method: str = "forward") -> dict[str, A
     }
 
 
-def load_program(path: str | Path) -> Any:
+def load_program(path: str | Path, data_path: str | Path | None = None) -> Any:
     """Load a ``.pte`` with the ExecuTorch Python runtime (``executorch.runtime``).
 
     Args:
         path (str | Path): the program file.
+        data_path (str | Path | None): the ``.ptd`` holding the constants the program keeps outside (a
+            tied table, ``pack.py``).
 
     Returns:
         Any: the ``executorch.runtime.Program``; ``load_method(name)`` gives a method that keeps its mutable
@@ -242,7 +245,7 @@ def load_program(path: str | Path) -> Any:
     """
     from executorch.runtime import Runtime
 
-    return Runtime.get().load_program(str(path))
+    return Runtime.get().load_program(str(path), data_path=None if data_path is None else str(data_path))
 
 
 def run_method(method: Any, inputs: Sequence[torch.Tensor]) -> list[np.ndarray]:
@@ -296,7 +299,8 @@ def export_executorch(
             also runs ExecuTorch's quant fusion (torchao's INT8 embedding → ``embedding_byte``).
 
     Returns:
-        ExportedGraph: backend ``executorch``; ``files`` = [the ``.pte``]; names, shapes and dtypes from the
+        ExportedGraph: backend ``executorch``; ``files`` = [the ``.pte``] (then the ``.ptd`` of a tied
+        table's program, ``pack.py``); names, shapes and dtypes from the
         GraphSpec (the prefill method's for the LLM); ``export_seconds`` covers export, lowering and write;
         ``placement`` has one ``delegation_report`` per method under ``methods``, plus ``file_bytes`` and
         ``lower_seconds``; ``states`` lists the cache buffers of the LLM and ``methods`` the signature of each
@@ -330,6 +334,11 @@ def export_executorch(
             exported = export_graph(module, name, model.config, slots, dtype=dtype)
             programs = {"forward": exported.run_decompositions(EXECUTORCH_DECOMPOSITIONS)}
     export_done = time.perf_counter()
+    tied_tag = tied_data_tag(model.config.llm.tie_word_embeddings, name, partitioner)
+    if stateful and tied_tag:  # the head's weight, which XNNPACK packs, goes to llm.ptd (pack.py)
+        marked = [tag_tied_head(p, tied_tag) for p in programs.values()]
+        if not marked[0]:
+            raise RuntimeError("a tied LLM program without an lm_head weight: nothing to store once")
     edge = to_edge_transform_and_lower(
         programs if stateful else programs["forward"], partitioner=_partitioners(partitioner, stateful)
     )
@@ -339,18 +348,26 @@ def export_executorch(
         # constant propagation runs per method: it would fold read_cache's copy of a cache buffer (which that
         # method only reads) into a zero constant; XNNPACK lowers the LLM's quantized ops without it
         do_quant_fusion_and_const_prop=prepare is not None and not stateful,
+        # a tied lookup's table goes to embed.ptd, which the pack step merges into llm.ptd (pack.py)
+        external_constants=large_constants(tied_tag) if tied_tag and not stateful else False,
     )
     methods = {m: delegation_report(edge, m) for m in programs}  # before to_executorch adds out-vars
     et_program = edge.to_executorch(config)
     lower_seconds = time.perf_counter() - export_done
     path = out_dir / f"{LLM_PROGRAM if stateful else name}.pte"
     atomic_write_bytes(path, et_program.buffer)
+    data_paths: list[Path] = []
+    if tied_tag:  # <tag>.ptd, moved in whole
+        data_paths, _ = write_atomically(out_dir, et_program.write_tensor_data_to_file)
+        if [p.name for p in data_paths] != [f"{tied_tag}{DATA_SUFFIX}"]:
+            raise RuntimeError(f"expected {tied_tag}{DATA_SUFFIX} beside {path.name}, got {data_paths}")
+    data_path = data_paths[0] if data_paths else None
     seconds = time.perf_counter() - start
     placement: dict[str, Any] = {
         "file": str(path),
         "format": "executorch",
         "partitioner": partitioner,
-        "file_bytes": path.stat().st_size,
+        "file_bytes": sum(p.stat().st_size for p in (path, *data_paths)),
         "lower_seconds": lower_seconds,
         "methods": methods,
     }
@@ -362,7 +379,7 @@ def export_executorch(
         )
         names, want, got = [], [], []
     elif stateful:
-        names, want, got = _llm_parity(model, slots, load_program(path), dtype, dynamic_tokens)
+        names, want, got = _llm_parity(model, slots, load_program(path, data_path), dtype, dynamic_tokens)
     else:
         inputs = example_inputs(model.config, name, slots, dtype=dtype)
         with torch.no_grad():
@@ -370,11 +387,11 @@ def export_executorch(
         eager = eager if isinstance(eager, tuple | list) else (eager,)
         names = [s.name for s in spec.outputs]
         want = [_numpy(w) for w in eager]
-        got = run_method(load_program(path).load_method("forward"), inputs)
+        got = run_method(load_program(path, data_path).load_method("forward"), inputs)
     return ExportedGraph(
         name=LLM_PROGRAM if stateful else name,
         backend="executorch",
-        files=[path],
+        files=[path, *data_paths],
         inputs=[s.name for s in spec.inputs],
         outputs=[s.name for s in spec.outputs],
         input_shapes=[s.shape for s in spec.inputs],

@@ -43,6 +43,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -58,10 +59,16 @@ from xsam_edge.backends.executorch.export import (
     run_method,
     xnnpack_trace_form,
 )
+from xsam_edge.backends.executorch.pack import (
+    data_file,
+    has_tied_parameters,
+    large_constants,
+    tag_delegate_constants,
+)
 from xsam_edge.backends.executorch.quant_plan import QUANT_OPS, QuantPlan, check_scheme
 from xsam_edge.export.graphs import SlotConfig, build_graph, example_inputs, graph_specs
 from xsam_edge.export.placement import ExportedGraph
-from xsam_edge.files import atomic_write_bytes
+from xsam_edge.files import atomic_write_bytes, write_atomically
 from xsam_edge.model.xsam import XSam
 from xsam_edge.quantization.common import held_out_note, mean_gain, output_psnr, standard_strides
 from xsam_edge.quantization.fidelity import Fidelity, measure_outputs
@@ -129,9 +136,9 @@ def _tensors(sample: Sequence[np.ndarray], dtypes: Sequence[str]) -> tuple[torch
 
 
 def _stateless_fidelity(
-    path: Path, reference: nn.Module, names: Sequence[str], samples: list[tuple[torch.Tensor, ...]]
+    files: Sequence[Path], reference: nn.Module, names: Sequence[str], samples: list[tuple[torch.Tensor, ...]]
 ) -> dict[str, Fidelity]:
-    method = load_program(path).load_method("forward")
+    method = load_program(files[0], data_file(files)).load_method("forward")
     want, got = [], []
     for sample in samples:
         with torch.no_grad():
@@ -143,10 +150,10 @@ def _stateless_fidelity(
 
 
 def _llm_fidelity(
-    path: Path, reference: nn.Module, samples: list[tuple[torch.Tensor, ...]], max_seq: int
+    files: Sequence[Path], reference: nn.Module, samples: list[tuple[torch.Tensor, ...]], max_seq: int
 ) -> dict[str, Fidelity]:
     """Prefill chunks in order through one loaded program and the eager graph, then one decode."""
-    program = load_program(path)
+    program = load_program(files[0], data_file(files))
     methods = {m: program.load_method(m) for m in LLM_METHODS}
     last_embeds, last_positions = samples[-1]
     position = min(int(last_positions.max()) + 1, max_seq - 1)
@@ -206,9 +213,9 @@ def quantize_graph(
 
     reference = build_graph(model, key, slots)  # eager float32, fresh caches
     if graph == "llm":
-        measured = _llm_fidelity(exported.file, reference, held, slots.seq_len(model.config))
+        measured = _llm_fidelity(exported.files, reference, held, slots.seq_len(model.config))
     else:
-        measured = _stateless_fidelity(exported.file, reference, [s.name for s in spec.outputs], held)
+        measured = _stateless_fidelity(exported.files, reference, [s.name for s in spec.outputs], held)
     on = held_out_note(holdout[key]) if holdout.get(key) else "the example inputs only: no held-out samples"
     report = GraphQuantReport(
         graph=graph,
@@ -374,11 +381,21 @@ def _quantize_module(
         with torch.no_grad():
             program = torch.export.export(prepared, inputs, strict=False)
     program = program.run_decompositions(EXECUTORCH_DECOMPOSITIONS)  # as export_executorch lowers
+    # a tied table is read by a portable lookup and by a head XNNPACK packs: with every weight in one
+    # <name>.ptd (the program's constants and the delegate's alike), equal bytes are stored once (pack.py)
+    tied = has_tied_parameters(module)
+    if tied:
+        tag_delegate_constants(program, name)
     edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
     methods = {"forward": delegation_report(edge)}
     path = out_dir / f"{name}.pte"
-    program = edge.to_executorch(ExecutorchBackendConfig(do_quant_fusion_and_const_prop=True))
+    config = ExecutorchBackendConfig(
+        do_quant_fusion_and_const_prop=True, external_constants=large_constants(name) if tied else False
+    )
+    program = edge.to_executorch(config)
     atomic_write_bytes(path, program.buffer)
+    data = write_atomically(out_dir, program.write_tensor_data_to_file)[0] if tied else []
+    files = [path, *data]
     held = _like(holdout or [], inputs)
     on = held_out_note(held) if held else "the example input only: no held-out samples given"
     with torch.no_grad():
@@ -388,9 +405,9 @@ def _quantize_module(
         graph=name,
         backend=BACKEND,
         scheme=scheme.label(),
-        files=[str(path)],
+        files=[str(f) for f in files],
         bytes_fp32=sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers())),
-        bytes_quant=files_bytes([path]),
+        bytes_quant=files_bytes(files),
         seconds=time.perf_counter() - start,
         quantized=plan.quantized,
         kept_float=plan.kept_float,
@@ -398,7 +415,7 @@ def _quantize_module(
         notes=plan.notes,
     )
     report.record(
-        _stateless_fidelity(path, module, [f"output_{i}" for i in range(count)], held or [inputs]), on
+        _stateless_fidelity(files, module, [f"output_{i}" for i in range(count)], held or [inputs]), on
     )
     return report
 
@@ -452,6 +469,8 @@ class ExecuTorchQuantizer(QuantizeHandler):
     """torchao / pt2e quantization in PyTorch, then XNNPACK lowering (one ``.pte`` per graph)."""
 
     backend = BACKEND
+    # the parts are quantized one at a time: a tied embed program keeps its own data file (pack.py)
+    float_export_options = MappingProxyType({"tied_embed": False})
 
     def quantize(
         self,

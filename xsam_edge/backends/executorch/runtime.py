@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from xsam_edge.backends.executorch.pack import data_file
 from xsam_edge.runtime.protocol import GraphRunner, LLMRunner, require
 from xsam_edge.spec.bundle import GraphEntry, Manifest
 
@@ -131,7 +132,10 @@ class ExecuTorchBackend:
                 f"executorch/{entry.name} was lowered to the Core ML delegate, which only Apple devices run; "
                 "export an XNNPACK bundle for this machine (xsam-edge export --et-partitioner xnnpack)"
             )
-        return self.runtime.load_program(str(manifest.path(entry.files[0])))
+        data = data_file(entry.files)  # a tied table the program keeps outside (pack.py)
+        return self.runtime.load_program(
+            str(manifest.path(entry.files[0])), data_path=None if data is None else str(manifest.path(data))
+        )
 
     def graph(self, manifest: Manifest, name: str) -> GraphRunner:
         entry = manifest.graph(name, self.name)
