@@ -2,9 +2,9 @@
 
 ONNX: a weight-only file stores the table once, the lookup reading the head's packed blocks; hand-built
 graphs for every form an exporter writes the tie in (a ``Transpose`` of the table, a ``Gemm`` with ``transB``,
-a folded transposed copy) and every weight-only scheme. ExecuTorch cannot share a table with an XNNPACK
-delegate's packed head, so its lookup is INT8 per row. Both at real widths: a Qwen2.5-0.5B-shaped LLM
-(151,936 × 896 table, one layer) through ``quantize_model``.
+a folded transposed copy) and every weight-only scheme. ExecuTorch: the lookup is INT8 per row, and with
+an INT8 head both read the same bytes from the program's ``.ptd``, once. Both at real widths: a
+Qwen2.5-0.5B-shaped LLM (151,936 × 896 table, one layer) through ``quantize_model``.
 """
 
 from __future__ import annotations

@@ -96,8 +96,9 @@ TIED_CAVEAT = (
     "--tied: the input embedding reads the GGUF's output.weight (one table, as the model was trained; the "
     "GGUF's token_embd.weight is the same matrix at another precision, 4.4 % apart), so the float32 files "
     "are ~2.0 GB and the eager reference differs from the untied runs'. ONNX w8 / w4 store the table once "
-    "(the lookup reads the head's packed blocks); ExecuTorch 8da4w keeps an INT8 lookup beside the head "
-    "(INT4, or INT8 with -h8), which XNNPACK packs inside its delegate."
+    "(the lookup reads the head's packed blocks). ExecuTorch (since 2026-12-06, night) keeps every weight "
+    "of a tied program in one .ptd, equal bytes once: fp32 and an INT8 head (-h8) share the lookup's "
+    "table; an INT4 head (8da4w) differs from the INT8 lookup, and both are stored."
 )
 
 

@@ -11,9 +11,9 @@ scheme         what the wrapper module becomes before ``torch.export`` (TOOLCHAI
 ``w8a8-dyn``   torchao ``Int8DynamicActivationIntxWeightConfig(int8, PerAxis(0))`` on Linear: INT8
                per-channel weights, INT8 per-token activations quantized at run time (XNNPACK qd8-qc8w);
                embedding tables as under ``w8``
-``8da4w``      the same config with INT4 weights in groups of ``group_size``; embedding tables as under ``w8``
-               (a tied table cannot be shared with the head packed inside an XNNPACK delegate);
-               ``head_bits`` 8 puts the output layers (Linears whose results are returned) at ``w8a8-dyn``
+``8da4w``      the same config with INT4 weights in groups of ``group_size``; tables as under ``w8``;
+               ``head_bits`` 8 puts the output layers (Linears whose results are returned) at ``w8a8-dyn``,
+               whose INT8 weights are a tied lookup's bytes: stored once, in the ``.ptd`` (``pack.py``)
 ``w8``         torchao ``IntxWeightOnlyConfig(int8, PerAxis(0))`` on ``nn.Embedding``; ExecuTorch's quant
                fusion turns it into ``quantized_decomposed::embedding_byte`` (a portable kernel)
 =============  ==========================================================================================
