@@ -12,6 +12,7 @@ tested in test_students.py."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -27,7 +28,7 @@ from test_students import IMAGE_HW, shallow_student  # noqa: E402
 from xsam_edge.export.to_bundle import export_bundle  # noqa: E402
 from xsam_edge.model.predictor import XSamPredictor  # noqa: E402
 from xsam_edge.runtime.session import EdgeSession  # noqa: E402
-from xsam_edge.spec.bundle import MANIFEST_FILE  # noqa: E402
+from xsam_edge.spec.bundle import MANIFEST_FILE, BundleError  # noqa: E402
 
 BACKENDS = ("onnx", "openvino", "executorch")
 BUNDLED_STUDENTS = ("x-sam-student-s-conv", "x-sam-student-qwen2-0.5b")
@@ -129,3 +130,20 @@ def test_executorch_stores_a_tied_table_once(bundle, student):
     rows = table[:16].numpy().tobytes()  # the table's first rows, wherever a copy of it is stored
     copies = sum(f.read_bytes().count(rows) for f in (bundle / "executorch").iterdir())
     assert copies == 1  # untied, the LLM program never reads the lookup's table
+
+
+def test_an_executorch_program_listed_without_its_data_file_is_a_bundle_error(bundle, student, tmp_path):
+    """A crafted manifest lists the tied lookup without llm.ptd (every file still listed and checksummed):
+    ExecuTorch's bare 0x2 at load becomes a BundleError naming the program's files."""
+    model, _ = student
+    if not model.config.llm.tie_word_embeddings:
+        pytest.skip("an untied bundle has no data file")
+    crafted = tmp_path / "crafted"
+    shutil.copytree(bundle, crafted, copy_function=os.link)  # hard links: regular files, no copying
+    manifest = json.loads((crafted / MANIFEST_FILE).read_text())
+    embed = next(g for g in manifest["graphs"] if g["backend"] == "executorch" and g["name"] == "embed")
+    embed["files"] = embed["files"][:1]
+    (crafted / MANIFEST_FILE).unlink()  # a new file, not the shared link's contents
+    (crafted / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"executorch/embed: ExecuTorch cannot load it .*\.ptd"):
+        EdgeSession(crafted, "executorch")

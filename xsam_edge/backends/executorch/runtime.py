@@ -12,13 +12,15 @@ from __future__ import annotations
 import importlib
 import os
 import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
 from xsam_edge.backends.executorch.pack import data_file
 from xsam_edge.runtime.protocol import GraphRunner, LLMRunner, require
-from xsam_edge.spec.bundle import GraphEntry, Manifest
+from xsam_edge.spec.bundle import BundleError, GraphEntry, Manifest
 
 LLM_PROGRAM = "llm"  # the joint program's graph name in the manifest (export.executorch.LLM_PROGRAM)
 LLM_METHODS = ("prefill", "decode", "read_cache", "write_cache")
@@ -133,14 +135,33 @@ class ExecuTorchBackend:
                 "export an XNNPACK bundle for this machine (xsam-edge export --et-partitioner xnnpack)"
             )
         data = data_file(entry.files)  # a tied table the program keeps outside (pack.py)
-        return self.runtime.load_program(
-            str(manifest.path(entry.files[0])), data_path=None if data is None else str(manifest.path(data))
-        )
+        path = str(manifest.path(entry.files[0]))
+        return self.runtime.load_program(path, data_path=None if data is None else str(manifest.path(data)))
 
     def graph(self, manifest: Manifest, name: str) -> GraphRunner:
         entry = manifest.graph(name, self.name)
-        return _EtMethod(self.torch, self._load(manifest, entry), "forward", entry.inputs)
+        program = self._load(manifest, entry)
+        with _refused(entry):
+            return _EtMethod(self.torch, program, "forward", entry.inputs)
 
     def llm(self, manifest: Manifest) -> LLMRunner:
         entry = manifest.graph(LLM_PROGRAM, self.name)
-        return _EtLLM(self.torch, self._load(manifest, entry), entry)
+        program = self._load(manifest, entry)
+        with _refused(entry):
+            return _EtLLM(self.torch, program, entry)
+
+
+@contextmanager
+def _refused(entry: GraphEntry) -> Iterator[None]:
+    """A method ExecuTorch cannot load (a bare error code) as a ``BundleError`` naming the program's files.
+
+    A crafted manifest can list a program without the ``.ptd`` its weights are in (or with the wrong one):
+    ExecuTorch then fails at ``load_method`` with code 0x2.
+    """
+    try:
+        yield
+    except RuntimeError as err:
+        raise BundleError(
+            f"graph executorch/{entry.name}: ExecuTorch cannot load it from {entry.files} ({err}); a program "
+            "that reads a tied table needs its exported .ptd listed after it; re-export the bundle"
+        ) from None
