@@ -145,5 +145,7 @@ def test_an_executorch_program_listed_without_its_data_file_is_a_bundle_error(bu
     embed["files"] = embed["files"][:1]
     (crafted / MANIFEST_FILE).unlink()  # a new file, not the shared link's contents
     (crafted / MANIFEST_FILE).write_text(json.dumps(manifest))
-    with pytest.raises(BundleError, match=r"executorch/embed: ExecuTorch cannot load it .*\.ptd"):
+    with pytest.raises(
+        BundleError, match=r"ExecuTorch cannot load it from \['executorch/embed.pte'\].*\.ptd"
+    ):
         EdgeSession(crafted, "executorch")

@@ -12,8 +12,6 @@ from __future__ import annotations
 import importlib
 import os
 import platform
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -30,11 +28,23 @@ class _EtMethod:
     """One method of a loaded program, called with numpy arrays of the manifest's shapes and dtypes."""
 
     def __init__(
-        self, torch: Any, program: Any, method: str, inputs: list[dict], dynamic_tokens: bool = False
+        self,
+        torch: Any,
+        program: Any,
+        method: str,
+        inputs: list[dict],
+        dynamic_tokens: bool = False,
+        files: list[str] | None = None,
     ) -> None:
         self.torch = torch
         self.name = method
-        self.method = program.load_method(method)
+        try:
+            self.method = program.load_method(method)
+        except RuntimeError as err:  # ExecuTorch's bare code (0x2 for a program without its .ptd)
+            raise BundleError(
+                f"ExecuTorch cannot load it from {files} (method {method!r}: {err}); a program that "
+                "reads a tied table needs its exported .ptd listed after it; re-export the bundle"
+            ) from None
         self.specs = [(tuple(i["shape"]), np.dtype(i["dtype"])) for i in inputs]
         # the token axis (axis 1 of the embeddings, axis 0 of the positions) takes 1 .. its listed size
         self.token_axes = [1 if len(shape) == 3 else 0 for shape, _ in self.specs] if dynamic_tokens else None
@@ -78,7 +88,8 @@ class _EtLLM:
             )
         dynamic = {m: bool(signatures[m].get("dynamic_tokens")) for m in LLM_METHODS}
         self.methods = {
-            m: _EtMethod(torch, program, m, signatures[m]["inputs"], dynamic[m]) for m in LLM_METHODS
+            m: _EtMethod(torch, program, m, signatures[m]["inputs"], dynamic[m], entry.files)
+            for m in LLM_METHODS
         }
         self.chunk = int(signatures["prefill"]["inputs"][0]["shape"][1])  # the prefill method's (largest) T
         # a dynamic prefill runs a short chunk at its own length; an older bundle's fixed T is padded
@@ -140,28 +151,8 @@ class ExecuTorchBackend:
 
     def graph(self, manifest: Manifest, name: str) -> GraphRunner:
         entry = manifest.graph(name, self.name)
-        program = self._load(manifest, entry)
-        with _refused(entry):
-            return _EtMethod(self.torch, program, "forward", entry.inputs)
+        return _EtMethod(self.torch, self._load(manifest, entry), "forward", entry.inputs, files=entry.files)
 
     def llm(self, manifest: Manifest) -> LLMRunner:
         entry = manifest.graph(LLM_PROGRAM, self.name)
-        program = self._load(manifest, entry)
-        with _refused(entry):
-            return _EtLLM(self.torch, program, entry)
-
-
-@contextmanager
-def _refused(entry: GraphEntry) -> Iterator[None]:
-    """A method ExecuTorch cannot load (a bare error code) as a ``BundleError`` naming the program's files.
-
-    A crafted manifest can list a program without the ``.ptd`` its weights are in (or with the wrong one):
-    ExecuTorch then fails at ``load_method`` with code 0x2.
-    """
-    try:
-        yield
-    except RuntimeError as err:
-        raise BundleError(
-            f"graph executorch/{entry.name}: ExecuTorch cannot load it from {entry.files} ({err}); a program "
-            "that reads a tied table needs its exported .ptd listed after it; re-export the bundle"
-        ) from None
+        return _EtLLM(self.torch, self._load(manifest, entry), entry)
