@@ -147,10 +147,13 @@ def main(argv: list[str] | None = None) -> None:
         verb.add_argument("--method", default="forward")
         verb.add_argument("--out", help="results JSON (default: printed only)")
     args = parser.parse_args(argv)
-    one_file = (args.program, args.data) if args.verb == "profile" else ()
-    for program in one_file or (args.before, args.after, args.data_before, args.data_after):
-        if program is not None and not Path(program).is_file():
-            parser.error(f"no file {program}")
+    if args.verb == "profile":
+        paths = (args.program, args.data)
+    else:
+        paths = (args.before, args.after, args.data_before, args.data_after)
+    for path in paths:
+        if path is not None and not Path(path).is_file():
+            parser.error(f"no file {path}")
     if args.verb == "profile":
         result = profile(args.program, args.method, args.runs, args.data)
         for kind, ms in list(result["ms"].items())[:25]:

@@ -96,9 +96,8 @@ TIED_CAVEAT = (
     "--tied: the input embedding reads the GGUF's output.weight (one table, as the model was trained; the "
     "GGUF's token_embd.weight is the same matrix at another precision, 4.4 % apart), so the float32 files "
     "are ~2.0 GB and the eager reference differs from the untied runs'. ONNX w8 / w4 store the table once "
-    "(the lookup reads the head's packed blocks). ExecuTorch (since 2026-12-06, night) keeps every weight "
-    "of a tied program in one .ptd, equal bytes once: fp32 and an INT8 head (-h8) share the lookup's "
-    "table; an INT4 head (8da4w) differs from the INT8 lookup, and both are stored."
+    "(the lookup reads the head's packed blocks); ExecuTorch keeps a tied program's weights in one .ptd, "
+    "equal bytes once: fp32 and an INT8 head (-h8) share the lookup's table, an INT4 head does not."
 )
 
 
@@ -198,8 +197,7 @@ def runner(
         from xsam_edge.backends.executorch.export import load_program
         from xsam_edge.backends.executorch.pack import data_file
 
-        program = next(Path(f) for f in files if str(f).endswith(".pte"))
-        method = load_program(program, data_file([program, *files])).load_method("forward")
+        method = load_program(files[0], data_file(files)).load_method("forward")  # [.pte, its .ptd]
         return (lambda ids: method.execute([torch.from_numpy(ids)])[0].numpy()), {"delegate": "XNNPACK"}
     import onnxruntime as ort
 

@@ -334,10 +334,9 @@ def export_executorch(
             exported = export_graph(module, name, model.config, slots, dtype=dtype)
             programs = {"forward": exported.run_decompositions(EXECUTORCH_DECOMPOSITIONS)}
     export_done = time.perf_counter()
-    tied_tag = tied_data_tag(model.config.llm.tie_word_embeddings, name, partitioner)
+    tied_tag = tied_data_tag(model.config.llm.tie_word_embeddings, name, stateful, partitioner)
     if stateful and tied_tag:  # the head's weight, which XNNPACK packs, goes to llm.ptd (pack.py)
-        marked = [tag_tied_head(p, tied_tag) for p in programs.values()]
-        if not marked[0]:
+        if not sum(tag_tied_head(p, tied_tag) for p in programs.values()):
             raise RuntimeError("a tied LLM program without an lm_head weight: nothing to store once")
     edge = to_edge_transform_and_lower(
         programs if stateful else programs["forward"], partitioner=_partitioners(partitioner, stateful)

@@ -39,25 +39,23 @@ __all__ = [
 
 DATA_SUFFIX = ".ptd"
 EMBED = "embed"
-LLM_ENTRY = "llm"  # the manifest entry of llm.pte
-LLM_STEM = "llm"
+LLM_PROGRAM = "llm"  # llm.pte's stem and its manifest entry's name (export.LLM_PROGRAM)
 MIN_EXTERNAL_BYTES = 1024  # scales and zero points stay inside the program
 T = TypeVar("T", str, Path)
 
 
-def tied_data_tag(tied: bool, name: str, partitioner: str) -> str | None:
+def tied_data_tag(tied: bool, name: str, stateful: bool, partitioner: str) -> str | None:
     """The data file (stem) a graph's tied table goes to, or ``None`` where it stays in the program.
 
     Args:
         tied (bool): the LLM's ``tie_word_embeddings``.
-        name (str): the graph (``embed``, or an LLM graph: ``llm_prefill`` / ``llm_decode``).
+        name (str): the graph.
+        stateful (bool): the graph is the LLM program.
         partitioner (str): only XNNPACK programs are paired (a Core ML delegate keeps its own weights).
     """
     if not tied or partitioner != "xnnpack":
         return None
-    if name == EMBED:
-        return EMBED
-    return LLM_STEM if name in ("llm_prefill", "llm_decode") else None
+    return LLM_PROGRAM if stateful else EMBED if name == EMBED else None
 
 
 def large_constants(tag: str) -> Any:
@@ -140,10 +138,10 @@ def share_tied_table(entries: list[GraphEntry], root: Path, tied_embed: bool = T
     from executorch.extension.flat_tensor.serialize.serialize import FlatTensorSerializer
 
     by_name = {e.name: e for e in entries if e.backend == "executorch"}
-    if not tied_embed or EMBED not in by_name or LLM_ENTRY not in by_name:
+    if not tied_embed or EMBED not in by_name or LLM_PROGRAM not in by_name:
         return entries
     root = Path(root)
-    embed_data, llm_data = data_file(by_name[EMBED].files), data_file(by_name[LLM_ENTRY].files)
+    embed_data, llm_data = data_file(by_name[EMBED].files), data_file(by_name[LLM_PROGRAM].files)
     if embed_data is None or llm_data is None or embed_data == llm_data:
         return entries
     if Path(embed_data).parent != Path(llm_data).parent:
@@ -153,10 +151,10 @@ def share_tied_table(entries: list[GraphEntry], root: Path, tied_embed: bool = T
     for name in (llm_data, embed_data):  # the LLM's first: its buffers keep their order
         # the tag is only a label here: every key read back goes into the merged file
         store.merge_named_data_store(
-            serializer.deserialize_to_named_data_store_output((root / name).read_bytes(), LLM_STEM)
+            serializer.deserialize_to_named_data_store_output((root / name).read_bytes(), LLM_PROGRAM)
         )
     merged = store.get_named_data_store_output()
-    payload = DataPayload(buffers=merged.buffers, named_data=merged.external_data[LLM_STEM])
+    payload = DataPayload(buffers=merged.buffers, named_data=merged.external_data[LLM_PROGRAM])
     atomic_write_bytes(root / llm_data, bytes(serializer.serialize(payload)))
     (root / embed_data).unlink()
     files = [by_name[EMBED].files[0], llm_data]
