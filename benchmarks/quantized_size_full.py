@@ -224,7 +224,8 @@ def coreml_fp32_point(preset: str, point: dict, name: str, fingerprint: str, wor
     """
     import shutil
 
-    from xsam_edge.backends.coreml.export import export_coreml, merge_llm_functions
+    from xsam_edge.backends.coreml.export import export_coreml
+    from xsam_edge.backends.coreml.pack import merge_llm_functions
     from xsam_edge.export.to_bundle import graph_entry
     from xsam_edge.quantization.quantize import prepare
     from xsam_edge.quantization.report import files_bytes

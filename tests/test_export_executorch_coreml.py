@@ -296,7 +296,8 @@ def test_coreml_llm_ships_as_one_multifunction_package_with_weights_once(coreml_
     import coremltools as ct
     import coremltools.optimize.coreml as cto
 
-    from xsam_edge.backends.coreml.export import function_signatures, merge_llm_functions, spec_signature
+    from xsam_edge.backends.coreml.export import spec_signature
+    from xsam_edge.backends.coreml.pack import function_signatures, join_tied_embed, merge_llm_functions
     from xsam_edge.export.to_bundle import graph_entry
 
     (tmp_path / "coreml").mkdir()
@@ -321,6 +322,10 @@ def test_coreml_llm_ships_as_one_multifunction_package_with_weights_once(coreml_
     # the weights are stored once: the package is about half of the two it replaced
     print("multifunction bytes", llm.placement["file_bytes"], "before", llm.placement["bytes_before_merge"])
     assert llm.placement["file_bytes"] < 0.55 * llm.placement["bytes_before_merge"]
+    # untied, embed shares no constant with the LLM: it keeps its package, and the trial leaves nothing behind
+    assert not tiny_model.config.llm.tie_word_embeddings
+    assert join_tied_embed(merged, tmp_path) is merged
+    assert sorted(p.name for p in (tmp_path / "coreml").iterdir()) == ["embed.mlpackage", "llm.mlpackage"]
 
     # compressed packages (coremltools.optimize refuses multifunction models) merge the same way
     (tmp_path / "q" / "coreml").mkdir(parents=True)

@@ -45,7 +45,7 @@ def coreml_setup(tmp_path_factory):
     from xsam_edge.model.predictor import XSamPredictor
     from xsam_edge.spec.tokenizer import tiny_tokenizer
 
-    model = with_grid_sampler(make_tiny_model(seed=3))
+    model = with_grid_sampler(make_tiny_model(seed=3, tied=True))  # embed: a function of llm.mlpackage
     slots = SlotConfig(max_regions=2, max_conditions=4, prefill_len=16)
     out = tmp_path_factory.mktemp("coreml") / "bundle"
     path, _ = export_bundle(model, tiny_tokenizer(), out, ("coreml",), slots, progress=False)

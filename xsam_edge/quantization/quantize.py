@@ -293,7 +293,7 @@ def assemble_bundle(fp32: Manifest, recipe: Recipe, parts: Mapping[str, GraphPar
 def _share_tied_table(
     backend: str, entries: list[GraphEntry], staging: Path, parts: Mapping[str, GraphPart]
 ) -> list[GraphEntry]:
-    """The backend's pack over the assembled bundle, where ``embed`` and the LLM part meet (ONNX, OpenVINO).
+    """The backend's pack over the assembled bundle, where ``embed`` and the LLM part meet.
 
     Each part was packed alone, so a tied table (``embed``'s lookup, the LLM's head) that both parts hold
     byte for byte (float, fp16, or quantized alike) was stored in each: the pack stores it once.
@@ -304,10 +304,11 @@ def _share_tied_table(
         return entries
     before = {e.name: e.files for e in entries}
     packed = pack(entries, staging, tied_embed=True)
+    llm_files = {f for e in packed if e.name.startswith("llm") for f in e.files}
     for entry in packed:
         if entry.name == "embed" and entry.files != before["embed"]:
             report = parts["embed"].report
-            report.bytes_quant = files_bytes([staging / entry.files[0]])
+            report.bytes_quant = files_bytes([staging / f for f in entry.files if f not in llm_files])
             report.notes.append(
                 f"its table is the LLM's tied head, stored once in {entry.files[-1]} (counted with the LLM)"
             )

@@ -14,6 +14,6 @@ COREML = Backend(
     runtime="xsam_edge.backends.coreml.runtime:CoreMLBackend",
     platforms=("Darwin",),
     host_cpu=False,
-    pack="xsam_edge.backends.coreml.export:pack_llm",
-    pack_options=("multifunction",),
+    pack="xsam_edge.backends.coreml.pack:pack_llm",
+    pack_options=("multifunction", "tied_embed"),
 )

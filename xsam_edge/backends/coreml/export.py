@@ -8,8 +8,8 @@ inputs and outputs named as the ``GraphSpec`` says; integer inputs are int32 (``
 The stateful LLM (``llm_prefill`` / ``llm_decode``): the K/V cache buffers the program mutates become Core
 ML states (``spec.description.state``, iOS18+), named ``k_cache_{i}`` / ``v_cache_{i}``. Prefill and decode
 are converted as two packages with the same state names; a bundle ships them as one multifunction package
-``llm.mlpackage`` (functions ``prefill`` and ``decode``, ``merge_llm_functions``), whose weights are stored
-once: two packages would ship the LLM twice. The host loads each function with
+``llm.mlpackage`` (functions ``prefill`` and ``decode``, ``pack.merge_llm_functions``), whose weights are
+stored once: two packages would ship the LLM twice. The host loads each function with
 ``MLModelConfiguration.functionName``, allocates one state with ``make_state()`` and passes it to both.
 The cache-as-I/O variant for older targets is the ``llm_kvio_*`` graph, converted for iOS17 (no states;
 past K/V in, present K/V out).
@@ -22,7 +22,6 @@ The numeric check (``MLModel.predict`` against eager) runs only where ``coreml_p
 
 from __future__ import annotations
 
-import dataclasses
 import platform
 import shutil
 import time
@@ -46,7 +45,6 @@ from xsam_edge.export.graphs import (
 from xsam_edge.export.placement import ExportedGraph, OutputParity, output_parity
 from xsam_edge.files import write_atomically
 from xsam_edge.model.xsam import XSam
-from xsam_edge.spec.bundle import GraphEntry
 
 __all__ = [
     "COREML_GRAPHS",
@@ -54,7 +52,6 @@ __all__ = [
     "coreml_predict_available",
     "discard_temp_package",
     "export_coreml",
-    "merge_llm_functions",
     "mil_op_histogram",
     "predict_parity",
     "spec_signature",
@@ -63,8 +60,6 @@ __all__ = [
 COREML_GRAPHS = GRAPH_NAMES
 STATEFUL_GRAPHS = ("llm_prefill", "llm_decode")
 KVIO_GRAPHS = ("llm_kvio_prefill", "llm_kvio_decode")
-# the multifunction LLM package: function name → the stateful graph it is converted from (first: default)
-LLM_FUNCTIONS = {"prefill": "llm_prefill", "decode": "llm_decode"}
 PREDICT_SKIP_REASON = "Core ML prediction needs macOS"
 PRECISIONS = ("fp16", "fp32")
 # ops that mark a slow or risky path inside a Core ML program (shown in the placement report)
@@ -440,94 +435,3 @@ def _same_signature(declared: dict[str, list[Any]], found: dict[str, list[Any]])
     """Inputs and outputs equal in order; states equal as a set (Core ML orders them itself)."""
     same_io = all(declared[key] == found[key] for key in ("inputs", "outputs"))
     return same_io and sorted(declared["states"]) == sorted(found["states"])
-
-
-def function_signatures(spec: Any) -> dict[str, dict[str, list[tuple[str, tuple[int, ...], str]]]]:
-    """Per function of a multifunction spec: its inputs, outputs and states (as ``spec_signature`` gives)."""
-    signatures = {}
-    for function in spec.description.functions:
-        single = type(spec)()
-        single.description.input.extend(function.input)
-        single.description.output.extend(function.output)
-        single.description.state.extend(function.state)
-        signatures[function.name] = spec_signature(single)
-    return signatures
-
-
-def pack_llm(entries: list[GraphEntry], root: Path, multifunction: bool = True) -> list[GraphEntry]:
-    """The bundle's pack step: the LLM as one multifunction package.
-
-    ``multifunction=False`` keeps the two single-function packages that ``coremltools.optimize`` takes.
-    """
-    return merge_llm_functions(entries, root) if multifunction else entries
-
-
-def merge_llm_functions(entries: list[GraphEntry], root: Path) -> list[GraphEntry]:
-    """Ship the Core ML LLM as one multifunction package: ``llm_prefill`` + ``llm_decode`` → ``llm``.
-
-    ``coremltools.utils.save_multifunction`` deduplicates constants across functions, so the weights are
-    stored once (compressed weights too: merge after ``coremltools.optimize``, which refuses multifunction
-    models). The two packages are replaced by ``llm.mlpackage`` beside them; the new entry lists the
-    functions as ``methods`` (as ExecuTorch's ``llm`` program does), and its placement records the bytes
-    before and after and each function's signature read back from the saved spec.
-
-    Args:
-        entries (list[GraphEntry]): a bundle's entries (files relative to ``root``); other backends and
-            graphs pass through unchanged, and without both stateful Core ML LLM entries nothing changes.
-        root (Path): the bundle (or staging) folder the entries' files are relative to.
-
-    Returns:
-        list[GraphEntry]: the entries with the two Core ML LLM entries replaced by one ``llm`` entry.
-
-    Raises:
-        RuntimeError: a function of the saved package does not have the signature of its source package.
-    """
-    sources = {e.name: e for e in entries if e.backend == "coreml" and e.name in LLM_FUNCTIONS.values()}
-    if len(sources) != len(LLM_FUNCTIONS):
-        return entries
-    import coremltools as ct
-
-    packages = {fn: root / sources[graph].files[0] for fn, graph in LLM_FUNCTIONS.items()}
-    out = packages["prefill"].parent / "llm.mlpackage"
-    bytes_before = sum(f.stat().st_size for p in packages.values() for f in p.rglob("*") if f.is_file())
-    descriptor = ct.utils.MultiFunctionDescriptor()
-    for function, package in packages.items():
-        descriptor.add_function(str(package), "main", function)
-    descriptor.default_function_name = next(iter(LLM_FUNCTIONS))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        write_atomically(out.parent, lambda tmp: ct.utils.save_multifunction(descriptor, str(tmp / out.name)))
-    signatures = function_signatures(ct.models.MLModel(str(out), skip_model_load=True).get_spec())
-    for function, package in packages.items():
-        source = spec_signature(ct.models.MLModel(str(package), skip_model_load=True).get_spec())
-        if signatures.get(function) != source:
-            raise RuntimeError(f"{out.name}: function {function!r} does not match {package.name}")
-    for package in packages.values():
-        shutil.rmtree(package)
-    first = sources[LLM_FUNCTIONS["prefill"]]
-    placement = {
-        **first.placement,
-        "file": str(out),
-        "file_bytes": sum(f.stat().st_size for f in out.rglob("*") if f.is_file()),
-        "bytes_before_merge": bytes_before,
-        "functions": {  # JSON-shaped, so an entry read back from a manifest equals this one
-            fn: {k: [[n, list(shape), dtype] for n, shape, dtype in v] for k, v in sig.items()}
-            for fn, sig in signatures.items()
-        },
-    }
-    merged = dataclasses.replace(
-        first,
-        name="llm",
-        files=[str(out.relative_to(root))],
-        methods=[
-            {"name": fn, "inputs": sources[g].inputs, "outputs": sources[g].outputs}
-            for fn, g in LLM_FUNCTIONS.items()
-        ],
-        route=f"{first.route}+save_multifunction",
-        parity=[],
-        placement=placement,
-    )
-    merged_ids = {id(e) for e in sources.values()}
-    at = min(i for i, e in enumerate(entries) if id(e) in merged_ids)
-    kept = [e for e in entries if id(e) not in merged_ids]
-    return [*kept[:at], merged, *kept[at:]]

@@ -225,7 +225,7 @@ class CoreMLQuantizer(FileQuantizer):
     """Core ML packages compressed with ``coremltools.optimize`` (the recipe graph ``llm``: two packages)."""
 
     backend = BACKEND
-    float_export_options = MappingProxyType({"multifunction": False})
+    float_export_options = MappingProxyType({"multifunction": False, "tied_embed": False})
 
     def export_float(
         self, module: torch.nn.Module, example_inputs: tuple, out_dir: Path, name: str, scheme: Scheme

@@ -3,8 +3,9 @@
 Each graph is one ``MLModel`` loaded with the profile's compute units (``CPU_ONLY``, ``CPU_AND_GPU``,
 ``CPU_AND_NE``, ``ALL``). The LLM is the stateful multifunction package ``llm.mlpackage``: its ``prefill``
 and ``decode`` functions are loaded as two models that share one state from ``make_state()`` (the K/V caches
-``k_cache_{i}`` / ``v_cache_{i}``), which is coremltools' prefill/decode pattern. Snapshots of the cache
-after the image prefix go through ``MLState.read_state`` / ``write_state``.
+``k_cache_{i}`` / ``v_cache_{i}``), which is coremltools' prefill/decode pattern. A tied ``embed`` is that
+package's third function (its table is the head's, stored once: ``pack.join_tied_embed``). Snapshots of the
+cache after the image prefix go through ``MLState.read_state`` / ``write_state``.
 
 Linux has no Core ML runtime (the coremltools wheel lacks ``libcoremlpython``), so there the backend refuses
 at construction and says why; nothing is faked.
@@ -22,7 +23,7 @@ from xsam_edge.runtime.protocol import GraphRunner, LLMRunner
 from xsam_edge.spec.bundle import GraphEntry, Manifest
 
 COMPUTE_UNITS = ("CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL")
-LLM_FUNCTIONS = ("prefill", "decode")  # the multifunction package's functions (export.coreml.LLM_FUNCTIONS)
+LLM_FUNCTIONS = ("prefill", "decode")  # the multifunction package's functions (coreml.pack.LLM_FUNCTIONS)
 PREDICT_SKIP_REASON = "Core ML prediction needs macOS"  # as export.coreml says it
 
 
@@ -119,8 +120,10 @@ class CoreMLBackend:
         return self.ct.models.MLModel(path, compute_units=units, function_name=function)
 
     def graph(self, manifest: Manifest, name: str) -> GraphRunner:
+        """A graph's package, or its function of the LLM package (a tied ``embed`` is stored there)."""
         entry = manifest.graph(name, self.name)
-        return _CoreMLGraph(self._load(manifest, entry), name, entry.inputs, entry.outputs)
+        function = name if any(m["name"] == name for m in entry.methods) else None
+        return _CoreMLGraph(self._load(manifest, entry, function), name, entry.inputs, entry.outputs)
 
     def llm(self, manifest: Manifest) -> LLMRunner:
         """The multifunction ``llm`` package: ``prefill`` and ``decode`` over one state."""

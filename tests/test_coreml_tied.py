@@ -1,0 +1,95 @@
+"""A tied table in a Core ML bundle is stored once: ``embed`` joins ``llm.mlpackage`` as a function
+(``backends/coreml/pack.py``), where ``save_multifunction`` keeps the lookup's table and the head's weight as
+one constant.
+
+At real widths: the Qwen2 student's 151,936 × 896 table (272 MB in fp16), LLM at reduced depth; its three
+packages convert in about a minute. Prediction needs macOS: the tiny tied bundle answers every task through
+the joined function in ``test_runtime_coreml.py`` on a Mac.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("coremltools")
+
+from test_students import shallow_student  # noqa: E402
+
+from xsam_edge.backends.coreml.export import export_coreml, spec_signature  # noqa: E402
+from xsam_edge.backends.coreml.pack import function_signatures, pack_llm  # noqa: E402
+from xsam_edge.export.graphs import SlotConfig  # noqa: E402
+from xsam_edge.export.to_bundle import graph_entry  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def _copies(rows: bytes, folder: Path) -> int:
+    """How many times ``rows`` occur in the weight files under ``folder``."""
+    return sum(f.read_bytes().count(rows) for f in folder.rglob("*.bin"))
+
+
+def test_a_tied_table_is_stored_once_in_the_llm_package(tmp_path):
+    import coremltools as ct
+
+    model, _ = shallow_student("x-sam-student-qwen2-0.5b")
+    assert model.config.llm.tie_word_embeddings
+    folder = tmp_path / "coreml"
+    sources = {}
+    entries = []
+    for name in ("embed", "llm_prefill", "llm_decode"):
+        graph = export_coreml(model, name, SlotConfig(), folder)
+        sources[name] = shutil.copytree(graph.file, tmp_path / "sources" / graph.file.name)
+        entries.append(graph_entry(graph, tmp_path))
+    table = model.llm.get_input_embeddings().weight.detach()
+    rows = table[:64].half().numpy().tobytes()  # the fp16 table's first rows, wherever a copy is stored
+    assert _copies(rows, folder) == 3  # embed's lookup, prefill's head, decode's head
+
+    packed = pack_llm(entries, tmp_path)
+    embed, llm = packed
+    assert (embed.name, llm.name) == ("embed", "llm")
+    assert embed.files == llm.files == ["coreml/llm.mlpackage"]
+    assert [m["name"] for m in embed.methods] == ["embed"] and embed.methods[0]["inputs"] == entries[0].inputs
+    assert [m["name"] for m in llm.methods] == ["prefill", "decode"]
+    assert sorted(p.name for p in folder.iterdir()) == ["llm.mlpackage"]  # no litter, no embed package
+    assert _copies(rows, folder) == 1
+
+    spec = ct.models.MLModel(str(tmp_path / llm.files[0]), skip_model_load=True).get_spec()
+    assert spec.description.defaultFunctionName == "prefill"
+    signatures = function_signatures(spec)
+    for function, source in (("embed", "embed"), ("prefill", "llm_prefill"), ("decode", "llm_decode")):
+        single = ct.models.MLModel(str(sources[source]), skip_model_load=True).get_spec()
+        assert signatures[function] == spec_signature(single)
+    saved = llm.placement["tied_embed_bytes_saved"]
+    assert saved > 0.99 * table.numel() * 2, saved  # the whole fp16 table
+    weights = 2 * sum(p.numel() for p in model.llm.parameters())
+    package = sum(f.stat().st_size for f in (tmp_path / llm.files[0]).rglob("*") if f.is_file())
+    print("llm.mlpackage", package, "fp16 weights", weights, "saved", saved)
+    assert package < 1.05 * weights
+
+
+def test_a_quantized_tied_table_compressed_alike_is_stored_once(tmp_path):
+    """The embed and LLM parts are compressed apart; palettized alike, their tables are equal bytes, and the
+    assembled bundle's pack joins them (per-block INT4 is not alike: coremltools blocks a gather's table
+    along the other axis, and the two stay apart)."""
+    from conftest import make_tiny_model
+
+    from xsam_edge.quantization.quantize import quantize_bundle
+    from xsam_edge.quantization.recipes import Recipe
+    from xsam_edge.quantization.schemes import Float16, Palettize
+    from xsam_edge.spec.bundle import load_bundle
+    from xsam_edge.spec.tokenizer import tiny_tokenizer
+
+    model = make_tiny_model(seed=1, tied=True)
+    alike = {"llm": Palettize(4, 16), "embed": Palettize(4, 16)}
+    recipe = Recipe("tied-palettized", "coreml", alike, default=Float16())
+    result = quantize_bundle(model, tiny_tokenizer(), recipe, tmp_path / "b", progress=False)
+    bundle = load_bundle(result.bundle)
+    embed, llm = bundle.graph("embed", "coreml"), bundle.graph("llm", "coreml")
+    assert embed.files == llm.files == ["coreml/llm.mlpackage"] and embed.methods[0]["name"] == "embed"
+    assert not (result.bundle / "coreml" / "embed.mlpackage").exists()
+    assert llm.placement["tied_embed_bytes_saved"] > 0
+    report = next(r for r in result.reports if r.graph == "embed")
+    assert report.bytes_quant == 0 and "stored once in coreml/llm.mlpackage" in report.notes[-1]
