@@ -73,23 +73,41 @@ def test_a_tied_table_is_stored_once_in_the_llm_package(tmp_path):
 def test_a_quantized_tied_table_compressed_alike_is_stored_once(tmp_path):
     """The embed and LLM parts are compressed apart; palettized alike, their tables are equal bytes, and the
     assembled bundle's pack joins them (per-block INT4 is not alike: coremltools blocks a gather's table
-    along the other axis, and the two stay apart)."""
+    along the other axis, and the two stay apart). A float bundle of just those graphs, as
+    ``test_quant_executorch_coreml.py`` builds one."""
+    import dataclasses
+
     from conftest import make_tiny_model
 
-    from xsam_edge.quantization.quantize import quantize_bundle
+    from xsam_edge.export.to_bundle import bundle_manifest
+    from xsam_edge.quantization.quantize import _quantize_graph, _share_tied_table
     from xsam_edge.quantization.recipes import Recipe
     from xsam_edge.quantization.schemes import Float16, Palettize
-    from xsam_edge.spec.bundle import load_bundle
+    from xsam_edge.spec.bundle import finalize_bundle, load_bundle
     from xsam_edge.spec.tokenizer import tiny_tokenizer
 
-    model = make_tiny_model(seed=1, tied=True)
+    model, slots = make_tiny_model(seed=1, tied=True), SlotConfig()
+    staging = tmp_path / "fp32-staging"
+    graphs = ("embed", "llm_prefill", "llm_decode")
+    entries = [graph_entry(export_coreml(model, g, slots, staging / "coreml"), staging) for g in graphs]
+    tiny_tokenizer().save(staging)  # a sealed bundle always carries its tokenizer
+    manifest = bundle_manifest(model, tiny_tokenizer(), slots, entries, source={"name": "tiny"})
+    fp32 = load_bundle(finalize_bundle(staging, tmp_path / "fp32", manifest))
     alike = {"llm": Palettize(4, 16), "embed": Palettize(4, 16)}
     recipe = Recipe("tied-palettized", "coreml", alike, default=Float16())
-    result = quantize_bundle(model, tiny_tokenizer(), recipe, tmp_path / "b", progress=False)
-    bundle = load_bundle(result.bundle)
-    embed, llm = bundle.graph("embed", "coreml"), bundle.graph("llm", "coreml")
+    parts = {
+        g: _quantize_graph(model, fp32, recipe, g, recipe.scheme_for(g), None, slots, tmp_path / "w")
+        for g in ("embed", "llm")
+    }
+    bundle, assembled = tmp_path / "b", []
+    for part in parts.values():  # as assemble_bundle copies the parts
+        for entry in part.entries:
+            name = Path(entry.files[0]).name
+            shutil.copytree(part.root / entry.files[0], bundle / "coreml" / name)
+            assembled.append(dataclasses.replace(entry, files=[f"coreml/{name}"]))
+    embed, llm = _share_tied_table("coreml", assembled, bundle, parts)
     assert embed.files == llm.files == ["coreml/llm.mlpackage"] and embed.methods[0]["name"] == "embed"
-    assert not (result.bundle / "coreml" / "embed.mlpackage").exists()
+    assert sorted(p.name for p in (bundle / "coreml").iterdir()) == ["llm.mlpackage"]
     assert llm.placement["tied_embed_bytes_saved"] > 0
-    report = next(r for r in result.reports if r.graph == "embed")
+    report = parts["embed"].report
     assert report.bytes_quant == 0 and "stored once in coreml/llm.mlpackage" in report.notes[-1]
