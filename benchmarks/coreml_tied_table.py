@@ -24,10 +24,6 @@ from pathlib import Path
 from benchmarks import RESULTS_DIR
 
 
-def _folder_bytes(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="x-sam-student-qwen2-0.5b")
@@ -45,6 +41,7 @@ def main() -> None:
     from xsam_edge.files import atomic_write_text
     from xsam_edge.model.build import build_model
     from xsam_edge.model.presets import at_depth, get_preset
+    from xsam_edge.quantization.report import files_bytes
 
     config = at_depth(get_preset(args.preset), llm_layers=args.llm_layers)
     torch.manual_seed(0)
@@ -58,15 +55,15 @@ def main() -> None:
         graph = export_coreml(model, name, SlotConfig(), folder, precision="fp16")
         seconds[f"convert_{name}"] = round(time.perf_counter() - start, 1)
         entries.append(graph_entry(graph, work))
-    steps = {"three packages": _folder_bytes(folder)}
+    steps = {"three packages": files_bytes([folder])}
     start = time.perf_counter()
     entries = merge_llm_functions(entries, work)
     seconds["merge_llm_functions"] = round(time.perf_counter() - start, 1)
-    steps["LLM merged (prefill + decode), embed apart"] = _folder_bytes(folder)
+    steps["LLM merged (prefill + decode), embed apart"] = files_bytes([folder])
     start = time.perf_counter()
     entries = join_tied_embed(entries, work)
     seconds["join_tied_embed"] = round(time.perf_counter() - start, 1)
-    steps["embed joined to the LLM package"] = _folder_bytes(folder)
+    steps["embed joined to the LLM package"] = files_bytes([folder])
     table = model.llm.get_input_embeddings().weight
     result = {
         "date": datetime.date.today().isoformat(),

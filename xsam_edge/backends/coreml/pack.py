@@ -177,10 +177,9 @@ def join_tied_embed(entries: list[GraphEntry], root: Path) -> list[GraphEntry]:
 
     package, source = root / llm.files[0], root / embed.files[0]
     llm_bytes, embed_bytes = _bytes(package), _bytes(source)
-    spec = ct.models.MLModel(str(package), skip_model_load=True).get_spec()
     descriptor = ct.utils.MultiFunctionDescriptor(str(package))
     descriptor.add_function(str(source), "main", EMBED)
-    descriptor.default_function_name = spec.description.defaultFunctionName or next(iter(LLM_FUNCTIONS))
+    descriptor.default_function_name = next(iter(LLM_FUNCTIONS))  # as merge_llm_functions set it
 
     def save(tmp: Path) -> int:
         """The joined package's saving in bytes; where too small, nothing is left to move into place."""
