@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("coremltools")
@@ -20,8 +21,10 @@ from test_students import shallow_student  # noqa: E402
 
 from xsam_edge.backends.coreml.export import export_coreml, spec_signature  # noqa: E402
 from xsam_edge.backends.coreml.pack import function_signatures, pack_llm  # noqa: E402
-from xsam_edge.export.graphs import SlotConfig  # noqa: E402
+from xsam_edge.backends.coreml.weights import package_weights  # noqa: E402
+from xsam_edge.export.graphs import SlotConfig, build_graph  # noqa: E402
 from xsam_edge.export.to_bundle import graph_entry  # noqa: E402
+from xsam_edge.quantization.replay import ReplayedGraph, load_package_weights  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -68,6 +71,21 @@ def test_a_tied_table_is_stored_once_in_the_llm_package(tmp_path):
     package = sum(f.stat().st_size for f in (tmp_path / llm.files[0]).rglob("*") if f.is_file())
     print("llm.mlpackage", package, "fp16 weights", weights, "saved", saved)
     assert package < 1.05 * weights
+
+    # read back on Linux (quantization.replay): the joined table is the model's in fp16, and every parameter
+    # the prefill function stores lands in the eager wrapper; the few it does not store are too small to
+    # compress (folded into other constants by the converter) and stay at the model's values
+    ((table_name, stored_table),) = package_weights(tmp_path / llm.files[0], "embed").items()
+    assert table_name == "p_model_llm_lm_head_weight"  # torch.export names a tied table after the head
+    np.testing.assert_array_equal(stored_table, table.half().numpy())
+    wrapper = build_graph(model, "llm_kvio_prefill", SlotConfig())
+    stored = package_weights(tmp_path / llm.files[0], "prefill")
+    record = ReplayedGraph("llm:prefill", llm.files[0])
+    load_package_weights(wrapper, stored, record)
+    left = {n: p.numel() for n, p in wrapper.named_parameters() if "p_" + n.replace(".", "_") not in stored}
+    print("replayed", record, "left at the model's values", left)
+    assert record.elements > 0.9999 * sum(p.numel() for p in wrapper.parameters())
+    assert all(size <= 2048 for size in left.values()), left
 
 
 def test_a_quantized_tied_table_compressed_alike_is_stored_once(tmp_path):

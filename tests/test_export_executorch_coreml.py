@@ -398,3 +398,93 @@ def test_coreml_predict_matches_eager(coreml_graphs, tiny_model, precision):
         worst = min((p.psnr_db for p in parity), default=math.inf)
         assert worst >= threshold, (name, parity)
         assert all(np.isfinite(p.max_abs_diff) for p in parity)
+
+
+# -- Core ML bundles scored on Linux: their weights replayed in the eager graphs (quantization.replay) -------
+@pytest.fixture(scope="module")
+def coreml_bundle(coreml_graphs, tiny_model, tmp_path_factory):
+    """The fp16 packages above sealed into a bundle as ``export`` does (the LLM one multifunction package)."""
+    import shutil
+
+    from xsam_edge.backends import get_backend
+    from xsam_edge.backends.coreml.pack import pack_llm
+    from xsam_edge.export.to_bundle import bundle_manifest, graph_entry
+    from xsam_edge.spec.bundle import finalize_bundle
+    from xsam_edge.spec.tokenizer import tiny_tokenizer
+
+    root = tmp_path_factory.mktemp("coreml_bundle")
+    staging = root / "staging"
+    (staging / "coreml").mkdir(parents=True)
+    entries = []
+    for name in get_backend("coreml").graphs:
+        graph = coreml_graphs[name, "fp16"]
+        shutil.copytree(graph.file, staging / "coreml" / graph.file.name)
+        graph = dataclasses.replace(graph, files=[staging / "coreml" / graph.file.name])
+        entries.append(graph_entry(graph, staging))
+    entries = pack_llm(entries, staging)
+    tiny_tokenizer().save(staging)
+    manifest = bundle_manifest(tiny_model, tiny_tokenizer(), SLOTS, entries, source={"name": "tiny"})
+    return finalize_bundle(staging, root / "bundle", manifest)
+
+
+def test_coreml_replayed_bundle_carries_its_own_weights_into_every_graph(coreml_bundle, tiny_model):
+    """fp16 packages: every weight moves by its fp16 rounding only, and a graph computes what eager does to
+    that rounding. Compressed values (palettized, INT8, INT4): ``test_quant_executorch_coreml.py``."""
+    from xsam_edge.backends.coreml.weights import parameter_name
+    from xsam_edge.export.eager import EagerBackend
+    from xsam_edge.export.graphs import example_inputs
+    from xsam_edge.quantization.accuracy import evaluate_bundle
+    from xsam_edge.quantization.replay import REPLAY_RUNNER, WeightReplay
+    from xsam_edge.runtime.session import EdgeSession
+    from xsam_edge.spec.bundle import load_bundle
+
+    name = "p_lm_blocks_0_qkv_proj_weight"
+    assert parameter_name(f"{name}_to_fp16_palettized") == parameter_name(f"{name}_quantized") == name
+    model = tiny_model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    runtime = WeightReplay(model, "coreml")
+    EdgeSession(coreml_bundle, "coreml", runtime=runtime)
+    summary = runtime.summary()
+    assert set(summary) == {"encode_image", "embed", "region", "segment", "llm:prefill", "llm:decode"}
+    table = model.llm.get_input_embeddings().weight
+    assert summary["embed"]["elements"] == table.numel()
+    llm = sum(p.numel() for p in [*model.llm.parameters(), *model.llm_projector.parameters()])
+    assert summary["llm:prefill"]["elements"] == summary["llm:decode"]["elements"] == llm - table.numel()
+    biggest = max(float(p.abs().max()) for p in model.parameters())
+    assert all(0 <= g["max_abs_change"] <= biggest * 2**-10 for g in summary.values())  # fp16 rounding
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the model is not changed
+
+    inputs = [x.numpy() for x in example_inputs(model.config, "encode_image", SLOTS)]
+    eager = EagerBackend(model, SLOTS).graph(None, "encode_image").run(*inputs)
+    replayed = runtime.graph(load_bundle(coreml_bundle), "encode_image").run(*inputs)
+    for want, got in zip(eager, replayed, strict=True):
+        np.testing.assert_allclose(got, want, atol=0.02 * float(np.abs(want).max()))
+
+    from conftest import shapes_examples
+
+    from xsam_edge.spec.types import Task
+
+    examples = shapes_examples(4, (Task.REFERRING, Task.INTERACTIVE))  # within the 4 condition slots
+    score = evaluate_bundle(coreml_bundle, "coreml", examples, False, replay_model=model)
+    assert score.runner == REPLAY_RUNNER and score.requests == 4
+    assert set(score.metrics) == {"referring", "interactive"}
+
+
+def test_coreml_replay_refuses_a_bundle_of_another_model(coreml_bundle, tiny_model):
+    import copy
+
+    from conftest import shapes_examples
+
+    from xsam_edge.quantization.accuracy import evaluate_bundle
+    from xsam_edge.quantization.replay import WeightReplay
+    from xsam_edge.runtime.session import EdgeSession
+
+    other = copy.deepcopy(tiny_model)
+    other.llm.model.layers = other.llm.model.layers[:1]  # the bundle's LLM has a second layer
+    refused = "name no parameter of the 'llm:prefill' graph.*not made from this model"
+    with pytest.raises(ValueError, match=refused):
+        EdgeSession(coreml_bundle, "coreml", runtime=WeightReplay(other, "coreml"))
+    with pytest.raises(RuntimeError, match="cannot be evaluated on this machine"):
+        evaluate_bundle(coreml_bundle, "coreml", shapes_examples(1), False)
+    with pytest.raises(ValueError, match="cannot be replayed"):
+        WeightReplay(other, "onnx")

@@ -16,6 +16,7 @@ PSNR floors, all against the eager float32 graph in the ExecuTorch runtime:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -316,7 +317,7 @@ def coreml_llm(tiny_model, tmp_path_factory):
     ],
     ids=["w8", "w4", "palettize"],
 )
-def test_coreml_compresses_the_llm_packages(coreml_llm, tmp_path, scheme, op):
+def test_coreml_compresses_the_llm_packages(coreml_llm, tiny_model, tmp_path, scheme, op):
     import coremltools as ct
 
     from xsam_edge.backends.coreml.export import PREDICT_SKIP_REASON, mil_op_histogram
@@ -346,6 +347,30 @@ def test_coreml_compresses_the_llm_packages(coreml_llm, tmp_path, scheme, op):
         assert len(compressed) == mil_op_histogram(spec)[op] == 8
         # parameters only: the RoPE tables and the mask fill (folded constants) stay float, lm_head is kept
         assert all(n.startswith("p_lm_blocks_") for n in compressed), compressed
+    _replays_as_compressed(files["llm_prefill"][0], scheme, tiny_model)
+
+
+def _replays_as_compressed(package, scheme, model) -> None:
+    """Decompressed on Linux (``quantization.replay``), each weight takes only its scheme's values, and every
+    one lands in the eager wrapper the package was converted from."""
+    from xsam_edge.backends.coreml.weights import package_weights
+    from xsam_edge.export.graphs import build_graph
+    from xsam_edge.quantization.replay import ReplayedGraph, load_package_weights
+
+    weights = package_weights(package)
+    qkv = weights["p_lm_blocks_0_qkv_proj_weight"].astype(np.float32)  # (out, in)
+    if scheme.name == "w8":  # each row an integer multiple of its scale, max |row| / 127
+        steps = qkv / (np.abs(qkv).max(axis=1, keepdims=True) / 127)
+        assert np.abs(steps - steps.round()).max() < 0.1
+    elif scheme.name == "w4":  # 16 levels in each block of 32 inputs of a row
+        blocks = qkv.reshape(-1, 32)
+        assert max(len(np.unique(b)) for b in blocks) <= 16
+    else:  # palettize: one 16-entry table per 16 output channels
+        assert max(len(np.unique(g)) for g in np.split(qkv, len(qkv) // 16)) <= 16
+    wrapper = build_graph(copy.deepcopy(model), "llm_kvio_prefill", SLOTS)
+    record = ReplayedGraph("llm_prefill", str(package))
+    load_package_weights(wrapper, weights, record)
+    assert record.elements == sum(p.numel() for p in wrapper.parameters()) and record.max_abs_change > 0
 
 
 def test_coreml_quantized_llm_part_is_one_multifunction_package(coreml_llm, tiny_model, tmp_path):
@@ -520,3 +545,30 @@ def test_executorch_mixed_8da4w_keeps_the_layer_int4_resolves_worst_at_int8():
     assert Int8DynActInt4Weight(ratio=0.8).label() == "8da4w-g32-r80"
     with pytest.raises(ValueError, match="8da4w: ratio must be a number in"):
         Int8DynActInt4Weight(ratio=0)
+
+
+class _MaskCodeOps(torch.nn.Module):
+    """The ops a Hugging Face LLM's mask code leaves in an exported program: ``diff`` and ``new_ones``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(8, 8)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        steps = torch.diff(ids, dim=-1).sum(-1, keepdim=True).float()
+        return self.linear(ids.float()) + ids.new_ones(1, 1).float() * steps
+
+
+def test_coreml_converts_a_user_module_with_ops_coremltools_cannot_translate(tmp_path):
+    """coremltools 9 refuses ``diff`` and ``new_ones`` (``quantize_model`` of a Qwen2 LLM failed); only the
+    ops it names are decomposed."""
+    import coremltools as ct
+
+    from xsam_edge.backends.coreml.export import mil_op_histogram
+    from xsam_edge.backends.coreml.quantize import CoreMLQuantizer
+
+    module, ids = _MaskCodeOps().eval(), torch.arange(8)[None] ** 2
+    (package,) = CoreMLQuantizer().export_float(module, (ids,), tmp_path, "mask_ops", Float16())
+    spec = ct.models.MLModel(str(package), skip_model_load=True).get_spec()
+    assert [i.name for i in spec.description.input] == ["ids"]
+    assert "linear" in mil_op_histogram(spec)

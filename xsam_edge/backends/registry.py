@@ -51,6 +51,9 @@ class Backend:
             exported (Core ML merges its two LLM functions into one package).
         export_options (tuple[str, ...]): keyword options its exporter takes (``export_bundle(options=...)``).
         pack_options (tuple[str, ...]): keyword options its ``pack`` takes.
+        weights (Ref | None): optional ``weights(file, function) -> {torch.export name: array}``, the
+            decompressed parameters of one graph file, for a weight-only backend whose runtime cannot run
+            here: ``quantization.replay`` scores its bundles in PyTorch (Core ML on Linux).
     """
 
     name: str
@@ -67,6 +70,7 @@ class Backend:
     pack: Ref | None = None
     export_options: tuple[str, ...] = ()
     pack_options: tuple[str, ...] = ()
+    weights: Ref | None = None
 
     @property
     def graphs(self) -> tuple[str, ...]:
@@ -78,6 +82,9 @@ class Backend:
 
     def load_pack(self) -> Callable[..., Any] | None:
         return None if self.pack is None else _resolve(self.pack)
+
+    def load_weights(self) -> Callable[..., Any] | None:
+        return None if self.weights is None else _resolve(self.weights)
 
     def quantize_handler(self) -> Any:
         """The quantize handler instance."""

@@ -5,8 +5,10 @@ Run: ``python -m xsam_edge.bench.recipe_table [--recipes android-xnnpack,intel-o
 
 Per recipe it quantizes the teacher (calibrated on ``shapes:train``, never on the evaluation split), evaluates
 the float export and the quantized bundle on the same backend through ``EdgeSession``, and writes
-``outputs/results/quantization-<date>.json`` and ``.md``. Recipes whose runtime cannot run here (Core ML on
-Linux) get their bundle, sizes and handler reports, with the metrics marked as not measured. No thresholds:
+``outputs/results/quantization-<date>.json`` and ``.md``. Recipes whose runtime cannot run here but whose
+bundles compress weights only (Core ML on Linux) are scored by replaying their decompressed weights in the
+eager graphs (``quantization.replay``; fp32 arithmetic, no latency); others get their bundle, sizes and
+handler reports, with the metrics marked as not measured. No thresholds:
 the README quotes the numbers and the stated goals (INT8 ≤ 1 point, INT4 LLM ≤ 2 points) next to them.
 """
 
@@ -23,11 +25,13 @@ from pathlib import Path
 from xsam_edge.backends import runnable_backends
 from xsam_edge.data.registry import load_dataset
 from xsam_edge.files import atomic_write_text
+from xsam_edge.metrics.significance import paired_bootstrap
 from xsam_edge.metrics.tasks import PRIMARY_METRIC
 from xsam_edge.model.predictor import XSamPredictor
 from xsam_edge.quantization.accuracy import evaluate_bundle, task_drops
 from xsam_edge.quantization.quantize import quantize_bundle
 from xsam_edge.quantization.recipes import RECIPES, load_recipe
+from xsam_edge.quantization.replay import replayable
 from xsam_edge.training.teacher import ensure_teacher
 
 RESULTS = Path("outputs") / "results"
@@ -40,6 +44,7 @@ def measure(
     work: Path,
     model_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    resamples: int = 200,
 ) -> dict:
     """One recipe: quantize the model (default: the cached teacher); score the float and quantized bundles."""
     recipe = load_recipe(recipe_name)
@@ -63,27 +68,43 @@ def measure(
     row["size_ratio"] = row["bytes_fp32"] / row["bytes_quant"]
     row["bundle"] = str(result.bundle)
     row["fp32_bundle"] = str(result.fp32_bundle)  # the float export it was made from (benched as "float")
-    if recipe.backend not in runnable_backends():
+    runs_here = recipe.backend in runnable_backends()
+    if not runs_here and not replayable(recipe.backend):
         row["not_measured"] = f"{recipe.backend} prediction needs macOS"
         return row
     examples = load_dataset(data, limit=limit)
-    reference = evaluate_bundle(result.fp32_bundle, recipe.backend, examples, progress)
-    quantized = evaluate_bundle(result.bundle, recipe.backend, examples, progress)
+    replay = None if runs_here else predictor.model  # weight-only: its weights replayed in PyTorch
+    reference = evaluate_bundle(result.fp32_bundle, recipe.backend, examples, progress, replay)
+    quantized = evaluate_bundle(result.bundle, recipe.backend, examples, progress, replay)
     row |= {
         "float": reference.primary,
         "quantized": quantized.primary,
         "drops": task_drops(reference, quantized),
-        "ms_per_request_float": reference.seconds_per_request * 1e3,
-        "ms_per_request_quant": quantized.seconds_per_request * 1e3,
     }
+    # the noise of each change: whole images resampled, the same draws for both bundles
+    diffs = paired_bootstrap(examples, reference.results, quantized.results, resamples=resamples)
+    row["change_interval_95"] = {task: [round(d.low, 2), round(d.high, 2)] for task, d in diffs.items()}
+    if runs_here:
+        row["ms_per_request_float"] = reference.seconds_per_request * 1e3
+        row["ms_per_request_quant"] = quantized.seconds_per_request * 1e3
+    else:
+        row["runner"] = quantized.runner
     return row
+
+
+def _cell(row: dict, task: str) -> str:
+    """``float → quantized (change [95 % interval])``; rows from before the bootstrap have no interval."""
+    text = f"{row['float'][task]:.1f} → {row['quantized'][task]:.1f} ({-row['drops'][task]:+.1f}"
+    interval = row.get("change_interval_95", {}).get(task)
+    return text + (f" [{interval[0]:+.1f}, {interval[1]:+.1f}])" if interval else ")")
 
 
 def markdown(report: dict) -> str:
     """The README table: per recipe, size and per-task metric (float → quantized, drop)."""
     lines = [
         f"Quantization on the trained embedded teacher · {report['date']} · {report['machine']} · "
-        f"evaluated on {report['data']}, calibrated on shapes:train",
+        f"evaluated on {report['data']}, calibrated on shapes:train · cells: float → quantized (change "
+        "[95 % interval, paired bootstrap over images])",
         "",
         "| recipe | backend | size float → quant | ms/request float → quant | "
         + " | ".join(f"{t} {m}" for t, m in PRIMARY_METRIC.items())
@@ -96,13 +117,12 @@ def markdown(report: dict) -> str:
             cells = ["–"] * len(PRIMARY_METRIC)
             latency = row["not_measured"]
         else:
-            latency = f"{row['ms_per_request_float']:.1f} → {row['ms_per_request_quant']:.1f}"
-            cells = [
-                f"{row['float'][t]:.1f} → {row['quantized'][t]:.1f} ({-row['drops'][t]:+.1f})"
-                if t in row["float"]
-                else "–"
-                for t in PRIMARY_METRIC
-            ]
+            latency = (
+                f"{row['ms_per_request_float']:.1f} → {row['ms_per_request_quant']:.1f}"
+                if "runner" not in row
+                else "not measured: weights replayed in PyTorch (fp32 arithmetic)"
+            )
+            cells = [_cell(row, t) if t in row["float"] else "–" for t in PRIMARY_METRIC]
         lines.append(
             f"| {row['recipe']} | {row['backend']} | {size} | {latency} | " + " | ".join(cells) + " |"
         )

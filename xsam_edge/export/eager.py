@@ -28,7 +28,9 @@ EAGER = "eager"
 _LLM_GRAPHS = ("llm_kvio_prefill", "llm_kvio_decode")
 
 
-class _EagerGraph:
+class EagerGraph:
+    """One eager graph wrapper behind the runtime's ``GraphRunner`` protocol (numpy in, numpy out)."""
+
     def __init__(self, module: torch.nn.Module, device: torch.device) -> None:
         self.module, self.device = module, device
 
@@ -51,8 +53,8 @@ class EagerBackend:
         self.model, self.slots = model.eval(), slots
         self.device = next(model.parameters()).device
 
-    def graph(self, manifest: Manifest, name: str) -> _EagerGraph:
-        return _EagerGraph(build_graph(self.model, name, self.slots).to(self.device), self.device)
+    def graph(self, manifest: Manifest, name: str) -> EagerGraph:
+        return EagerGraph(build_graph(self.model, name, self.slots).to(self.device), self.device)
 
     def llm(self, manifest: Manifest) -> HostCacheLLM:
         graph = self.graph(manifest, _LLM_GRAPHS[0])  # one KV-I/O wrapper serves prefill and decode

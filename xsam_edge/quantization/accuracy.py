@@ -43,6 +43,8 @@ class BundleScore:
     metrics: dict[str, dict[str, float]]
     seconds_per_request: float
     requests: int
+    runner: str = ""  # empty: the backend's own runtime; else how it was run (``replay.REPLAY_RUNNER``)
+    results: list = field(default_factory=list, repr=False, compare=False)  # per example, for a bootstrap
 
     @property
     def primary(self) -> dict[str, float]:
@@ -50,31 +52,44 @@ class BundleScore:
 
 
 def evaluate_bundle(
-    bundle: str | os.PathLike, backend: str, examples: Sequence[Example], progress: bool = True
+    bundle: str | os.PathLike,
+    backend: str,
+    examples: Sequence[Example],
+    progress: bool = True,
+    replay_model: XSam | None = None,
 ) -> BundleScore:
     """Every task's metrics for ``bundle`` answered by ``EdgeSession`` on ``backend``.
 
+    Where the backend cannot run here but its files' weights can be read (Core ML on Linux), pass the model
+    the bundle was made from as ``replay_model``: the bundle's decompressed weights then run in its eager
+    graphs (``replay.WeightReplay``), and the score's ``runner`` says so.
+
     Raises:
-        RuntimeError: the backend cannot run here (Core ML on Linux).
-        ValueError: no examples.
+        RuntimeError: the backend cannot run here, and cannot be replayed (no ``replay_model``).
+        ValueError: no examples; a replayed bundle not made from ``replay_model``.
     """
     from xsam_edge.metrics.evaluate import predict_all
     from xsam_edge.metrics.tasks import evaluate
     from xsam_edge.runtime.session import EdgeSession
 
+    from .replay import REPLAY_RUNNER, WeightReplay, replayable
+
     here = runnable_backends()  # EdgeSession runs them on this OS (Core ML: macOS only)
+    runtime, runner = None, ""
     if backend not in here:
-        raise RuntimeError(
-            f"{backend!r} bundles cannot be evaluated on this machine (runtimes here: {', '.join(here)})"
-        )
+        if replay_model is None or not replayable(backend):
+            raise RuntimeError(
+                f"{backend!r} bundles cannot be evaluated on this machine (runtimes here: {', '.join(here)})"
+            )
+        runtime, runner = WeightReplay(replay_model, backend), REPLAY_RUNNER
     if not examples:
         raise ValueError("no examples to evaluate: the dataset is empty")
-    session = EdgeSession(bundle, backend)
+    session = EdgeSession(bundle, backend, runtime=runtime)
     start = time.perf_counter()
     results = predict_all(session, list(examples), progress)
     seconds = time.perf_counter() - start
     metrics = evaluate(list(zip(examples, results, strict=True)))
-    return BundleScore(metrics, seconds / len(examples), len(examples))
+    return BundleScore(metrics, seconds / len(examples), len(examples), runner, results)
 
 
 def task_drops(reference: BundleScore, candidate: BundleScore) -> dict[str, float]:

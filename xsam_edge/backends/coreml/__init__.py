@@ -16,4 +16,5 @@ COREML = Backend(
     host_cpu=False,
     pack="xsam_edge.backends.coreml.pack:pack_llm",
     pack_options=("multifunction", "tied_embed"),
+    weights="xsam_edge.backends.coreml.weights:package_weights",
 )

@@ -23,10 +23,12 @@ The numeric check (``MLModel.predict`` against eager) runs only where ``coreml_p
 from __future__ import annotations
 
 import platform
+import re
 import shutil
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +222,36 @@ COREML_DECOMPOSITIONS = {
     torch.ops.aten.upsample_bicubic2d.default: _upsample_bicubic2d,
     torch.ops.aten.upsample_bicubic2d.vec: _upsample_bicubic2d_vec,
 }
+_UNSUPPORTED = re.compile(r"Unsupported fx node \S+, kind (\w+)")
+MAX_DECOMPOSITION_ROUNDS = 16
+
+
+def convert_decomposed(program: torch.export.ExportedProgram, convert: Callable[[Any], Any]) -> Any:
+    """``convert`` the program decomposed just enough for coremltools to translate it.
+
+    The table grows by PyTorch's core decomposition of each op coremltools names as unsupported, until
+    the program converts.
+    X-SAM's graphs convert with ``COREML_DECOMPOSITIONS`` alone; a user's module may carry ops coremltools
+    has no translation for (a Hugging Face LLM's mask code: ``diff``, ``new_ones``). Only the ops it refuses
+    are decomposed, so the rest keep the fused forms its translations expect.
+
+    Raises:
+        NotImplementedError: an op coremltools refuses that has no core decomposition (the original error).
+    """
+    core = torch._decomp.core_aten_decompositions()
+    table = dict(COREML_DECOMPOSITIONS)
+    for _ in range(MAX_DECOMPOSITION_ROUNDS):
+        try:
+            return convert(program.run_decompositions(table))
+        except NotImplementedError as error:
+            match = _UNSUPPORTED.search(str(error))
+            added = {op: fn for op, fn in core.items() if match and str(op).split(".")[1] == match[1]}
+            if not added or added.keys() <= table.keys():
+                raise
+            table.update(added)
+    raise NotImplementedError(f"coremltools refused more than {MAX_DECOMPOSITION_ROUNDS} ops in turn")
+
+
 # ops the ML-program backend emits under another name than the MIL registry's (coreml_update_state)
 _BACKEND_OPS = {"write_state"}
 

@@ -38,8 +38,8 @@ import numpy as np
 import torch
 
 from xsam_edge.backends.coreml.export import (
-    COREML_DECOMPOSITIONS,
     PREDICT_SKIP_REASON,
+    convert_decomposed,
     discard_temp_package,
     mil_op_histogram,
 )
@@ -239,23 +239,26 @@ class CoreMLQuantizer(FileQuantizer):
         check_request(BACKEND, name, (), scheme, {}, {}, needs_data=False)  # before the conversion
         with torch.no_grad():
             program = torch.export.export(module.eval(), tuple(example_inputs), strict=False)
-        program = program.run_decompositions(COREML_DECOMPOSITIONS)  # what coremltools cannot translate
         user_inputs = program.graph_signature.user_inputs
         inputs = [
             ct.TensorType(name=n, shape=x.shape, dtype=np.float32 if x.is_floating_point() else np.int32)
             for n, x in zip(user_inputs, example_inputs, strict=True)
         ]
         precision = ct.precision.FLOAT32 if scheme.name == "fp32" else ct.precision.FLOAT16
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            mlmodel = ct.convert(
-                program,
-                inputs=inputs,
-                convert_to="mlprogram",
-                minimum_deployment_target=ct.target.iOS18,
-                compute_precision=precision,
-                skip_model_load=True,
-            )
+
+        def convert(decomposed: torch.export.ExportedProgram) -> Any:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return ct.convert(
+                    decomposed,
+                    inputs=inputs,
+                    convert_to="mlprogram",
+                    minimum_deployment_target=ct.target.iOS18,
+                    compute_precision=precision,
+                    skip_model_load=True,
+                )
+
+        mlmodel = convert_decomposed(program, convert)  # what coremltools cannot translate, decomposed
         package = Path(out_dir) / f"{name}.mlpackage"
         write_atomically(package.parent, lambda tmp: mlmodel.save(str(tmp / package.name)))
         discard_temp_package(mlmodel)
