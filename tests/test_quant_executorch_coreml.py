@@ -572,3 +572,22 @@ def test_coreml_converts_a_user_module_with_ops_coremltools_cannot_translate(tmp
     spec = ct.models.MLModel(str(package), skip_model_load=True).get_spec()
     assert [i.name for i in spec.description.input] == ["ids"]
     assert "linear" in mil_op_histogram(spec)
+
+
+def test_coreml_mixed_w4_keeps_the_weights_int4_resolves_worst_at_int8(coreml_llm, tmp_path):
+    """``ratio`` was ignored by Core ML (every weight INT4); now ``1 - ratio`` of them stay at INT8, ranked by
+    their INT4 rounding error as on ONNX and ExecuTorch, and the decompressed weights show it."""
+    from xsam_edge.backends.coreml.quantize import compress_package
+    from xsam_edge.backends.coreml.weights import package_weights
+
+    source, mixed = coreml_llm["llm_prefill"][0], tmp_path / "mixed.mlpackage"
+    _, notes = compress_package(source, mixed, Int4WeightOnly(group_size=32, ratio=0.5))
+    (note,) = [n for n in notes if "ratio 0.5" in n]
+    chosen = int(note.split(": ")[1].split()[0])
+    blocks = {
+        k: w.astype(np.float32).reshape(-1, 32)
+        for k, w in package_weights(mixed).items()
+        if k.startswith("p_lm_blocks_") and w.ndim == 2  # the 8 block linears (the head: INT8, head_bits)
+    }
+    int8 = [k for k, b in blocks.items() if max(len(np.unique(row)) for row in b) > 16]
+    assert 0 < len(int8) <= chosen and len(int8) < len(blocks), (int8, note)

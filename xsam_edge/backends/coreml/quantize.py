@@ -10,7 +10,8 @@ scheme         what each package of the graph becomes
 ``w8``         ``linear_quantize_weights``: symmetric INT8 per output channel
                (``constexpr_blockwise_shift_scale``)
 ``w4``         ``linear_quantize_weights``: INT4 in blocks of ``group_size`` along the input dimension;
-               the output layers (``output_weights``) per-channel INT8 unless ``head_bits`` is 4
+               the output layers (``output_weights``) per-channel INT8 unless ``head_bits`` is 4;
+               ``ratio < 1`` keeps the weights INT4 resolves worst at INT8 (``1 - ratio`` of them)
 ``palettize``  ``palettize_weights``: k-means look-up tables of ``nbits``, one per ``group_size`` output
                channels → ``constexpr_lut_to_dense``
 =============  ==========================================================================================
@@ -182,6 +183,12 @@ def compress_package(
         per_constant.update(dict.fromkeys(heads, _config(Int8WeightOnly())))
         if heads:
             notes.append(f"{src.name}: output layer(s) at INT8 (head_bits 8): {', '.join(heads)}")
+    if isinstance(scheme, Int4WeightOnly) and scheme.ratio < 1:
+        int8 = _int8_share(src, constants, per_constant, threshold, scheme)
+        per_constant.update(dict.fromkeys(int8, _config(Int8WeightOnly())))
+        notes.append(
+            f"{src.name}: {len(int8)} weight(s) at INT8 (ratio {scheme.ratio}: those INT4 resolves worst)"
+        )
     try:
         compressed = _compress(compress, mlmodel, config, per_constant)
     except AttributeError as error:
@@ -201,6 +208,29 @@ def compress_package(
     if buffers:
         notes.append(f"{src.name}: {buffers} non-parameter constants (RoPE tables, mask fills …) kept float")
     return kept, notes
+
+
+def _int8_share(
+    src: Path, constants: dict[str, tuple[int, int]], settled: dict, threshold: int, scheme: Int4WeightOnly
+) -> set[str]:
+    """The 2-D parameters a mixed ``w4`` keeps at INT8.
+
+    The largest INT4 rounding error first, until ``1 - ratio`` of the weights (``ranking.int8_share``;
+    ONNX and ExecuTorch rank the same way).
+    """
+    from xsam_edge.backends.coreml.weights import package_weights, parameter_name
+    from xsam_edge.quantization.ranking import int4_weight_error, int8_share
+
+    values = package_weights(src)
+    errors, sizes = {}, {}
+    for name, (size, _) in constants.items():
+        weight = values.get(parameter_name(name))
+        if name in settled or size <= threshold or weight is None or weight.ndim != 2:
+            continue
+        error = int4_weight_error(weight.T, scheme.group_size)  # (out, in) → the (in, out) it ranks
+        if error is not None:
+            errors[name], sizes[name] = error, size
+    return int8_share(errors, sizes, scheme.ratio)
 
 
 def _compress(compress, mlmodel, config, per_constant: dict):
