@@ -65,6 +65,10 @@ SCHEMES: dict[str, tuple[dict[str, Any], str]] = {
         {"scheme": "palettize", "nbits": 4, "group_size": 16},
         "apple-ane's LLM: 4-bit LUT per 16 rows",
     ),
+    "pal6-g16": (
+        {"scheme": "palettize", "nbits": 6, "group_size": 16},
+        "6-bit LUT per 16 rows",
+    ),
 }
 ARITHMETIC = "fp32 (the packages compute in fp16 on Apple devices: not simulated)"
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -47,7 +47,6 @@ class ReplayedGraph:
     parameters: int = 0
     elements: int = 0
     max_abs_change: float = 0.0
-    notes: list[str] = field(default_factory=list)
 
 
 def replayable(backend: str) -> bool:
