@@ -14,7 +14,12 @@ from torch import nn
 
 from xsam_edge.backends.openvino.quantize import SATURATION_NOTE
 from xsam_edge.quantization.any_model import load_samples, quantize_model, split_holdout
-from xsam_edge.quantization.fidelity import host_int8_saturates, measure_outputs, sample_cosine
+from xsam_edge.quantization.fidelity import (
+    host_int8_saturates,
+    int8_saturates,
+    measure_outputs,
+    sample_cosine,
+)
 from xsam_edge.quantization.schemes import Int4WeightOnly, Int8Static, scheme_from_dict
 
 
@@ -55,6 +60,17 @@ def test_fidelity_reports_the_worst_sample_not_the_pool():
     assert f.worst_psnr_db < f.psnr_db
     assert sample_cosine(np.zeros((2, 16)), np.zeros((2, 16))) == 1.0
     assert sample_cosine(np.ones(4), np.zeros(4)) == 0.0
+
+
+def test_int8_saturation_is_read_off_the_cpu_flags():
+    """x86 without VNNI or AMX saturates U8×S8 pair sums (ORT, oneDNN); ARM and VNNI CPUs do not."""
+    assert int8_saturates("x86_64", {"sse4_2", "avx", "avx2", "fma"})
+    assert not int8_saturates("x86_64", {"avx2", "avx512f", "avx512_vnni"})
+    assert not int8_saturates("x86_64", {"avx2", "avx_vnni"})
+    assert not int8_saturates("AMD64", {"amx_int8"})
+    assert not int8_saturates("aarch64", {"asimd"})
+    assert not int8_saturates("arm64", set())
+    assert not int8_saturates("x86_64", None)  # no /proc/cpuinfo (macOS, Windows)
 
 
 def test_split_holdout_and_sample_files(tmp_path):

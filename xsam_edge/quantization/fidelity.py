@@ -21,7 +21,14 @@ import numpy as np
 
 from xsam_edge.export.placement import psnr
 
-__all__ = ["FEATURE_AXIS_MIN", "Fidelity", "host_int8_saturates", "measure_outputs", "sample_cosine"]
+__all__ = [
+    "FEATURE_AXIS_MIN",
+    "Fidelity",
+    "host_int8_saturates",
+    "int8_saturates",
+    "measure_outputs",
+    "sample_cosine",
+]
 
 FEATURE_AXIS_MIN = 8
 """An output whose last axis has at least this many channels (and ≥ 2 axes) is scored per token."""
@@ -110,20 +117,29 @@ def measure_outputs(
 _INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
+def int8_saturates(machine: str, flags: set[str] | None) -> bool:
+    """Whether a CPU of this ``platform.machine()`` and these ``/proc/cpuinfo`` flags may saturate INT8 GEMMs.
+
+    x86 without VNNI or AMX: ONNX Runtime (and oneDNN) multiply U8×S8 with ``VPMADDUBSW``, whose 16-bit pair
+    sums clamp (ORT's quantization guide). ARM widens before it adds. ``flags=None`` (no cpuinfo) is taken
+    for a modern CPU.
+    """
+    if machine.lower() not in ("x86_64", "amd64", "i386", "i686") or flags is None:
+        return False
+    return not (_INT8_DOT_FLAGS & flags)
+
+
 @functools.cache
 def host_int8_saturates() -> bool:
-    """Whether this CPU's INT8 GEMM kernels may saturate: an x86 CPU with neither VNNI nor AMX.
+    """``int8_saturates`` of this machine.
 
-    There ONNX Runtime (and oneDNN) multiply U8×S8 with ``VPMADDUBSW``, whose 16-bit pair sums clamp
-    (ORT's quantization guide): a file measured here reads worse than it runs on an ARM phone or a VNNI
-    CPU, by an amount that depends on the host (0.9987 against 0.99994 worst cosine seen on an AVX2 EPYC).
+    Where true, a file measured here may read worse than it runs on an ARM phone or a VNNI CPU, by an amount
+    that depends on the host (0.9987 against 0.99994 worst cosine on an AVX2 EPYC, ``docs/results``).
     """
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
-        return False
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return False  # not Linux: no flags to read; assume a modern CPU
-    for line in cpuinfo.read_text().splitlines():
-        if line.startswith("flags"):
-            return not (_INT8_DOT_FLAGS & set(line.split(":", 1)[1].split()))
-    return False
+    cpuinfo, flags = Path("/proc/cpuinfo"), None
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    return int8_saturates(platform.machine(), flags)
