@@ -8,6 +8,9 @@ fp16 Core ML package (``CoreMLQuantizer.export_float``), each scheme compresses 
 quantize stage does (``compress_package``), and its decompressed weights (``backends.coreml.weights``) go
 back into the module (``quantization.replay.load_package_weights``), scored eagerly in fp32 arithmetic on the
 same held-out Lee windows, paired window by window with the fp16 package replayed the same way.
+``spal4-g16`` is palettized in torch first (``sensitive_palettize``: k-means weighted by the Fisher diagonal
+of the 16 pydoc windows the data-aware schemes of ``benchmarks.real_weights.llm`` calibrate on), then
+exported and packed; it is scored the same way.
 
 Run: ``python -m benchmarks.real_weights.llm_coreml [--windows N] [--schemes fp16,w8,…] [--tied]``. Packages
 and per-window results are cached under ``$XSAM_EDGE_TESTBED/work/llm-coreml[-tied]/``. Writes
@@ -20,6 +23,7 @@ import argparse
 import copy
 import datetime
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -33,6 +37,7 @@ from benchmarks import RESULTS_DIR
 from benchmarks.real_weights.common import atomic_json, log, read_json, write_text
 from benchmarks.real_weights.fetch import ARTEFACTS, cache_dir, fetch
 from benchmarks.real_weights.llm import (
+    CALIBRATION,
     GGUF,
     HOLDOUT,
     WINDOW,
@@ -69,11 +74,57 @@ SCHEMES: dict[str, tuple[dict[str, Any], str]] = {
         {"scheme": "palettize", "nbits": 6, "group_size": 16},
         "6-bit LUT per 16 rows",
     ),
+    "spal4-g16": (
+        {"scheme": "palettize", "nbits": 4, "group_size": 16},
+        "4-bit LUT per 16 rows, k-means weighted by the Fisher diagonal (SqueezeLLM) of 16 pydoc windows",
+    ),
 }
+SENSITIVE = ("spal4-g16",)  # palettized in torch (benchmarks.real_weights.sensitive_palettize), then packed
 ARITHMETIC = "fp32 (the packages compute in fp16 on Apple devices: not simulated)"
 
 
-def package(work: Path, key: str, module: torch.nn.Module, window: int) -> tuple[Path, float]:
+def calibration_windows(tokenizer: Any, window: int) -> np.ndarray:
+    """The pydoc windows ``benchmarks.real_weights.llm`` calibrates its data-aware schemes on."""
+    import pydoc_data.topics
+
+    topics = pydoc_data.topics.topics
+    pydoc = chunks(tokenizer, "\n\n".join(topics[k] for k in sorted(topics)), window)
+    return pydoc[spaced(CALIBRATION, len(pydoc))]
+
+
+def sensitive_package(work: Path, key: str, module: torch.nn.Module, calibration: np.ndarray) -> None:
+    """``work/key/model.mlpackage``: ``module`` palettized with Fisher-weighted k-means, exported, packed."""
+    from benchmarks.real_weights import sensitive_palettize as sp
+    from xsam_edge.backends.coreml.quantize import CoreMLQuantizer
+    from xsam_edge.quantization.schemes import Float16
+
+    def next_token_loss(m: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(m(ids)[0, :-1], ids[0, 1:])
+
+    cached = work / f"fisher-{len(calibration)}x{calibration.shape[1]}.pt"
+    if cached.is_file():
+        fisher = torch.load(cached, weights_only=True)
+    else:
+        log(f"Fisher diagonal on {len(calibration)} calibration windows")
+        fisher = sp.fisher_diagonal(module, (torch.from_numpy(c[None]) for c in calibration), next_token_loss)
+        torch.save(fisher, cached.with_suffix(".tmp"))
+        cached.with_suffix(".tmp").replace(cached)
+    scheme = SCHEMES[key][0]
+    palettized = copy.deepcopy(module).eval()
+    log(f"weighted k-means, {scheme['nbits']} bits per {scheme['group_size']} rows")
+    sp.palettize_in_place(palettized, fisher, scheme["nbits"], scheme["group_size"])
+    del fisher
+    example = (torch.zeros(1, calibration.shape[1], dtype=torch.int64),)
+    staging = work / key / "float"
+    CoreMLQuantizer().export_float(palettized, example, staging, "model", Float16())
+    del palettized
+    sp.pack_package(staging / "model.mlpackage", work / key / "model.mlpackage", scheme["group_size"])
+    shutil.rmtree(staging)
+
+
+def package(
+    work: Path, key: str, module: torch.nn.Module, window: int, calibration: np.ndarray
+) -> tuple[Path, float]:
     """The scheme's package under ``work/key`` (made from the fp16 export unless cached), and its seconds."""
     from xsam_edge.backends.coreml.quantize import CoreMLQuantizer, compress_package
     from xsam_edge.quantization.schemes import Float16, scheme_from_dict
@@ -87,7 +138,9 @@ def package(work: Path, key: str, module: torch.nn.Module, window: int) -> tuple
     if not float_package.is_dir():
         example = (torch.zeros(1, window, dtype=torch.int64),)
         CoreMLQuantizer().export_float(module, example, float_package.parent, "model", Float16())
-    if key != "fp16":
+    if key in SENSITIVE:
+        sensitive_package(work, key, module, calibration)
+    elif key != "fp16":
         compress_package(float_package, out, scheme_from_dict(SCHEMES[key][0], key))
     seconds = time.perf_counter() - start
     atomic_json(marker, {"seconds": seconds})
@@ -159,12 +212,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     tokenizer, module = load_model(paths["llm"], tied=args.tied)
     lee = chunks(tokenizer, (paths["text"] / "lee_background.cor").read_text(encoding="utf-8"), WINDOW)
     windows = lee[spaced(args.windows, len(lee) - HOLDOUT)]  # the windows benchmarks.real_weights.llm scores
+    calibration = calibration_windows(tokenizer, WINDOW)
     work = cache_dir() / "work" / ("llm-coreml-tied" if args.tied else "llm-coreml")
     replayed = copy.deepcopy(module).eval()  # every scheme's package overwrites the weights it stores
     rows: dict[str, Any] = {}
     for key in keys:
         log(f"coreml {key}")
-        pkg, seconds = package(work, key, module, WINDOW)
+        pkg, seconds = package(work, key, module, WINDOW, calibration)
         result = replay_score(work, key, pkg, replayed, windows)
         size = sum(f.stat().st_size for f in pkg.rglob("*") if f.is_file())
         rows[key] = {
