@@ -3,13 +3,14 @@
 Why: coremltools' post-training k-means weighs every weight alike, and on the real 0.5 B LLM its 4-bit tables
 per 16 rows cost +49.7 % perplexity, against +7 % for INT4 in blocks of 32 (the tables are coarser: one per
 16 × 896 weights). SqueezeLLM weighs each weight by the Fisher diagonal of the model's own loss, so the
-table's 16 values sit where the loss is sensitive; coremltools ships the method as ``SKMPalettizer``, but its
-torch k-means ran for over an hour on this model's first table and its sensitivity pass was OOM-killed at
-17 GB here. What: the Fisher diagonal from calibration samples (one model, one gradient, one sum in memory),
-then per group of output rows an exact weighted 1-D k-means (the ``kmeans1d`` solver coremltools bundles
-and runs for its own k-means) on the fp16 values the package stores. The weights become table values in
-place; converting the module and packing each group's distinct values with coremltools' ``unique`` mode
-gives a ``constexpr_lut_to_dense`` package without further loss.
+table's 16 values sit where the loss is sensitive; coremltools ships the method as ``SKMPalettizer``, but here
+its sensitivity pass was OOM-killed at 17 GB, and its k-means had not finished this model's first table
+after 15 minutes (it clusters all 14,336 fp32 values of a group; the fp16 values a package stores
+deduplicate to 2,500-6,000). What: the Fisher diagonal from calibration samples (one model, one gradient,
+one sum in memory), then per group of output rows an exact weighted 1-D k-means (the ``kmeans1d`` solver
+coremltools bundles and runs for its own k-means) on the fp16 values the package stores. The weights become
+table values in place; converting the module and packing each group's distinct values with coremltools'
+``unique`` mode gives a ``constexpr_lut_to_dense`` package without further loss.
 """
 
 from __future__ import annotations
