@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from benchmarks import RESULTS_DIR
-from benchmarks.real_weights.common import atomic_json, log, read_json, write_text
+from benchmarks.real_weights.common import atomic_json, calibration_text, log, read_json, write_text
 from benchmarks.real_weights.fetch import ARTEFACTS, cache_dir, fetch
 
 GGUF = "qwen2.5-coder-0.5b-instruct.gguf"
@@ -509,11 +509,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = fetch(("llm", "text"))
     log("loading the GGUF model (dequantized to float32)" + (", one table tied" if args.tied else ""))
     tokenizer, model = load_model(paths["llm"], tied=args.tied)
-    import pydoc_data.topics
-
     lee = chunks(tokenizer, (paths["text"] / "lee_background.cor").read_text(encoding="utf-8"), args.window)
-    topics = pydoc_data.topics.topics
-    pydoc = chunks(tokenizer, "\n\n".join(topics[k] for k in sorted(topics)), args.window)
+    pydoc = chunks(tokenizer, calibration_text(), args.window)
     calib_index = spaced(args.calibration, len(pydoc))
     if args.eval_text == "lee":
         eval_index = spaced(args.windows, len(lee) - HOLDOUT)

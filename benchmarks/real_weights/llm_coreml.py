@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from benchmarks import RESULTS_DIR
-from benchmarks.real_weights.common import atomic_json, log, read_json, write_text
+from benchmarks.real_weights.common import atomic_json, calibration_text, log, read_json, write_text
 from benchmarks.real_weights.fetch import ARTEFACTS, cache_dir, fetch
 from benchmarks.real_weights.llm import (
     CALIBRATION,
@@ -85,10 +85,7 @@ ARITHMETIC = "fp32 (the packages compute in fp16 on Apple devices: not simulated
 
 def calibration_windows(tokenizer: Any, window: int) -> np.ndarray:
     """The pydoc windows ``benchmarks.real_weights.llm`` calibrates its data-aware schemes on."""
-    import pydoc_data.topics
-
-    topics = pydoc_data.topics.topics
-    pydoc = chunks(tokenizer, "\n\n".join(topics[k] for k in sorted(topics)), window)
+    pydoc = chunks(tokenizer, calibration_text(), window)
     return pydoc[spaced(CALIBRATION, len(pydoc))]
 
 

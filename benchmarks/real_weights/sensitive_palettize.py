@@ -22,8 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 
-WEIGHT_THRESHOLD = 2048  # coremltools leaves tensors of at most this many elements uncompressed
-
 
 def fisher_diagonal(
     module: torch.nn.Module, samples: Iterable[Any], loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor]
@@ -48,7 +46,7 @@ def _row_weights(fisher: torch.Tensor) -> np.ndarray:
     Rows the calibration never reached (a lookup table's unseen tokens have no gradient at all) count as the
     tensor's average row, not as nothing.
     """
-    f = fisher.detach().double().numpy().copy()
+    f = fisher.detach().numpy().astype(np.float64)  # a copy: the caller's tensor stays as it was
     dead = f.sum(axis=1) == 0
     if dead.all():
         return np.ones_like(f)
@@ -77,10 +75,11 @@ def palettize_in_place(
 
     ``fisher=None`` weighs every weight alike. Returns the names changed.
     """
+    threshold = _pack_config(group_size).weight_threshold  # what pack_package leaves uncompressed
     changed = []
     with torch.no_grad():
         for name, p in module.named_parameters():
-            if p.ndim != 2 or p.numel() <= WEIGHT_THRESHOLD or p.shape[0] % group_size:
+            if p.ndim != 2 or p.numel() <= threshold or p.shape[0] % group_size:
                 continue
             values = p.detach().to(torch.float16).numpy()
             weights = np.ones(values.shape) if fisher is None else _row_weights(fisher[name])
@@ -93,6 +92,13 @@ def palettize_in_place(
     return changed
 
 
+def _pack_config(group_size: int) -> Any:
+    """The palettizer config that takes each group's distinct values as its table (no clustering)."""
+    import coremltools.optimize.coreml as cto
+
+    return cto.OpPalettizerConfig(mode="unique", granularity="per_grouped_channel", group_size=group_size)
+
+
 def pack_package(src: Path, dst: Path, group_size: int) -> None:
     """``src`` (an fp16 package of a palettized module) with each group's distinct values as its table."""
     import coremltools as ct
@@ -100,8 +106,7 @@ def pack_package(src: Path, dst: Path, group_size: int) -> None:
 
     from xsam_edge.files import write_atomically
 
-    config = cto.OpPalettizerConfig(mode="unique", granularity="per_grouped_channel", group_size=group_size)
     model = ct.models.MLModel(str(src), skip_model_load=True)
-    packed = cto.palettize_weights(model, cto.OptimizationConfig(global_config=config))
+    packed = cto.palettize_weights(model, cto.OptimizationConfig(global_config=_pack_config(group_size)))
     dst.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(dst.parent, lambda tmp: packed.save(str(tmp / dst.name)))
