@@ -178,7 +178,8 @@ def quantize_point(preset: str, point: dict, name: str, fingerprint: str, work: 
     """Child process 3 (one per recipe): quantize from the prepared work folder; bytes per graph.
 
     File-based quantizers (OpenVINO, ONNX, Core ML) get the model on the meta device, so this process holds
-    only the calibration set and the quantizer's own copies; ExecuTorch quantizes modules and needs weights.
+    only the calibration set and the quantizer's own copies; ExecuTorch quantizes modules and needs weights,
+    and so does a calibrated Core ML recipe (its data-aware palettization weighs the torch graph's weights).
     """
     from xsam_edge.quantization.quantize import graph_entries, quantize_bundle
     from xsam_edge.quantization.report import files_bytes
@@ -186,7 +187,8 @@ def quantize_point(preset: str, point: dict, name: str, fingerprint: str, work: 
     from xsam_edge.spec.tokenizer import tiny_tokenizer
 
     recipe = _recipe(name)
-    model = _model(preset, point, meta=recipe.backend != "executorch")
+    needs_weights = recipe.backend == "executorch" or (recipe.backend == "coreml" and recipe.calibrated)
+    model = _model(preset, point, meta=not needs_weights)
     start = time.perf_counter()
     tokenizer, stage = tiny_tokenizer(model.config.tokens), _stage_work(work, recipe)
     bundle = work / "bundles" / name

@@ -8,9 +8,10 @@ fp16 Core ML package (``CoreMLQuantizer.export_float``), each scheme compresses 
 quantize stage does (``compress_package``), and its decompressed weights (``backends.coreml.weights``) go
 back into the module (``quantization.replay.load_package_weights``), scored eagerly in fp32 arithmetic on the
 same held-out Lee windows, paired window by window with the fp16 package replayed the same way.
-``spal4-g16`` is palettized in torch first (``sensitive_palettize``: k-means weighted by the Fisher diagonal
-of the 16 pydoc windows the data-aware schemes of ``benchmarks.real_weights.llm`` calibrate on), then
-exported and packed; it is scored the same way.
+The data-aware palettizations weigh their k-means (``backends.coreml.palettize``) by a sensitivity measured
+on the 16 pydoc windows the data-aware schemes of ``benchmarks.real_weights.llm`` calibrate on: ``spal4``
+by the next-token Fisher diagonal (SqueezeLLM; it needs labels), ``fpal4`` by the output sensitivity the
+Core ML handler itself measures (``quantization.importance``), so ``fpal4`` is what a recipe ships.
 
 Run: ``python -m benchmarks.real_weights.llm_coreml [--windows N] [--schemes fp16,w8,…] [--tied]``. Packages
 and per-window results are cached under ``$XSAM_EDGE_TESTBED/work/llm-coreml[-tied]/``. Writes
@@ -23,7 +24,6 @@ import argparse
 import copy
 import datetime
 import platform
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -75,11 +75,24 @@ SCHEMES: dict[str, tuple[dict[str, Any], str]] = {
         "6-bit LUT per 16 rows",
     ),
     "spal4-g16": (
-        {"scheme": "palettize", "nbits": 4, "group_size": 16},
-        "4-bit LUT per 16 rows, k-means weighted by the Fisher diagonal (SqueezeLLM) of 16 pydoc windows",
+        {"scheme": "palettize", "nbits": 4, "group_size": 16, "data_aware": True},
+        "4-bit LUT per 16 rows, k-means weighted by the next-token Fisher diagonal (SqueezeLLM) "
+        "of 16 pydoc windows",
+    ),
+    "fpal4-g16": (
+        {"scheme": "palettize", "nbits": 4, "group_size": 16, "data_aware": True},
+        "4-bit LUT per 16 rows, k-means weighted by the output sensitivity the quantize stage measures "
+        "(quantization.importance) on 16 pydoc windows",
+    ),
+    "fpal4-g16-r90-h8": (
+        {"scheme": "palettize", "nbits": 4, "group_size": 16, "data_aware": True}
+        | {"ratio": 0.9, "head_bits": 8},
+        "the same, the head and the 10 % of the weights the tables resolve worst at INT8",
     ),
 }
-SENSITIVE = ("spal4-g16",)  # palettized in torch (benchmarks.real_weights.sensitive_palettize), then packed
+# data-aware schemes → the sensitivity their k-means weighs by: the model's own next-token loss (needs labels,
+# benchmark only) or the labels-free output sensitivity the Core ML handler computes
+SENSITIVITY = {"spal4-g16": "next-token", "fpal4-g16": "output", "fpal4-g16-r90-h8": "output"}
 ARITHMETIC = "fp32 (the packages compute in fp16 on Apple devices: not simulated)"
 
 
@@ -89,34 +102,28 @@ def calibration_windows(tokenizer: Any, window: int) -> np.ndarray:
     return pydoc[spaced(CALIBRATION, len(pydoc))]
 
 
-def sensitive_package(work: Path, key: str, module: torch.nn.Module, calibration: np.ndarray) -> None:
-    """``work/key/model.mlpackage``: ``module`` palettized with Fisher-weighted k-means, exported, packed."""
-    from benchmarks.real_weights import sensitive_palettize as sp
-    from xsam_edge.backends.coreml.quantize import CoreMLQuantizer
-    from xsam_edge.quantization.schemes import Float16
+def sensitivity(work: Path, kind: str, module: torch.nn.Module, calibration: np.ndarray) -> dict:
+    """Per-weight sensitivity by torch.export name, ``next-token`` Fisher or ``output`` (cached)."""
+    from benchmarks.real_weights.sensitive_palettize import fisher_diagonal
+    from xsam_edge.quantization.importance import export_name, output_fisher
 
-    def next_token_loss(m: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.cross_entropy(m(ids)[0, :-1], ids[0, 1:])
-
-    cached = work / f"fisher-{len(calibration)}x{calibration.shape[1]}.pt"
+    cached = work / f"sensitivity-{kind}-{len(calibration)}x{calibration.shape[1]}.pt"
     if cached.is_file():
-        fisher = torch.load(cached, weights_only=True)
+        return {k: v.numpy() for k, v in torch.load(cached, weights_only=True).items()}
+    log(f"{kind} sensitivity on {len(calibration)} calibration windows")
+    windows = [torch.from_numpy(c[None]) for c in calibration]
+    if kind == "output":
+        found = output_fisher(module, [(w,) for w in windows])
     else:
-        log(f"Fisher diagonal on {len(calibration)} calibration windows")
-        fisher = sp.fisher_diagonal(module, (torch.from_numpy(c[None]) for c in calibration), next_token_loss)
-        torch.save(fisher, cached.with_suffix(".tmp"))
-        cached.with_suffix(".tmp").replace(cached)
-    scheme = SCHEMES[key][0]
-    palettized = copy.deepcopy(module).eval()
-    log(f"weighted k-means, {scheme['nbits']} bits per {scheme['group_size']} rows")
-    sp.palettize_in_place(palettized, fisher, scheme["nbits"], scheme["group_size"])
-    del fisher
-    example = (torch.zeros(1, calibration.shape[1], dtype=torch.int64),)
-    staging = work / key / "float"
-    CoreMLQuantizer().export_float(palettized, example, staging, "model", Float16())
-    del palettized
-    sp.pack_package(staging / "model.mlpackage", work / key / "model.mlpackage", scheme["group_size"])
-    shutil.rmtree(staging)
+
+        def next_token_loss(m: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.cross_entropy(m(ids)[0, :-1], ids[0, 1:])
+
+        fisher = fisher_diagonal(module, windows, next_token_loss)
+        found = {export_name(k): v.numpy() for k, v in fisher.items()}
+    torch.save({k: torch.from_numpy(v) for k, v in found.items()}, cached.with_suffix(".tmp"))
+    cached.with_suffix(".tmp").replace(cached)
+    return found
 
 
 def package(
@@ -135,8 +142,10 @@ def package(
     if not float_package.is_dir():
         example = (torch.zeros(1, window, dtype=torch.int64),)
         CoreMLQuantizer().export_float(module, example, float_package.parent, "model", Float16())
-    if key in SENSITIVE:
-        sensitive_package(work, key, module, calibration)
+    if key in SENSITIVITY:
+        importance = sensitivity(work, SENSITIVITY[key], module, calibration)
+        compress_package(float_package, out, scheme_from_dict(SCHEMES[key][0], key), importance=importance)
+        del importance
     elif key != "fp16":
         compress_package(float_package, out, scheme_from_dict(SCHEMES[key][0], key))
     seconds = time.perf_counter() - start

@@ -236,24 +236,51 @@ class Palettize(Scheme):
     Args:
         nbits (int): bits per weight index (2, 3, 4, 6 or 8).
         group_size (int): output channels sharing one table (0: one table per tensor).
+        data_aware (bool): weigh each weight in its table's k-means by the diagonal of the graph's output
+            Gauss-Newton matrix on the calibration samples (SqueezeLLM's sensitivity-weighted k-means), so
+            the table's values sit where the outputs are sensitive. Without it every weight counts alike.
+        ratio (float): the fraction of the weights palettized; the rest, those the tables resolve worst
+            (sensitivity-weighted error per weight when ``data_aware``), INT8 per channel.
+        head_bits (int | None): 8 keeps the graph's output layers (an LLM's head) INT8 per channel;
+            ``None`` palettizes them like the rest.
     """
 
     name: ClassVar[str] = "palettize"
     nbits: int = 4
     group_size: int = 16
+    data_aware: bool = False
+    ratio: float = 1.0
+    head_bits: int | None = None
 
     def __post_init__(self) -> None:
         if self.nbits not in (2, 3, 4, 6, 8):
             raise ValueError(f"palettize: nbits must be one of 2, 3, 4, 6, 8, got {self.nbits!r}")
         if self.group_size != 0:
             _check_group(self.name, self.group_size)
+        if not isinstance(self.data_aware, bool):
+            raise ValueError(f"palettize: data_aware must be true or false, got {self.data_aware!r}")
+        _check_ratio(self.name, self.ratio)
+        if self.head_bits is not None and (isinstance(self.head_bits, bool) or self.head_bits != 8):
+            raise ValueError(f"palettize: head_bits must be 8 or absent, got {self.head_bits!r}")
+
+    @property
+    def calibrated(self) -> bool:  # type: ignore[override]
+        return self.data_aware
 
     @property
     def bits(self) -> int:  # type: ignore[override]
         return self.nbits
 
+    @property
+    def mixed(self) -> bool:
+        """Some weights are not palettized (an INT8 share or head)."""
+        return self.ratio < 1 or self.head_bits == 8
+
     def label(self) -> str:
-        return f"pal{self.nbits}-g{self.group_size}"
+        weighted = "-fisher" if self.data_aware else ""
+        mixed = f"-r{round(self.ratio * 100)}" if self.ratio < 1 else ""
+        head = "-h8" if self.head_bits == 8 else ""
+        return f"pal{self.nbits}-g{self.group_size}{weighted}{mixed}{head}"
 
 
 SCHEMES: dict[str, type[Scheme]] = {

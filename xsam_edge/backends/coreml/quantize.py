@@ -13,7 +13,10 @@ scheme         what each package of the graph becomes
                the output layers (``output_weights``) per-channel INT8 unless ``head_bits`` is 4;
                ``ratio < 1`` keeps the weights INT4 resolves worst at INT8 (``1 - ratio`` of them)
 ``palettize``  ``palettize_weights``: k-means look-up tables of ``nbits``, one per ``group_size`` output
-               channels → ``constexpr_lut_to_dense``
+               channels → ``constexpr_lut_to_dense``; ``data_aware`` weighs the k-means by each weight's
+               output sensitivity on the calibration samples (``quantization.importance``, computed on the
+               torch graph the package came from; ``backends.coreml.palettize``); ``ratio < 1`` keeps the
+               weights the tables resolve worst at INT8, ``head_bits`` 8 the output layers
 =============  ==========================================================================================
 
 Only model parameters are compressed: a constant is one when its MIL name is torch.export's parameter name
@@ -30,7 +33,7 @@ import shutil
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -46,7 +49,7 @@ from xsam_edge.backends.coreml.export import (
 )
 from xsam_edge.files import write_atomically
 from xsam_edge.quantization.common import check_request, keep_float_pattern
-from xsam_edge.quantization.handler import FileQuantizer
+from xsam_edge.quantization.handler import FileQuantizer, GraphSource, QuantizedGraph
 from xsam_edge.quantization.report import GraphQuantReport, files_bytes
 from xsam_edge.quantization.schemes import Int4WeightOnly, Int8WeightOnly, Palettize, Scheme
 
@@ -133,7 +136,11 @@ def _config(scheme: Scheme) -> Any:
 
 
 def compress_package(
-    src: Path, dst: Path, scheme: Scheme, keep_float: Sequence[str] = ()
+    src: Path,
+    dst: Path,
+    scheme: Scheme,
+    keep_float: Sequence[str] = (),
+    importance: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Write ``src`` compressed by ``scheme`` to ``dst`` (atomically).
 
@@ -142,6 +149,9 @@ def compress_package(
         dst (Path): the compressed package (replaced if present).
         scheme (Scheme): a Core ML scheme.
         keep_float (Sequence[str]): module-name patterns whose parameters stay float.
+        importance (Mapping[str, np.ndarray] | None): torch.export parameter name → per-weight sensitivity
+            (``quantization.importance.output_fisher``), which a ``data_aware`` palettization weighs its
+            k-means by.
 
     Returns:
         tuple[list[str], list[str]]: what stayed float (``"name: why"``, parameters large enough to compress
@@ -177,7 +187,7 @@ def compress_package(
                 kept.append(f"{name}: keep_float pattern {pattern!r}")
     compress = cto.palettize_weights if isinstance(scheme, Palettize) else cto.linear_quantize_weights
     notes = []
-    if isinstance(scheme, Int4WeightOnly) and scheme.head_bits == 8:
+    if isinstance(scheme, Int4WeightOnly | Palettize) and scheme.head_bits == 8:
         heads = [n for n in output_weights(mlmodel.get_spec()) if n not in per_constant]
         heads = [n for n in heads if constants[n][0] > threshold]
         per_constant.update(dict.fromkeys(heads, _config(Int8WeightOnly())))
@@ -189,6 +199,8 @@ def compress_package(
         notes.append(
             f"{src.name}: {len(int8)} weight(s) at INT8 (ratio {scheme.ratio}: those INT4 resolves worst)"
         )
+    if isinstance(scheme, Palettize) and (scheme.data_aware or scheme.ratio < 1):
+        notes += _weighted_tables(src, constants, per_constant, threshold, scheme, importance)
     try:
         compressed = _compress(compress, mlmodel, config, per_constant)
     except AttributeError as error:
@@ -233,12 +245,78 @@ def _int8_share(
     return int8_share(errors, sizes, scheme.ratio)
 
 
+def _weighted_tables(
+    src: Path,
+    constants: dict[str, tuple[int, int]],
+    per_constant: dict,
+    threshold: int,
+    scheme: Palettize,
+    importance: Mapping[str, np.ndarray] | None,
+) -> list[str]:
+    """Each parameter's own tables (weighted by ``importance`` where ``data_aware``), and the INT8 share.
+
+    The tables go into ``per_constant`` as ``custom`` configs; with ``ratio < 1`` the tensors with the
+    largest (weighted) error per weight take INT8 until ``1 - ratio`` of the weights (``ranking.int8_share``,
+    as ``w4`` ranks). Returns the notes.
+    """
+    from xsam_edge.backends.coreml.palettize import tables_for
+    from xsam_edge.backends.coreml.weights import package_weights, parameter_name
+    from xsam_edge.quantization.ranking import int8_share
+
+    values = package_weights(src)
+    tables, sizes, unweighted = {}, {}, []
+    weigh = scheme.data_aware and importance is not None
+    for name, (size, _) in constants.items():
+        weight = values.get(parameter_name(name))
+        if name in per_constant or size <= threshold or weight is None:
+            continue
+        found = importance.get(parameter_name(name)) if weigh else None
+        if weigh and (found is None or found.shape != weight.shape):
+            unweighted.append(name)
+            found = None
+        made = tables_for(weight, found, scheme.nbits, scheme.group_size)
+        if made is not None:
+            tables[name], sizes[name] = made, size
+    errors = {name: t.error for name, t in tables.items()}
+    int8 = int8_share(errors, sizes, scheme.ratio) if scheme.ratio < 1 else set()
+    for name, made in tables.items():
+        per_constant[name] = _config(Int8WeightOnly()) if name in int8 else made.config(scheme.group_size)
+    notes = []
+    if scheme.data_aware and importance is None:
+        notes.append(f"{src.name}: data_aware without a torch graph to weigh against: tables unweighted")
+    elif weigh:
+        notes.append(
+            f"{src.name}: {len(tables) - len(unweighted)} tensor(s) palettized with tables weighted by their "
+            "output sensitivity on the calibration samples"
+        )
+    if unweighted:
+        notes.append(f"{src.name}: no sensitivity for {', '.join(unweighted)}: tables unweighted")
+    if scheme.ratio < 1:
+        notes.append(
+            f"{src.name}: {len(int8)} weight(s) at INT8 "
+            f"(ratio {scheme.ratio}: those the tables resolve worst)"
+        )
+    return notes
+
+
 def _compress(compress, mlmodel, config, per_constant: dict):
+    """One coremltools pass; a palettization with INT8 tensors (head, mixed share) takes two.
+
+    ``palettize_weights`` accepts palettizer configs only: the INT8 tensors stay as they are in the first
+    pass and ``linear_quantize_weights`` compresses only them in the second.
+    """
     import coremltools.optimize.coreml as cto
 
+    linear = {n: c for n, c in per_constant.items() if isinstance(c, cto.OpLinearQuantizerConfig)}
+    if compress is not cto.palettize_weights or not linear:
+        linear = {}
+    first = {n: (None if n in linear else c) for n, c in per_constant.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return compress(mlmodel, cto.OptimizationConfig(global_config=config, op_name_configs=per_constant))
+        out = compress(mlmodel, cto.OptimizationConfig(global_config=config, op_name_configs=first))
+        if linear:
+            out = cto.linear_quantize_weights(out, cto.OptimizationConfig(op_name_configs=linear))
+    return out
 
 
 def _evidence(files: Sequence[Path]) -> dict[str, int]:
@@ -256,6 +334,31 @@ class CoreMLQuantizer(FileQuantizer):
 
     backend = BACKEND
     float_export_options = MappingProxyType({"multifunction": False, "tied_embed": False})
+    _importance: dict[str, np.ndarray] | None = None  # set while a data-aware palettization runs
+
+    def quantize(
+        self,
+        source: GraphSource,
+        scheme: Scheme,
+        keep_float: tuple[str, ...],
+        calibration: dict[str, list[list[np.ndarray]]],
+        holdout: dict[str, list[list[np.ndarray]]],
+        out_dir: Path,
+    ) -> QuantizedGraph:
+        """As every file handler; a ``data_aware`` palettization first weighs the torch graph's weights.
+
+        The sensitivity comes from the module (or the X-SAM graph) on the calibration samples, before the
+        float package is written; packages have no gradients, and Core ML does not run here.
+        """
+        if isinstance(scheme, Palettize) and scheme.data_aware:
+            from xsam_edge.quantization.importance import source_importance
+
+            names = self.graphs.get(source.name, (source.name,)) if source.model is not None else ()
+            self._importance = source_importance(source, names, calibration)
+        try:
+            return super().quantize(source, scheme, keep_float, calibration, holdout, out_dir)
+        finally:
+            self._importance = None
 
     def export_float(
         self, module: torch.nn.Module, example_inputs: tuple, out_dir: Path, name: str, scheme: Scheme
@@ -314,7 +417,8 @@ class CoreMLQuantizer(FileQuantizer):
                 ``llm_prefill`` and ``llm_decode``).
             scheme (Scheme): one of ``SUPPORTED["coreml"]``.
             keep_float (tuple[str, ...]): module-name patterns whose parameters stay float.
-            calibration (dict[str, list[list[np.ndarray]]]): unused: every Core ML scheme here is data-free.
+            calibration (dict[str, list[list[np.ndarray]]]): unused here: a ``data_aware`` palettization
+                reads it in ``quantize``, on the torch graph.
             holdout (dict[str, list[list[np.ndarray]]]): unused: Core ML prediction needs macOS.
             out_dir (Path): destination folder.
 
@@ -337,7 +441,7 @@ class CoreMLQuantizer(FileQuantizer):
             files[name] = []
             for src in map(Path, sources):
                 dst = out_dir / src.name
-                k, n = compress_package(src, dst, scheme, keep_float)
+                k, n = compress_package(src, dst, scheme, keep_float, self._importance)
                 kept += k
                 notes += n
                 files[name].append(dst)
