@@ -35,6 +35,7 @@ def test_named_recipes_cover_the_targets_and_round_trip():
     assert android.scheme_for("region") == Float32()
     assert not android.calibrated and get_recipe("jetson-trt").calibrated
     assert not get_recipe("apple-gpu").calibrated  # weight-only: no data needed
+    assert get_recipe("apple-ane").calibrated  # its LLM tables are weighted by output sensitivity
 
 
 def test_scheme_fields_are_validated():
