@@ -15,7 +15,8 @@ name            meaning
 ``w8``          INT8 weights per channel, float compute (weight-only: storage and bandwidth)
 ``w4``          INT4 weights in groups of ``group_size`` along the input dimension, float compute
 ``8da4w``       INT4 group-wise weights + INT8 dynamic activations (XNNPACK's LLM scheme)
-``palettize``   ``nbits``-bit look-up-table weights (k-means), one table per ``group_size`` output channels
+``palettize``   ``nbits``-bit look-up-table weights (k-means), one table per ``group_size`` output channels;
+                ``data_aware``: the k-means weighted by each weight's output sensitivity
 ==============  ==============================================================================================
 """
 
@@ -270,11 +271,6 @@ class Palettize(Scheme):
     @property
     def bits(self) -> int:  # type: ignore[override]
         return self.nbits
-
-    @property
-    def mixed(self) -> bool:
-        """Some weights are not palettized (an INT8 share or head)."""
-        return self.ratio < 1 or self.head_bits == 8
 
     def label(self) -> str:
         weighted = "-fisher" if self.data_aware else ""
