@@ -104,8 +104,7 @@ def calibration_windows(tokenizer: Any, window: int) -> np.ndarray:
 
 def sensitivity(work: Path, kind: str, module: torch.nn.Module, calibration: np.ndarray) -> dict:
     """Per-weight sensitivity by torch.export name, ``next-token`` Fisher or ``output`` (cached)."""
-    from benchmarks.real_weights.sensitive_palettize import fisher_diagonal
-    from xsam_edge.quantization.importance import export_name, output_fisher
+    from xsam_edge.quantization.importance import fisher_diagonal, output_fisher
 
     cached = work / f"sensitivity-{kind}-{len(calibration)}x{calibration.shape[1]}.pt"
     if cached.is_file():
@@ -119,8 +118,7 @@ def sensitivity(work: Path, kind: str, module: torch.nn.Module, calibration: np.
         def next_token_loss(m: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
             return torch.nn.functional.cross_entropy(m(ids)[0, :-1], ids[0, 1:])
 
-        fisher = fisher_diagonal(module, windows, next_token_loss)
-        found = {export_name(k): v.numpy() for k, v in fisher.items()}
+        found = fisher_diagonal(module, windows, next_token_loss)
     torch.save({k: torch.from_numpy(v) for k, v in found.items()}, cached.with_suffix(".tmp"))
     cached.with_suffix(".tmp").replace(cached)
     return found

@@ -5,14 +5,15 @@ barely read. SqueezeLLM weighs each weight by the Fisher diagonal of the model's
 has no loss (an image encoder, an LLM chunk whose targets are unknown), but its outputs do: with a random
 probe ε ~ N(0, I) on each output, E[(Jᵀε)²] = diag(JᵀJ), the second-order cost of a weight error to the
 outputs' squared error, which is what a handler's held-out PSNR measures. Each output is divided by its own
-RMS first, so a graph's small outputs count as much as its large ones. What: one forward and one backward per
-calibration sample, summed squared gradients; each gradient is freed as soon as it is squared into the sum, so
-the pass holds the model, one running sum and one layer's gradient.
+RMS first, so a graph's small outputs count as much as its large ones (``output_fisher``); a model that
+does have a loss (a language model on text) passes it to ``fisher_diagonal``. What: one forward and one
+backward per calibration sample, summed squared gradients; each gradient is freed as soon as it is squared
+into the sum, so the pass holds the model, one running sum and one layer's gradient.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch
 if TYPE_CHECKING:
     from .handler import GraphSource
 
-__all__ = ["export_name", "output_fisher", "source_importance"]
+__all__ = ["export_name", "fisher_diagonal", "output_fisher", "source_importance"]
 
 
 def export_name(parameter: str) -> str:
@@ -38,31 +39,27 @@ def _float_outputs(outputs: Any) -> list[torch.Tensor]:
     return [o for o in items if isinstance(o, torch.Tensor) and o.is_floating_point() and o.requires_grad]
 
 
-def output_fisher(
-    module: torch.nn.Module, samples: Iterable[Sequence[Any]], seed: int = 0
+def fisher_diagonal(
+    module: torch.nn.Module, samples: Iterable[Any], loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor]
 ) -> dict[str, np.ndarray]:
-    """Each parameter's summed squared gradient of ``Σ_o ⟨ε_o, out_o / rms(out_o)⟩`` over ``samples``.
+    """Each parameter's summed squared gradient of ``loss_fn(module, sample)`` over ``samples``.
 
     Args:
         module (torch.nn.Module): the float graph (its weights are read, never changed; buffers the forward
             writes, such as an LLM's KV caches, keep their values but lose their autograd history).
-        samples (Iterable[Sequence[Any]]): positional inputs (numpy arrays or tensors), one sample each.
-        seed (int): seeds the probes, so two runs agree.
+        samples (Iterable[Any]): what ``loss_fn`` takes, one sample each.
+        loss_fn (Callable[[torch.nn.Module, Any], torch.Tensor]): a scalar loss of one sample.
 
     Returns:
         dict[str, np.ndarray]: torch.export name (``export_name``) → float32 array of the parameter's shape.
-        Parameters no output reached are left out.
+        Parameters the loss never reached are left out.
 
     Raises:
-        ValueError: no samples, weights on the meta device, or no floating-point output depends on the
-            parameters.
+        ValueError: no samples, or weights on the meta device.
     """
-    generator = torch.Generator().manual_seed(seed)
     params = dict(module.named_parameters())
     if any(p.is_meta for p in params.values()):
-        raise ValueError(
-            "output sensitivity needs the model's weights; its parameters are on the meta device"
-        )
+        raise ValueError("sensitivity needs the model's weights; its parameters are on the meta device")
     flags = {name: p.requires_grad for name, p in params.items()}
     total: dict[str, torch.Tensor] = {}
 
@@ -83,16 +80,8 @@ def output_fisher(
             hooks.append(p.register_post_accumulate_grad_hook(accumulate(name)))
         with torch.enable_grad():
             for sample in samples:
-                outputs = _float_outputs(module(*_tensors(sample)))
-                if not outputs:
-                    raise ValueError("no floating-point output depends on the module's parameters")
-                loss = sum(
-                    (torch.randn(o.shape, generator=generator) * o).sum()
-                    / o.detach().square().mean().sqrt().clamp_min(1e-12)
-                    for o in outputs
-                )
                 module.zero_grad(set_to_none=True)
-                loss.backward()
+                loss_fn(module, sample).backward()
                 for buffer in module.buffers():  # a cache the forward wrote keeps its value, not its graph
                     buffer.detach_()
                 count += 1
@@ -104,8 +93,40 @@ def output_fisher(
             p.requires_grad_(flags[name])
         module.train(was_training)
     if not count:
-        raise ValueError("output_fisher needs at least one calibration sample")
+        raise ValueError("a sensitivity pass needs at least one calibration sample")
     return {export_name(name): t.numpy() for name, t in total.items()}
+
+
+def output_fisher(
+    module: torch.nn.Module, samples: Iterable[Sequence[Any]], seed: int = 0
+) -> dict[str, np.ndarray]:
+    """``fisher_diagonal`` of ``Σ_o ⟨ε_o, out_o / rms(out_o)⟩``: the output sensitivity, labels-free.
+
+    Args:
+        module (torch.nn.Module): the float graph (as ``fisher_diagonal``).
+        samples (Iterable[Sequence[Any]]): positional inputs (numpy arrays or tensors), one sample each.
+        seed (int): seeds the probes, so two runs agree.
+
+    Returns:
+        dict[str, np.ndarray]: as ``fisher_diagonal``.
+
+    Raises:
+        ValueError: no samples, weights on the meta device, or no floating-point output depends on the
+            parameters.
+    """
+    generator = torch.Generator().manual_seed(seed)
+
+    def probe(m: torch.nn.Module, sample: Sequence[Any]) -> torch.Tensor:
+        outputs = _float_outputs(m(*_tensors(sample)))
+        if not outputs:
+            raise ValueError("no floating-point output depends on the module's parameters")
+        return sum(
+            (torch.randn(o.shape, generator=generator) * o).sum()
+            / o.detach().square().mean().sqrt().clamp_min(1e-12)
+            for o in outputs
+        )
+
+    return fisher_diagonal(module, samples, probe)
 
 
 def source_importance(

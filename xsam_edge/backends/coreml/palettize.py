@@ -68,12 +68,10 @@ class Tables:
         by_group (dict[bytes, tuple[np.ndarray, np.ndarray]]): a group's raw values → (table, indices), so
             ``lut_function`` finds its group whatever order coremltools asks in.
         error (float): Σ weight · (value − table value)² over the tensor, divided by its size.
-        weighted (bool): the tables were weighted by importance.
     """
 
     by_group: dict[bytes, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     error: float = 0.0
-    weighted: bool = False
 
     def lut_function(self, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The callback of coremltools' ``custom`` mode: the precomputed table of ``group``."""
@@ -109,13 +107,14 @@ def tables_for(
     if weight.ndim < 2 or rows % group_size:
         return None
     weights = row_weights(importance, weight.shape)
-    tables = Tables(weighted=importance is not None)
+    tables = Tables()
     total = 0.0
     for start in range(0, rows, group_size):
         group = np.ascontiguousarray(weight[start : start + group_size])
-        lut, indices = weighted_lut(group, weights[start : start + group_size], nbits)
+        group_weights = weights[start : start + group_size]
+        lut, indices = weighted_lut(group, group_weights, nbits)
         tables.by_group[group.tobytes()] = (lut, indices)
         diff = group.astype(np.float64).ravel() - lut[indices].astype(np.float64)
-        total += float(np.dot(weights[start : start + group_size].ravel(), diff * diff))
+        total += float(np.dot(group_weights.ravel(), diff * diff))
     tables.error = total / weight.size
     return tables

@@ -307,9 +307,9 @@ def _compress(compress, mlmodel, config, per_constant: dict):
     """
     import coremltools.optimize.coreml as cto
 
-    linear = {n: c for n, c in per_constant.items() if isinstance(c, cto.OpLinearQuantizerConfig)}
-    if compress is not cto.palettize_weights or not linear:
-        linear = {}
+    linear = {}
+    if compress is cto.palettize_weights:
+        linear = {n: c for n, c in per_constant.items() if isinstance(c, cto.OpLinearQuantizerConfig)}
     first = {n: (None if n in linear else c) for n, c in per_constant.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
