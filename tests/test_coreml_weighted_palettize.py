@@ -33,6 +33,30 @@ def test_weighted_lut_keeps_the_heavy_values_and_beats_the_unweighted_table_on_i
     np.testing.assert_array_equal(lut[idx].reshape(few.shape), few)  # ≤ 16 values: kept exactly
 
 
+def test_tables_are_the_solver_wrappers_and_the_same_on_any_thread_count(monkeypatch):
+    from coremltools._deps import _kmeans1d
+
+    from xsam_edge.backends.coreml.palettize import _cluster
+
+    rng = np.random.default_rng(1)
+    points = np.unique(rng.standard_normal(3000))
+    mass = rng.random(len(points)) ** 3
+    reference = _kmeans1d.cluster(points, 16, weights=mass)  # coremltools' own wrapper of the C solver
+    centroids, clusters = _cluster(points, mass, 16)
+    np.testing.assert_array_equal(centroids, reference.centroids)
+    np.testing.assert_array_equal(clusters, reference.clusters)
+    weight = (rng.standard_normal((64, 512)) * 0.02).astype(np.float16)
+    importance = rng.random(weight.shape) ** 4
+    found = {}
+    for threads in ("1", "3"):
+        monkeypatch.setenv("XSAM_EDGE_THREADS", threads)
+        found[threads] = tables_for(weight, importance, 4, 16)
+    assert found["1"].error == found["3"].error and found["1"].by_group.keys() == found["3"].by_group.keys()
+    for key, (lut, indices) in found["1"].by_group.items():
+        np.testing.assert_array_equal(lut, found["3"].by_group[key][0])
+        np.testing.assert_array_equal(indices, found["3"].by_group[key][1])
+
+
 def test_rows_without_sensitivity_count_as_an_average_row():
     found = np.array([[0.0, 0.0], [1.0, 3.0], [0.0, 0.0]])
     np.testing.assert_allclose(row_weights(found, found.shape), [[2.0, 2.0], [1.0, 3.0], [2.0, 2.0]])
@@ -96,40 +120,44 @@ class _Mlp(torch.nn.Module):
         return self.down_proj(torch.nn.functional.silu(self.up_proj(x)))
 
 
-def _groups(weight: np.ndarray) -> int:
-    """The most values in a group of 16 rows (counted in float32: numpy's float16 sort is unreliable)."""
-    return max(len(np.unique(g.astype(np.float32))) for g in np.split(weight, len(weight) // 16))
+def _most_values(weight: np.ndarray, rows: int = 1) -> int:
+    """The most distinct values in a group of ``rows`` rows (counted in float32: numpy's float16 sort is
+    unreliable)."""
+    return max(len(np.unique(g.astype(np.float32))) for g in np.split(weight, len(weight) // rows))
 
 
-def test_data_aware_palettization_at_phi3_widths_writes_the_weighted_tables_and_an_int8_head(tmp_path):
+def test_data_aware_palettization_at_phi3_widths_writes_a_weighted_table_per_row_and_an_int8_head(tmp_path):
     from xsam_edge.backends import get_backend
     from xsam_edge.backends.coreml.weights import package_weights
 
     torch.manual_seed(0)
     module = _Mlp().eval()
+    with torch.no_grad():  # about 150 values a row, not 2,500: the solver time grows with them
+        for linear in (module.up_proj, module.down_proj):
+            linear.weight.copy_((linear.weight * 4096).round() / 4096)
     example = (torch.randn(1, 8, 3072),)
     rng = np.random.default_rng(1)
     scale = np.where(np.arange(3072) < 64, 8.0, 1.0).astype(np.float32)  # a few outlier channels
     calibration = [[(rng.standard_normal((1, 8, 3072)) * scale).astype(np.float32)] for _ in range(3)]
-    scheme = Palettize(4, 16, data_aware=True, head_bits=8)
+    scheme = Palettize(4, 1, data_aware=True, head_bits=8)  # apple-ane's tables, one per row
     report = (
         get_backend("coreml")
         .quantize_handler()
         .quantize_module(module, example, calibration, scheme, tmp_path, "mlp")
     )
     print(report.notes)
-    assert report.scheme == "pal4-g16-fisher-h8"
+    assert report.scheme == "pal4-g1-fisher-h8"
     assert report.integer_ops == {"constexpr_blockwise_shift_scale": 1, "constexpr_lut_to_dense": 1}
     assert any("1 tensor(s) palettized with tables weighted" in n for n in report.notes)
     assert not any("no sensitivity" in n for n in report.notes)
     stored = package_weights(tmp_path / "mlp.mlpackage")
     up = stored["p_up_proj_weight"]
-    assert up.shape == (8192, 3072) and _groups(up) <= 16
+    assert up.shape == (8192, 3072) and _most_values(up) <= 16
     # the package holds the tables weighted by the handler's sensitivity (same probes: seeded), and they beat
     # the unweighted tables on the weighted error, checked on the first 256 rows
     weight = module.up_proj.weight.detach().numpy().astype(np.float16)[:256]
     found = output_fisher(module, calibration)["p_up_proj_weight"][:256]
-    weighted, plain = tables_for(weight, found, 4, 16), tables_for(weight, None, 4, 16)
+    weighted, plain = tables_for(weight, found, 4, 1), tables_for(weight, None, 4, 1)
     expected = np.concatenate([lut[i] for lut, i in weighted.by_group.values()]).reshape(weight.shape)
     np.testing.assert_array_equal(up[:256], expected)
     unweighted = np.concatenate([lut[i] for lut, i in plain.by_group.values()]).reshape(weight.shape)
@@ -168,7 +196,8 @@ def test_mixed_palettization_keeps_the_largest_weighted_error_at_int8_and_needs_
         ]
     }
     worst, other = sorted(errors, key=errors.get, reverse=True)
-    assert _groups(stored[other]) <= 16 < _groups(stored[worst])  # only the worst-resolved one at INT8
+    # only the worst-resolved one at INT8
+    assert _most_values(stored[other], 16) <= 16 < _most_values(stored[worst], 16)
     with pytest.raises(ValueError, match="calibration samples"):
         handler.quantize_module(module, example, [], scheme, tmp_path / "none", "m")
 

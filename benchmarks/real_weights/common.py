@@ -116,6 +116,17 @@ def write_results(name: str, payload: dict[str, Any], markdown: str) -> Path:
 _START = time.perf_counter()
 
 
+def provenance(module: str, argv: Sequence[str] | None) -> dict[str, str]:
+    """A result file's date (UTC), machine and the command that wrote it (``argv``: ``None`` = sys.argv)."""
+    import platform
+
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {platform.system()}",
+        "command": f"python -m {module} " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
+
+
 def log(message: str) -> None:
     print(f"[{time.perf_counter() - _START:7.1f}s] {message}", file=sys.stderr, flush=True)
 

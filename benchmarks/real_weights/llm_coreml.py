@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
-import platform
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,7 +31,14 @@ import numpy as np
 import torch
 
 from benchmarks import RESULTS_DIR
-from benchmarks.real_weights.common import atomic_json, calibration_text, log, read_json, write_text
+from benchmarks.real_weights.common import (
+    atomic_json,
+    calibration_text,
+    log,
+    provenance,
+    read_json,
+    write_text,
+)
 from benchmarks.real_weights.fetch import ARTEFACTS, cache_dir, fetch
 from benchmarks.real_weights.llm import (
     CALIBRATION,
@@ -84,6 +88,10 @@ SCHEMES: dict[str, tuple[dict[str, Any], str]] = {
         "4-bit LUT per 16 rows, k-means weighted by the output sensitivity the quantize stage measures "
         "(quantization.importance) on 16 pydoc windows",
     ),
+    "fpal4-g1": (
+        {"scheme": "palettize", "nbits": 4, "group_size": 1, "data_aware": True},
+        "4-bit LUT per row, weighted by the output sensitivity (a 32-byte table per row)",
+    ),
     "fpal4-g16-r90-h8": (
         {"scheme": "palettize", "nbits": 4, "group_size": 16, "data_aware": True}
         | {"ratio": 0.9, "head_bits": 8},
@@ -92,7 +100,12 @@ SCHEMES: dict[str, tuple[dict[str, Any], str]] = {
 }
 # data-aware schemes → the sensitivity their k-means weighs by: the model's own next-token loss (needs labels,
 # benchmark only) or the labels-free output sensitivity the Core ML handler computes
-SENSITIVITY = {"spal4-g16": "next-token", "fpal4-g16": "output", "fpal4-g16-r90-h8": "output"}
+SENSITIVITY = {
+    "spal4-g16": "next-token",
+    "fpal4-g16": "output",
+    "fpal4-g1": "output",
+    "fpal4-g16-r90-h8": "output",
+}
 ARITHMETIC = "fp32 (the packages compute in fp16 on Apple devices: not simulated)"
 
 
@@ -236,19 +249,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         if key != "fp16":
             rows[key]["vs_fp16"] = paired(result["nll"], rows["fp16"]["nll"])
-    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
-    doc = {
-        "date": date,
-        "machine": f"{platform.machine()}, {platform.system()}",
-        "command": "python -m benchmarks.real_weights.llm_coreml "
-        + " ".join(sys.argv[1:] if argv is None else argv),
+    doc = provenance("benchmarks.real_weights.llm_coreml", argv) | {
         "model": f"{GGUF} ({ARTEFACTS['llm'].licence}){', tied' if args.tied else ''}",
         "window": WINDOW,
         "eval_windows": len(windows),
         "arithmetic": ARITHMETIC,
         "rows": rows,
     }
-    name = f"real-weights-llm-coreml-{date}{'-tied' if args.tied else ''}"
+    name = f"real-weights-llm-coreml-{doc['date']}{'-tied' if args.tied else ''}"
     out = Path(args.out) if args.out else RESULTS_DIR / f"{name}.json"
     atomic_json(out, doc)
     write_text(out.with_suffix(".md"), markdown(doc))

@@ -305,13 +305,15 @@ def _named() -> dict[str, Recipe]:
                 {
                     "encode_image": Int8WeightOnly(),
                     "segment": Int8WeightOnly(),
-                    # k-means weighted by each weight's output sensitivity: on a real 0.5 B LLM +15.3 %
-                    # perplexity against +49.7 % unweighted, same size (docs/results/real-weights.md)
-                    "llm": Palettize(4, 16, data_aware=True),
+                    # k-means weighted by each weight's output sensitivity, a table per row: on a real
+                    # 0.5 B LLM +9.0 % perplexity against +15.3 % per 16 rows and +49.7 % unweighted, for
+                    # 30 bytes a row (6.03x at full size; docs/results/real-weights.md). Apple's guide warns
+                    # that more tables may run slower: group_size 16 is the speed-first setting
+                    "llm": Palettize(4, 1, data_aware=True),
                 },
                 default=Float16(),
                 description="Core ML for the Neural Engine: per-channel INT8 encoders and decoder, "
-                "4-bit palettized LLM (sensitivity-weighted tables), fp16 compute",
+                "4-bit palettized LLM (sensitivity-weighted tables, one per row), fp16 compute",
             ),
             Recipe(
                 "apple-gpu",
