@@ -222,8 +222,24 @@ def test_sensitivity_and_budget_on_a_real_recipe(model, examples, seeded_work, t
 
     with pytest.raises(ValueError, match="budget in metric points"):
         fit_max_drop(model, tiny_tokenizer(), recipe, examples, -1.0, tmp_path / "x")
-    with pytest.raises(RuntimeError, match="cannot run here"):
-        fit_max_drop(model, tiny_tokenizer(), Recipe("c", "coreml"), examples, 1.0, tmp_path / "x")
+
+
+def test_a_budget_on_core_ml_off_macos_is_scored_by_replaying_its_weights(model, examples, tmp_path):
+    """``--max-drop`` refused Core ML on Linux; its packages' weights are now replayed in the eager graphs."""
+    pytest.importorskip("coremltools")
+    from xsam_edge.backends import runnable_backends
+    from xsam_edge.quantization.accuracy import fit_max_drop
+    from xsam_edge.quantization.replay import REPLAY_RUNNER
+    from xsam_edge.quantization.schemes import Float16, Palettize
+
+    if "coreml" in runnable_backends():
+        pytest.skip("Core ML runs here (macOS): nothing is replayed")
+    recipe = Recipe("pal", "coreml", {"llm": Palettize(4, 1)}, default=Float16())
+    fit = fit_max_drop(model, tiny_tokenizer(), recipe, examples[:4], 100.0, tmp_path / "out", progress=False)
+    assert fit.score.runner == fit.reference.runner == REPLAY_RUNNER
+    assert fit.recipe.scheme_for("llm").label() == "pal4-g1" and fit.history[0]["kept_float"] == []
+    assert set(fit.drops) == set(fit.reference.primary) and fit.result.bundle.is_dir()
+    assert json.loads((fit.folder / "fit.json").read_text())["scored_by"] == REPLAY_RUNNER
 
 
 class _FakeScorer:

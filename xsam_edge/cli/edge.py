@@ -109,7 +109,7 @@ def _quantize_parser(sub: argparse._SubParsersAction) -> None:
         "--max-drop",
         type=float,
         help="accuracy budget in points of every task's metric: keep the most sensitive layers, then "
-        "graphs, float until it holds (evaluated on --eval-data)",
+        "graphs, float until it holds (evaluated on --eval-data; Core ML off macOS by replaying its weights)",
     )
     p.add_argument("--eval-data", default="shapes:val-fast", help="evaluation data for --max-drop")
     p.add_argument("--eval-limit", type=int, help="at most this many evaluation images")
@@ -243,6 +243,8 @@ def _quantize(args: argparse.Namespace) -> int | None:
     worst = max((v for v in fit.drops.values() if v == v), default=0.0)
     verdict = "holds" if worst <= args.max_drop else "does NOT hold even with every quantized graph float"
     print(f"budget {args.max_drop:.2f} points {verdict} (worst drop {worst:.2f}); wrote {fit.result.bundle}")
+    if fit.score.runner:
+        print(f"scored by {fit.score.runner}")
     print(f"every step of the search: {fit.folder / 'fit.json'}")
 
 

@@ -166,9 +166,15 @@ class _Scorer:
         return scores
 
     def score(self, recipe: Recipe, folder: Path) -> tuple[QuantizeResult, BundleScore]:
-        """Quantize into ``folder`` (intermediates shared in ``work``) and evaluate the bundle."""
+        """Quantize into ``folder`` (intermediates shared in ``work``) and evaluate the bundle.
+
+        A backend that cannot run here (Core ML off macOS) is scored by replaying its files' weights in
+        this model's eager graphs (``replay.WeightReplay``); the score's ``runner`` says so.
+        """
         result = self.bundle(recipe, folder)
-        return result, evaluate_bundle(result.bundle, recipe.backend, self.examples, self.progress)
+        replay = None if recipe.backend in runnable_backends() else self.model
+        score = evaluate_bundle(result.bundle, recipe.backend, self.examples, self.progress, replay)
+        return result, score
 
 
 def _sensitivity(scorer: _Scorer, recipe: Recipe, out: Path, reference: BundleScore) -> dict[str, Any]:
@@ -231,6 +237,7 @@ class FitResult:
             "recipe": self.recipe.to_dict(),
             "reference": self.reference.primary,
             "final": self.score.primary,
+            "scored_by": self.score.runner or "the backend's own runtime",
             "drops": self.drops,
             "worst": _worst(self.drops),
             "steps": self.history,
@@ -286,16 +293,20 @@ def fit_max_drop(
 
     Raises:
         ValueError: a negative budget or ``max_layers``.
-        RuntimeError: the recipe's backend cannot run here.
+        RuntimeError: the recipe's backend cannot run here and cannot be replayed. Core ML off macOS is
+            replayed: its packages' decompressed weights in the model's eager graphs, fp32 arithmetic (the
+            scores' ``runner`` says so; fp16 numerics need a Mac).
     """
     if max_drop < 0:
         raise ValueError(f"--max-drop is a budget in metric points and must be ≥ 0, got {max_drop}")
     if max_layers < 0:
         raise ValueError(f"--max-layers is a count of layers per graph and must be ≥ 0, got {max_layers}")
-    if recipe.backend not in runnable_backends():
+    from .replay import replayable
+
+    if recipe.backend not in runnable_backends() and not replayable(recipe.backend):
         raise RuntimeError(
-            f"an accuracy budget needs the {recipe.backend!r} runtime, which cannot run here; "
-            f"runtimes here: {', '.join(runnable_backends())}"
+            f"an accuracy budget needs the {recipe.backend!r} runtime, which cannot run here and cannot be "
+            f"replayed; runtimes here: {', '.join(runnable_backends())}"
         )
     target = Path(out)
     out = Path(work_dir) if work_dir else target.parent / f".{target.name}.fit"
