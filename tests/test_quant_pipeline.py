@@ -239,7 +239,11 @@ def test_a_budget_on_core_ml_off_macos_is_scored_by_replaying_its_weights(model,
     assert fit.score.runner == fit.reference.runner == REPLAY_RUNNER
     assert fit.recipe.scheme_for("llm").label() == "pal4-g1" and fit.history[0]["kept_float"] == []
     assert set(fit.drops) == set(fit.reference.primary) and fit.result.bundle.is_dir()
-    assert json.loads((fit.folder / "fit.json").read_text())["scored_by"] == REPLAY_RUNNER
+    record = json.loads((fit.folder / "fit.json").read_text())
+    assert record["scored_by"] == REPLAY_RUNNER
+    # 4 requests over the tasks: one request moves a task by 100 / (its requests) points
+    fewest = min(record["requests_per_task"].values())
+    assert sum(record["requests_per_task"].values()) == 4 and record["coarsest_step"] == 100 / fewest
 
 
 class _FakeScorer:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,6 +229,13 @@ class FitResult:
     sensitivity: dict[str, Any] = field(default_factory=dict)
     layers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     folder: Path | None = None  # the search's work folder; ``fit.json`` there records every step
+    requests_per_task: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def coarsest_step(self) -> float:
+        """Points one request can move the task with the fewest requests: about 100 / them (0: unknown)."""
+        fewest = min(self.requests_per_task.values(), default=0)
+        return 100.0 / fewest if fewest else 0.0
 
     def summary(self, max_drop: float) -> dict[str, Any]:
         """The search as plain data (``fit.json`` in the work folder): every step, both passes, the result."""
@@ -238,6 +246,8 @@ class FitResult:
             "reference": self.reference.primary,
             "final": self.score.primary,
             "scored_by": self.score.runner or "the backend's own runtime",
+            "requests_per_task": self.requests_per_task,
+            "coarsest_step": self.coarsest_step,
             "drops": self.drops,
             "worst": _worst(self.drops),
             "steps": self.history,
@@ -313,6 +323,16 @@ def fit_max_drop(
     scorer = _Scorer(model, tokenizer, examples, out / "work", slots, progress)
     layered = max_layers > 0 and recipe.backend in runnable_backends()  # layers ranked in its runtime
     fit = _search(scorer, recipe, max_drop, out, target, max_layers if layered else 0, min_gain_db)
+    fit.requests_per_task = dict(Counter(e.task.value for e in examples))
+    if fit.coarsest_step > max_drop:
+        log.warning(
+            "one request moves a task's metric by up to about %.1f points (%d requests for the task with "
+            "fewest), more than the %.2f-point budget: the search follows single requests; evaluate on "
+            "more (--eval-data shapes:test, or your own validation set)",
+            fit.coarsest_step,
+            min(fit.requests_per_task.values()),
+            max_drop,
+        )
     atomic_write_text(out / "fit.json", json.dumps(fit.summary(max_drop), indent=1, default=str))
     return fit
 
