@@ -3,14 +3,14 @@
 Why: a perplexity run of one palettization costs 15-30 minutes here; the tables' own weighted error (the
 output-sensitivity-weighted squared error per weight that ``backends.coreml.palettize`` minimises) costs a
 minute a layer and ranks the groupings first. What: the real LLM of ``benchmarks.real_weights.llm``, one
-decoder layer's seven weight tensors in fp16, the output sensitivity ``benchmarks.real_weights.llm_coreml``
-cached, and ``tables_for`` at each group size; ``+pcs`` variants first divide each input column by its
-largest magnitude, as coremltools' ``enable_per_channel_scale`` does, and weigh the error back by the scale².
+decoder layer's seven weight tensors in fp16, the output sensitivity of ``benchmarks.real_weights.llm_coreml``
+(its cache, or measured and cached here), and ``tables_for`` at each group size; ``+pcs`` variants first
+divide each input column by its largest magnitude, as coremltools' ``enable_per_channel_scale`` does, and
+weigh the error back by the scale².
 Each error is relative to the tables per 16 rows (apple-ane's grouping until 2026-12-07).
 
-Run: ``python -m benchmarks.real_weights.table_error [--layer 11] [--groups 16,8,4,2,1,16+pcs,1+pcs]``
-after ``python -m benchmarks.real_weights.llm_coreml --schemes fpal4-g16`` (its sensitivity cache). Writes
-``docs/results/data/real-weights-table-error-<date>.json``.
+Run: ``python -m benchmarks.real_weights.table_error [--layer 11] [--groups 16,8,4,2,1,16+pcs,1+pcs]``.
+Writes ``docs/results/data/real-weights-table-error-<date>.json``.
 """
 
 from __future__ import annotations
@@ -20,15 +20,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from benchmarks import RESULTS_DIR
 from benchmarks.real_weights.common import atomic_json, log, provenance
 from benchmarks.real_weights.fetch import cache_dir, fetch
-from benchmarks.real_weights.llm import load_model
+from benchmarks.real_weights.llm import WINDOW, load_model
+from benchmarks.real_weights.llm_coreml import calibration_windows, sensitivity
 from xsam_edge.backends.coreml.palettize import tables_for
-
-SENSITIVITY = "sensitivity-output-16x256.pt"
+from xsam_edge.quantization.importance import export_name
 
 
 def weighted_error(weight: np.ndarray, importance: np.ndarray, variant: str) -> float:
@@ -51,19 +50,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     variants = [v for v in args.groups.split(",") if v]
     if "16" not in variants:
         variants.insert(0, "16")
-    cached = cache_dir() / "work" / "llm-coreml" / SENSITIVITY
-    if not cached.is_file():
-        raise SystemExit(f"no sensitivity at {cached}: run llm_coreml --schemes fpal4-g16 first")
-    sensitivity = torch.load(cached, weights_only=True, mmap=True)
-    _, module = load_model(fetch(("llm",))["llm"])
+    tokenizer, module = load_model(fetch(("llm",))["llm"])
+    calibration = calibration_windows(tokenizer, WINDOW)
+    found = sensitivity(cache_dir() / "work" / "llm-coreml", "output", module, calibration)
     prefix = f"p_lm_model_layers_{args.layer}_"
     rows, totals = {}, dict.fromkeys(variants, 0.0)
     for name, parameter in module.named_parameters():
-        key = "p_" + name.replace(".", "_")
+        key = export_name(name)
         if not key.startswith(prefix) or parameter.ndim != 2:
             continue
         weight = parameter.detach().numpy().astype(np.float16)
-        importance = sensitivity[key].numpy().astype(np.float64)
+        importance = found[key].astype(np.float64)
         errors = {v: weighted_error(weight, importance, v) for v in variants}
         relative = {v: e / errors["16"] for v, e in errors.items()}
         rows[name] = {"shape": list(weight.shape), "relative": relative}

@@ -173,8 +173,7 @@ class _Scorer:
         this model's eager graphs (``replay.WeightReplay``); the score's ``runner`` says so.
         """
         result = self.bundle(recipe, folder)
-        replay = None if recipe.backend in runnable_backends() else self.model
-        score = evaluate_bundle(result.bundle, recipe.backend, self.examples, self.progress, replay)
+        score = evaluate_bundle(result.bundle, recipe.backend, self.examples, self.progress, self.model)
         return result, score
 
 
