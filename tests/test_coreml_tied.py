@@ -50,6 +50,24 @@ def test_a_tied_table_is_stored_once_in_the_llm_package(tmp_path):
     rows = table[:64].half().numpy().tobytes()  # the fp16 table's first rows, wherever a copy is stored
     assert _copies(rows, folder) == 3  # embed's lookup, prefill's head, decode's head
 
+    # apple-ane's lookup is weighed by the head's sensitivity, under the name its own package stores: the
+    # LLM wrapper calls the table p_lm_lm_head_weight, the lookup's p_model_llm_lm_head_weight
+    from xsam_edge.backends.coreml.quantize import CoreMLQuantizer
+    from xsam_edge.export.graphs import example_inputs
+    from xsam_edge.quantization.handler import GraphSource
+    from xsam_edge.quantization.importance import source_importance
+
+    slots = SlotConfig()
+    prefill = [example_inputs(model.config, "llm_prefill", slots, seed=seed) for seed in (0, 1)]
+    calibration = {"llm_prefill": [[x.numpy() for x in sample] for sample in prefill]}
+    source = GraphSource("embed", model=model, slots=slots)
+    weighed = CoreMLQuantizer()._sensitivity(source, calibration)
+    stored = package_weights(sources["embed"])
+    assert set(weighed) & set(stored) == {"p_model_llm_lm_head_weight"}
+    head = source_importance(GraphSource("llm", model=model, slots=slots), ("llm_prefill",), calibration)
+    np.testing.assert_array_equal(weighed["p_model_llm_lm_head_weight"], head["p_lm_lm_head_weight"])
+    assert weighed["p_model_llm_lm_head_weight"].shape == tuple(table.shape)
+
     packed = pack_llm(entries, tmp_path)
     embed, llm = packed
     assert (embed.name, llm.name) == ("embed", "llm")
@@ -88,18 +106,23 @@ def test_a_tied_table_is_stored_once_in_the_llm_package(tmp_path):
     assert all(size <= 2048 for size in left.values()), left
 
 
-def test_a_quantized_tied_table_compressed_alike_is_stored_once(tmp_path):
+@pytest.mark.parametrize("named", [None, "apple-ane", "apple-gpu"], ids=["palettized-g16", "ane", "gpu"])
+def test_a_quantized_tied_table_compressed_alike_is_stored_once(tmp_path, named):
     """The embed and LLM parts are compressed apart; palettized alike, their tables are equal bytes, and the
     assembled bundle's pack joins them (per-block INT4 is not alike: coremltools blocks a gather's table
-    along the other axis, and the two stay apart). A float bundle of just those graphs, as
-    ``test_quant_executorch_coreml.py`` builds one."""
+    along the other axis, and the two stay apart). apple-ane's tables are weighted by sensitivity: the
+    lookup's take the head's, from the LLM graph, so they come out equal too; apple-gpu's lookup is INT8 per
+    channel as its head. A float bundle of just those graphs, as ``test_quant_executorch_coreml.py`` builds
+    one."""
     import dataclasses
 
     from conftest import make_tiny_model
 
+    from xsam_edge.export.graphs import example_inputs
     from xsam_edge.export.to_bundle import bundle_manifest
+    from xsam_edge.quantization.calibration import CalibrationSet
     from xsam_edge.quantization.quantize import _quantize_graph, _share_tied_table
-    from xsam_edge.quantization.recipes import Recipe
+    from xsam_edge.quantization.recipes import Recipe, get_recipe
     from xsam_edge.quantization.schemes import Float16, Palettize
     from xsam_edge.spec.bundle import finalize_bundle, load_bundle
     from xsam_edge.spec.tokenizer import tiny_tokenizer
@@ -111,12 +134,24 @@ def test_a_quantized_tied_table_compressed_alike_is_stored_once(tmp_path):
     tiny_tokenizer().save(staging)  # a sealed bundle always carries its tokenizer
     manifest = bundle_manifest(model, tiny_tokenizer(), slots, entries, source={"name": "tiny"})
     fp32 = load_bundle(finalize_bundle(staging, tmp_path / "fp32", manifest))
-    alike = {"llm": Palettize(4, 16), "embed": Palettize(4, 16)}
-    recipe = Recipe("tied-palettized", "coreml", alike, default=Float16())
+    recipe, calibration = (get_recipe(named), None) if named else (None, None)
+    if named == "apple-ane":
+        calibration = CalibrationSet(requests=4)
+        for g in ("embed", "llm_prefill"):
+            calibration.samples[g] = [
+                [x.numpy() for x in example_inputs(model.config, g, slots, seed=i)] for i in range(4)
+            ]
+    if recipe is None:
+        alike = {"llm": Palettize(4, 16), "embed": Palettize(4, 16)}
+        recipe = Recipe("tied-palettized", "coreml", alike, default=Float16())
     parts = {
-        g: _quantize_graph(model, fp32, recipe, g, recipe.scheme_for(g), None, slots, tmp_path / "w")
+        g: _quantize_graph(model, fp32, recipe, g, recipe.scheme_for(g), calibration, slots, tmp_path / "w")
         for g in ("embed", "llm")
     }
+    if named == "apple-ane":
+        notes = parts["embed"].report.notes
+        assert notes[0].startswith("embed: its table is the LLM's tied head, weighed by the head's")
+        assert any("palettized with tables weighted" in n for n in notes)
     bundle, assembled = tmp_path / "b", []
     for part in parts.values():  # as assemble_bundle copies the parts
         for entry in part.entries:
@@ -129,3 +164,25 @@ def test_a_quantized_tied_table_compressed_alike_is_stored_once(tmp_path):
     assert llm.placement["tied_embed_bytes_saved"] > 0
     report = parts["embed"].report
     assert report.bytes_quant == 0 and "stored once in coreml/llm.mlpackage" in report.notes[-1]
+
+
+def test_an_untied_lookup_is_palettized_with_plain_tables(tmp_path):
+    """Its own graph's output is the row it looks up: apple-ane's lookup has no sensitivity to weigh by."""
+    from conftest import make_tiny_model
+
+    from xsam_edge.backends import get_backend
+    from xsam_edge.export.graphs import example_inputs
+    from xsam_edge.quantization.handler import GraphSource
+    from xsam_edge.quantization.recipes import get_recipe
+
+    model, slots = make_tiny_model(seed=1, tied=False), SlotConfig()
+    files = {"embed": [export_coreml(model, "embed", slots, tmp_path / "fp").file]}
+    samples = [[x.numpy() for x in example_inputs(model.config, "embed", slots, seed=i)] for i in range(3)]
+    source = GraphSource("embed", files=files, model=model, slots=slots)
+    scheme = get_recipe("apple-ane").scheme_for("embed")
+    handler = get_backend("coreml").quantize_handler()
+    notes = handler.quantize(source, scheme, (), {"embed": samples}, {}, tmp_path / "q").report.notes
+    print(notes)
+    assert notes[0] == "embed: an untied lookup's own output is its row; its tables are unweighted"
+    assert any("no sensitivity for" in n and "tables unweighted" in n for n in notes)
+    assert not any("palettized with tables weighted" in n for n in notes)

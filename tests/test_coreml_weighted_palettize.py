@@ -242,3 +242,27 @@ def test_fisher_diagonal_of_a_loss_sums_squared_gradients_and_leaves_none_behind
         expected += grad.square()
     torch.testing.assert_close(torch.from_numpy(found["p_weight"]), expected)
     assert all(p.grad is None for p in module.parameters())
+
+
+def test_a_tied_table_is_weighed_under_the_name_torch_export_gives_it():
+    """``named_parameters`` lists a tied table under the lookup's name, torch.export under the head's: the
+    sensitivity carries both, or a tied head's tables were silently unweighted (the real 0.5 B tied LLM)."""
+
+    class TiedLM(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = torch.nn.Embedding(64, 16)
+            self.head = torch.nn.Linear(16, 64, bias=False)
+            self.head.weight = self.embed.weight
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.tanh(self.embed(ids)))
+
+    torch.manual_seed(0)
+    module = TiedLM().eval()
+    samples = [(torch.randint(0, 64, (1, 8)),) for _ in range(3)]
+    found = output_fisher(module, samples)
+    assert set(found) == {"p_embed_weight", "p_head_weight"}
+    assert found["p_embed_weight"] is found["p_head_weight"]  # one array: the gradient of both roles
+    exported = torch.export.export(module, samples[0], strict=False).graph_signature.parameters
+    assert {export_name(n) for n in exported} <= set(found)

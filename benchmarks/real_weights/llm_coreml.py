@@ -97,6 +97,15 @@ SCHEMES: dict[str, tuple[dict[str, Any], str]] = {
         | {"ratio": 0.9, "head_bits": 8},
         "the same, the head and the 10 % of the weights the tables resolve worst at INT8",
     ),
+    "fpal4-g1-head": (
+        {"scheme": "palettize", "nbits": 4, "group_size": 1, "data_aware": True},
+        "4-bit LUT per row, the lookup table weighted as the X-SAM quantize stage can: by the head's "
+        "sensitivity where tied, unweighted where not (its graph starts from the looked-up embeddings)",
+    ),
+    "fpal4-g1-head-lookup16": (
+        {"scheme": "palettize", "nbits": 4, "group_size": 1, "data_aware": True},
+        "fpal4-g1-head with the lookup reading the fp16 table (an fp16 embed package beside the LLM's)",
+    ),
 }
 # data-aware schemes → the sensitivity their k-means weighs by: the model's own next-token loss (needs labels,
 # benchmark only) or the labels-free output sensitivity the Core ML handler computes
@@ -105,7 +114,10 @@ SENSITIVITY = {
     "fpal4-g16": "output",
     "fpal4-g1": "output",
     "fpal4-g16-r90-h8": "output",
+    "fpal4-g1-head": "output-head",
 }
+# replay-only rows: another key's package, its lookup table replayed at fp16
+LOOKUP_FP16 = {"fpal4-g1-head-lookup16": "fpal4-g1-head"}
 ARITHMETIC = "fp32 (the packages compute in fp16 on Apple devices: not simulated)"
 
 
@@ -126,6 +138,8 @@ def sensitivity(work: Path, kind: str, module: torch.nn.Module, calibration: np.
     windows = [torch.from_numpy(c[None]) for c in calibration]
     if kind == "output":
         found = output_fisher(module, [(w,) for w in windows])
+    elif kind == "output-head":
+        found = output_fisher(HeadOnly(module), [(w,) for w in windows])
     else:
 
         def next_token_loss(m: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
@@ -137,6 +151,23 @@ def sensitivity(work: Path, kind: str, module: torch.nn.Module, calibration: np.
     return found
 
 
+class HeadOnly(torch.nn.Module):
+    """The LLM with its lookup reading a detached table: the sensitivity of the head role alone.
+
+    As X-SAM's bundle splits them: its ``embed`` graph looks tokens up, and the LLM graph, whose outputs the
+    quantize stage weighs by, starts from the embeddings. Parameter names are the wrapped model's.
+    """
+
+    def __init__(self, logits: torch.nn.Module) -> None:
+        super().__init__()
+        self.lm = logits.lm
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        table = self.lm.model.embed_tokens.weight.detach()
+        embeds = torch.nn.functional.embedding(input_ids, table)
+        return self.lm(inputs_embeds=embeds, use_cache=False).logits
+
+
 def package(
     work: Path, key: str, module: torch.nn.Module, window: int, calibration: np.ndarray
 ) -> tuple[Path, float]:
@@ -144,6 +175,7 @@ def package(
     from xsam_edge.backends.coreml.quantize import CoreMLQuantizer, compress_package
     from xsam_edge.quantization.schemes import Float16, scheme_from_dict
 
+    key = LOOKUP_FP16.get(key, key)
     out = work / key / "model.mlpackage"
     marker = work / key / "made.json"
     if read_json(marker) and out.is_dir():
@@ -164,8 +196,18 @@ def package(
     return out, seconds
 
 
-def replay_score(work: Path, key: str, pkg: Path, replayed: torch.nn.Module, windows: np.ndarray) -> dict:
-    """Per-window NLL of ``pkg``'s decompressed weights in ``replayed`` (cached per evaluation set)."""
+def replay_score(
+    work: Path,
+    key: str,
+    pkg: Path,
+    replayed: torch.nn.Module,
+    windows: np.ndarray,
+    lookup: torch.Tensor | None = None,
+) -> dict:
+    """Per-window NLL of ``pkg``'s decompressed weights in ``replayed`` (cached per evaluation set).
+
+    ``lookup``: the input embedding reads this table instead (untied on a copy of ``replayed``).
+    """
     from xsam_edge.backends.coreml.weights import package_weights
     from xsam_edge.quantization.replay import ReplayedGraph, load_package_weights
 
@@ -174,6 +216,9 @@ def replay_score(work: Path, key: str, pkg: Path, replayed: torch.nn.Module, win
         return read_json(cache)
     record = ReplayedGraph(key, str(pkg))
     load_package_weights(replayed, package_weights(pkg), record)
+    if lookup is not None:
+        replayed = copy.deepcopy(replayed)
+        replayed.lm.model.embed_tokens.weight = torch.nn.Parameter(lookup.clone(), requires_grad=False)
 
     @torch.no_grad()
     def run(ids: np.ndarray) -> np.ndarray:
@@ -236,8 +281,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key in keys:
         log(f"coreml {key}")
         pkg, seconds = package(work, key, module, WINDOW, calibration)
-        result = replay_score(work, key, pkg, replayed, windows)
+        lookup = None
         size = sum(f.stat().st_size for f in pkg.rglob("*") if f.is_file())
+        if key in LOOKUP_FP16:
+            lookup = module.lm.model.embed_tokens.weight.detach().half().float()
+            # the fp16 embed package beside the LLM's; untied, less the lookup's own 4-bit rows and tables
+            entries, count = lookup.shape[0], lookup.numel()
+            size += 2 * count - (0 if args.tied else count // 2 + 32 * entries)
+        result = replay_score(work, key, pkg, replayed, windows, lookup)
         rows[key] = {
             "scheme": SCHEMES[key][0],
             "what": SCHEMES[key][1],

@@ -52,12 +52,17 @@ def fisher_diagonal(
 
     Returns:
         dict[str, np.ndarray]: torch.export name (``export_name``) → float32 array of the parameter's shape.
-        Parameters the loss never reached are left out.
+        A tied parameter is listed under each of its names (one array): torch.export names a tied table
+        after its head, while ``named_parameters`` lists the lookup's name. Parameters the loss never
+        reached are left out.
 
     Raises:
         ValueError: no samples, or weights on the meta device.
     """
     params = dict(module.named_parameters())
+    aliases: dict[int, list[str]] = {}
+    for name, p in module.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(p), []).append(name)
     if any(p.is_meta for p in params.values()):
         raise ValueError("sensitivity needs the model's weights; its parameters are on the meta device")
     flags = {name: p.requires_grad for name, p in params.items()}
@@ -94,7 +99,12 @@ def fisher_diagonal(
         module.train(was_training)
     if not count:
         raise ValueError("a sensitivity pass needs at least one calibration sample")
-    return {export_name(name): t.numpy() for name, t in total.items()}
+    return {
+        export_name(alias): array
+        for name, t in total.items()
+        for array in (t.numpy(),)
+        for alias in aliases[id(params[name])]
+    }
 
 
 def output_fisher(

@@ -310,19 +310,25 @@ def _named() -> dict[str, Recipe]:
                     # 30 bytes a row (6.03x at full size; docs/results/real-weights.md). Apple's guide warns
                     # that more tables may run slower: group_size 16 is the speed-first setting
                     "llm": Palettize(4, 1, data_aware=True),
+                    # the lookup too: a table tied to the head takes the head's tables and is stored once
+                    # (the real 0.5 B tied LLM: docs/results/real-weights.md); untied, plain k-means per row
+                    "embed": Palettize(4, 1, data_aware=True),
                 },
                 default=Float16(),
                 description="Core ML for the Neural Engine: per-channel INT8 encoders and decoder, "
-                "4-bit palettized LLM (sensitivity-weighted tables, one per row), fp16 compute",
+                "4-bit palettized LLM and lookup (sensitivity-weighted tables, one per row; a tied table "
+                "stored once), fp16 compute",
             ),
             Recipe(
                 "apple-gpu",
                 "coreml",
                 # asymmetric: on the teacher symmetric INT4 lost 1.7 points of GCG [-2.9, -0.2], asymmetric
                 # +0.9 [-0.2, +2.2] (weights replayed on Linux; docs/results/quantization.md)
-                {"llm": Int4WeightOnly(group_size=32, symmetric=False)},
+                # the lookup per-channel INT8 as the head (head_bits 8): a tied table is stored once
+                {"llm": Int4WeightOnly(group_size=32, symmetric=False), "embed": Int8WeightOnly()},
                 default=Float16(),
-                description="Core ML for the Apple GPU: asymmetric INT4 per-block LLM, fp16 elsewhere",
+                description="Core ML for the Apple GPU: asymmetric INT4 per-block LLM with an INT8 head and "
+                "lookup (a tied table stored once), fp16 elsewhere",
             ),
             Recipe(
                 "intel-openvino",

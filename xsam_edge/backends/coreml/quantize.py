@@ -15,8 +15,10 @@ scheme         what each package of the graph becomes
 ``palettize``  ``palettize_weights``: k-means look-up tables of ``nbits``, one per ``group_size`` output
                channels → ``constexpr_lut_to_dense``; ``data_aware`` weighs the k-means by each weight's
                output sensitivity on the calibration samples (``quantization.importance``, computed on the
-               torch graph the package came from; ``backends.coreml.palettize``); ``ratio < 1`` keeps the
-               weights the tables resolve worst at INT8, ``head_bits`` 8 the output layers
+               torch graph the package came from; ``backends.coreml.palettize``; X-SAM's lookup takes
+               the head's where the table is tied, so the bundle stores it once, and none where not);
+               ``ratio < 1`` keeps the weights the tables resolve worst at INT8, ``head_bits`` 8 the
+               output layers
 =============  ==========================================================================================
 
 Only model parameters are compressed: a constant is one when its MIL name is torch.export's parameter name
@@ -284,7 +286,7 @@ def _weighted_tables(
     notes = []
     if scheme.data_aware and importance is None:
         notes.append(f"{src.name}: data_aware without a torch graph to weigh against: tables unweighted")
-    elif weigh:
+    elif weigh and len(tables) > len(unweighted):
         notes.append(
             f"{src.name}: {len(tables) - len(unweighted)} tensor(s) palettized with tables weighted by their "
             "output sensitivity on the calibration samples"
@@ -350,15 +352,53 @@ class CoreMLQuantizer(FileQuantizer):
         The sensitivity comes from the module (or the X-SAM graph) on the calibration samples, before the
         float package is written; packages have no gradients, and Core ML does not run here.
         """
+        note = ""
         if isinstance(scheme, Palettize) and scheme.data_aware:
-            from xsam_edge.quantization.importance import source_importance
-
-            names = self.graphs.get(source.name, (source.name,)) if source.model is not None else ()
-            self._importance = source_importance(source, names, calibration)
+            self._importance = self._sensitivity(source, calibration)
+            if source.model is not None and source.name == "embed":
+                note = (
+                    "embed: its table is the LLM's tied head, weighed by the head's sensitivity (the LLM "
+                    "graphs), so the two hold the same tables"
+                    if self._importance
+                    else "embed: an untied lookup's own output is its row; its tables are unweighted"
+                )
         try:
-            return super().quantize(source, scheme, keep_float, calibration, holdout, out_dir)
+            result = super().quantize(source, scheme, keep_float, calibration, holdout, out_dir)
         finally:
             self._importance = None
+        if note:
+            result.report.notes.insert(0, note)
+        return result
+
+    def _sensitivity(
+        self, source: GraphSource, calibration: dict[str, list[list[np.ndarray]]]
+    ) -> dict[str, np.ndarray] | None:
+        """What a ``data_aware`` palettization of ``source`` weighs its k-means by.
+
+        X-SAM's lookup (``embed``) is not weighed by its own graph, whose output is the looked-up row: a
+        random probe on it weighs a row's values by noise. A table tied to the LLM's head takes the head's
+        sensitivity from the LLM graphs, so the ``embed`` and ``llm`` packages hold the same tables and the
+        bundle stores them once (``pack.join_tied_embed``); an untied lookup's tables are unweighted.
+        """
+        from xsam_edge.export.graphs import build_graph
+        from xsam_edge.quantization.importance import export_name, source_importance
+
+        if source.model is None:
+            return source_importance(source, (), calibration)
+        if source.name != "embed":
+            return source_importance(source, self.graphs.get(source.name, (source.name,)), calibration)
+        llm = source.model.llm
+        table = llm.get_input_embeddings().weight
+        if table is not llm.get_output_embeddings().weight:
+            return {}
+
+        def names(graph: str) -> set[str]:  # each wrapper names the table after its own module path
+            wrapper = build_graph(source.model, graph, source.slots)
+            return {export_name(n) for n, p in wrapper.named_parameters(remove_duplicate=False) if p is table}
+
+        head = source_importance(source, self.graphs["llm"], calibration)
+        found = [head[n] for g in self.graphs["llm"] for n in names(g) if n in head]
+        return dict.fromkeys(names(source.name), found[0]) if found else {}
 
     def export_float(
         self, module: torch.nn.Module, example_inputs: tuple, out_dir: Path, name: str, scheme: Scheme
