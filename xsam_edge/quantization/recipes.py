@@ -307,8 +307,9 @@ def _named() -> dict[str, Recipe]:
                     "segment": Int8WeightOnly(),
                     # k-means weighted by each weight's output sensitivity, a table per row: on a real
                     # 0.5 B LLM +9.0 % perplexity against +15.3 % per 16 rows and +49.7 % unweighted, for
-                    # 30 bytes a row (6.03x at full size; docs/results/real-weights.md). Apple's guide warns
-                    # that more tables may run slower: group_size 16 is the speed-first setting
+                    # 30 bytes a row (6.34x at full size with the lookup; docs/results/real-weights.md).
+                    # Apple's guide warns that more tables may run slower: group_size 16 is the speed-first
+                    # setting
                     "llm": Palettize(4, 1, data_aware=True),
                     # the lookup too: a table tied to the head takes the head's tables and is stored once
                     # (the real 0.5 B tied LLM: docs/results/real-weights.md); untied, plain k-means per row
