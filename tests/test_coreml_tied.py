@@ -61,7 +61,7 @@ def test_a_tied_table_is_stored_once_in_the_llm_package(tmp_path):
     prefill = [example_inputs(model.config, "llm_prefill", slots, seed=seed) for seed in (0, 1)]
     calibration = {"llm_prefill": [[x.numpy() for x in sample] for sample in prefill]}
     source = GraphSource("embed", model=model, slots=slots)
-    weighed = CoreMLQuantizer()._sensitivity(source, calibration)
+    weighed, _ = CoreMLQuantizer()._sensitivity(source, calibration)
     stored = package_weights(sources["embed"])
     assert set(weighed) & set(stored) == {"p_model_llm_lm_head_weight"}
     head = source_importance(GraphSource("llm", model=model, slots=slots), ("llm_prefill",), calibration)

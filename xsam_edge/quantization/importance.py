@@ -99,12 +99,12 @@ def fisher_diagonal(
         module.train(was_training)
     if not count:
         raise ValueError("a sensitivity pass needs at least one calibration sample")
-    return {
-        export_name(alias): array
-        for name, t in total.items()
-        for array in (t.numpy(),)
-        for alias in aliases[id(params[name])]
-    }
+    found = {}
+    for name, t in total.items():
+        array = t.numpy()
+        for alias in aliases[id(params[name])]:
+            found[export_name(alias)] = array
+    return found
 
 
 def output_fisher(

@@ -354,14 +354,7 @@ class CoreMLQuantizer(FileQuantizer):
         """
         note = ""
         if isinstance(scheme, Palettize) and scheme.data_aware:
-            self._importance = self._sensitivity(source, calibration)
-            if source.model is not None and source.name == "embed":
-                note = (
-                    "embed: its table is the LLM's tied head, weighed by the head's sensitivity (the LLM "
-                    "graphs), so the two hold the same tables"
-                    if self._importance
-                    else "embed: an untied lookup's own output is its row; its tables are unweighted"
-                )
+            self._importance, note = self._sensitivity(source, calibration)
         try:
             result = super().quantize(source, scheme, keep_float, calibration, holdout, out_dir)
         finally:
@@ -372,8 +365,8 @@ class CoreMLQuantizer(FileQuantizer):
 
     def _sensitivity(
         self, source: GraphSource, calibration: dict[str, list[list[np.ndarray]]]
-    ) -> dict[str, np.ndarray] | None:
-        """What a ``data_aware`` palettization of ``source`` weighs its k-means by.
+    ) -> tuple[dict[str, np.ndarray] | None, str]:
+        """What a ``data_aware`` palettization of ``source`` weighs its k-means by, and a note for the report.
 
         X-SAM's lookup (``embed``) is not weighed by its own graph, whose output is the looked-up row: a
         random probe on it weighs a row's values by noise. A table tied to the LLM's head takes the head's
@@ -384,13 +377,14 @@ class CoreMLQuantizer(FileQuantizer):
         from xsam_edge.quantization.importance import export_name, source_importance
 
         if source.model is None:
-            return source_importance(source, (), calibration)
+            return source_importance(source, (), calibration), ""
         if source.name != "embed":
-            return source_importance(source, self.graphs.get(source.name, (source.name,)), calibration)
+            names = self.graphs.get(source.name, (source.name,))
+            return source_importance(source, names, calibration), ""
         llm = source.model.llm
         table = llm.get_input_embeddings().weight
         if table is not llm.get_output_embeddings().weight:
-            return {}
+            return {}, "embed: an untied lookup's own output is its row; its tables are unweighted"
 
         def names(graph: str) -> set[str]:  # each wrapper names the table after its own module path
             wrapper = build_graph(source.model, graph, source.slots)
@@ -398,7 +392,11 @@ class CoreMLQuantizer(FileQuantizer):
 
         head = source_importance(source, self.graphs["llm"], calibration)
         found = [head[n] for g in self.graphs["llm"] for n in names(g) if n in head]
-        return dict.fromkeys(names(source.name), found[0]) if found else {}
+        note = (
+            "embed: its table is the LLM's tied head, weighed by the head's sensitivity (the LLM graphs), so "
+            "the two hold the same tables"
+        )
+        return (dict.fromkeys(names(source.name), found[0]), note) if found else ({}, "")
 
     def export_float(
         self, module: torch.nn.Module, example_inputs: tuple, out_dir: Path, name: str, scheme: Scheme
