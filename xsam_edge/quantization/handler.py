@@ -242,8 +242,8 @@ class FileQuantizer(QuantizeHandler):
                 scheme needs it.
         """
 
-    def smooth_quant_unavailable(self) -> str | None:
-        """Why this backend cannot apply SmoothQuant here (``None`` when it can)."""
+    def smooth_quant_unavailable(self, fp32_files: Mapping[str, Sequence[Path]]) -> str | None:
+        """Why this backend cannot apply SmoothQuant to the graph in ``fp32_files`` (``None`` when it can)."""
         return f"{self.backend!r} has no SmoothQuant"
 
     def rank_one_run(
@@ -322,7 +322,7 @@ class FileQuantizer(QuantizeHandler):
         files, report = self.quantize_files(
             graph, names, fp32_files, off, keep_float, calibration, holdout, out_dir
         )
-        why_not = self.smooth_quant_unavailable()
+        why_not = self.smooth_quant_unavailable({n: fp32_files[n] for n in names if n in fp32_files})
         if why_not is None and not any(holdout.get(n) for n in names):
             why_not = "no held-out samples to compare on"
         if why_not:

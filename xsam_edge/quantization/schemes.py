@@ -103,7 +103,8 @@ class Int8Static(Scheme):
         calibration_method (str): ``minmax`` or ``percentile`` (clips rare outliers; backends that lack it
             fall back to their closest method and say so in the report).
         smooth_quant (str): outlier migration into the weights: ``off``, ``on``, or ``auto`` (quantize both
-            ways and keep the one whose worst held-out sample is closer to float; the report says which).
+            ways and keep the one whose worst held-out sample is closer to float; the report says which; once,
+            off, where the backend has nothing to smooth: OpenVINO, a graph without weighted MatMuls).
             SmoothQuant helps LLM activations with massive outliers and can collapse a ViT.
         smooth_quant_alpha (float | None): migration strength in [0, 1] (``None``: the library's default).
         symmetric_activations (bool | None): symmetric INT8 activations (``None``: the backend's default;

@@ -47,7 +47,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -546,7 +546,7 @@ class OnnxQuantizer(FileQuantizer):
     # the parts are quantized one at a time: a tied embed graph keeps its own table (pack.py)
     float_export_options = MappingProxyType({"tied_embed": False})
 
-    def smooth_quant_unavailable(self) -> str | None:
+    def smooth_quant_unavailable(self, fp32_files: Mapping[str, Sequence[Path]]) -> str | None:
         return smooth_quant_unavailable()
 
     model_suffix = ".onnx"

@@ -48,7 +48,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -464,8 +464,20 @@ class OpenVinoQuantizer(FileQuantizer):
     # the parts are quantized one at a time: a tied embed graph keeps its own table (pack.py)
     float_export_options = MappingProxyType({"tied_embed": False})
 
-    def smooth_quant_unavailable(self) -> str | None:
-        return None  # NNCF's SmoothQuant ships with NNCF
+    def smooth_quant_unavailable(self, fp32_files: Mapping[str, Sequence[Path]]) -> str | None:
+        """None where the graph has a MatMul with weights: NNCF's SmoothQuant smooths only those here.
+
+        Its alpha for convolutions is off (``_static``), so a graph without one quantizes the same both ways:
+        ``auto`` would quantize a conv segmenter twice for nothing.
+        """
+        import openvino as ov
+
+        core = ov.Core()
+        for files in fp32_files.values():
+            for op in core.read_model(str(model_file(files, ".xml"))).get_ordered_ops():
+                if op.get_type_name() == "MatMul" and _weight(op) is not None:
+                    return None
+        return "no MatMul with weights to smooth; SmoothQuant is off for convolutions"
 
     model_suffix = ".xml"
 
