@@ -254,6 +254,20 @@ def test_openvino_fallback_ranks_in_one_run_and_reaches_the_target(tmp_path):
     assert sorted(p.name for p in (tmp_path / "fixed").iterdir()) == ["mlp.bin", "mlp.xml"]
 
 
+def test_the_fallback_decides_smooth_quant_auto_once_on_the_whole_graph(tmp_path):
+    """Each fallback trial quantized both ways again under ``auto``: twice the time of every step. The
+    whole-graph trial decides; the kept trial says so, and holds no choice of its own."""
+    torch.manual_seed(0)
+    scheme = {"scheme": "w8a8", "symmetric_activations": True}  # smooth_quant: auto
+    kwargs = {"name": "mlp", "calibration": _samples(8), "holdout": _samples(3, 1)}
+    fixed = quantize_model(
+        _OutlierMlp(), "openvino", scheme, tmp_path, target_cosine=0.9999, max_float=0.5, **kwargs
+    )
+    assert any("fallback" in k for k in fixed.report.kept_float), fixed.report.notes
+    smooth = [n for n in fixed.report.notes if n.startswith("smooth_quant auto")]
+    assert len(smooth) == 1 and smooth[0].endswith("; decided on the whole graph"), smooth
+
+
 def test_executorch_takes_an_example_with_a_zero_stride(tmp_path):
     """Regression: a numpy ``a[None]`` view becomes a tensor with a 0 stride ("0 in strides is not supported
     for ExecuTorch" on a real BERT); ``contiguous()`` keeps it, so the handler copies examples outright."""

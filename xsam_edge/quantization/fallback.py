@@ -2,7 +2,8 @@
 
 The loop every entry point shares (recipes with ``targets``, ``quantize_model`` with ``target_cosine``):
 
-1. quantize the graph whole and measure it on held-out samples (never the calibration set);
+1. quantize the graph whole and measure it on held-out samples (never the calibration set); SmoothQuant's
+   ``auto`` is decided here, once, and the later steps use its choice;
 2. if the worst sample's cosine is under the target, rank the quantized layers by measured sensitivity
    (the handler's ``rank_layers``: one pass of ONNX Runtime's QDQ debugger, or one quantization per layer);
 3. keep the 1, 2, 4, … most sensitive layers float until the target holds, or ``max_float`` of the layers
@@ -21,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .handler import GraphSource, QuantizedGraph, QuantizeHandler, Samples
-from .schemes import Scheme
+from .handler import SMOOTH_QUANT_AUTO, GraphSource, QuantizedGraph, QuantizeHandler, Samples
+from .schemes import Int8Static, Scheme
 
 __all__ = ["FallbackResult", "quantize_to_target"]
 
@@ -41,6 +42,20 @@ class FallbackResult:
 
 def _worst(result: QuantizedGraph) -> float:
     return result.report.closeness[0]
+
+
+def _decided(scheme: Scheme, whole: QuantizedGraph) -> tuple[Scheme, str | None]:
+    """``smooth_quant="auto"`` as the whole-graph trial resolved it, and that trial's note.
+
+    Each trial would otherwise quantize both ways again: twice the time of every fallback step.
+    """
+    if not (isinstance(scheme, Int8Static) and scheme.smooth_quant == "auto"):
+        return scheme, None
+    note = next((n for n in whole.report.notes if n.startswith(SMOOTH_QUANT_AUTO)), None)
+    if note is None:
+        return scheme, None
+    chosen = "on" if note.startswith(f"{SMOOTH_QUANT_AUTO}on") else "off"
+    return dataclasses.replace(scheme, smooth_quant=chosen), f"{note}; decided on the whole graph"
 
 
 def _remove(result: QuantizedGraph, folder: Path, out_dir: Path) -> None:
@@ -114,20 +129,21 @@ def quantize_to_target(
                 "a fidelity target needs held-out samples (kept out of calibration) to measure on"
             )
 
-    def trial(k: int, extra: list[str]) -> tuple[QuantizedGraph, Path]:
+    def trial(k: int, extra: list[str], scheme: Scheme) -> tuple[QuantizedGraph, Path]:
         folder = out_dir / f".trial-{k}" if k else out_dir
         if k:
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir()
         return handler.quantize(source, scheme, (*keep_float, *extra), calibration, holdout, folder), folder
 
-    best, folder = trial(0, [])
+    best, folder = trial(0, [], scheme)
     if target is None or _worst(best) >= target:
         return FallbackResult(best, folder, target is None or _worst(best) >= target, [])
     first = _worst(best)
+    trial_scheme, smooth_note = _decided(scheme, best)
     try:
         ranking = handler.rank_layers(
-            source, scheme, keep_float, calibration, holdout, out_dir, best, progress
+            source, trial_scheme, keep_float, calibration, holdout, out_dir, best, progress
         )
     except ValueError as err:
         missed = f"target worst cosine {target} MISSED ({first:.4f})"
@@ -136,7 +152,7 @@ def quantize_to_target(
     limit = max(1, int(len(ranking) * max_float))
     k, kept, met = 1, [], False
     while k <= limit:
-        candidate, candidate_folder = trial(k, ranking[:k])
+        candidate, candidate_folder = trial(k, ranking[:k], trial_scheme)
         log.info("%s: %d layer(s) float → worst cosine %.4f", source.name, k, _worst(candidate))
         if _worst(candidate) > _worst(best):
             _remove(best, folder, out_dir)
@@ -151,6 +167,8 @@ def quantize_to_target(
         best = _move_up(best, folder, out_dir)
         folder = out_dir
     report = best.report
+    if kept and smooth_note:
+        report.notes.insert(0, smooth_note)
     for rank, layer in enumerate(kept, 1):
         why = f"fallback: sensitivity rank {rank} of {len(ranking)}, float to reach worst cosine {target}"
         tag = f"keep_float {layer!r}"  # how handlers list a keep-float match: say why instead

@@ -34,6 +34,9 @@ from .schemes import Int8Static, Scheme
 Samples = dict[str, list[list[np.ndarray]]]
 """Bundle graph name → positional input samples."""
 
+SMOOTH_QUANT_AUTO = "smooth_quant auto: "
+"""How a report's note starts that says what ``smooth_quant="auto"`` chose (``on (…)`` or ``off (…)``)."""
+
 
 @dataclass
 class GraphSource:
@@ -326,7 +329,7 @@ class FileQuantizer(QuantizeHandler):
         if why_not is None and not any(holdout.get(n) for n in names):
             why_not = "no held-out samples to compare on"
         if why_not:
-            add_note(report, f"smooth_quant auto: off ({why_not})")
+            add_note(report, f"{SMOOTH_QUANT_AUTO}off ({why_not})")
             return files, report
         with tempfile.TemporaryDirectory(prefix=".smooth-quant-", dir=out_dir) as tmp:
             on_files, on_report = self.quantize_files(
@@ -335,7 +338,7 @@ class FileQuantizer(QuantizeHandler):
             off_score, on_score = report.closeness, on_report.closeness
             scores = f"worst cosine off {off_score[0]:.4f}, on {on_score[0]:.4f}"
             if on_score <= off_score:
-                add_note(report, f"smooth_quant auto: off ({scores})")
+                add_note(report, f"{SMOOTH_QUANT_AUTO}off ({scores})")
                 return files, report
             for f in (f for paths in files.values() for f in paths):
                 if f.is_dir():
@@ -346,7 +349,7 @@ class FileQuantizer(QuantizeHandler):
                 n: [Path(shutil.move(str(f), out_dir / f.name)) for f in fs] for n, fs in on_files.items()
             }
         on_report.files = [str(f) for fs in moved.values() for f in fs]
-        add_note(on_report, f"smooth_quant auto: on ({scores})")
+        add_note(on_report, f"{SMOOTH_QUANT_AUTO}on ({scores})")
         return moved, on_report
 
     def quantized_layers(
