@@ -380,7 +380,7 @@ def test_openvino_ranking_reaches_ops_that_read_quantizers_through_concat_and_po
     and the one-run ranking looked for a FakeQuantize right at the op, so it never ranked such an op (83 of
     ISNet's 114 convolutions). Every INT8 op is ranked now, and keeping one float removes its quantizers."""
     from xsam_edge.backends.openvino.quantize import _integer_ops
-    from xsam_edge.backends.openvino.ranking import _quantized_sources
+    from xsam_edge.backends.openvino.ranking import quantized_sources
 
     torch.manual_seed(0)
     scheme = scheme_from_dict({"scheme": "w8a8", "symmetric_activations": False})
@@ -401,11 +401,11 @@ def test_openvino_ranking_reaches_ops_that_read_quantizers_through_concat_and_po
     through = next(
         name for name in integer if ops[name].input_value(0).get_node().get_type_name() != "FakeQuantize"
     )
-    assert _quantized_sources(ops[through].input_value(0), set(ops))  # read through a pass-through op
+    assert quantized_sources(ops[through].input_value(0), set(ops))  # read through a pass-through op
     q_openvino.quantize_module(module, example, samples, scheme, tmp_path / "kept", "ublock", (through,))
     kept_xml = ov.Core().read_model(str(tmp_path / "kept" / "ublock.xml"))
     kept_ops = {op.get_friendly_name(): op for op in kept_xml.get_ordered_ops()}
-    assert not _quantized_sources(kept_ops[through].input_value(0), set(kept_ops))
+    assert not quantized_sources(kept_ops[through].input_value(0), set(kept_ops))
 
 
 class _Taps(nn.Module):
@@ -423,8 +423,10 @@ class _Taps(nn.Module):
 def test_openvino_ranking_covers_every_int8_op_of_the_seg_encoder_at_real_width(tmp_path):
     """x-sam-student-s's ViT seg encoder at its real width (384) and 1024² input, two blocks: the attention
     MatMuls and projections read their quantizers through Reshape and Transpose, so the one-run ranking
-    left about half of the encoder's INT8 ops unranked (the full student's encode_image: 28 of 57)."""
+    left about half of the encoder's INT8 ops unranked (the full student's encode_image: 28 of 57), and the
+    attentions whose Q and K NNCF quantizes were no layers at all: neither ranked nor kept float by name."""
     from xsam_edge.backends.openvino.quantize import _integer_ops
+    from xsam_edge.backends.openvino.ranking import quantized_sources
     from xsam_edge.model.build import build_seg_encoder
     from xsam_edge.model.presets import at_depth, get_preset
 
@@ -443,6 +445,19 @@ def test_openvino_ranking_covers_every_int8_op_of_the_seg_encoder_at_real_width(
     integer = _integer_ops(float_xml, quant_xml)
     ops = {op.get_friendly_name(): op for op in ov.Core().read_model(str(quant_xml)).get_ordered_ops()}
     through = [n for n in integer if ops[n].input_value(0).get_node().get_type_name() != "FakeQuantize"]
-    assert len(integer) > 10 and through, sorted(integer)
+    attention = [n for n in integer if ops[n].get_type_name() == "ScaledDotProductAttention"]
+    assert len(integer) > 10 and through and attention, sorted(integer)
     ranked = q_openvino.rank_one_run(float_xml, quant_xml, scheme, samples[:1])
     assert len(ranked) == len(integer), (len(ranked), len(integer))
+    # a weightless op is a layer too: attention kept float reads float Q and K
+    report = q_openvino.quantize_module(
+        module, example, samples, scheme, tmp_path / "kept", "taps", (attention[0],)
+    )
+    kept = {
+        op.get_friendly_name(): op
+        for op in ov.Core().read_model(str(tmp_path / "kept" / "taps.xml")).get_ordered_ops()
+    }
+    assert not any(quantized_sources(v, set(kept)) for v in kept[attention[0]].input_values())
+    assert any(
+        k.startswith(f"{attention[0]} (ScaledDotProductAttention, activations)") for k in report.kept_float
+    )

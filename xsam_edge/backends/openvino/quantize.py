@@ -57,7 +57,7 @@ import numpy as np
 import torch
 
 from xsam_edge.backends.openvino.export import F32_CONFIG, compile_model, name_ports
-from xsam_edge.backends.openvino.ranking import rank_fake_quantized_ops
+from xsam_edge.backends.openvino.ranking import quantized_sources, rank_fake_quantized_ops
 from xsam_edge.files import write_atomically
 from xsam_edge.quantization.common import (
     add_note,
@@ -98,6 +98,9 @@ _WEIGHT_PATH = (
     "FakeQuantize",
 )
 _INTEGER = ("i8", "u8", "i4", "u4")
+# weightless ops whose activation inputs ``w8a8`` quantizes (attention's Q and K, a MatMul of two
+# activations): layers of their own for keep-float and the fallback
+_ACTIVATION_OPS = ("MatMul", "ScaledDotProductAttention")
 # weight-only schemes leave these float: OpenVINO 2026.4.1's CPU plugin computes a weight-compressed 1x1
 # convolution wrong in the pixel decoder (it rewrites it as a FullyConnected; memory_0 PSNR 6 dB, the same
 # weights dequantized in numpy give 53 dB), and convolutions hold few of the weights anyway
@@ -184,7 +187,7 @@ def _quantize_ir(
             shutil.copy2(f, tmp / Path(f).name)
         return
     model = ov.Core().read_model(str(xml))
-    ignored = _keep_float_ops(model, keep_float)
+    ignored = _keep_float_ops(model, keep_float, activations=isinstance(scheme, Int8Static))
     if scheme.name == "fp16":
         if ignored:
             add_note(report, "fp16: keep_float not honoured (OpenVINO compresses every weight to fp16)")
@@ -211,21 +214,33 @@ def quantized_layers(fp32_files: dict[str, list[Path]], quant_files: dict[str, l
 
 
 def _integer_ops(float_xml: Path, quant_xml: Path) -> dict[str, tuple[list[str], list[str]]]:
-    """Op → (patterns to try, names keep-float sees) for every op with integer weights in ``quant_xml``."""
+    """Op → (patterns to try, names keep-float sees) for every op ``quant_xml`` made integer.
+
+    An op with integer weights, or a weightless MatMul or attention whose activations are quantized (found
+    through the ops NNCF puts a quantizer above, ``ranking.quantized_sources``): NNCF leaves its inputs float
+    when it is ignored.
+    """
     import openvino as ov
 
     core = ov.Core()
     weights = {}
+    known = set()
     for op in core.read_model(str(float_xml)).get_ordered_ops():
+        known.add(op.get_friendly_name())
         weight = _weight(op)
         if weight is not None:
             weights[op.get_friendly_name()] = sorted(weight.output(0).get_names())
     ops = {}
     for op in core.read_model(str(quant_xml)).get_ordered_ops():
-        weight = _weight(op)
-        if weight is None or weight.get_element_type().get_type_name() not in _INTEGER:
-            continue
         friendly = op.get_friendly_name()
+        weight = _weight(op)
+        if weight is None:
+            if op.get_type_name() in _ACTIVATION_OPS and friendly in known:
+                if any(quantized_sources(value, known) for value in op.input_values()):
+                    ops[friendly] = ([friendly], [friendly])
+            continue
+        if weight.get_element_type().get_type_name() not in _INTEGER:
+            continue
         tensor_names = weights.get(friendly, [])
         readable = [_module_path(n) for n in tensor_names if not n.isdigit()]
         ops[friendly] = ([*readable, friendly], [friendly, *tensor_names])
@@ -253,14 +268,22 @@ def _weight(op: Any) -> Any | None:
     return None
 
 
-def _keep_float_ops(model: Any, patterns: Sequence[str]) -> dict[str, str]:
-    """Friendly name → matching pattern, for weighted ops whose name or weight tensor names match."""
+def _keep_float_ops(model: Any, patterns: Sequence[str], activations: bool = False) -> dict[str, str]:
+    """Friendly name → matching pattern, for weighted ops whose name or weight tensor names match.
+
+    With ``activations`` (static INT8) also weightless MatMuls and attentions (``_ACTIVATION_OPS``) whose
+    friendly name matches: NNCF then leaves their activation inputs float.
+    """
     matched = {}
     for op in model.get_ordered_ops():
         weight = _weight(op)
-        if weight is None:
+        if weight is not None:
+            names = [op.get_friendly_name(), *weight.output(0).get_names()]
+        elif activations and op.get_type_name() in _ACTIVATION_OPS:
+            names = [op.get_friendly_name()]
+        else:
             continue
-        pattern = keep_float_pattern([op.get_friendly_name(), *weight.output(0).get_names()], patterns)
+        pattern = keep_float_pattern(names, patterns)
         if pattern:
             matched[op.get_friendly_name()] = pattern
     return matched
@@ -414,10 +437,12 @@ def _evidence(model: Any, scheme: Scheme, ignored: dict[str, str], report: Graph
         elif kind == "Constant" and op.get_element_type().get_type_name() in (*_INTEGER, "f16"):
             evidence[f"const:{op.get_element_type().get_type_name()}"] += 1
         weight = _weight(op)
+        name = op.get_friendly_name()
         if weight is None:
+            if name in ignored:  # a weightless op kept float: its activation inputs
+                report.kept_float.append(f"{name} ({kind}, activations): keep_float {ignored[name]!r}")
             continue
         precision = weight.get_element_type().get_type_name()
-        name = op.get_friendly_name()
         if precision in _INTEGER or (scheme.name == "fp16" and precision == "f16"):
             report.quantized += 1
             int8_in_w4 += scheme.name == "w4" and precision in ("i8", "u8")

@@ -22,7 +22,7 @@ import numpy as np
 
 from xsam_edge.quantization.ranking import Reader, rank_by_added_error
 
-__all__ = ["rank_fake_quantized_ops"]
+__all__ = ["quantized_sources", "rank_fake_quantized_ops"]
 
 _SMOOTHING = ("Multiply", "Convert")  # what NNCF's SmoothQuant inserts before an activation FakeQuantize
 # ops NNCF moves an activation quantizer above (the value is the same quantized before or after them): the
@@ -72,7 +72,7 @@ def _reader(xml: Path) -> Reader:
     return read
 
 
-def _quantized_sources(value: Any, known: set[str], depth: int = 0) -> list[tuple[str, int]]:
+def quantized_sources(value: Any, known: set[str], depth: int = 0) -> list[tuple[str, int]]:
     """The float tensors quantized on their way to ``value``, as ``(friendly name, port)``.
 
     Each ``FakeQuantize``'s source, found through ``_PASS_THROUGH`` ops; empty for a weight or a float input.
@@ -93,7 +93,7 @@ def _quantized_sources(value: Any, known: set[str], depth: int = 0) -> list[tupl
         return []
     ports = _PASS_THROUGH[kind]
     ports = range(node.get_input_size()) if ports is None else ports
-    found = [s for i in ports for s in _quantized_sources(node.input_value(i), known, depth + 1)]
+    found = [s for i in ports for s in quantized_sources(node.input_value(i), known, depth + 1)]
     return list(dict.fromkeys(found))
 
 
@@ -121,7 +121,7 @@ def rank_fake_quantized_ops(
         name = op.get_friendly_name()
         if name not in candidates or name not in known:
             continue
-        pre = [source for value in op.input_values() for source in _quantized_sources(value, known)]
+        pre = [source for value in op.input_values() for source in quantized_sources(value, known)]
         if pre and all(p in known for p, _ in pre):
             io[name] = (pre, (name, 0))
     return rank_by_added_error(io, _reader(float_xml), _reader(quant_xml), samples, candidates)
