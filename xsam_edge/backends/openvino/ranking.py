@@ -1,8 +1,9 @@
 """NNCF-quantized IRs for the one-run layer ranking (``quantization/ranking.py``): which tensors, how to read.
 
-NNCF keeps op friendly names, so the float IR and the quantized IR share them: every weighted op whose
-activation input passes a ``FakeQuantize`` has its input (the FakeQuantize's source) and its output read
-from both IRs, as ``(friendly name, port)`` outputs added to a copy of the model compiled at f32.
+NNCF keeps op friendly names, so the float IR and the quantized IR share them: every candidate op whose
+activation input passes a ``FakeQuantize`` (a weighted op, or a weightless attention whose Q and K NNCF
+quantizes) has its input (the FakeQuantize's source) and its output read from both IRs, as
+``(friendly name, port)`` outputs added to a copy of the model compiled at f32.
 
 NNCF puts a quantizer as far up as the value stays the same under quantization: before a ``Concat``, a
 ``MaxPool``, an ``Interpolate`` or a reshape, not at the convolution that reads their result. So an op's
