@@ -73,6 +73,33 @@ def test_et_region_is_delegated_and_embed_is_not(et_graph):
     assert any("embedding" in op for op in embed["portable_ops"])
 
 
+@pytest.mark.parametrize("name", ["segment", "llm_prefill", "llm_decode"])
+def test_et_graphs_cast_no_integer_constants(tiny_model, name):
+    """An int scalar in float arithmetic (``1 - x``) becomes an int64 constant that ExecuTorch casts to float
+    with a portable copy at every call: the LLM's cache write did it twice per layer and step, the mask
+    decoder's attention bias once per layer. Float scalars leave nothing to cast (the image graph's row
+    lookups: test_decoder.py)."""
+    pytest.importorskip("executorch")
+    from executorch.exir import to_edge
+
+    from xsam_edge.backends.executorch.export import EXECUTORCH_DECOMPOSITIONS, xnnpack_trace_form
+    from xsam_edge.export.graphs import example_inputs
+
+    slots = SlotConfig(max_regions=2, max_conditions=4, prefill_len=16)
+    module = build_graph(tiny_model, name, slots)
+    with xnnpack_trace_form(module), torch.no_grad():
+        program = torch.export.export(
+            module, tuple(example_inputs(tiny_model.config, name, slots)), strict=False
+        )
+    graph = to_edge(program.run_decompositions(EXECUTORCH_DECOMPOSITIONS)).exported_program().graph
+    casts = [
+        n
+        for n in graph.nodes
+        if n.op == "call_function" and "_to_dim_order_copy" in str(n.target) and n.args[0].op == "placeholder"
+    ]
+    assert not casts, [(n.name, n.meta.get("original_aten")) for n in casts]
+
+
 @pytest.mark.parametrize("masked", [False, True])
 def test_et_unmasked_attention_has_no_portable_safe_softmax(masked, tmp_path):
     """Unmasked SDPA lowers whole into XNNPACK (the default decomposition's safe softmax, eq/any/where over

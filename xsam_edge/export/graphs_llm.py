@@ -98,7 +98,7 @@ def blend_write(cache: Tensor, new: Tensor, onehot: Tensor) -> Tensor:
     Returns:
         Tensor: (1, kv_heads, S, head_dim) updated cache.
     """
-    keep = 1 - onehot.sum(0)  # (S,): 0 at written slots
+    keep = 1.0 - onehot.sum(0)  # (S,): 0 at written slots; a float 1 (ExecuTorch casts an int constant)
     return cache * keep[:, None] + onehot.transpose(0, 1) @ new  # (1, kv_heads, S, head_dim)
 
 

@@ -65,10 +65,11 @@ def attention_bias(mask_logits: Tensor) -> Tensor:
         Tensor: (B, Q, HW) in the logits' dtype, 0 where the query may attend, ``MASKED_LOGIT`` elsewhere.
     """
     # 1 where logit < 0, else 0, in float ops (exact for every finite logit): a comparison and its bool to
-    # float cast ran as portable ExecuTorch kernels over every (query, pixel)
-    blocked = torch.ceil((-mask_logits).clamp(0, 1))
+    # float cast ran as portable ExecuTorch kernels over every (query, pixel); float scalars, as an int one is
+    # an int64 constant ExecuTorch casts with a portable copy
+    blocked = torch.ceil((-mask_logits).clamp(0.0, 1.0))
     full = blocked.amin(-1, keepdim=True)  # 1 where the whole row is blocked
-    return blocked * (1 - full) * MASKED_LOGIT
+    return blocked * (1.0 - full) * MASKED_LOGIT
 
 
 def attend(q_h: Tensor, k_h: Tensor, v_h: Tensor, bias: Tensor | None = None) -> Tensor:

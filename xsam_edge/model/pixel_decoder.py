@@ -49,14 +49,14 @@ def sine_position_embedding(
     Returns:
         Tensor: (height * width, 2 * num_pos_feats), row-major over the grid.
     """
-    scale, temperature, eps = 2 * math.pi, 10000, 1e-6
+    scale, temperature, eps = 2 * math.pi, 10000.0, 1e-6  # float scalars: see sample_rows
     # cumsum of an all-valid mask is 1..n; normalise by the last entry exactly as upstream
     y_embed = torch.arange(1, height + 1, device=device, dtype=torch.float32)
     x_embed = torch.arange(1, width + 1, device=device, dtype=torch.float32)
     y_embed = y_embed / (y_embed[-1:] + eps) * scale
     x_embed = x_embed / (x_embed[-1:] + eps) * scale
     dim_t = torch.arange(num_pos_feats, device=device, dtype=torch.float32)
-    dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_pos_feats)
+    dim_t = temperature ** (2.0 * torch.div(dim_t, 2.0, rounding_mode="floor") / float(num_pos_feats))
     pos_y = y_embed[:, None] / dim_t  # (H, F)
     pos_x = x_embed[:, None] / dim_t  # (W, F)
     # interleave sin of even features with cos of odd ones: (n, F/2, 2) -> (n, F)
@@ -87,8 +87,8 @@ def reference_points(
     """
     points = []
     for height, width in spatial_shapes:
-        ref_y = (torch.arange(height, device=device, dtype=dtype) + 0.5) / height
-        ref_x = (torch.arange(width, device=device, dtype=dtype) + 0.5) / width
+        ref_y = (torch.arange(height, device=device, dtype=dtype) + 0.5) / float(height)
+        ref_x = (torch.arange(width, device=device, dtype=dtype) + 0.5) / float(width)
         ref = torch.stack(
             (ref_x[None, :].expand(height, width), ref_y[:, None].expand(height, width)), dim=2
         )  # (H, W, 2)
@@ -202,31 +202,35 @@ def sample_rows(
         raise ValueError(f"{b * s * h} value rows: row indices are float32, exact up to 2**24")
     table = value.reshape(b * s * h, d // h)  # row (b·S + s)·h + head
     # Index arithmetic stays in float32 (exact below 2**24 rows) so XNNPACK runs it; int64 ops would all be
-    # portable kernels. Each lookup converts its indices once.
-    batch = (torch.arange(b, device=value.device, dtype=value.dtype) * s).view(b, 1, 1, 1)
+    # portable kernels. Each lookup converts its indices once. Every scalar is a Python float: ExecuTorch
+    # makes an int scalar an int64 constant cast to float32 by a portable copy, one per use, which split the
+    # image graph's XNNPACK delegates (397 casts, 82 delegates in the tiny teacher's ``encode_image``).
+    rows_per_batch = float(s) if isinstance(s, int) else s  # a symbolic S stays symbolic
+    batch = (torch.arange(b, device=value.device, dtype=value.dtype) * rows_per_batch).view(b, 1, 1, 1)
     head = torch.arange(h, device=value.device, dtype=value.dtype).view(1, 1, h, 1)
     acc = None
     start = 0
     for level, (height, width) in enumerate(spatial_shapes):
         offsets_l = offsets[:, :, :, level].reshape(b, n, h, p, 2)
         # pixel coordinates of the level (align_corners=False): x = loc · W − 0.5
-        x = (ref_points[None, :, None, None, 0] + offsets_l[..., 0] / width) * width - 0.5  # (B, N, h, P)
-        y = (ref_points[None, :, None, None, 1] + offsets_l[..., 1] / height) * height - 0.5
+        fw, fh = float(width), float(height)
+        x = (ref_points[None, :, None, None, 0] + offsets_l[..., 0] / fw) * fw - 0.5  # (B, N, h, P)
+        y = (ref_points[None, :, None, None, 1] + offsets_l[..., 1] / fh) * fh - 0.5
         x0, y0 = torch.floor(x), torch.floor(y)
         fx, fy = x - x0, y - y0
         attention = weights[..., level * p : (level + 1) * p]  # (B, N, h, P)
         for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
-            xi, yi = x0 + dx, y0 + dy
+            xi, yi = (x0 + 1.0 if dx else x0), (y0 + 1.0 if dy else y0)
             # 1 inside the level, else 0 (xi, yi are whole): padding_mode="zeros" without comparisons
             inside = (
-                (xi + 1).clamp(0, 1)
-                * (width - xi).clamp(0, 1)
-                * (yi + 1).clamp(0, 1)
-                * (height - yi).clamp(0, 1)
+                (xi + 1.0).clamp(0.0, 1.0)
+                * (fw - xi).clamp(0.0, 1.0)
+                * (yi + 1.0).clamp(0.0, 1.0)
+                * (fh - yi).clamp(0.0, 1.0)
             )
-            corner = (fx if dx else 1 - fx) * (fy if dy else 1 - fy) * attention * inside
-            cell = yi.clamp(0, height - 1) * width + xi.clamp(0, width - 1)
-            index = (batch + start + cell) * h + head  # (B, N, h, P)
+            corner = (fx if dx else 1.0 - fx) * (fy if dy else 1.0 - fy) * attention * inside
+            cell = yi.clamp(0.0, fh - 1.0) * fw + xi.clamp(0.0, fw - 1.0)
+            index = (batch + float(start) + cell) * float(h) + head  # (B, N, h, P)
             if acc is not None:  # a zero that depends on the last sum: the lookups run one after another
                 index = index + _after(acc)
             # 2-D indices give the (B·N·h, P, head_dim) rows the product takes, and the product's output stays
@@ -247,7 +251,7 @@ def _after(acc: Tensor) -> Tensor:
     full-size layer's planned arena was 1118 MB, against 210 MB with it and 551 MB with ``grid_sample``.
     """
     probe = acc[(slice(0, 1),) * acc.dim()]  # one element, sliced: a reshape first would copy all of ``acc``
-    return (probe != probe).to(acc.dtype) * 0
+    return (probe != probe).to(acc.dtype) * 0.0
 
 
 @contextmanager
