@@ -85,11 +85,10 @@ def test_et_graphs_cast_no_integer_constants(tiny_model, name):
     from xsam_edge.backends.executorch.export import EXECUTORCH_DECOMPOSITIONS, xnnpack_trace_form
     from xsam_edge.export.graphs import example_inputs
 
-    slots = SlotConfig(max_regions=2, max_conditions=4, prefill_len=16)
-    module = build_graph(tiny_model, name, slots)
+    module = build_graph(tiny_model, name, SLOTS)
     with xnnpack_trace_form(module), torch.no_grad():
         program = torch.export.export(
-            module, tuple(example_inputs(tiny_model.config, name, slots)), strict=False
+            module, tuple(example_inputs(tiny_model.config, name, SLOTS)), strict=False
         )
     graph = to_edge(program.run_decompositions(EXECUTORCH_DECOMPOSITIONS)).exported_program().graph
     casts = [
